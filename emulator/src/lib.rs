@@ -1,0 +1,6 @@
+//! amzmusic-emulator: a faithful local stand-in for the Amazon Music services the plugins use.
+//! Content (synthesis, encoding, CMAF/CENC packaging, manifests) and the HTTP server live here.
+
+pub mod content;
+pub mod export;
+pub mod server;
