@@ -3,6 +3,7 @@
 
 use gst::glib;
 
+pub mod cenc;
 pub mod protocol;
 
 fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
