@@ -1,18 +1,476 @@
-//! The HTTP server: CDN, services, admin endpoints, shaping and faults on one port.
+//! The HTTP server: CDN, services and admin endpoints on one port, every connection paced by the
+//! shaper, every request logged and open to fault injection.
 
-use anyhow::Result;
-use std::path::Path;
-use std::sync::Arc;
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use crate::content::catalog::Catalog;
+use crate::cdn;
+use crate::content::catalog::{Addressing, Catalog};
+use crate::content::store::Store;
+use crate::observe::{self, FaultAction, FaultRule, Faults, LoggedRequest, RequestLog};
+use crate::services;
+use crate::shaping::{Schedule, ShapedStream, Shaper};
+use crate::signing::Signer;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: String,
+    /// Also serve an unauthenticated clear mirror at /open/<id>/manifest.mpd (SegmentTemplate).
+    #[arg(long)]
+    pub open_mirror: bool,
+    /// Addressing of the manifests the CDN hands out: list (as the service), template or base.
+    #[arg(long, default_value = "list")]
+    pub addressing: Addressing,
+    /// Shape the network with a named scenario (stable-high, stable-low, wifi-to-4g, outage,
+    /// noisy-mobile).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Seed of the network scenario.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u32,
+    /// Shape the network with a trace file (`seconds kbps latency_ms [outage]` lines, or JSON).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Seconds an audio object (its manifest and segment URLs and headers) stays valid.
+    #[arg(long, default_value_t = 3600)]
+    pub audio_object_lifetime: u64,
+    /// Seconds an LWA access token stays valid.
+    #[arg(long, default_value_t = 3600)]
+    pub token_lifetime: u64,
+    /// Write shell exports pointing the plugins at this emulator to this file.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
 }
 
-pub fn run(_args: ServeArgs, _data_dir: &Path, _catalog: Arc<Catalog>) -> Result<()> {
-    anyhow::bail!("serve: not built yet")
+/// Settings tests may change while the emulator runs (`POST /_emulator/config`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct Config {
+    pub audio_object_lifetime_s: u64,
+    pub token_lifetime_s: u64,
+    pub addressing: Addressing,
+    pub open_mirror: bool,
+}
+
+pub struct AppState {
+    base_url: OnceLock<String>,
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<Store>,
+    pub signer: Signer,
+    pub shaper: Arc<Shaper>,
+    pub faults: Faults,
+    pub log: RequestLog,
+    pub config: Mutex<Config>,
+    pub services: services::ServicesState,
+}
+
+impl AppState {
+    pub fn new(catalog: Arc<Catalog>, store: Arc<Store>, config: Config) -> Self {
+        AppState {
+            base_url: OnceLock::new(),
+            catalog,
+            store,
+            signer: Signer::random(),
+            shaper: Arc::new(Shaper::default()),
+            faults: Faults::default(),
+            log: RequestLog::default(),
+            config: Mutex::new(config),
+            services: services::ServicesState::default(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, known once bound.
+    pub fn base_url(&self) -> &str {
+        self.base_url.get().map(|s| s.as_str()).unwrap_or("")
+    }
+
+    /// The license URL written into manifests as `<amz:LicenseUrl>`.
+    pub fn license_url(&self) -> String {
+        format!("{}{}", self.base_url(), services::LICENSE_PATH)
+    }
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(cdn::router())
+        .merge(services::router())
+        .merge(admin_router())
+        .fallback(|| async { cdn::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe_layer))
+        .with_state(state)
+}
+
+/// Logs every request and applies injected faults and the link's latency and outages.
+async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let at_ms = state.log.now_ms();
+    let method = req.method().as_str().to_string();
+    let path = observe::redact_uri(req.uri());
+    let service = observe::service_of(req.uri().path()).to_string();
+    let headers = observe::loggable_headers(req.headers());
+    let http_version = format!("{:?}", req.version());
+    let admin = service == "admin";
+    let fault = if admin {
+        None
+    } else {
+        state.faults.take(&method, req.uri().path())
+    };
+    if !admin {
+        let delay = state.shaper.request_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let resp = match &fault {
+        Some(FaultAction::Status(code)) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            cdn::error(
+                status,
+                "injected",
+                "fault injected by the emulator's admin API",
+            )
+        }
+        Some(FaultAction::Stall { seconds }) => {
+            tokio::time::sleep(Duration::from_secs(*seconds)).await;
+            cdn::error(StatusCode::GATEWAY_TIMEOUT, "injected", "stalled")
+        }
+        Some(FaultAction::Delay { ms }) => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            next.run(req).await
+        }
+        Some(FaultAction::Reset) => cut_body(next.run(req).await, 0),
+        Some(FaultAction::Truncate { bytes }) => cut_body(next.run(req).await, *bytes),
+        None => next.run(req).await,
+    };
+    let status = resp.status().as_u16();
+    tracing::info!(target: "amzmusic_emulator::requests", "{method} {path} -> {status}");
+    state.log.push(LoggedRequest {
+        seq: 0,
+        at_ms,
+        method,
+        path,
+        service,
+        status,
+        duration_ms: started.elapsed().as_millis() as u64,
+        headers,
+        fault: fault.map(|f| format!("{f:?}")),
+        http_version,
+    });
+    resp
+}
+
+/// Keeps the headers (and Content-Length) but ends the body with an error after `limit` bytes,
+/// so the client sees the connection drop mid-response.
+fn cut_body(resp: Response, limit: u64) -> Response {
+    let (parts, body) = resp.into_parts();
+    let mut left = limit;
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "fault injected: connection dropped",
+            ));
+        }
+        let n = (chunk.len() as u64).min(left);
+        left -= n;
+        Ok::<Bytes, std::io::Error>(chunk.slice(..n as usize))
+    });
+    let ended = stream.chain(futures::stream::once(async {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fault injected: connection dropped",
+        ))
+    }));
+    Response::from_parts(parts, Body::from_stream(ended))
+}
+
+#[derive(Deserialize)]
+struct SinceQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+#[derive(Deserialize)]
+struct ShapingRequest {
+    scenario: Option<String>,
+    #[serde(default = "one")]
+    seed: u32,
+    /// A trace in the `--trace` file format.
+    trace: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn admin_router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/_emulator/requests",
+            get(
+                |State(s): State<Arc<AppState>>,
+                 axum::extract::Query(q): axum::extract::Query<SinceQuery>| async move {
+                    Json(s.log.since(q.since))
+                },
+            )
+            .delete(|State(s): State<Arc<AppState>>| async move {
+                s.log.clear();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/_emulator/faults",
+            get(|State(s): State<Arc<AppState>>| async move { Json(s.faults.list()) })
+                .post(
+                    |State(s): State<Arc<AppState>>, Json(rule): Json<FaultRule>| async move {
+                        let id = s.faults.add(rule);
+                        (StatusCode::CREATED, Json(json!({ "id": id })))
+                    },
+                )
+                .delete(|State(s): State<Arc<AppState>>| async move {
+                    s.faults.clear();
+                    StatusCode::NO_CONTENT
+                }),
+        )
+        .route(
+            "/_emulator/shaping",
+            get(|State(s): State<Arc<AppState>>| async move { Json(s.shaper.status()) })
+                .post(set_shaping)
+                .delete(|State(s): State<Arc<AppState>>| async move {
+                    s.shaper.set(None);
+                    StatusCode::NO_CONTENT
+                }),
+        )
+        .route(
+            "/_emulator/config",
+            get(|State(s): State<Arc<AppState>>| async move {
+                Json(s.config.lock().unwrap().clone())
+            })
+            .post(set_config),
+        )
+        .route(
+            "/_emulator/catalog",
+            get(|State(s): State<Arc<AppState>>| async move { Json(s.catalog.as_ref().clone()) }),
+        )
+        .route("/_emulator/health", get(|| async { "ok" }))
+        .route(
+            "/_emulator/prepare",
+            post(
+                |State(s): State<Arc<AppState>>, Json(ids): Json<Vec<String>>| async move {
+                    // Generates content ahead of time so tests do not time the generation.
+                    for id in ids {
+                        let st = s.clone();
+                        let variant = crate::content::store::Variant::Encrypted(
+                            match s.catalog.track(&id) {
+                                Some(t) => t.scheme,
+                                None => {
+                                    return cdn::error(
+                                        StatusCode::NOT_FOUND,
+                                        "unknown_track",
+                                        "no such track",
+                                    )
+                                }
+                            },
+                        );
+                        let r = tokio::task::spawn_blocking(move || st.store.packaged(&id, variant))
+                            .await;
+                        if !matches!(r, Ok(Ok(_))) {
+                            return cdn::error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "server_error",
+                                "content generation failed",
+                            );
+                        }
+                    }
+                    StatusCode::NO_CONTENT.into_response()
+                },
+            ),
+        )
+}
+
+async fn set_shaping(State(s): State<Arc<AppState>>, Json(req): Json<ShapingRequest>) -> Response {
+    let schedule = match (req.scenario, req.trace) {
+        (Some(name), None) => match Schedule::scenario(&name, req.seed) {
+            Some(s) => s,
+            None => {
+                return cdn::error(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_scenario",
+                    &format!(
+                        "unknown scenario {name:?}; known: {}",
+                        crate::shaping::SCENARIOS.join(", ")
+                    ),
+                )
+            }
+        },
+        (None, Some(trace)) => match Schedule::from_trace("trace", &trace) {
+            Ok(s) => s,
+            Err(e) => return cdn::error(StatusCode::BAD_REQUEST, "bad_trace", &e),
+        },
+        _ => {
+            return cdn::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of scenario or trace",
+            )
+        }
+    };
+    s.shaper.set(Some(schedule));
+    Json(s.shaper.status()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ConfigPatch {
+    audio_object_lifetime_s: Option<u64>,
+    token_lifetime_s: Option<u64>,
+    addressing: Option<String>,
+    open_mirror: Option<bool>,
+}
+
+async fn set_config(State(s): State<Arc<AppState>>, Json(p): Json<ConfigPatch>) -> Response {
+    let mut c = s.config.lock().unwrap();
+    if let Some(v) = p.audio_object_lifetime_s {
+        c.audio_object_lifetime_s = v;
+    }
+    if let Some(v) = p.token_lifetime_s {
+        c.token_lifetime_s = v;
+    }
+    if let Some(a) = p.addressing {
+        match a.parse() {
+            Ok(a) => c.addressing = a,
+            Err(e) => return cdn::error(StatusCode::BAD_REQUEST, "bad_addressing", &e),
+        }
+    }
+    if let Some(v) = p.open_mirror {
+        c.open_mirror = v;
+    }
+    Json(c.clone()).into_response()
+}
+
+/// A running emulator inside this process (for tests and embedding).
+pub struct Running {
+    pub base_url: String,
+    pub state: Arc<AppState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds and serves on the current tokio runtime.
+pub async fn start(addr: &str, state: Arc<AppState>) -> Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let base = format!("http://{local}");
+    let _ = state.base_url.set(base.clone());
+    let router = app(state.clone());
+    let shaper = state.shaper.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let io = TokioIo::new(ShapedStream::new(tcp, shaper.clone()));
+            let svc = TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Running {
+        base_url: base,
+        state,
+        task,
+    })
+}
+
+pub fn run(args: ServeArgs, data_dir: &Path, catalog: Arc<Catalog>) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AMZMUSIC_EMULATOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let store = Arc::new(Store::new(data_dir, catalog.clone())?);
+    let config = Config {
+        audio_object_lifetime_s: args.audio_object_lifetime,
+        token_lifetime_s: args.token_lifetime,
+        addressing: args.addressing,
+        open_mirror: args.open_mirror,
+    };
+    let state = Arc::new(AppState::new(catalog, store, config));
+    if let Some(name) = &args.network {
+        let s = Schedule::scenario(name, args.seed).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown network scenario {name:?}; known: {}",
+                crate::shaping::SCENARIOS.join(", ")
+            )
+        })?;
+        state.shaper.set(Some(s));
+    }
+    if let Some(path) = &args.trace {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading trace {}", path.display()))?;
+        state.shaper.set(Some(
+            Schedule::from_trace("trace", &text).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let running = start(&args.addr, state.clone()).await?;
+        if let Some(path) = &args.env_file {
+            services::write_env_file(&state, path)?;
+        }
+        let mut out = std::io::stdout();
+        writeln!(out, "ready {}", running.base_url)?;
+        out.flush()?;
+        shutdown_signal().await;
+        drop(running);
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

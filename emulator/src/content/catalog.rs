@@ -107,7 +107,7 @@ impl std::str::FromStr for Scheme {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Addressing {
     /// One file per representation, `SegmentList` with `mediaRange`s (what the service sends).

@@ -111,11 +111,7 @@ pub fn write_mpd(
     addressing: Addressing,
     urls: &UrlStyle,
 ) -> String {
-    let duration = reps
-        .iter()
-        .filter_map(|r| packaged.rep(r.id))
-        .map(|p| p.duration() as f64 / p.timescale as f64)
-        .fold(0.0, f64::max);
+    let duration = track.duration_ms as f64 / 1000.0;
     let mut tiers: Vec<Tier> = reps.iter().map(|r| r.tier).collect();
     tiers.sort();
     tiers.dedup();
