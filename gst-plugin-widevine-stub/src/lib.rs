@@ -3,6 +3,7 @@
 
 use gst::glib;
 
+pub mod cdm;
 pub mod cenc;
 pub mod protocol;
 
