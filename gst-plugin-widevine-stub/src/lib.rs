@@ -5,6 +5,7 @@ use gst::glib;
 
 pub mod cdm;
 pub mod cenc;
+pub mod fetch;
 pub mod protocol;
 
 fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -1,0 +1,452 @@
+//! License HTTP exchange: POST a challenge with the documented headers, retry timeouts, 429 and
+//! 5xx with bounded exponential backoff and jitter, map other answers to the error table.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::protocol::{
+    decode_license_response_body, encode_license_request_body, ClientAction, LicenseError,
+};
+
+/// Header carrying the `license-expiration-secs` property.
+pub const LICENSE_EXPIRATION_HEADER: &str = "x-amz-music-license-expiration-secs";
+
+/// Everything a request carries besides the challenge. Values are secret: never log them.
+#[derive(Clone, Default)]
+pub struct RequestHeaders {
+    /// Full `Authorization` value (`Bearer …`).
+    pub authorization: Option<String>,
+    pub user_agent: String,
+    /// The audio object's `key` list.
+    pub extra: Vec<(String, String)>,
+    pub license_expiration_secs: Option<u32>,
+}
+
+/// `Authorization` value for a token that may or may not carry its scheme already.
+pub fn bearer(token: &str) -> String {
+    if token.starts_with("Bearer ") {
+        token.to_owned()
+    } else {
+        format!("Bearer {token}")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// The numbers of docs/license-protocol.md.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait before attempt `attempt + 1` (attempt counts from 1): exponential, capped, plus up
+    /// to 50 % jitter, and never less than the server's `Retry-After`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        let jitter = exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
+        (exp + jitter).max(retry_after.unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The server's answer, final (not retryable, or retries used up).
+    #[error("HTTP {} {} ({}) after {attempts} attempt(s)", .error.status(), .error.code(), .error.meaning())]
+    Server { error: LicenseError, attempts: u32 },
+    /// No answer (connection, timeout) after every attempt.
+    #[error("no answer from the license server after {attempts} attempt(s): {message}")]
+    Transport { message: String, attempts: u32 },
+    /// A 200 whose body is not a license envelope.
+    #[error("license response is not understood: {0}")]
+    BadBody(String),
+}
+
+/// A successful exchange.
+pub struct Fetched {
+    /// The license bytes for `Cdm::update`. Secret: never log.
+    pub license: Vec<u8>,
+    /// From the first POST to the answer.
+    pub latency: Duration,
+    /// Failed attempts before the success.
+    pub failures: u32,
+}
+
+enum Attempt {
+    Ok(Vec<u8>),
+    Server(LicenseError),
+    Transport(String),
+}
+
+async fn post_once(
+    client: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    headers: &RequestHeaders,
+    timeout: Duration,
+) -> Attempt {
+    let mut req = client
+        .post(url)
+        .timeout(timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::USER_AGENT, &headers.user_agent)
+        .body(body.to_vec());
+    if let Some(auth) = &headers.authorization {
+        req = req.header(reqwest::header::AUTHORIZATION, auth);
+    }
+    for (name, value) in &headers.extra {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    if let Some(secs) = headers.license_expiration_secs {
+        req = req.header(LICENSE_EXPIRATION_HEADER, secs.to_string());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        // reqwest's error text names the URL without its query, never headers or bodies.
+        Err(e) => return Attempt::Transport(e.without_url().to_string()),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match resp.bytes().await {
+        Ok(bytes) if status == 200 => Attempt::Ok(bytes.to_vec()),
+        Ok(bytes) => Attempt::Server(LicenseError::from_response(status, retry_after, &bytes)),
+        Err(e) => Attempt::Transport(e.without_url().to_string()),
+    }
+}
+
+/// POSTs `challenge` and returns the license, retrying as the error table says. `refresh_token`
+/// is asked once after a 401 for the current `Authorization` value; a different one earns one
+/// immediate retry.
+pub async fn fetch_license(
+    client: &reqwest::Client,
+    url: &str,
+    challenge: &[u8],
+    mut headers: RequestHeaders,
+    policy: &RetryPolicy,
+    refresh_token: impl Fn() -> Option<String>,
+) -> Result<Fetched, FetchError> {
+    let body = encode_license_request_body(challenge);
+    let start = Instant::now();
+    let mut attempt = 0;
+    let mut refreshed = false;
+    loop {
+        attempt += 1;
+        let outcome = post_once(client, url, &body, &headers, policy.request_timeout).await;
+        let (retry_after, last) = match outcome {
+            Attempt::Ok(bytes) => {
+                let license = decode_license_response_body(&bytes)
+                    .map_err(|e| FetchError::BadBody(e.to_string()))?;
+                return Ok(Fetched {
+                    license,
+                    latency: start.elapsed(),
+                    failures: attempt - 1,
+                });
+            }
+            Attempt::Server(error) => match error.client_action() {
+                ClientAction::Fail => {
+                    return Err(FetchError::Server {
+                        error,
+                        attempts: attempt,
+                    })
+                }
+                ClientAction::RefreshTokenThenRetryOnce => {
+                    let fresh = if refreshed { None } else { refresh_token() };
+                    refreshed = true;
+                    match fresh {
+                        Some(auth) if Some(&auth) != headers.authorization.as_ref() => {
+                            headers.authorization = Some(auth);
+                            continue;
+                        }
+                        _ => {
+                            return Err(FetchError::Server {
+                                error,
+                                attempts: attempt,
+                            })
+                        }
+                    }
+                }
+                ClientAction::RetryWithBackoff => (
+                    error.retry_after_secs().map(Duration::from_secs),
+                    Err(FetchError::Server {
+                        error,
+                        attempts: attempt,
+                    }),
+                ),
+            },
+            Attempt::Transport(message) => (
+                None,
+                Err(FetchError::Transport {
+                    message,
+                    attempts: attempt,
+                }),
+            ),
+        };
+        if attempt >= policy.max_attempts {
+            return last;
+        }
+        tokio::time::sleep(policy.delay(attempt, retry_after)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback HTTP server answering each connection with the next canned response and
+    /// recording the request heads it saw.
+    async fn serve(responses: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/license", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            for resp in responses {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head and the body (Content-Length).
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            seen2.lock().unwrap().push(text);
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                sock.write_all(resp.as_bytes()).await.unwrap();
+                sock.shutdown().await.ok();
+            }
+        });
+        (url, seen)
+    }
+
+    fn http(status: &str, extra: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(40),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn headers() -> RequestHeaders {
+        RequestHeaders {
+            authorization: Some(bearer("Atza|old")),
+            user_agent: "test-agent/1".into(),
+            extra: vec![("x-amz-key-header".into(), "v1".into())],
+            license_expiration_secs: Some(120),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_5xx_and_429_then_succeeds_with_all_headers() {
+        let ok = String::from_utf8(crate::protocol::encode_license_response_body(b"LIC")).unwrap();
+        let (url, seen) = serve(vec![
+            http(
+                "503 Service Unavailable",
+                "",
+                r#"{"error":"service_unavailable","message":"x"}"#,
+            ),
+            http(
+                "429 Too Many Requests",
+                "Retry-After: 0\r\n",
+                r#"{"error":"too_many_requests","message":"x"}"#,
+            ),
+            http("200 OK", "", &ok),
+        ])
+        .await;
+        let client = reqwest::Client::new();
+        let got = fetch_license(&client, &url, b"CH", headers(), &fast(), || None)
+            .await
+            .unwrap();
+        assert_eq!(got.license, b"LIC");
+        assert_eq!(got.failures, 2);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        let head = seen[2].to_ascii_lowercase();
+        for h in [
+            "post /license http/1.1",
+            "authorization: bearer atza|old",
+            "user-agent: test-agent/1",
+            "x-amz-key-header: v1",
+            "x-amz-music-license-expiration-secs: 120",
+            "content-type: application/json",
+            "\"licensechallenge\":\"q0g=\"",
+        ] {
+            assert!(head.contains(h), "missing {h:?} in {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_retries_then_the_last_error() {
+        let e = http(
+            "500 Internal Server Error",
+            "",
+            r#"{"error":"server_error","message":"x"}"#,
+        );
+        let (url, seen) = serve(vec![e.clone(), e.clone(), e]).await;
+        let err = fetch_license(
+            &reqwest::Client::new(),
+            &url,
+            b"CH",
+            headers(),
+            &fast(),
+            || None,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, FetchError::Server { attempts: 3, ref error } if error.status() == 500)
+        );
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn non_retryable_statuses_fail_at_once() {
+        for (status, code) in [
+            ("400 Bad Request", "malformed_challenge"),
+            ("403 Forbidden", "not_entitled"),
+            ("404 Not Found", "unknown_key_id"),
+        ] {
+            let body = format!(r#"{{"error":"{code}","message":"m"}}"#);
+            let (url, seen) = serve(vec![http(status, "", &body)]).await;
+            let err = fetch_license(
+                &reqwest::Client::new(),
+                &url,
+                b"CH",
+                headers(),
+                &fast(),
+                || None,
+            )
+            .await
+            .err()
+            .unwrap();
+            match err {
+                FetchError::Server { error, attempts } => {
+                    assert_eq!(attempts, 1);
+                    assert_eq!(error.code(), code);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(seen.lock().unwrap().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthorized_refreshes_the_token_once() {
+        let ok = String::from_utf8(crate::protocol::encode_license_response_body(b"LIC")).unwrap();
+        let e401 = http(
+            "401 Unauthorized",
+            "",
+            r#"{"error":"invalid_token","message":"expired"}"#,
+        );
+        let (url, seen) = serve(vec![e401.clone(), http("200 OK", "", &ok)]).await;
+        let got = fetch_license(
+            &reqwest::Client::new(),
+            &url,
+            b"CH",
+            headers(),
+            &fast(),
+            || Some(bearer("Atza|new")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.license, b"LIC");
+        assert!(seen.lock().unwrap()[1].contains("Bearer Atza|new"));
+
+        // Same token again: no retry.
+        let (url, seen) = serve(vec![e401]).await;
+        let err = fetch_license(
+            &reqwest::Client::new(),
+            &url,
+            b"CH",
+            headers(),
+            &fast(),
+            || Some(bearer("Atza|old")),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, FetchError::Server { ref error, .. } if error.status() == 401));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_retried_then_reported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/l", listener.local_addr().unwrap());
+        drop(listener);
+        let err = fetch_license(
+            &reqwest::Client::new(),
+            &url,
+            b"CH",
+            headers(),
+            &fast(),
+            || None,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, FetchError::Transport { attempts: 3, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy::default();
+        let d1 = p.delay(1, None);
+        assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_millis(750));
+        let d3 = p.delay(3, None);
+        assert!(d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(3));
+        let d9 = p.delay(9, None);
+        assert!(d9 >= Duration::from_secs(8) && d9 <= Duration::from_secs(12));
+        assert!(p.delay(1, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+    }
+}
