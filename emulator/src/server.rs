@@ -1,5 +1,5 @@
-//! The HTTP server: CDN, services and admin endpoints on one port, every connection paced by the
-//! shaper, every request logged and open to fault injection.
+//! The HTTP server: CDN, services and admin endpoints on one port, every service response paced
+//! by the shaper, every request logged and open to fault injection.
 
 use anyhow::{Context, Result};
 use axum::body::Body;
@@ -26,7 +26,7 @@ use crate::content::catalog::{Addressing, Catalog};
 use crate::content::store::Store;
 use crate::observe::{self, FaultAction, FaultRule, Faults, LoggedRequest, RequestLog};
 use crate::services;
-use crate::shaping::{Schedule, ShapedStream, Shaper};
+use crate::shaping::{paced_body, Schedule, Shaper};
 use crate::signing::Signer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -160,6 +160,12 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         Some(FaultAction::Truncate { bytes }) => cut_body(next.run(req).await, *bytes),
         None => next.run(req).await,
     };
+    let resp = if admin {
+        resp
+    } else {
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, paced_body(body, state.shaper.clone()))
+    };
     let status = resp.status().as_u16();
     tracing::info!(target: "amzmusic_emulator::requests", "{method} {path} -> {status}");
     state.log.push(LoggedRequest {
@@ -181,20 +187,22 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
 /// so the client sees the connection drop mid-response.
 fn cut_body(resp: Response, limit: u64) -> Response {
     let (parts, body) = resp.into_parts();
-    let mut left = limit;
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        if left == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "fault injected: connection dropped",
-            ));
+    let allowed = body.into_data_stream().scan(limit, |left, chunk| {
+        if *left == 0 {
+            return futures::future::ready(None);
         }
-        let n = (chunk.len() as u64).min(left);
-        left -= n;
-        Ok::<Bytes, std::io::Error>(chunk.slice(..n as usize))
+        futures::future::ready(Some(match chunk {
+            Ok(c) => {
+                let n = (c.len() as u64).min(*left);
+                *left -= n;
+                Ok::<Bytes, std::io::Error>(c.slice(..n as usize))
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        }))
     });
-    let ended = stream.chain(futures::stream::once(async {
+    let ended = allowed.chain(futures::stream::once(async {
+        // Let the server flush the headers and the allowed bytes before the connection drops.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             "fault injected: connection dropped",
@@ -388,14 +396,13 @@ pub async fn start(addr: &str, state: Arc<AppState>) -> Result<Running> {
     let base = format!("http://{local}");
     let _ = state.base_url.set(base.clone());
     let router = app(state.clone());
-    let shaper = state.shaper.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let io = TokioIo::new(ShapedStream::new(tcp, shaper.clone()));
+            let io = TokioIo::new(tcp);
             let svc = TowerToHyperService::new(router.clone());
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())

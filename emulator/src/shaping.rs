@@ -1,13 +1,10 @@
 //! Network shaping: a link whose bandwidth, latency and outages follow a named, seeded scenario
-//! (those of Amazon's vinyl ABR benchmark) or a trace, applied to every connection's writes.
+//! (those of Amazon's vinyl ABR benchmark) or a trace, applied to every service response.
 
 use serde::{Deserialize, Serialize};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// The link's state over one stretch of time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -296,76 +293,43 @@ impl Shaper {
     }
 }
 
-/// A connection whose writes are paced by the shared link.
-pub struct ShapedStream<S> {
-    inner: S,
-    shaper: Arc<Shaper>,
-    sleep: Option<Pin<Box<Sleep>>>,
-    allowed: usize,
-}
-
-impl<S> ShapedStream<S> {
-    pub fn new(inner: S, shaper: Arc<Shaper>) -> Self {
-        ShapedStream {
-            inner,
-            shaper,
-            sleep: None,
-            allowed: 0,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for ShapedStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ShapedStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        loop {
-            if let Some(sleep) = self.sleep.as_mut() {
-                std::task::ready!(sleep.as_mut().poll(cx));
-                self.sleep = None;
-            }
-            if self.allowed > 0 {
-                let n = self.allowed.min(buf.len());
-                let this = &mut *self;
-                let w = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &buf[..n]))?;
-                this.allowed -= w;
-                return Poll::Ready(Ok(w));
-            }
-            if buf.is_empty() {
-                return Poll::Ready(Ok(0));
-            }
-            match self.shaper.grant(buf.len()) {
-                Grant::Now(n) => self.allowed = n,
-                Grant::Wait(until, n) => {
-                    self.allowed = n;
-                    self.sleep = Some(Box::pin(tokio::time::sleep_until(until)));
+/// A response body paced by the shared link: each chunk goes out only as fast as the link's
+/// current bandwidth allows, and not at all during an outage.
+pub fn paced_body(body: axum::body::Body, shaper: Arc<Shaper>) -> axum::body::Body {
+    use futures::StreamExt;
+    let stream = futures::stream::unfold(
+        (body.into_data_stream(), bytes::Bytes::new(), shaper),
+        |(mut inner, mut pending, shaper)| async move {
+            if pending.is_empty() {
+                match inner.next().await? {
+                    Ok(b) => pending = b,
+                    Err(e) => {
+                        return Some((Err(std::io::Error::other(e)), (inner, pending, shaper)))
+                    }
+                }
+                if pending.is_empty() {
+                    return Some((Ok(pending.clone()), (inner, pending, shaper)));
                 }
             }
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+            loop {
+                match shaper.grant(pending.len()) {
+                    Grant::Now(n) => {
+                        let out = pending.split_to(n);
+                        return Some((Ok(out), (inner, pending, shaper)));
+                    }
+                    Grant::Wait(until, n) => {
+                        tokio::time::sleep_until(until).await;
+                        if n > 0 {
+                            let out = pending.split_to(n);
+                            return Some((Ok(out), (inner, pending, shaper)));
+                        }
+                    }
+                }
+            }
+        },
+    );
+    axum::body::Body::from_stream(stream)
 }
-
-use std::future::Future;
 
 #[cfg(test)]
 mod tests {

@@ -173,9 +173,35 @@ impl Store {
             .track(track_id)
             .ok_or_else(|| anyhow!("unknown track {track_id}"))?
             .clone();
+        // Representations are independent: encode them on every core.
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(track.representations.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<Result<PackagedRep>>>> = track
+            .representations
+            .iter()
+            .map(|_| Mutex::new(None))
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(rep) = track.representations.get(i) else {
+                        break;
+                    };
+                    *results[i].lock().unwrap() = Some(self.package_rep(&track, rep, variant));
+                });
+            }
+        });
         let mut reps = Vec::new();
-        for rep in &track.representations {
-            reps.push(self.package_rep(&track, rep, variant)?);
+        for r in results {
+            reps.push(
+                r.into_inner()
+                    .unwrap()
+                    .ok_or_else(|| anyhow!("representation not generated"))??,
+            );
         }
         let p = Arc::new(PackagedTrack {
             track_id: track.id.clone(),
@@ -207,7 +233,7 @@ impl Store {
             }
         }
         fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{}.frames.tmp{}", rep.id, std::process::id()));
+        let tmp = dir.join(format!("{}.frames.{}", rep.id, tmp_suffix()));
         let mut out = BufWriter::new(File::create(&tmp)?);
         let mut idx = FramesIndex {
             config: String::new(),
@@ -236,7 +262,7 @@ impl Store {
         drop(out);
         idx.config = hex::encode(config_box.ok_or_else(|| anyhow!("encoder gave no config"))?);
         fs::rename(&tmp, &data)?;
-        let tmp_idx = index.with_extension("json.tmp");
+        let tmp_idx = index.with_extension(tmp_suffix());
         serde_json::to_writer(BufWriter::new(File::create(&tmp_idx)?), &idx)?;
         fs::rename(&tmp_idx, &index)?;
         Ok((data, idx))
@@ -301,7 +327,7 @@ impl Store {
             protection: protection.clone(),
         };
         let init = fmp4::init_segment(&info);
-        let tmp = dir.join(format!("{}.media.tmp{}", rep.id, std::process::id()));
+        let tmp = dir.join(format!("{}.media.{}", rep.id, tmp_suffix()));
         let mut out = BufWriter::new(File::create(&tmp)?);
         let mut input = BufReader::new(File::open(&frames_path)?);
         let seg_len = SEGMENT_SECONDS * timescale as u64;
@@ -369,11 +395,17 @@ impl Store {
             pssh: protection.map(|p| p.pssh),
         };
         fs::rename(&tmp, &media_path)?;
-        let tmp_meta = meta_path.with_extension("json.tmp");
+        let tmp_meta = meta_path.with_extension(tmp_suffix());
         serde_json::to_writer(BufWriter::new(File::create(&tmp_meta)?), &p)?;
         fs::rename(&tmp_meta, &meta_path)?;
         Ok(p)
     }
+}
+
+/// A temporary-file suffix unique across processes and threads; files are renamed into place
+/// when complete, so concurrent generators never see each other's partial output.
+fn tmp_suffix() -> String {
+    format!("tmp-{}-{}", std::process::id(), rand::random::<u64>())
 }
 
 fn codec_box(rep: &RepresentationSpec, cfg: &CodecConfig) -> Result<Vec<u8>> {

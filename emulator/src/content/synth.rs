@@ -156,6 +156,8 @@ impl Composition {
         let mut left = vec![0.0f64; count];
         let mut right = vec![0.0f64; count];
         let mut low = vec![0.0f64; count];
+        let limit = (rate_f / 2.0).min(20_000.0);
+        let weights: Vec<f64> = (1..=16).map(|h| 1.0 / (h as f64).powf(1.2)).collect();
         for n in &self.notes {
             let end = n.start + n.len + 0.3;
             if end < t_first || n.start > t_last {
@@ -170,15 +172,20 @@ impl Composition {
                 if env == 0.0 {
                     continue;
                 }
+                // Harmonic k of phase θ by the recurrence sin((k+1)θ) = 2cosθ·sin(kθ) − sin((k−1)θ):
+                // two trigonometric calls a sample whatever the number of harmonics.
+                let theta = TAU * n.freq * t + 0.3 * (TAU * 5.0 * t).sin();
+                let (s1, c1) = theta.sin_cos();
+                let (mut prev, mut cur) = (0.0, s1);
                 let mut v = 0.0;
-                let nyquist = rate_f / 2.0;
-                for h in 1..=n.harmonics {
-                    let f = n.freq * h as f64;
-                    if f >= nyquist.min(20_000.0) {
+                for (h, w) in weights.iter().enumerate().take(n.harmonics as usize) {
+                    if n.freq * (h + 1) as f64 >= limit {
                         break;
                     }
-                    // Slight inharmonic vibrato gives a natural, non-periodic spectrum.
-                    v += (TAU * f * t + 0.3 * (TAU * 5.0 * t).sin()).sin() / (h as f64).powf(1.2);
+                    v += cur * w;
+                    let next = 2.0 * c1 * cur - prev;
+                    prev = cur;
+                    cur = next;
                 }
                 let s = v * env * n.amp;
                 left[i] += s * gl;
