@@ -6,10 +6,12 @@ use gst::glib;
 pub mod cdm;
 pub mod cenc;
 pub mod fetch;
+pub mod flac;
 pub mod protocol;
+mod widevinedecrypt;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    widevinedecrypt::register(plugin)
 }
 
 gst::plugin_define!(
