@@ -831,8 +831,9 @@ impl ObjectImpl for WidevineDecrypt {
                 glib::ParamSpecString::builder("keys")
                     .nick("Content keys")
                     .blurb(
-                        "Comma-separated KID:KEY pairs (32 hex digits each). These keys are used \
-                         directly and no license is requested for them. Write-only",
+                        "Comma-separated KID:KEY pairs (32 hex digits each), or @FILE to read them \
+                         from a file. These keys are used directly and no license is requested \
+                         for them. Write-only",
                     )
                     .write_only()
                     .mutable_ready()
@@ -880,7 +881,18 @@ impl ObjectImpl for WidevineDecrypt {
         let mut settings = self.settings.lock().unwrap();
         match pspec.name() {
             "keys" => {
-                let text = value.get::<Option<String>>().unwrap().unwrap_or_default();
+                let mut text = value.get::<Option<String>>().unwrap().unwrap_or_default();
+                // `@path` reads the pairs from a file, so they stay off command lines (and
+                // out of gst-launch's own GST_PIPELINE log of its arguments).
+                if let Some(path) = text.strip_prefix('@') {
+                    match std::fs::read_to_string(path) {
+                        Ok(contents) => text = contents,
+                        Err(e) => {
+                            gst::error!(CAT, imp = self, "cannot read keys file {path}: {e}");
+                            return;
+                        }
+                    }
+                }
                 match parse_keys(&text) {
                     Ok(keys) => {
                         gst::info!(CAT, imp = self, "{} fixed key(s) set", keys.len());

