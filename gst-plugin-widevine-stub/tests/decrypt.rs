@@ -705,3 +705,58 @@ fn no_key_or_license_body_in_debug_logs() {
     // The raw key bytes themselves (e.g. in a buffer dump) must not appear either.
     assert!(!text.windows(16).any(|w| w == key.as_slice()));
 }
+
+/// What amzdashdemux does (docs/element-contract.md section 3): a `dash/mpd` protection event
+/// carrying the PSSH and the manifest's license URL. qtdemux stores it and re-sends it on its
+/// source pad; the decryptor takes the license URL from it (no license-url property).
+#[test]
+fn manifest_protection_event_supplies_pssh_and_license_url() {
+    let Some(dir) = media() else { return };
+    init();
+    let want = reference(dir, "flac");
+    let server = license_server(|_, _| Ok(LicensePolicy::default()));
+    let pssh = protocol::WidevinePsshData {
+        key_ids: vec![KID.parse().unwrap()],
+        content_id: b"track-1".to_vec(),
+        provider: None,
+    }
+    .to_pssh_box();
+    let url = server.url.clone();
+    let desc = format!(
+        "filesrc name=src location={} ! qtdemux ! widevinedecrypt ! flacparse ! flacdec ! appsink name=sink",
+        dir.join("flac_cenc.mp4").display()
+    );
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let out = decode(&desc, {
+        let sent = sent.clone();
+        move |e| {
+            let src = e
+                .parent()
+                .and_downcast::<gst::Bin>()
+                .and_then(|b| b.by_name("src"))
+                .unwrap();
+            let (url, pssh, sent) = (url.clone(), pssh.clone(), sent.clone());
+            src.static_pad("src")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                    if !sent.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        let data = gst::Buffer::from_slice(pssh.clone());
+                        let ev = gst::event::Protection::builder(
+                            protocol::WIDEVINE_SYSTEM_ID_STR,
+                            &data,
+                        )
+                        .origin("dash/mpd")
+                        .other_field("license-url", &url)
+                        .other_field("default-kid", KID)
+                        .build();
+                        pad.push_event(ev);
+                    }
+                    gst::PadProbeReturn::Remove
+                });
+        }
+    });
+    assert!(sent.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert_same(&out.pcm, &want, "license URL from the manifest event");
+    assert_eq!(server.log.lock().unwrap().len(), 1);
+}
