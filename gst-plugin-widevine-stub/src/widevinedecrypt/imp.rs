@@ -73,10 +73,6 @@ struct Stats {
     last_latency: Option<Duration>,
 }
 
-/// A license failure that ends playback; already posted as an error message.
-#[derive(Clone)]
-struct Fatal;
-
 /// Licensing state, shared between the streaming thread and the network tasks.
 #[derive(Default)]
 struct State {
@@ -95,7 +91,8 @@ struct State {
     no_license_url: bool,
     sessions: Vec<SessionId>,
     tasks: Vec<tokio::task::AbortHandle>,
-    fatal: Option<Fatal>,
+    /// A license failure ended playback (its error message is already posted).
+    fatal: bool,
     renewal_failure: Option<String>,
     stats: Stats,
 }
@@ -137,11 +134,6 @@ struct SampleInfo {
     iv: Vec<u8>,
     subsamples: Vec<Subsample>,
     pattern: Pattern,
-}
-
-/// Secret-free parts of the upstream credentials object, plus the secret header values.
-struct Credentials {
-    headers: RequestHeaders,
 }
 
 fn parse_keys(value: &str) -> Result<HashMap<KeyId, cenc::Key>, String> {
@@ -229,7 +221,7 @@ fn sample_info(s: &gst::StructureRef) -> Result<Option<SampleInfo>, String> {
 impl WidevineDecrypt {
     /// The current token, User-Agent and key headers from `amazonmusicsrc` (contract section
     /// 2), or defaults when nobody upstream answers.
-    fn lookup_credentials(&self) -> Credentials {
+    fn lookup_credentials(&self) -> RequestHeaders {
         let mut headers = RequestHeaders {
             user_agent: concat!("gst-widevine-stub/", env!("CARGO_PKG_VERSION")).into(),
             ..Default::default()
@@ -285,7 +277,7 @@ impl WidevineDecrypt {
         }
         let secs = self.settings.lock().unwrap().license_expiration_secs;
         headers.license_expiration_secs = (secs > 0).then_some(secs);
-        Credentials { headers }
+        headers
     }
 
     fn on_protection_event(&self, event: &gst::event::Protection) {
@@ -393,7 +385,7 @@ impl WidevineDecrypt {
             "requesting a license for key ids {} (session {session})",
             kid_list(&kids)
         );
-        let headers = self.lookup_credentials().headers;
+        let headers = self.lookup_credentials();
         let element = self.obj().downgrade();
         let handle = RUNTIME.spawn(license_task(
             element,
@@ -409,7 +401,7 @@ impl WidevineDecrypt {
     }
 
     fn set_fatal(&self) {
-        self.shared.lock().fatal = Some(Fatal);
+        self.shared.lock().fatal = true;
         self.shared.changed.notify_all();
     }
 
@@ -432,7 +424,7 @@ impl WidevineDecrypt {
             if state.flushing {
                 return Err(gst::FlowError::Flushing);
             }
-            if state.fatal.is_some() {
+            if state.fatal {
                 return Err(gst::FlowError::Error);
             }
             if status == Some(KeyStatus::Expired) {
@@ -671,7 +663,7 @@ async fn license_task(
     let refresh = || {
         element
             .upgrade()
-            .and_then(|e| e.imp().lookup_credentials().headers.authorization)
+            .and_then(|e| e.imp().lookup_credentials().authorization)
     };
     shared.lock().stats.licenses_requested += 1;
     let fetched = fetch_license(&HTTP, &url, &challenge, headers.clone(), &policy, refresh).await;
@@ -762,7 +754,7 @@ async fn renew_loop(
         let refresh = || {
             element
                 .upgrade()
-                .and_then(|e| e.imp().lookup_credentials().headers.authorization)
+                .and_then(|e| e.imp().lookup_credentials().authorization)
         };
         let fetched = fetch_license(
             &HTTP,
