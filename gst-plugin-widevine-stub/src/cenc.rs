@@ -126,24 +126,29 @@ pub fn decrypt_in_place(
     Ok(())
 }
 
-/// One subsample's protected range: the CBC chain starts at the constant IV, runs through the
-/// `crypt` blocks of each pattern period (skipped blocks do not enter it), and a final
-/// partial block is clear. A last period with fewer than `crypt` whole blocks has them all
-/// protected.
-fn decrypt_cbcs_range(cipher: &Aes128, iv: &[u8; 16], pattern: Pattern, range: &mut [u8]) {
-    let whole_blocks = range.len() / BLOCK;
+/// The protected 16-byte blocks of one subsample's range under `pattern`, as byte ranges in
+/// order: `crypt` blocks, then `skip` clear ones, repeated; a last period with fewer than
+/// `crypt` whole blocks has them all protected; a final partial block is clear.
+fn pattern_runs(len: usize, pattern: Pattern) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let whole_blocks = len / BLOCK;
     let (crypt, skip) = match (pattern.crypt as usize, pattern.skip as usize) {
-        (0, _) | (_, 0) => (whole_blocks, 0),
+        (0, _) | (_, 0) => (whole_blocks.max(1), 0),
         p => p,
     };
-    let mut cbc = cbc::Decryptor::<Aes128>::inner_iv_init(cipher.clone(), iv.into());
-    let mut block = 0;
-    while block < whole_blocks {
+    (0..whole_blocks).step_by(crypt + skip).map(move |block| {
         let n = crypt.min(whole_blocks - block);
-        for chunk in range[block * BLOCK..(block + n) * BLOCK].chunks_exact_mut(BLOCK) {
+        block * BLOCK..(block + n) * BLOCK
+    })
+}
+
+/// One subsample's protected range: the CBC chain starts at the constant IV and runs through
+/// the protected blocks only (skipped blocks do not enter it).
+fn decrypt_cbcs_range(cipher: &Aes128, iv: &[u8; 16], pattern: Pattern, range: &mut [u8]) {
+    let mut cbc = cbc::Decryptor::<Aes128>::inner_iv_init(cipher.clone(), iv.into());
+    for run in pattern_runs(range.len(), pattern) {
+        for chunk in range[run].chunks_exact_mut(BLOCK) {
             cbc.decrypt_block_mut(chunk.into());
         }
-        block += n + skip;
     }
 }
 
@@ -161,19 +166,11 @@ pub fn encrypt_in_place(
         Scheme::Cbcs => {
             for range in ranges {
                 let range = &mut data[range];
-                let whole_blocks = range.len() / BLOCK;
-                let (crypt, skip) = match (protection.pattern.crypt, protection.pattern.skip) {
-                    (0, _) | (_, 0) => (whole_blocks, 0),
-                    (c, s) => (c as usize, s as usize),
-                };
                 let mut cbc = cbc::Encryptor::<Aes128>::new(key.0.as_ref().into(), &iv.into());
-                let mut block = 0;
-                while block < whole_blocks {
-                    let n = crypt.min(whole_blocks - block);
-                    for chunk in range[block * BLOCK..(block + n) * BLOCK].chunks_exact_mut(BLOCK) {
+                for run in pattern_runs(range.len(), protection.pattern) {
+                    for chunk in range[run].chunks_exact_mut(BLOCK) {
                         cbc.encrypt_block_mut(chunk.into());
                     }
-                    block += n + skip;
                 }
             }
             Ok(())
