@@ -3,6 +3,9 @@
 
 use gst::glib;
 
+pub mod mpd;
+pub mod segments;
+
 fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     Ok(())
 }

@@ -1,0 +1,312 @@
+use super::*;
+use crate::segments::{from_sidx, plan, SegmentPlan};
+use url::Url;
+
+/// Shaped like the service's manifests (see emulator/src/content/mpd.rs).
+const AMAZON_LIST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:cenc="urn:mpeg:cenc:2013" xmlns:amz="urn:amazon:music:3p:music:2020" xmlns:amz-music="urn:amazon:music:drm:2019" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" type="static" minBufferTime="PT2S" mediaPresentationDuration="PT5.000S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="und" segmentAlignment="true" selectionPriority="3">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="01234567-89ab-cdef-0123-456789abcdef"/>
+      <ContentProtection schemeIdUri="urn:uuid:EDEF8BA9-79D6-4ACE-A3C8-27DCD51D21ED" value="Widevine"><cenc:pssh>AAAAIHBzc2gAAAAA7e+LqXnWSs6jyCfc1R0h7QAAAAA=</cenc:pssh><amz:LicenseUrl>http://127.0.0.1:9/license?a=1&amp;b=2</amz:LicenseUrl></ContentProtection>
+      <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="2"/>
+      <SupplementalProperty schemeIdUri="urn:amazon:music:drm:2019" value="trackType" amz-music:trackType="HD"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="-14.2"/>
+      <Representation id="flac-48k24" codecs="flac" bandwidth="1700000" audioSamplingRate="48000" qualityRanking="1" mimeType="audio/mp4" amz-music:bitDepth="24">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:mpegB:cicp:ChannelConfiguration" value="2"/>
+        <BaseURL>flac-48k24.mp4?ao=1&amp;sig=abc</BaseURL>
+        <SegmentList timescale="48000" duration="96000">
+          <Initialization range="0-699"/>
+          <SegmentURL mediaRange="700-1699"/>
+          <SegmentURL mediaRange="1700-2499"/>
+          <SegmentURL mediaRange="2500-2999"/>
+        </SegmentList>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="audio" mimeType="audio/mp4" selectionPriority="2">
+      <Unknown><Nested/></Unknown>
+      <Representation id="opus-320k" codecs="opus" bandwidth="330000" audioSamplingRate="48000" qualityRanking="2">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:mpegB:cicp:ChannelConfiguration" value="2"/>
+        <BaseURL>opus-320k.mp4</BaseURL>
+        <SegmentBase timescale="48000" indexRange="600-671" indexRangeExact="true"><Initialization range="0-599"/></SegmentBase>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+
+fn manifest_url() -> Url {
+    Url::parse("https://cdn.example/t/B0/manifest.mpd?sig=x").unwrap()
+}
+
+#[test]
+fn amazon_shape_parses_fully() {
+    let m = Mpd::parse(AMAZON_LIST.as_bytes()).unwrap();
+    assert!(m.is_static);
+    assert_eq!(m.duration, Some(Duration::from_secs(5)));
+    assert_eq!(m.min_buffer_time, Some(Duration::from_secs(2)));
+    let sets: Vec<_> = m.audio_sets().collect();
+    assert_eq!(sets.len(), 2);
+    let hd = sets[0].1;
+    assert_eq!(hd.id, Some(1));
+    assert_eq!(hd.selection_priority, 3);
+    assert_eq!(hd.switchable_to(), vec![2]);
+    assert_eq!(hd.track_type(), Some("HD"));
+    assert_eq!(hd.loudness("ProgramLoudness"), Some(-14.2));
+    assert_eq!(hd.default_kid().unwrap()[0], 0x01);
+    let wv = &hd.content_protections[1];
+    assert_eq!(wv.system_id().as_deref(), Some(WIDEVINE_SYSTEM_ID));
+    assert_eq!(&wv.pssh.as_ref().unwrap()[4..8], b"pssh");
+    assert_eq!(
+        wv.license_url.as_deref(),
+        Some("http://127.0.0.1:9/license?a=1&b=2")
+    );
+    let r = &hd.representations[0];
+    assert_eq!(r.codecs, "flac");
+    assert_eq!(r.bandwidth, 1_700_000);
+    assert_eq!(r.audio_sampling_rate, Some(48000));
+    assert_eq!(r.bit_depth, Some(24));
+    assert_eq!(r.channels, Some(2));
+    assert_eq!(r.quality_ranking, Some(1));
+    // mimeType inherited from the set.
+    assert_eq!(sets[1].1.representations[0].mime_type, "audio/mp4");
+}
+
+#[test]
+fn segment_list_with_media_ranges_gives_exact_sizes() {
+    let m = Mpd::parse(AMAZON_LIST.as_bytes()).unwrap();
+    let r = &m.periods[0].adaptation_sets[0].representations[0];
+    let SegmentPlan::Ready { init, segments } =
+        plan(&manifest_url(), r, Duration::ZERO, m.periods[0].duration).unwrap()
+    else {
+        panic!("list needs no index");
+    };
+    let init = init.unwrap();
+    assert_eq!(
+        init.url.as_str(),
+        "https://cdn.example/t/B0/flac-48k24.mp4?ao=1&sig=abc"
+    );
+    assert_eq!(init.range, Some(ByteRange { start: 0, end: 699 }));
+    assert_eq!(segments.len(), 3);
+    assert_eq!(
+        segments[1].range,
+        Some(ByteRange {
+            start: 1700,
+            end: 2499
+        })
+    );
+    assert_eq!(segments[1].size, Some(800));
+    assert_eq!(segments[1].start, Duration::from_secs(2));
+    assert_eq!(segments[2].duration, Duration::from_secs(2));
+}
+
+#[test]
+fn segment_base_plans_the_index_then_uses_the_sidx() {
+    let m = Mpd::parse(AMAZON_LIST.as_bytes()).unwrap();
+    let r = &m.periods[0].adaptation_sets[1].representations[0];
+    let SegmentPlan::NeedsIndex { init, url, index } =
+        plan(&manifest_url(), r, Duration::ZERO, None).unwrap()
+    else {
+        panic!("base needs its index");
+    };
+    assert_eq!(
+        index,
+        ByteRange {
+            start: 600,
+            end: 671
+        }
+    );
+    assert_eq!(init.unwrap().range.unwrap().end, 599);
+    assert_eq!(url.as_str(), "https://cdn.example/t/B0/opus-320k.mp4");
+    // 72-byte sidx with 3 references.
+    let mut b = Vec::new();
+    b.extend(68u32.to_be_bytes());
+    b.extend(b"sidx");
+    b.extend([0u8; 4]);
+    b.extend(1u32.to_be_bytes());
+    b.extend(48000u32.to_be_bytes());
+    b.extend(0u32.to_be_bytes());
+    b.extend(0u32.to_be_bytes());
+    b.extend([0, 0, 0, 3]);
+    for (s, d) in [(100u32, 96000u32), (200, 96000), (50, 48000)] {
+        b.extend(s.to_be_bytes());
+        b.extend(d.to_be_bytes());
+        b.extend(0x9000_0000u32.to_be_bytes());
+    }
+    let sidx = sidx::parse(&b, 600).unwrap();
+    let segs = from_sidx(&url, &sidx, 0, 48000, Duration::ZERO);
+    assert_eq!(
+        segs[0].range,
+        Some(ByteRange {
+            start: 668,
+            end: 767
+        })
+    );
+    assert_eq!(segs[2].start, Duration::from_secs(4));
+    assert_eq!(segs[2].size, Some(50));
+}
+
+#[test]
+fn template_with_timeline_negative_repeat_and_inheritance() {
+    let doc = r#"<MPD type="static" mediaPresentationDuration="PT9S">
+      <BaseURL>http://other.example/root/</BaseURL>
+      <Period>
+        <AdaptationSet mimeType="audio/mp4" codecs="flac">
+          <BaseURL>a/</BaseURL>
+          <SegmentTemplate timescale="1000" media="$RepresentationID$/s-$Time$-$Number%03d$.m4s" initialization="$RepresentationID$/init.mp4" startNumber="5">
+            <SegmentTimeline><S t="0" d="2000" r="-1"/></SegmentTimeline>
+          </SegmentTemplate>
+          <Representation id="r1" bandwidth="1000"/>
+          <Representation id="r2" bandwidth="2000">
+            <SegmentTemplate presentationTimeOffset="0"/>
+          </Representation>
+        </AdaptationSet>
+      </Period>
+    </MPD>"#;
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let p = &m.periods[0];
+    assert_eq!(p.duration, Some(Duration::from_secs(9)));
+    for r in &p.adaptation_sets[0].representations {
+        let SegmentPlan::Ready { init, segments } =
+            plan(&manifest_url(), r, p.start, p.duration).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            init.unwrap().url.as_str(),
+            format!("http://other.example/root/a/{}/init.mp4", r.id)
+        );
+        // 9 s / 2 s, rounded up.
+        assert_eq!(segments.len(), 5);
+        assert_eq!(
+            segments[4].url.as_str(),
+            format!("http://other.example/root/a/{}/s-8000-009.m4s", r.id)
+        );
+        assert_eq!(segments[4].start, Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn template_without_timeline_counts_from_duration() {
+    let doc = r#"<MPD type="static" mediaPresentationDuration="PT1M0.5S"><Period>
+      <AdaptationSet contentType="audio"><Representation id="x" bandwidth="1" codecs="opus">
+      <SegmentTemplate timescale="48000" duration="480000" media="x_$Number$.m4s" initialization="x_init.mp4"/>
+      </Representation></AdaptationSet></Period></MPD>"#;
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let p = &m.periods[0];
+    let SegmentPlan::Ready { segments, .. } = plan(
+        &manifest_url(),
+        &p.adaptation_sets[0].representations[0],
+        p.start,
+        p.duration,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(segments.len(), 7);
+    assert_eq!(segments[0].url.as_str(), "https://cdn.example/t/B0/x_1.m4s");
+    assert_eq!(segments[6].duration, Duration::from_millis(500));
+}
+
+#[test]
+fn timeline_with_explicit_times_and_repeats() {
+    let doc = r#"<MPD type="static" mediaPresentationDuration="PT10S"><Period>
+      <AdaptationSet contentType="audio"><Representation id="x" bandwidth="1">
+      <SegmentTemplate timescale="10" media="$Time$" presentationTimeOffset="100">
+        <SegmentTimeline><S t="100" d="20" r="1"/><S d="20"/><S t="160" d="10" r="-1"/><S t="190" d="10"/></SegmentTimeline>
+      </SegmentTemplate></Representation></AdaptationSet></Period></MPD>"#;
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let p = &m.periods[0];
+    let SegmentPlan::Ready { segments, .. } = plan(
+        &manifest_url(),
+        &p.adaptation_sets[0].representations[0],
+        p.start,
+        p.duration,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    let names: Vec<&str> = segments
+        .iter()
+        .map(|s| s.url.path_segments().unwrap().next_back().unwrap())
+        .collect();
+    assert_eq!(names, ["100", "120", "140", "160", "170", "180", "190"]);
+    assert_eq!(segments[0].start, Duration::ZERO);
+    assert_eq!(segments[3].start, Duration::from_secs(6));
+    assert_eq!(segments[6].duration, Duration::from_secs(1));
+}
+
+#[test]
+fn iso_durations() {
+    assert_eq!(parse_iso_duration("PT0S"), Some(Duration::ZERO));
+    assert_eq!(
+        parse_iso_duration("PT1H2M3.5S"),
+        Some(Duration::from_secs_f64(3723.5))
+    );
+    assert_eq!(
+        parse_iso_duration("P1DT1S"),
+        Some(Duration::from_secs(86401))
+    );
+    assert_eq!(parse_iso_duration("PT"), None);
+    assert_eq!(parse_iso_duration("1S"), None);
+    assert_eq!(parse_iso_duration("PT5"), None);
+    assert_eq!(parse_iso_duration("PTxS"), None);
+}
+
+#[test]
+fn bad_manifests_say_why() {
+    let cases: &[(&str, &str)] = &[
+        ("<html></html>", "not an MPD"),
+        ("<MPD type=\"dynamic\"><Period/></MPD>", "dynamic"),
+        ("<MPD></MPD>", "no Period"),
+        ("<MPD><Period><AdaptationSet contentType=\"video\"><Representation id=\"v\" bandwidth=\"1\"/></AdaptationSet></Period></MPD>", "no audio"),
+        ("<MPD><Period><AdaptationSet contentType=\"audio\"><Representation bandwidth=\"1\"/></AdaptationSet></Period></MPD>", "without id"),
+        ("<MPD><Period><AdaptationSet contentType=\"audio\"><Representation id=\"a\"/></AdaptationSet></Period></MPD>", "no bandwidth"),
+        ("<MPD mediaPresentationDuration=\"5 minutes\"><Period/></MPD>", "bad duration"),
+        ("<MPD><Period><AdaptationSet contentType=\"audio\"><Representation id=\"a\" bandwidth=\"1\"><SegmentList><SegmentURL mediaRange=\"9-1\"/></SegmentList></Representation></AdaptationSet></Period></MPD>", "bad byte range"),
+        ("<MPD><Period><AdaptationSet contentType=\"audio\"><ContentProtection cenc:default_KID=\"zz\"/><Representation id=\"a\" bandwidth=\"1\"/></AdaptationSet></Period></MPD>", "default_KID"),
+        ("<MPD><Period><AdaptationSet contentType=\"audio\"><Representation id=\"a\" bandwidth=\"1\"><SegmentTemplate timescale=\"0\"/></Representation></AdaptationSet></Period></MPD>", "timescale 0"),
+        ("<MPD><Period>", "not valid XML"),
+    ];
+    for (doc, want) in cases {
+        let err = Mpd::parse(doc.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains(want), "{doc}: {err:?} should say {want:?}");
+    }
+    let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
+    assert_eq!(Mpd::parse(&huge), Err(MpdError::TooLarge));
+}
+
+#[test]
+fn unplayable_addressing_is_a_clear_plan_error() {
+    let doc = r#"<MPD type="static"><Period><AdaptationSet contentType="audio">
+      <Representation id="a" bandwidth="1"><SegmentTemplate media="$Number$"/></Representation>
+      <Representation id="b" bandwidth="1"><SegmentBase/></Representation>
+      <Representation id="c" bandwidth="1"><SegmentTemplate media="$Number$"><SegmentTimeline><S d="5" r="-1"/></SegmentTimeline></SegmentTemplate></Representation>
+    </AdaptationSet></Period></MPD>"#;
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let reps = &m.periods[0].adaptation_sets[0].representations;
+    let errs: Vec<String> = reps
+        .iter()
+        .map(|r| {
+            plan(&manifest_url(), r, Duration::ZERO, None)
+                .unwrap_err()
+                .to_string()
+        })
+        .collect();
+    assert!(errs[0].contains("duration"), "{}", errs[0]);
+    assert!(errs[1].contains("indexRange"), "{}", errs[1]);
+    assert!(errs[2].contains("negative repeat"), "{}", errs[2]);
+}
+
+#[test]
+fn unknown_essential_property_drops_the_set_only() {
+    let doc = r#"<MPD type="static"><Period>
+      <AdaptationSet contentType="audio"><EssentialProperty schemeIdUri="urn:future:thing"/><Representation id="a" bandwidth="1"/></AdaptationSet>
+      <AdaptationSet contentType="audio"><Representation id="b" bandwidth="1"/></AdaptationSet>
+    </Period></MPD>"#;
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let ids: Vec<&str> = m
+        .audio_sets()
+        .flat_map(|(_, a)| a.representations.iter().map(|r| r.id.as_str()))
+        .collect();
+    assert_eq!(ids, ["b"]);
+}
