@@ -1,10 +1,26 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Amazon Music source: login, track resolution, audio-object refresh and tags
+//! Amazon Music source: login, track resolution, audio-object refresh and tags.
+//! Protocol logic lives in plain modules (token, api, firefly, config, session); the element
+//! glue in `amazonmusicsrc/`.
 
 use gst::glib;
+use gst::prelude::*;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+pub mod amazonmusicsrc;
+pub mod api;
+pub mod config;
+pub mod credentials;
+pub mod firefly;
+pub mod http;
+pub mod session;
+pub mod tags;
+pub mod token;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    tags::register();
+    // Registered with the plugin so other plugins can look the type up by name.
+    credentials::AmzMusicCredentials::static_type();
+    amazonmusicsrc::register(plugin)
 }
 
 gst::plugin_define!(

@@ -1,0 +1,906 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The element glue: properties and URI, opening the session in `create`, pushing the sticky
+//! audio-object event, tags and the MPD, refreshing in the background and answering queries.
+
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use futures::future::{AbortHandle, Abortable};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+
+use super::Quality;
+use crate::api::{self, ApiError};
+use crate::config::{self, ConfigError, Overrides};
+use crate::credentials::AmzMusicCredentials;
+use crate::firefly::TrackMetadata;
+use crate::http::{wait_on_runtime, HttpError, Secret, RUNTIME};
+use crate::session::{Current, Session};
+use crate::tags;
+use crate::token::{now_unix, TokenError};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "amazonmusicsrc",
+        gst::DebugColorFlags::empty(),
+        Some("Amazon Music source"),
+    )
+});
+
+/// Name of the sticky event and of the query (docs/element-contract.md).
+pub const AUDIO_OBJECT: &str = "amazonmusic-audio-object";
+/// The caps field that tells decodebin3 this MPD is for amzdashdemux (contract).
+pub const CAPS_SOURCE_FIELD: &str = "source";
+pub const CAPS_SOURCE_VALUE: &str = "amazonmusicsrc";
+const URI_SCHEME: &str = "amazonmusic";
+
+fn src_caps() -> gst::Caps {
+    gst::Caps::builder("application/dash+xml")
+        .field(CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE)
+        .build()
+}
+
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    track_id: Option<String>,
+    quality: Quality,
+    o: Overrides,
+}
+
+enum State {
+    Stopped,
+    Started {
+        session: Arc<Session>,
+        /// The MPD went out: the next `create` is EOS.
+        sent: bool,
+        refresher: Option<tokio::task::AbortHandle>,
+    },
+}
+
+#[derive(Default)]
+enum Canceller {
+    #[default]
+    None,
+    Waiting(AbortHandle),
+    /// `unlock` came: fail the next wait at once.
+    Cancelled,
+}
+
+pub struct AmazonMusicSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    canceller: Mutex<Canceller>,
+}
+
+impl Default for AmazonMusicSrc {
+    fn default() -> Self {
+        AmazonMusicSrc {
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::Stopped),
+            canceller: Mutex::new(Canceller::None),
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for AmazonMusicSrc {
+    const NAME: &'static str = "GstAmazonMusicSrc";
+    type Type = super::AmazonMusicSrc;
+    type ParentType = gst_base::PushSrc;
+    type Interfaces = (gst::URIHandler,);
+}
+
+/// Parses `amazonmusic://track/<id>`.
+pub fn track_id_from_uri(uri: &str) -> Result<String, String> {
+    let rest = uri
+        .strip_prefix("amazonmusic://")
+        .ok_or_else(|| format!("{uri:?} is not an amazonmusic:// URI"))?;
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    match rest.split_once('/') {
+        Some(("track", id)) if api::valid_id(id) => Ok(id.to_string()),
+        Some(("album" | "playlist", _)) => Err(format!(
+            "{uri:?}: amazonmusicsrc plays one track; resolve albums and playlists in the \
+             player and give it amazonmusic://track/<id> URIs"
+        )),
+        _ => Err(format!(
+            "{uri:?} is not of the form amazonmusic://track/<id>"
+        )),
+    }
+}
+
+fn opt_string(v: &glib::Value) -> Option<String> {
+    v.get::<Option<String>>()
+        .expect("type checked upstream")
+        .filter(|s| !s.is_empty())
+}
+
+impl ObjectImpl for AmazonMusicSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let s = |name: &str, nick: &str, blurb: &str| {
+                glib::ParamSpecString::builder(name)
+                    .nick(nick)
+                    .blurb(blurb)
+                    .mutable_ready()
+                    .build()
+            };
+            // Secrets can be written but never read back (gst-inspect, gst-launch -v).
+            let secret = |name: &str, nick: &str, blurb: &str| {
+                glib::ParamSpecString::builder(name)
+                    .nick(nick)
+                    .blurb(blurb)
+                    .write_only()
+                    .mutable_ready()
+                    .build()
+            };
+            vec![
+                s(
+                    "track-id",
+                    "Track ID",
+                    "Amazon Music track id (ASIN) to play; also set by uri=amazonmusic://track/<id>",
+                ),
+                glib::ParamSpecEnum::builder_with_default("quality", Quality::Auto)
+                    .nick("Quality")
+                    .blurb("Best quality to ask for; auto asks for the best the installed decoders play (flacdec: HD/UHD, avdec_eac3: ATMOS, opusdec: SD)")
+                    .mutable_ready()
+                    .build(),
+                s(
+                    "api-endpoint",
+                    "Music API endpoint",
+                    "Base URL of the music API (default: $AMAZONMUSIC_API_ENDPOINT, then the token file)",
+                ),
+                s(
+                    "lwa-endpoint",
+                    "LWA endpoint",
+                    "Base URL of Login with Amazon, for token refresh (default: $AMAZONMUSIC_LWA_ENDPOINT, then the token file)",
+                ),
+                s(
+                    "graphql-endpoint",
+                    "GraphQL endpoint",
+                    "FireFly GraphQL URL for metadata (default: $AMAZONMUSIC_GRAPHQL_ENDPOINT, then the token file; none: no tags)",
+                ),
+                secret(
+                    "api-key",
+                    "API key",
+                    "x-api-key of the application (default: $AMAZONMUSIC_API_KEY, then the token file; write-only)",
+                ),
+                s(
+                    "client-id",
+                    "Client ID",
+                    "LWA client id used to refresh tokens (default: $AMAZONMUSIC_CLIENT_ID, then the token file)",
+                ),
+                secret(
+                    "access-token",
+                    "Access token",
+                    "LWA access token Atza|… (default: $AMAZONMUSIC_ACCESS_TOKEN, then the token file; write-only; prefer the token file, command lines are visible to other users)",
+                ),
+                secret(
+                    "refresh-token",
+                    "Refresh token",
+                    "LWA refresh token Atzr|… (default: the token file; write-only)",
+                ),
+                s(
+                    "token-file",
+                    "Token file",
+                    "Token file written by amzmusic-login; refreshed tokens are written back to it (default: $AMAZONMUSIC_TOKEN_FILE, then ~/.config/amazonmusic/token.json)",
+                ),
+                s(
+                    "device-id",
+                    "Device ID",
+                    "Device id sent to FireFly (default: the token file, else random per run)",
+                ),
+                s(
+                    "device-type",
+                    "Device type",
+                    "Device type sent to FireFly (default: the token file, else A1GSTAMZMUSIC)",
+                ),
+                s(
+                    "market",
+                    "Market",
+                    "ISO country code of the catalogue to play from (default: $AMAZONMUSIC_MARKET, then the token file, then US)",
+                ),
+                s(
+                    "user-agent",
+                    "User-Agent",
+                    "User-Agent of every request, also handed downstream (default: gst-amazonmusic/<version> GStreamer/<version>)",
+                ),
+                s(
+                    "ca-file",
+                    "CA file",
+                    "PEM file with extra root certificates to trust (system roots stay trusted)",
+                ),
+                s(
+                    "feature-flags",
+                    "Feature flags",
+                    "FireFly x-amzn-feature-flags, comma-separated (e.g. trace,complexity)",
+                ),
+            ]
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let o = &mut s.o;
+        match pspec.name() {
+            "track-id" => {
+                let id = opt_string(value);
+                gst::debug!(CAT, imp = self, "track-id {:?}", id);
+                s.track_id = id;
+            }
+            "quality" => s.quality = value.get().expect("type checked upstream"),
+            "api-endpoint" => o.api_endpoint = opt_string(value),
+            "lwa-endpoint" => o.lwa_endpoint = opt_string(value),
+            "graphql-endpoint" => o.graphql_endpoint = opt_string(value),
+            "api-key" => o.api_key = opt_string(value).map(Secret::new),
+            "client-id" => o.client_id = opt_string(value),
+            "access-token" => o.access_token = opt_string(value).map(Secret::new),
+            "refresh-token" => o.refresh_token = opt_string(value).map(Secret::new),
+            "token-file" => o.token_file = opt_string(value).map(PathBuf::from),
+            "device-id" => o.device_id = opt_string(value),
+            "device-type" => o.device_type = opt_string(value),
+            "market" => o.market = opt_string(value),
+            "user-agent" => o.user_agent = opt_string(value),
+            "ca-file" => o.ca_file = opt_string(value).map(PathBuf::from),
+            "feature-flags" => o.feature_flags = opt_string(value),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        let o = &s.o;
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match pspec.name() {
+            "track-id" => s.track_id.to_value(),
+            "quality" => s.quality.to_value(),
+            "api-endpoint" => o.api_endpoint.to_value(),
+            "lwa-endpoint" => o.lwa_endpoint.to_value(),
+            "graphql-endpoint" => o.graphql_endpoint.to_value(),
+            "client-id" => o.client_id.to_value(),
+            "token-file" => path(&o.token_file).to_value(),
+            "device-id" => o.device_id.to_value(),
+            "device-type" => o.device_type.to_value(),
+            "market" => o.market.to_value(),
+            "user-agent" => o.user_agent.to_value(),
+            "ca-file" => path(&o.ca_file).to_value(),
+            "feature-flags" => o.feature_flags.to_value(),
+            _ => unimplemented!(),
+        }
+    }
+}
+
+impl GstObjectImpl for AmazonMusicSrc {}
+
+impl ElementImpl for AmazonMusicSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Amazon Music source",
+                "Source/Network",
+                "Resolves an Amazon Music track to its DASH manifest, the credentials downstream \
+                 needs (docs/element-contract.md) and its tags",
+                "gst-amazonmusic contributors",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps(),
+            )
+            .unwrap()]
+        });
+        T.as_ref()
+    }
+}
+
+impl URIHandlerImpl for AmazonMusicSrc {
+    const URI_TYPE: gst::URIType = gst::URIType::Src;
+
+    fn protocols() -> &'static [&'static str] {
+        &[URI_SCHEME]
+    }
+
+    fn uri(&self) -> Option<String> {
+        let s = self.settings.lock().unwrap();
+        s.track_id
+            .as_ref()
+            .map(|id| format!("{URI_SCHEME}://track/{id}"))
+    }
+
+    fn set_uri(&self, uri: &str) -> Result<(), glib::Error> {
+        if !matches!(*self.state.lock().unwrap(), State::Stopped) {
+            return Err(glib::Error::new(
+                gst::URIError::BadState,
+                "cannot change the URI while the source is running",
+            ));
+        }
+        let id = track_id_from_uri(uri).map_err(|m| glib::Error::new(gst::URIError::BadUri, &m))?;
+        self.settings.lock().unwrap().track_id = Some(id);
+        Ok(())
+    }
+}
+
+/// What the first `create` fetched.
+struct Opened {
+    current: Current,
+    manifest: Vec<u8>,
+    metadata: Result<TrackMetadata, String>,
+    cover: Option<(Vec<u8>, String)>,
+    token: Option<Secret>,
+}
+
+enum OpenError {
+    Api(ApiError),
+    Manifest(HttpError),
+}
+
+async fn open(session: Arc<Session>) -> Result<Opened, OpenError> {
+    // Metadata does not wait for the audio object, nor the other way round.
+    let (current, metadata) = tokio::join!(session.refresh(0), session.metadata());
+    let current = current.map_err(OpenError::Api)?;
+    let manifest = session
+        .manifest(&current)
+        .await
+        .map_err(OpenError::Manifest)?;
+    let cover = match metadata.as_ref().ok().and_then(|m| m.cover_url()) {
+        Some(url) => match session.cover(url).await {
+            Ok((bytes, Some(kind))) => Some((bytes, kind)),
+            _ => None,
+        },
+        None => None,
+    };
+    let token = session.tokens.peek().await;
+    Ok(Opened {
+        current,
+        manifest,
+        metadata: metadata.map_err(|e| e.to_string()),
+        cover,
+        token,
+    })
+}
+
+fn api_error_message(e: &ApiError, track: &str) -> gst::ErrorMessage {
+    match e {
+        ApiError::NotFound { .. } => gst::error_msg!(
+            gst::ResourceError::NotFound,
+            ("Amazon Music has no track {}", track),
+            ["{}", e]
+        ),
+        ApiError::NotAuthorized { reason, .. } => gst::error_msg!(
+            gst::ResourceError::NotAuthorized,
+            ("Not allowed to play track {}: {}", track, reason)
+        ),
+        ApiError::NoQuality { .. } => gst::error_msg!(
+            gst::StreamError::CodecNotFound,
+            (
+                "{}; set quality to one the track has, or install more decoders",
+                e
+            )
+        ),
+        ApiError::Token(t) => token_error_message(t),
+        ApiError::Network(_) => gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            (
+                "Could not reach the Amazon Music API to resolve track {}",
+                track
+            ),
+            ["{}", e]
+        ),
+        ApiError::Other(_) => gst::error_msg!(
+            gst::ResourceError::Failed,
+            (
+                "The Amazon Music API gave no audio object for track {}",
+                track
+            ),
+            ["{}", e]
+        ),
+    }
+}
+
+fn token_error_message(e: &TokenError) -> gst::ErrorMessage {
+    match e {
+        TokenError::Refused { .. } | TokenError::NoRefreshToken | TokenError::NoToken => {
+            gst::error_msg!(gst::ResourceError::NotAuthorized, ("{}", e))
+        }
+        TokenError::Write { .. } => gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)),
+        TokenError::Read { .. } => gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e)),
+        TokenError::Http(_) => gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Could not reach Login with Amazon to refresh the access token"),
+            ["{}", e]
+        ),
+    }
+}
+
+fn manifest_error_message(e: &HttpError, track: &str) -> gst::ErrorMessage {
+    match e.status() {
+        Some(401 | 403) => gst::error_msg!(
+            gst::ResourceError::NotAuthorized,
+            ("The CDN refused the manifest of track {}", track),
+            ["{}", e]
+        ),
+        Some(404) => gst::error_msg!(
+            gst::ResourceError::NotFound,
+            ("The CDN has no manifest for track {}", track),
+            ["{}", e]
+        ),
+        _ => gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Could not download the manifest of track {}", track),
+            ["{}", e]
+        ),
+    }
+}
+
+fn installed(element: &str) -> bool {
+    gst::ElementFactory::find(element).is_some()
+}
+
+impl AmazonMusicSrc {
+    /// Runs `fut` on the plugin runtime; `unlock` aborts it. None when aborted.
+    fn wait_cancellable<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (handle, registration) = AbortHandle::new_pair();
+        {
+            let mut c = self.canceller.lock().unwrap();
+            if matches!(*c, Canceller::Cancelled) {
+                return None;
+            }
+            *c = Canceller::Waiting(handle);
+        }
+        let r = wait_on_runtime(Abortable::new(fut, registration));
+        let mut c = self.canceller.lock().unwrap();
+        if matches!(*c, Canceller::Waiting(_)) {
+            *c = Canceller::None;
+        }
+        r.and_then(|r| r.ok())
+    }
+
+    fn session(&self) -> Option<Arc<Session>> {
+        match &*self.state.lock().unwrap() {
+            State::Started { session, .. } => Some(session.clone()),
+            State::Stopped => None,
+        }
+    }
+
+    fn audio_object_structure(
+        &self,
+        session: &Session,
+        current: &Current,
+        token: Option<&Secret>,
+    ) -> gst::Structure {
+        let creds = AmzMusicCredentials::new(
+            &current.audio,
+            token.map(|t| t.expose()),
+            &session.cfg.user_agent,
+        );
+        gst::Structure::builder(AUDIO_OBJECT)
+            .field("track-id", &session.track_id)
+            .field("generation", current.generation)
+            .field("expires", current.audio.expires)
+            .field("quality", &session.capability)
+            .field("credentials", creds)
+            .build()
+    }
+
+    fn push_audio_object_event(
+        &self,
+        session: &Session,
+        current: &Current,
+        token: Option<&Secret>,
+    ) -> bool {
+        let s = self.audio_object_structure(session, current, token);
+        let pushed = self
+            .obj()
+            .src_pad()
+            .push_event(gst::event::CustomDownstreamSticky::new(s));
+        gst::debug!(
+            CAT,
+            imp = self,
+            "audio object generation {} (expires in {} s) {}",
+            current.generation,
+            current.audio.expires.saturating_sub(now_unix()),
+            if pushed {
+                "pushed downstream"
+            } else {
+                "not pushed (downstream is done with the manifest; it gets it by query)"
+            }
+        );
+        pushed
+    }
+
+    fn first_buffer(&self, session: Arc<Session>) -> Result<gst::Buffer, gst::FlowError> {
+        let track = session.track_id.clone();
+        gst::info!(
+            CAT,
+            imp = self,
+            "resolving track {} (capability {}, market {})",
+            track,
+            session.capability,
+            session.cfg.market
+        );
+        let opened = match self.wait_cancellable(open(session.clone())) {
+            None => return Err(gst::FlowError::Flushing),
+            Some(Ok(o)) => o,
+            Some(Err(OpenError::Api(e))) => {
+                gst::info!(CAT, imp = self, "no audio object: {}", e);
+                self.post_error_message(api_error_message(&e, &track));
+                return Err(gst::FlowError::Error);
+            }
+            Some(Err(OpenError::Manifest(e))) => {
+                gst::info!(CAT, imp = self, "no manifest: {}", e);
+                self.post_error_message(manifest_error_message(&e, &track));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        match api::manifest_codecs(&opened.manifest) {
+            Ok(codecs) => {
+                gst::debug!(CAT, imp = self, "manifest codecs {:?}", codecs);
+                if let Err(m) = config::check_playable(&codecs, installed) {
+                    gst::element_imp_error!(self, gst::StreamError::CodecNotFound, ("{}", m));
+                    return Err(gst::FlowError::NotNegotiated);
+                }
+            }
+            Err(m) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("The manifest of track {} is not a DASH MPD", track),
+                    ["{}", m]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        }
+
+        self.push_audio_object_event(&session, &opened.current, opened.token.as_ref());
+        match &opened.metadata {
+            Ok(meta) => {
+                let cover = opened
+                    .cover
+                    .map(|(bytes, kind)| tags::image_sample(bytes, &kind));
+                let tags = tags::tag_list(meta, cover);
+                gst::debug!(CAT, imp = self, "tags {:?}", tags);
+                // As an event for downstream, and as a message so that the application (and
+                // gst-launch-1.0 -t) sees them even when the demuxer does not forward them.
+                self.obj()
+                    .src_pad()
+                    .push_event(gst::event::Tag::new(tags.clone()));
+                let _ = self
+                    .obj()
+                    .post_message(gst::message::Tag::builder(tags).src(&*self.obj()).build());
+            }
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Read,
+                    ("No metadata for track {}: playing without tags", track),
+                    ["{}", e]
+                );
+            }
+        }
+        self.start_refresher(session);
+        gst::info!(
+            CAT,
+            imp = self,
+            "manifest of {} bytes, audio object generation {}",
+            opened.manifest.len(),
+            opened.current.generation
+        );
+        Ok(gst::Buffer::from_mut_slice(opened.manifest))
+    }
+
+    fn start_refresher(&self, session: Arc<Session>) {
+        let weak = self.obj().downgrade();
+        let task = RUNTIME.spawn(refresher(weak, session));
+        if let State::Started { refresher, .. } = &mut *self.state.lock().unwrap() {
+            if let Some(old) = refresher.replace(task.abort_handle()) {
+                old.abort();
+            }
+        } else {
+            task.abort();
+        }
+    }
+
+    /// Answers the contract's custom query (section 2).
+    fn answer_audio_object_query(&self, query: &mut gst::QueryRef) -> bool {
+        let Some(session) = self.session() else {
+            return false;
+        };
+        let (reason, held) = {
+            let s = query.structure().expect("custom query has a structure");
+            (
+                s.get::<String>("reason")
+                    .unwrap_or_else(|_| "lookup".into()),
+                s.get::<u32>("generation").unwrap_or(0),
+            )
+        };
+        let lookup = reason == "lookup";
+        let sess = session.clone();
+        let answer = wait_on_runtime(async move {
+            let current = match sess.current() {
+                None => return Err(None),
+                Some(c) if lookup || c.generation != held => c,
+                Some(_) => sess.refresh(held).await.map_err(Some)?,
+            };
+            // Only Login with Amazon may be asked here (a due token), never the music API.
+            let token = match sess.tokens.current().await {
+                Ok((t, _)) => Some(t),
+                Err(_) => sess.tokens.peek().await,
+            };
+            Ok((current, token))
+        });
+        match answer {
+            Some(Ok((current, token))) => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "query ({}, holds generation {}): answering generation {}",
+                    reason,
+                    held,
+                    current.generation
+                );
+                let filled = self.audio_object_structure(&session, &current, token.as_ref());
+                let s = query.structure_mut();
+                for (name, value) in filled.iter() {
+                    s.set_value(name, value.clone());
+                }
+                if current.generation > held && !lookup {
+                    // Keep the sticky event current too, for elements linked later.
+                    self.push_audio_object_event(&session, &current, token.as_ref());
+                }
+                true
+            }
+            Some(Err(Some(e))) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "refresh for query ({}) failed: {}",
+                    reason,
+                    e
+                );
+                let msg = api_error_message(&e, &session.track_id);
+                if reason == "forbidden" {
+                    // The asker cannot continue with what it holds.
+                    self.post_error_message(msg);
+                } else {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Read,
+                        ("Could not refresh the audio object of {}", session.track_id),
+                        ["{}", e]
+                    );
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Keeps the audio object and the access token fresh while the element runs.
+async fn refresher(weak: glib::WeakRef<super::AmazonMusicSrc>, session: Arc<Session>) {
+    let mut failures = 0u32;
+    loop {
+        let now = now_unix();
+        let ao_due = session.current().map(|c| c.refresh_at());
+        let token_due = session.tokens.due_at().await;
+        let next = [ao_due, token_due].into_iter().flatten().min();
+        let wait = match next {
+            Some(at) if at > now => Duration::from_secs(at - now),
+            Some(_) => Duration::ZERO,
+            None => Duration::from_secs(60),
+        };
+        // After a failure, retry at most every few seconds (never a busy loop).
+        let wait = wait.max(Duration::from_secs(u64::from(failures.min(6)) * 5));
+        tokio::time::sleep(wait).await;
+        let now = now_unix();
+        let mut failed = false;
+        if token_due.is_some_and(|at| now >= at) {
+            match session.tokens.refresh_if_due().await {
+                Ok(true) => {
+                    if let Some(e) = weak.upgrade() {
+                        gst::info!(CAT, obj = e, "access token refreshed ahead of expiry");
+                    }
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    failed = true;
+                    let Some(e) = weak.upgrade() else { return };
+                    gst::element_warning!(
+                        e,
+                        gst::ResourceError::NotAuthorized,
+                        ("Could not refresh the access token ahead of expiry"),
+                        ["{}", err]
+                    );
+                }
+            }
+        }
+        if let Some(c) = session.current() {
+            if now >= c.refresh_at() {
+                match session.refresh(c.generation).await {
+                    Ok(next) => {
+                        let Some(e) = weak.upgrade() else { return };
+                        gst::info!(
+                            CAT,
+                            obj = e,
+                            "audio object refreshed ahead of expiry: generation {}",
+                            next.generation
+                        );
+                        let token = session.tokens.peek().await;
+                        e.imp()
+                            .push_audio_object_event(&session, &next, token.as_ref());
+                    }
+                    Err(err) => {
+                        failed = true;
+                        let Some(e) = weak.upgrade() else { return };
+                        gst::element_warning!(
+                            e,
+                            gst::ResourceError::Read,
+                            ("Could not refresh the audio object ahead of expiry"),
+                            ["{}", err]
+                        );
+                    }
+                }
+            }
+        }
+        failures = if failed { failures + 1 } else { 0 };
+        if weak.upgrade().is_none() {
+            return;
+        }
+    }
+}
+
+impl BaseSrcImpl for AmazonMusicSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let track = settings.track_id.clone().ok_or_else(|| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("No track to play: set track-id or uri=amazonmusic://track/<id>")
+            )
+        })?;
+        if !api::valid_id(&track) {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("{:?} is not an Amazon Music track id", track)
+            ));
+        }
+        let resolved = config::resolve(&settings.o, |k| std::env::var(k).ok()).map_err(|e| {
+            let domain = match e {
+                ConfigError::NoToken(_) => gst::ResourceError::NotAuthorized,
+                ConfigError::NoApiEndpoint => gst::ResourceError::Settings,
+                ConfigError::TokenFile(_) => gst::ResourceError::OpenRead,
+            };
+            gst::error_msg!(domain, ["{}", e])
+        })?;
+        let capability = config::capability(settings.quality.into(), installed)
+            .map_err(|m| gst::error_msg!(gst::StreamError::CodecNotFound, ("{}", m)))?;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "api {} lwa {:?} graphql {:?} market {} token file write-back {}",
+            resolved.api_endpoint,
+            resolved.lwa_endpoint,
+            resolved.graphql_endpoint,
+            resolved.market,
+            resolved.tokens.write_back.is_some()
+        );
+        let session = Session::new(resolved, &track, &capability)
+            .map_err(|m| gst::error_msg!(gst::ResourceError::Settings, ("{}", m)))?;
+        *self.state.lock().unwrap() = State::Started {
+            session,
+            sent: false,
+            refresher: None,
+        };
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let old = std::mem::replace(&mut *self.state.lock().unwrap(), State::Stopped);
+        if let State::Started {
+            refresher: Some(r), ..
+        } = old
+        {
+            r.abort();
+        }
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let caps = src_caps();
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryView::Custom(_) = query.view() {
+            if query.structure().is_some_and(|s| s.name() == AUDIO_OBJECT) {
+                return self.answer_audio_object_query(query);
+            }
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        let mut c = self.canceller.lock().unwrap();
+        if let Canceller::Waiting(h) = &*c {
+            h.abort();
+        }
+        *c = Canceller::Cancelled;
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.canceller.lock().unwrap() = Canceller::None;
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for AmazonMusicSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        let session = {
+            let mut st = self.state.lock().unwrap();
+            match &mut *st {
+                State::Stopped => return Err(gst::FlowError::Flushing),
+                State::Started { sent: true, .. } => return Err(gst::FlowError::Eos),
+                State::Started { session, sent, .. } => {
+                    *sent = true;
+                    session.clone()
+                }
+            }
+        };
+        match self.first_buffer(session) {
+            Ok(b) => Ok(CreateSuccess::NewBuffer(b)),
+            Err(e) => {
+                if e == gst::FlowError::Flushing {
+                    // Unlocked mid-open: try again when restarted.
+                    if let State::Started { sent, .. } = &mut *self.state.lock().unwrap() {
+                        *sent = false;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(
+            track_id_from_uri("amazonmusic://track/B0EMUHD001").unwrap(),
+            "B0EMUHD001"
+        );
+        assert!(track_id_from_uri("amazonmusic://album/B0EMUALB01")
+            .unwrap_err()
+            .contains("player"));
+        assert!(track_id_from_uri("amazonmusic://track/../x").is_err());
+        assert!(track_id_from_uri("http://x/track/1").is_err());
+    }
+}

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: MPL-2.0
+//! HTTP plumbing shared by the LWA, music API and FireFly clients: the plugin's one tokio
+//! runtime, the reqwest client, bounded retries with backoff and jitter, and secret strings.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use rand::Rng;
+
+/// One runtime for the whole plugin: every element instance and the login tool share it.
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("amazonmusic-net")
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the amazonmusic plugin")
+});
+
+/// Runs `fut` on the plugin runtime and waits for it from a plain thread. Safe to call from a
+/// thread that is itself inside another tokio runtime (a downstream element's worker asking a
+/// query), where `Runtime::block_on` would panic.
+pub fn wait_on_runtime<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    RUNTIME.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().ok()
+}
+
+/// A string that must never reach a log: `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Builds the client every service call uses. `ca_file` adds a PEM root (a private CA in front
+/// of the services); the system roots stay trusted.
+pub fn client(user_agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read ca-file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca-file {} holds no PEM certificate: {e}", path.display()))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// How often and how patiently a call is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in total (1 = no retry).
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Whole-request timeout (headers and body).
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(300),
+            max_delay: Duration::from_secs(4),
+            request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (from 1): doubling from `base_delay`, capped,
+    /// plus up to 50 % jitter so that many clients do not retry in step; never shorter than
+    /// the server's `Retry-After`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        let jitter = exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
+        (exp + jitter).max(retry_after.unwrap_or_default())
+    }
+}
+
+/// What a service call ended with when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// The service answered with an error (final: not retryable or retries used up).
+    #[error("HTTP {status} {code}: {message}")]
+    Status {
+        status: u16,
+        /// The JSON body's `error`, or `http_<status>` when there is none.
+        code: String,
+        /// The JSON body's `message` (the services promise it holds no secret).
+        message: String,
+    },
+    /// No answer after every attempt (connection refused or reset, timeout).
+    #[error("no answer after {attempts} attempt(s): {message}")]
+    Transport { message: String, attempts: u32 },
+    /// A 200 whose body is not what the API documents.
+    #[error("unexpected answer: {0}")]
+    BadBody(String),
+}
+
+impl HttpError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            HttpError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an answer with this status is worth another attempt.
+pub fn retryable_status(status: u16) -> bool {
+    status == 429 || status == 408 || (500..600).contains(&status)
+}
+
+/// Reads the services' JSON error body (`{"error", "message"}`) into an [`HttpError`].
+pub fn error_from_body(status: u16, body: &[u8]) -> HttpError {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Option<String>,
+        message: Option<String>,
+        error_description: Option<String>,
+    }
+    let parsed: Option<Body> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.error.clone())
+        .unwrap_or_else(|| format!("http_{status}"));
+    let message = parsed
+        .and_then(|b| b.message.or(b.error_description))
+        .unwrap_or_default();
+    HttpError::Status {
+        status,
+        code,
+        message,
+    }
+}
+
+/// A successful answer.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Sends the request `build` makes, retrying transport failures, 408, 429 and 5xx with
+/// [`RetryPolicy::delay`]. Any other non-2xx answer is returned at once as
+/// [`HttpError::Status`]. `build` is called once per attempt.
+pub async fn send_with_retries(
+    policy: &RetryPolicy,
+    mut build: impl FnMut() -> reqwest::RequestBuilder,
+) -> Result<Answer, HttpError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= policy.max_attempts;
+        let resp = build().timeout(policy.request_timeout).send().await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                // `without_url` keeps signed URLs and their signatures out of the message.
+                let message = e.without_url().to_string();
+                if last {
+                    return Err(HttpError::Transport {
+                        message,
+                        attempts: attempt,
+                    });
+                }
+                tokio::time::sleep(policy.delay(attempt, None)).await;
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                let message = e.without_url().to_string();
+                if last {
+                    return Err(HttpError::Transport {
+                        message,
+                        attempts: attempt,
+                    });
+                }
+                tokio::time::sleep(policy.delay(attempt, None)).await;
+                continue;
+            }
+        };
+        if (200..300).contains(&status) {
+            return Ok(Answer { status, body });
+        }
+        if retryable_status(status) && !last {
+            tokio::time::sleep(policy.delay(attempt, retry_after)).await;
+            continue;
+        }
+        return Err(error_from_body(status, &body));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("Atza|very-secret");
+        assert!(!format!("{s:?} {s}").contains("very-secret"));
+        assert_eq!(s.expose(), "Atza|very-secret");
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+            request_timeout: Duration::from_secs(1),
+        };
+        for _ in 0..50 {
+            let d1 = p.delay(1, None);
+            assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(150));
+            let d2 = p.delay(2, None);
+            assert!(d2 >= Duration::from_millis(200) && d2 <= Duration::from_millis(300));
+            let d9 = p.delay(9, None);
+            assert!(d9 >= Duration::from_millis(350) && d9 <= Duration::from_millis(525));
+        }
+        assert!(p.delay(1, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn error_bodies_are_read() {
+        let e = error_from_body(
+            404,
+            br#"{"error":"track_not_found","message":"no such track"}"#,
+        );
+        assert_eq!(e.code(), Some("track_not_found"));
+        assert_eq!(e.status(), Some(404));
+        let e = error_from_body(502, b"<html>");
+        assert_eq!(e.code(), Some("http_502"));
+        assert!(retryable_status(503) && retryable_status(429) && !retryable_status(404));
+    }
+}
