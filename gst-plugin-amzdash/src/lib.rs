@@ -3,6 +3,7 @@
 
 use gst::glib;
 
+pub mod abr;
 pub mod mpd;
 pub mod segments;
 

@@ -1,0 +1,223 @@
+//! Throughput and latency estimation from finished downloads: a fast and a slow exponentially
+//! weighted moving average of the transfer rate (the lower one is used), plus the request latency.
+
+/// An EWMA whose samples are weighted by how long they took, so that a long download counts for
+/// more than a short one, with a half-life in seconds of weight. The estimate is corrected for
+/// the zero start value, so the first sample is taken as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ewma {
+    /// Per-second decay factor: 0.5 ^ (1 / half_life).
+    alpha: f64,
+    value: f64,
+    total_weight: f64,
+}
+
+impl Ewma {
+    pub fn new(half_life_s: f64) -> Ewma {
+        Ewma {
+            alpha: 0.5f64.powf(1.0 / half_life_s.max(1e-3)),
+            value: 0.0,
+            total_weight: 0.0,
+        }
+    }
+
+    /// Adds `value` observed over `weight` seconds.
+    pub fn sample(&mut self, weight: f64, value: f64) {
+        if !(weight > 0.0 && value.is_finite()) {
+            return;
+        }
+        let a = self.alpha.powf(weight);
+        self.value = value * (1.0 - a) + a * self.value;
+        self.total_weight += weight;
+    }
+
+    /// The estimate, or `None` before any sample.
+    pub fn estimate(&self) -> Option<f64> {
+        if self.total_weight <= 0.0 {
+            return None;
+        }
+        let zero_factor = 1.0 - self.alpha.powf(self.total_weight);
+        Some(self.value / zero_factor)
+    }
+}
+
+/// Downloads shorter than this say more about TCP and the server than about the link.
+pub const MIN_SAMPLE_BYTES: u64 = 16 * 1024;
+/// A first byte this much later than the usual latency means the link stalled (an outage).
+pub const OUTAGE_TTFB_S: f64 = 2.0;
+
+/// Transfer rate (fast/slow EWMA pair, Shaka's 2 s/5 s half-lives) and latency estimates.
+#[derive(Debug, Clone)]
+pub struct ThroughputEstimator {
+    fast: Ewma,
+    slow: Ewma,
+    latency: Option<f64>,
+    /// Bytes measured so far.
+    bytes: u64,
+    /// Longest link stall seen (first byte very late), seconds.
+    longest_outage_s: f64,
+}
+
+impl ThroughputEstimator {
+    pub fn new(fast_half_life_s: f64, slow_half_life_s: f64) -> ThroughputEstimator {
+        ThroughputEstimator {
+            fast: Ewma::new(fast_half_life_s),
+            slow: Ewma::new(slow_half_life_s),
+            latency: None,
+            bytes: 0,
+            longest_outage_s: 0.0,
+        }
+    }
+
+    /// Seeds both averages with an earlier estimate (the last session's), weighted as one second
+    /// of transfer so that the first real downloads quickly take over.
+    pub fn seed(&mut self, bps: f64, latency_s: Option<f64>) {
+        if bps > 0.0 && bps.is_finite() {
+            self.fast.sample(1.0, bps);
+            self.slow.sample(1.0, bps);
+        }
+        if let Some(l) = latency_s.filter(|l| l.is_finite() && *l >= 0.0) {
+            self.latency = Some(l.min(OUTAGE_TTFB_S));
+        }
+    }
+
+    /// Adds one finished download: `ttfb_s` from the request to the first byte, `total_s` from
+    /// the request to the last byte. The rate is measured after the first byte, so a request's
+    /// round trip does not make a fast link look slow; the round trip is estimated apart.
+    pub fn add(&mut self, bytes: u64, ttfb_s: f64, total_s: f64) {
+        if !(ttfb_s.is_finite() && total_s.is_finite()) || ttfb_s < 0.0 {
+            return;
+        }
+        let usual = self.latency.unwrap_or(0.0);
+        if ttfb_s - usual > OUTAGE_TTFB_S {
+            // The request waited on a stalled link: remember how long, keep it out of the
+            // latency (it is not what the next request will see when the link is up).
+            self.longest_outage_s = self.longest_outage_s.max(ttfb_s - usual);
+        } else {
+            self.latency = Some(match self.latency {
+                None => ttfb_s,
+                Some(l) => 0.7 * l + 0.3 * ttfb_s,
+            });
+        }
+        let transfer_s = total_s - ttfb_s;
+        if bytes < MIN_SAMPLE_BYTES || transfer_s <= 0.005 {
+            return;
+        }
+        let bps = bytes as f64 * 8.0 / transfer_s;
+        self.fast.sample(transfer_s, bps);
+        self.slow.sample(transfer_s, bps);
+        self.bytes += bytes;
+    }
+
+    /// The lower of the fast and slow averages, bit/s: quick to fall, slow to rise.
+    pub fn estimate_bps(&self) -> Option<f64> {
+        match (self.fast.estimate(), self.slow.estimate()) {
+            (Some(f), Some(s)) => Some(f.min(s)),
+            _ => None,
+        }
+    }
+
+    /// Round trip to the first byte, seconds.
+    pub fn latency_s(&self) -> Option<f64> {
+        self.latency
+    }
+
+    pub fn measured_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The longest link outage observed, seconds (0 when none).
+    pub fn longest_outage_s(&self) -> f64 {
+        self.longest_outage_s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn ewma_first_sample_is_exact_and_half_life_halves() {
+        let mut e = Ewma::new(2.0);
+        assert_eq!(e.estimate(), None);
+        e.sample(0.5, 1000.0);
+        assert!(close(e.estimate().unwrap(), 1000.0));
+        // After one half-life of weight at a new value, the old value's share is halved
+        // (before the zero-start correction, which is ~1 once weight is large).
+        let mut e = Ewma::new(2.0);
+        e.sample(100.0, 1000.0);
+        e.sample(2.0, 0.0);
+        assert!(close(e.estimate().unwrap(), 500.0), "{:?}", e.estimate());
+        e.sample(2.0, 0.0);
+        assert!(close(e.estimate().unwrap(), 250.0));
+    }
+
+    #[test]
+    fn ewma_zero_start_correction() {
+        // Two samples with total weight 1 half-life: raw value = v2*(1-0.5^(w2/h)) + ..., the
+        // corrected one divides by 1 - 0.5^(total/h).
+        let mut e = Ewma::new(1.0);
+        e.sample(0.5, 100.0);
+        e.sample(0.5, 200.0);
+        let a = 0.5f64.powf(0.5);
+        let raw = 200.0 * (1.0 - a) + a * (100.0 * (1.0 - a));
+        assert!(close(e.estimate().unwrap(), raw / 0.5));
+        // Invalid samples are ignored.
+        e.sample(0.0, 5.0);
+        e.sample(1.0, f64::NAN);
+        assert!(close(e.estimate().unwrap(), raw / 0.5));
+    }
+
+    #[test]
+    fn takes_the_lower_of_fast_and_slow() {
+        let mut t = ThroughputEstimator::new(2.0, 5.0);
+        assert_eq!(t.estimate_bps(), None);
+        // 10 s at 8 Mb/s, then 1 s at 1 Mb/s: the fast average drops further and wins.
+        t.add(10_000_000, 0.02, 10.02);
+        assert!(close(t.estimate_bps().unwrap(), 8e6));
+        t.add(125_000, 0.02, 1.02);
+        let (mut fast, mut slow) = (Ewma::new(2.0), Ewma::new(5.0));
+        for e in [&mut fast, &mut slow] {
+            e.sample(10.0, 8e6);
+            e.sample(1.0, 1e6);
+        }
+        let (fast, slow) = (fast.estimate().unwrap(), slow.estimate().unwrap());
+        assert!(fast < slow);
+        assert!(close(t.estimate_bps().unwrap(), fast));
+        // A recovery moves the slow average up more slowly: the estimate stays below the link
+        // for a while (slow to trust a better network).
+        t.add(1_000_000, 0.02, 1.02);
+        assert!(t.estimate_bps().unwrap() < 8e6 * 0.95);
+    }
+
+    #[test]
+    fn latency_is_apart_and_small_or_stalled_samples_do_not_pollute() {
+        let mut t = ThroughputEstimator::new(2.0, 5.0);
+        // 200 kB in 1.1 s of which 0.1 s to first byte: the rate is 1.6 Mb/s, not 1.45.
+        t.add(200_000, 0.1, 1.1);
+        assert!(close(t.estimate_bps().unwrap(), 1.6e6));
+        assert!(close(t.latency_s().unwrap(), 0.1));
+        // A 1 kB init segment only updates the latency.
+        t.add(1_000, 0.2, 0.2001);
+        assert!(close(t.estimate_bps().unwrap(), 1.6e6));
+        assert!(close(t.latency_s().unwrap(), 0.13));
+        // A first byte 25 s late is an outage, not latency.
+        t.add(200_000, 25.0, 26.0);
+        assert!(close(t.latency_s().unwrap(), 0.13));
+        assert!((t.longest_outage_s() - 24.87).abs() < 1e-9);
+    }
+
+    #[test]
+    fn seeded_estimate_gives_way_to_measurements() {
+        let mut t = ThroughputEstimator::new(2.0, 5.0);
+        t.seed(10e6, Some(0.02));
+        assert!(close(t.estimate_bps().unwrap(), 10e6));
+        // 3 s of transfer at 500 kb/s outweighs the one-second seed.
+        t.add(187_500, 0.08, 3.08);
+        assert!(t.estimate_bps().unwrap() < 3e6, "{:?}", t.estimate_bps());
+    }
+}

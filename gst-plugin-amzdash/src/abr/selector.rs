@@ -1,0 +1,846 @@
+//! The quality selector: from the ladder, the measurements and the buffer level, which candidate
+//! to fetch for the next segment, whether to abandon a download, and whether to fetch at all.
+
+use std::time::Duration;
+
+use super::bola::Bola;
+use super::estimator::ThroughputEstimator;
+use super::ladder::Ladder;
+
+/// Tunables. The defaults are chosen for audio (10 s segments, tracks of minutes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbrConfig {
+    /// Half-life of the fast throughput average (Shaka: 2 s).
+    pub fast_half_life: Duration,
+    /// Half-life of the slow throughput average (Shaka: 5 s). The lower of the two is used.
+    pub slow_half_life: Duration,
+    /// Throughput assumed before any measurement when no earlier estimate is given, bit/s.
+    pub default_estimate_bps: f64,
+    /// Round trip assumed before any measurement.
+    pub default_latency: Duration,
+    /// Switch up only to a candidate that needs at most this share of the estimate (Shaka 0.85).
+    pub up_factor: f64,
+    /// Keep the current candidate while it needs at most this share of the estimate (Shaka 0.95).
+    pub keep_factor: f64,
+    /// No up-switch with less than this buffered (ExoPlayer: 10 s).
+    pub min_buffer_for_up: Duration,
+    /// No down-switch with this much buffered (ExoPlayer: 25 s), unless the next segment at the
+    /// current quality would arrive too late.
+    pub hold_buffer: Duration,
+    /// BOLA's range: from `bola_low` of buffer (dash.js: 10 s) BOLA may hold the quality against
+    /// throughput noise; at `bola_high` it would hold the top candidate.
+    pub bola_low: Duration,
+    pub bola_high: Duration,
+    /// Every segment must be expected to arrive with at least this much still buffered.
+    pub reserve: Duration,
+    /// Buffer first, quality second: until this much is buffered (raised to cover the longest
+    /// outage seen), only candidates that download `build_speed` times faster than real time.
+    pub build_buffer: Duration,
+    pub build_speed: f64,
+    /// The first segment must be expected to arrive within this, so start-up stays fast.
+    pub startup_budget: Duration,
+    /// Media time over which exact segment sizes give the rate a candidate needs.
+    pub rate_window: Duration,
+    /// Within this much media of the end of the track, the buffer may be spent on quality that
+    /// the throughput alone does not sustain, as long as every segment still arrives in time.
+    pub end_game_horizon: Duration,
+    /// Extra headroom an up-switch across codec families needs (0.2 = 20 % more than within a
+    /// codec), since it means a new decoder chain downstream.
+    pub cross_codec_margin: f64,
+    /// Minimum time between two codec family changes unless a deadline forces one.
+    pub cross_codec_min_interval: Duration,
+    /// Pause fetching at this much buffered or this many bytes (whole tracks fit by default).
+    pub max_buffer: Duration,
+    pub max_buffer_bytes: u64,
+    /// Resume fetching once the buffer is this far below `max_buffer`.
+    pub resume_gap: Duration,
+}
+
+impl Default for AbrConfig {
+    fn default() -> Self {
+        AbrConfig {
+            fast_half_life: Duration::from_secs(2),
+            slow_half_life: Duration::from_secs(5),
+            default_estimate_bps: 1_000_000.0,
+            default_latency: Duration::from_millis(100),
+            up_factor: 0.85,
+            keep_factor: 0.95,
+            min_buffer_for_up: Duration::from_secs(10),
+            hold_buffer: Duration::from_secs(25),
+            bola_low: Duration::from_secs(10),
+            bola_high: Duration::from_secs(30),
+            reserve: Duration::from_secs(3),
+            build_buffer: Duration::from_secs(20),
+            build_speed: 3.0,
+            startup_budget: Duration::from_secs(1),
+            rate_window: Duration::from_secs(30),
+            end_game_horizon: Duration::from_secs(60),
+            cross_codec_margin: 0.2,
+            cross_codec_min_interval: Duration::from_secs(20),
+            max_buffer: Duration::from_secs(600),
+            max_buffer_bytes: 32 * 1024 * 1024,
+            resume_gap: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What is buffered ahead of the playback position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BufferLevel {
+    /// Media time downloaded and not yet played.
+    pub ahead: Duration,
+    /// Bytes of it.
+    pub bytes: u64,
+    /// Whether audio is playing (false before the start and while rebuffering).
+    pub playing: bool,
+}
+
+/// One finished download (media, init or index), as measured by the element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Download {
+    pub bytes: u64,
+    /// From sending the request to the first body byte.
+    pub ttfb: Duration,
+    /// From sending the request to the last body byte.
+    pub total: Duration,
+}
+
+/// A media segment download in progress, for [`QualitySelector::check_abandon`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InFlight {
+    pub rep: usize,
+    pub segment: usize,
+    pub bytes_total: u64,
+    pub bytes_received: u64,
+    /// Since the request was sent.
+    pub elapsed: Duration,
+    /// Request to first byte, once it came.
+    pub ttfb: Option<Duration>,
+}
+
+/// Why a candidate was chosen (for logs and stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The first segment: the best one expected within the start-up budget.
+    Startup,
+    /// Rebuffering: the fastest way back to playing.
+    Rebuffer,
+    /// The throughput rule (with its up/keep hysteresis) decided.
+    Throughput,
+    /// A healthy buffer kept the current quality (BOLA, or the no-down-switch level).
+    BufferHold,
+    /// Up-switch refused: too little buffered.
+    LowBuffer,
+    /// Buffer first: capped to what fills the buffer quickly.
+    BufferBuild,
+    /// The rest of the track fits at this quality before every deadline.
+    EndGame,
+    /// A cross-codec up-switch was refused (not enough headroom, or too soon after the last).
+    CodecCost,
+    /// Lowered so that the segment arrives before the buffer runs dry.
+    Deadline,
+    /// The download in flight would arrive too late: fetch this one instead.
+    Abandon,
+}
+
+/// The selector's answer: an index into [`Ladder::candidates`] and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub rep: usize,
+    pub reason: Reason,
+}
+
+/// Whether to start another download now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchAdvice {
+    Fetch,
+    /// The buffer is full: wait until it drains below the resume level.
+    Pause,
+}
+
+/// Counters and estimates for the element's `stats` property.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AbrStats {
+    pub current: Option<usize>,
+    pub estimate_bps: Option<f64>,
+    pub latency_s: Option<f64>,
+    pub switches: u32,
+    pub up_switches: u32,
+    pub down_switches: u32,
+    /// Switches that changed the codec family.
+    pub codec_switches: u32,
+    pub stalls: u32,
+    pub abandons: u32,
+}
+
+/// What to persist for the next session's start ([`QualitySelector::with_previous`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionEstimate {
+    pub bps: f64,
+    pub latency: Duration,
+}
+
+/// The ABR decision logic of one track. Pure: every time and measurement comes in as an argument.
+#[derive(Debug, Clone)]
+pub struct QualitySelector {
+    ladder: Ladder,
+    config: AbrConfig,
+    bola: Bola,
+    est: ThroughputEstimator,
+    current: Option<usize>,
+    played: bool,
+    paused: bool,
+    last_codec_switch_s: Option<f64>,
+    abandoned_segment: Option<usize>,
+    stats: AbrStats,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl QualitySelector {
+    pub fn new(ladder: Ladder, config: AbrConfig) -> QualitySelector {
+        let sizes: Vec<f64> = (0..ladder.len()).map(|r| ladder.mean_bytes(r)).collect();
+        let bola = Bola::new(&sizes, secs(config.bola_low), secs(config.bola_high));
+        let est =
+            ThroughputEstimator::new(secs(config.fast_half_life), secs(config.slow_half_life));
+        QualitySelector {
+            ladder,
+            config,
+            bola,
+            est,
+            current: None,
+            played: false,
+            paused: false,
+            last_codec_switch_s: None,
+            abandoned_segment: None,
+            stats: AbrStats::default(),
+        }
+    }
+
+    /// Starts from an earlier session's estimate instead of the default, so that the first
+    /// segment is not always the lowest one.
+    pub fn with_previous(mut self, previous: Option<SessionEstimate>) -> QualitySelector {
+        if let Some(p) = previous {
+            self.est.seed(p.bps, Some(secs(p.latency)));
+        }
+        self
+    }
+
+    pub fn ladder(&self) -> &Ladder {
+        &self.ladder
+    }
+
+    pub fn config(&self) -> &AbrConfig {
+        &self.config
+    }
+
+    /// The estimate to persist for the next session, once something was measured.
+    pub fn session_estimate(&self) -> Option<SessionEstimate> {
+        Some(SessionEstimate {
+            bps: self.est.estimate_bps()?,
+            latency: Duration::from_secs_f64(self.est.latency_s()?),
+        })
+    }
+
+    pub fn stats(&self) -> AbrStats {
+        AbrStats {
+            current: self.current,
+            estimate_bps: self.est.estimate_bps(),
+            latency_s: self.est.latency_s(),
+            ..self.stats
+        }
+    }
+
+    /// Feed every finished download (media segments, init segments, indexes).
+    pub fn on_download(&mut self, d: &Download) {
+        self.est.add(d.bytes, secs(d.ttfb), secs(d.total));
+    }
+
+    /// Playback ran dry (the element posts buffering and waits).
+    pub fn on_stall(&mut self) {
+        self.stats.stalls += 1;
+    }
+
+    fn estimate(&self) -> f64 {
+        self.est
+            .estimate_bps()
+            .unwrap_or(self.config.default_estimate_bps)
+            .max(1.0)
+    }
+
+    fn latency(&self) -> f64 {
+        self.est
+            .latency_s()
+            .unwrap_or(secs(self.config.default_latency))
+    }
+
+    /// Expected seconds from request to last byte for segment `k` of `rep` at `bps`.
+    fn fetch_time(&self, rep: usize, k: usize, bps: f64) -> f64 {
+        self.latency() + self.ladder.segment_bytes(rep, k) * 8.0 / bps
+    }
+
+    /// The bit rate `rep` needs over the rate window from segment `k`, per-request round trips
+    /// included.
+    fn need_bps(&self, rep: usize, k: usize) -> f64 {
+        let d = self.ladder.duration_s(k);
+        let n = ((secs(self.config.rate_window) / d).ceil() as usize).max(1);
+        let n = n.min(self.ladder.segment_count().saturating_sub(k)).max(1);
+        let media = self.ladder.window_rate_bps(rep, k, n) * d * n as f64;
+        let secs_avail = (d * n as f64 - n as f64 * self.latency()).max(0.1 * d * n as f64);
+        media / secs_avail
+    }
+
+    /// The buffer level below which quality waits for the buffer: the configured one, or more
+    /// to cover the longest outage seen (capped by what is left to buffer).
+    fn build_level(&self) -> f64 {
+        let outage = self.est.longest_outage_s();
+        let cfg = secs(self.config.build_buffer);
+        let want = if outage > 0.0 {
+            cfg.max(1.25 * outage + secs(self.config.reserve))
+        } else {
+            cfg
+        };
+        want.min(secs(self.config.max_buffer) - secs(self.config.resume_gap))
+    }
+
+    /// Whether segment `k` of `rep` arrives before the buffer falls below the reserve.
+    fn in_time(&self, rep: usize, k: usize, buffer_s: f64, bps: f64) -> bool {
+        self.fetch_time(rep, k, bps) <= buffer_s - secs(self.config.reserve)
+    }
+
+    /// Whether every segment from `k` to the end, all at `rep`, arrives in time.
+    fn rest_fits(&self, rep: usize, k: usize, buffer_s: f64, bps: f64) -> bool {
+        let reserve = secs(self.config.reserve);
+        let (mut clock, mut starts_at) = (0.0, buffer_s);
+        for j in k..self.ladder.segment_count() {
+            clock += self.fetch_time(rep, j, bps);
+            if clock > starts_at - reserve {
+                return false;
+            }
+            starts_at += self.ladder.duration_s(j);
+        }
+        true
+    }
+
+    /// Shaka's rule on exact sizes: the best candidate needing at most `up_factor` of the
+    /// estimate; keep the current one while it needs at most `keep_factor`; when going down,
+    /// prefer staying in the same codec family.
+    fn throughput_rule(&self, k: usize, bps: f64) -> usize {
+        let c = &self.config;
+        let up = (0..self.ladder.len())
+            .rev()
+            .find(|&r| self.need_bps(r, k) <= bps * c.up_factor)
+            .unwrap_or(0);
+        match self.current {
+            Some(cur) if cur >= up => {
+                if self.need_bps(cur, k) <= bps * c.keep_factor {
+                    cur
+                } else {
+                    let fam = self.ladder.codec(cur);
+                    (up + 1..cur)
+                        .rev()
+                        .find(|&r| {
+                            self.ladder.codec(r) == fam
+                                && self.need_bps(r, k) <= bps * c.keep_factor
+                        })
+                        .unwrap_or(up)
+                }
+            }
+            _ => up,
+        }
+    }
+
+    /// Which candidate to fetch segment `k` (0-based, in the ladder's timeline) with. `now` is
+    /// any monotonic clock (only differences matter). Call it once per segment; the answer
+    /// becomes the current quality.
+    pub fn choose(&mut self, k: usize, buffer: &BufferLevel, now: Duration) -> Choice {
+        let c = self.config.clone();
+        let n = self.ladder.len();
+        let k = k.min(self.ladder.segment_count() - 1);
+        let b = secs(buffer.ahead);
+        if buffer.playing {
+            self.played = true;
+        }
+        let bps = self.estimate();
+
+        if !buffer.playing {
+            let choice = if !self.played {
+                let r = (0..n)
+                    .rev()
+                    .find(|&r| self.fetch_time(r, k, bps) <= secs(c.startup_budget))
+                    .unwrap_or(0);
+                Choice {
+                    rep: r,
+                    reason: Reason::Startup,
+                }
+            } else {
+                Choice {
+                    rep: 0,
+                    reason: Reason::Rebuffer,
+                }
+            };
+            return self.commit(choice, now);
+        }
+
+        let mut target = self.throughput_rule(k, bps);
+        let mut reason = Reason::Throughput;
+        let building = b < self.build_level();
+        if let Some(cur) = self.current {
+            if !building && b >= secs(c.bola_low) {
+                let hold = self.bola.choose(b).min(cur);
+                if hold > target {
+                    target = hold;
+                    reason = Reason::BufferHold;
+                }
+            }
+            if target < cur
+                && b >= secs(c.hold_buffer)
+                && self.in_time(cur, k, b, bps * c.keep_factor)
+            {
+                target = cur;
+                reason = Reason::BufferHold;
+            }
+        }
+        if !building && self.ladder.remaining_s(k) <= secs(c.end_game_horizon) + 1e-9 {
+            // Near the end of a track the buffer can buy quality: the best candidate at which
+            // every remaining segment still arrives in time.
+            let same = |r: usize| {
+                self.current
+                    .is_none_or(|cur| self.ladder.codec(cur) == self.ladder.codec(r))
+            };
+            if let Some(r) = (target + 1..n).rev().find(|&r| {
+                let rate = if same(r) {
+                    bps * c.up_factor
+                } else {
+                    bps * c.up_factor / (1.0 + c.cross_codec_margin)
+                };
+                self.rest_fits(r, k, b, rate)
+            }) {
+                target = r;
+                reason = Reason::EndGame;
+            }
+        }
+        if let Some(cur) = self.current {
+            if target > cur && b < secs(c.min_buffer_for_up) {
+                target = cur;
+                reason = Reason::LowBuffer;
+            }
+        }
+        if building {
+            let cap = (0..n)
+                .rev()
+                .find(|&r| {
+                    self.fetch_time(r, k, bps * c.up_factor)
+                        <= self.ladder.duration_s(k) / c.build_speed
+                })
+                .unwrap_or(0);
+            if target > cap {
+                target = cap;
+                reason = Reason::BufferBuild;
+            }
+        }
+        if let Some(cur) = self.current {
+            let fam = self.ladder.codec(cur);
+            if target > cur && self.ladder.codec(target) != fam {
+                let too_soon = self
+                    .last_codec_switch_s
+                    .is_some_and(|t| secs(now) - t < secs(c.cross_codec_min_interval));
+                let headroom = reason == Reason::EndGame
+                    || self.need_bps(target, k) <= bps * c.up_factor / (1.0 + c.cross_codec_margin);
+                if too_soon || !headroom {
+                    target = (cur..target)
+                        .rev()
+                        .find(|&r| self.ladder.codec(r) == fam)
+                        .unwrap_or(cur);
+                    reason = Reason::CodecCost;
+                }
+            }
+        }
+        while target > 0 && !self.in_time(target, k, b, bps * c.keep_factor) {
+            target -= 1;
+            reason = Reason::Deadline;
+        }
+        self.commit(
+            Choice {
+                rep: target,
+                reason,
+            },
+            now,
+        )
+    }
+
+    fn commit(&mut self, choice: Choice, now: Duration) -> Choice {
+        if let Some(cur) = self.current {
+            if choice.rep != cur {
+                self.stats.switches += 1;
+                if choice.rep > cur {
+                    self.stats.up_switches += 1;
+                } else {
+                    self.stats.down_switches += 1;
+                }
+                if self.ladder.codec(choice.rep) != self.ladder.codec(cur) {
+                    self.stats.codec_switches += 1;
+                    self.last_codec_switch_s = Some(secs(now));
+                }
+            }
+        }
+        self.current = Some(choice.rep);
+        choice
+    }
+
+    /// Call while a media segment downloads (every few hundred ms): `Some` means drop it and
+    /// fetch the same segment from the returned candidate, which arrives sooner. At most once per
+    /// segment; never during a link outage (no candidate would come sooner).
+    pub fn check_abandon(
+        &mut self,
+        f: &InFlight,
+        buffer: &BufferLevel,
+        now: Duration,
+    ) -> Option<Choice> {
+        if f.rep == 0 || self.abandoned_segment == Some(f.segment) || f.bytes_total == 0 {
+            return None;
+        }
+        let ttfb = secs(f.ttfb?);
+        let since_first = secs(f.elapsed) - ttfb;
+        if since_first < 0.5 || f.bytes_received == 0 {
+            return None;
+        }
+        let rate = f.bytes_received as f64 * 8.0 / since_first;
+        let left_s = f.bytes_total.saturating_sub(f.bytes_received) as f64 * 8.0 / rate;
+        let budget = if buffer.playing {
+            secs(buffer.ahead) - secs(self.config.reserve)
+        } else {
+            2.0 * secs(self.config.startup_budget)
+        };
+        if left_s <= budget {
+            return None;
+        }
+        let bps = rate.min(self.estimate());
+        let k = f.segment.min(self.ladder.segment_count() - 1);
+        let r = (0..f.rep)
+            .rev()
+            .find(|&r| self.fetch_time(r, k, bps) <= budget)
+            .unwrap_or(0);
+        if self.fetch_time(r, k, bps) >= left_s {
+            return None;
+        }
+        self.abandoned_segment = Some(f.segment);
+        self.stats.abandons += 1;
+        Some(self.commit(
+            Choice {
+                rep: r,
+                reason: Reason::Abandon,
+            },
+            now,
+        ))
+    }
+
+    /// Whether to start another download: fetch until `max_buffer` (time) or `max_buffer_bytes`
+    /// is reached, then pause until the buffer drains `resume_gap` below.
+    pub fn fetch_advice(&mut self, buffer: &BufferLevel) -> FetchAdvice {
+        let c = &self.config;
+        let ahead = secs(buffer.ahead);
+        let full = ahead >= secs(c.max_buffer) || buffer.bytes >= c.max_buffer_bytes;
+        if self.paused {
+            let next = self.current.map_or(0.0, |r| self.ladder.mean_bytes(r)) as u64;
+            if ahead <= secs(c.max_buffer) - secs(c.resume_gap)
+                && buffer.bytes + next <= c.max_buffer_bytes
+            {
+                self.paused = false;
+            }
+        } else if full {
+            self.paused = true;
+        }
+        if self.paused {
+            FetchAdvice::Pause
+        } else {
+            FetchAdvice::Fetch
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abr::ladder::{Candidate, CodecFamily};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn cand(id: &str, codec: CodecFamily, bw: u64) -> Candidate {
+        Candidate {
+            id: id.into(),
+            codec,
+            adaptation_set: 0,
+            bandwidth_bps: bw,
+            quality_ranking: None,
+            segment_bytes: None,
+            segment_durations: None,
+        }
+    }
+
+    /// 100/200/400 kb/s Opus and 800 kb/s FLAC, bandwidth only, `n` segments of 10 s.
+    fn ladder(n: usize) -> Ladder {
+        Ladder::new(
+            vec![
+                cand("o100", CodecFamily::Opus, 100_000),
+                cand("o200", CodecFamily::Opus, 200_000),
+                cand("o400", CodecFamily::Opus, 400_000),
+                cand("f800", CodecFamily::Flac, 800_000),
+            ],
+            &vec![10 * S; n],
+        )
+        .unwrap()
+    }
+
+    /// A config with only the throughput rule and the deadline guard active.
+    fn throughput_only() -> AbrConfig {
+        AbrConfig {
+            bola_low: 10_000 * S,
+            bola_high: 20_000 * S,
+            hold_buffer: 10_000 * S,
+            min_buffer_for_up: Duration::ZERO,
+            build_buffer: Duration::ZERO,
+            cross_codec_margin: 0.0,
+            cross_codec_min_interval: Duration::ZERO,
+            ..AbrConfig::default()
+        }
+    }
+
+    /// A selector whose estimate is exactly `bps` with zero latency.
+    fn measured(l: Ladder, config: AbrConfig, bps: f64) -> QualitySelector {
+        let mut q = QualitySelector::new(l, config);
+        q.on_download(&Download {
+            bytes: (bps / 8.0 * 10.0) as u64,
+            ttfb: Duration::ZERO,
+            total: 10 * S,
+        });
+        q
+    }
+
+    fn playing(secs: u32) -> BufferLevel {
+        BufferLevel {
+            ahead: secs * S,
+            bytes: 0,
+            playing: true,
+        }
+    }
+
+    #[test]
+    fn startup_from_default_or_previous_estimate() {
+        let stopped = BufferLevel {
+            ahead: Duration::ZERO,
+            bytes: 0,
+            playing: false,
+        };
+        // Cold: 1 Mb/s assumed, the 1 s budget fits only 100 kb/s × 10 s (+ 0.1 s latency).
+        let mut q = QualitySelector::new(ladder(6), AbrConfig::default());
+        let c = q.choose(0, &stopped, Duration::ZERO);
+        assert_eq!((c.rep, c.reason), (0, Reason::Startup));
+        // Warm: last session measured 5 Mb/s, 20 ms: 800 kb/s × 10 s arrives in 1.62 s, too slow
+        // for the budget; 400 kb/s in 0.82 s fits.
+        let prev = SessionEstimate {
+            bps: 5e6,
+            latency: Duration::from_millis(20),
+        };
+        let mut q = QualitySelector::new(ladder(6), AbrConfig::default()).with_previous(Some(prev));
+        assert_eq!(q.choose(0, &stopped, Duration::ZERO).rep, 2);
+        assert_eq!(q.session_estimate(), Some(prev));
+    }
+
+    #[test]
+    fn throughput_rule_upgrades_at_085_keeps_until_095() {
+        // 450 kb/s: 400 needs 0.89 of it (> 0.85): not an up-switch target...
+        let mut q = measured(ladder(60), throughput_only(), 450e3);
+        assert_eq!(q.choose(1, &playing(40), S).rep, 1);
+        // (Near the end of the track, the buffer would have bought 400 kb/s.)
+        assert_eq!(q.choose(55, &playing(40), S).rep, 2);
+        q.current = Some(1);
+        // ...but once at 400, it is kept (0.89 < 0.95).
+        q.current = Some(2);
+        assert_eq!(q.choose(2, &playing(40), S).rep, 2);
+        // 480 kb/s: 400 needs 0.83: up.
+        let mut q = measured(ladder(60), throughput_only(), 480e3);
+        assert_eq!(q.choose(1, &playing(40), S).rep, 2);
+        // 415 kb/s: 400 needs 0.964 (> 0.95): down, to what needs at most 0.85 (200).
+        let mut q = measured(ladder(60), throughput_only(), 415e3);
+        q.current = Some(2);
+        let c = q.choose(1, &playing(40), S);
+        assert_eq!((c.rep, c.reason), (1, Reason::Throughput));
+    }
+
+    #[test]
+    fn exact_sizes_not_the_bandwidth_attribute_decide() {
+        // The attribute says 800 kb/s, the real segments are 400 kb/s: 500 kb/s is enough.
+        let mut f = cand("f", CodecFamily::Flac, 800_000);
+        f.segment_bytes = Some(vec![500_000; 60]);
+        let l = Ladder::new(
+            vec![cand("o", CodecFamily::Opus, 100_000), f],
+            &vec![10 * S; 60],
+        )
+        .unwrap();
+        let mut q = measured(l, throughput_only(), 500e3);
+        assert_eq!(q.choose(1, &playing(40), S).rep, 1);
+    }
+
+    #[test]
+    fn exoplayer_buffer_rules() {
+        let cfg = AbrConfig {
+            build_buffer: Duration::ZERO,
+            bola_low: 10_000 * S,
+            bola_high: 20_000 * S,
+            cross_codec_margin: 0.0,
+            ..AbrConfig::default()
+        };
+        // Plenty of throughput, but under 10 s buffered: no up-switch.
+        let mut q = measured(ladder(60), cfg.clone(), 10e6);
+        q.current = Some(0);
+        let c = q.choose(1, &playing(9), S);
+        assert_eq!((c.rep, c.reason), (0, Reason::LowBuffer));
+        assert_eq!(q.choose(2, &playing(10), S).rep, 3);
+        // 25 s or more buffered: no down-switch although 800 kb/s no longer fits 500 kb/s...
+        let mut q = measured(ladder(60), cfg.clone(), 500e3);
+        q.current = Some(3);
+        let c = q.choose(1, &playing(25), S);
+        assert_eq!((c.rep, c.reason), (3, Reason::BufferHold));
+        // ...but under 25 s, down it goes.
+        assert!(q.choose(2, &playing(24), S).rep < 3);
+        // And the hold never risks the deadline: 800 kb/s × 10 s takes 16.9 s at 0.95 × 500 kb/s,
+        // more than 18 s − 3 s reserve... at 19 s it fits, at 18 s it does not.
+        let mut cfg2 = cfg;
+        cfg2.hold_buffer = 10 * S;
+        let mut q = measured(ladder(60), cfg2, 500e3);
+        q.current = Some(3);
+        assert_eq!(q.choose(1, &playing(20), S).rep, 3);
+        q.current = Some(3);
+        assert!(q.choose(2, &playing(18), S).rep < 3);
+    }
+
+    #[test]
+    fn deadline_guard_lowers_until_the_segment_arrives_in_time() {
+        // 1 Mb/s; 7 s buffered, 3 s reserve: 4 s to fetch at 0.95 Mb/s: 3.8 Mbit, so 200 kb/s
+        // (2 Mbit) fits and 400 (4 Mbit) does not, whatever the other rules say.
+        let mut q = measured(ladder(60), throughput_only(), 1e6);
+        let c = q.choose(1, &playing(7), S);
+        assert_eq!((c.rep, c.reason), (1, Reason::Deadline));
+        // With nothing buffered the lowest is all there is.
+        assert_eq!(q.choose(2, &playing(0), S).rep, 0);
+    }
+
+    #[test]
+    fn buffer_first_then_quality() {
+        let cfg = AbrConfig {
+            min_buffer_for_up: Duration::ZERO,
+            ..AbrConfig::default()
+        };
+        // 1.5 Mb/s: 800 kb/s is sustainable, but under 20 s buffered only what downloads 3×
+        // faster than real time (≤ 3.3 s per 10 s segment at 0.85 × 1.5 Mb/s: 400 kb/s).
+        let mut q = measured(ladder(60), cfg.clone(), 1.5e6);
+        let c = q.choose(1, &playing(12), S);
+        assert_eq!((c.rep, c.reason), (2, Reason::BufferBuild));
+        assert_eq!(q.choose(2, &playing(20), S).rep, 3);
+        // After a 30 s outage, the buffer to build covers it: 1.25 × 30 + 3 s.
+        let mut q = measured(ladder(60), cfg, 1.5e6);
+        q.on_download(&Download {
+            bytes: 100_000,
+            ttfb: 30 * S,
+            total: 31 * S,
+        });
+        assert!((q.build_level() - 40.5).abs() < 0.1, "{}", q.build_level());
+        assert_eq!(q.choose(1, &playing(30), S).reason, Reason::BufferBuild);
+    }
+
+    #[test]
+    fn end_of_track_spends_the_buffer_on_quality() {
+        // 300 kb/s: only 200 kb/s is sustainable, but with 36 s buffered and 2 segments left,
+        // 400 kb/s for both arrives in time (4 Mbit each at 0.85 × 300 kb/s = 15.7 s).
+        let mut q = measured(ladder(6), throughput_only(), 300e3);
+        q.current = Some(1);
+        let c = q.choose(4, &playing(36), S);
+        assert_eq!((c.rep, c.reason), (2, Reason::EndGame));
+        // With 5 segments left it would not: the throughput rule stands.
+        let mut q = measured(ladder(6), throughput_only(), 300e3);
+        q.current = Some(1);
+        assert_eq!(q.choose(1, &playing(36), S).rep, 1);
+    }
+
+    #[test]
+    fn cross_codec_up_switch_costs_more() {
+        let cfg = AbrConfig {
+            cross_codec_margin: 0.2,
+            cross_codec_min_interval: 20 * S,
+            ..throughput_only()
+        };
+        // 1 Mb/s: 800 kb/s FLAC needs 0.8 (< 0.85) but not the 0.85 / 1.2 = 0.71 a codec
+        // change asks for: stay with the best Opus.
+        let mut q = measured(ladder(60), cfg.clone(), 1e6);
+        q.current = Some(2);
+        let c = q.choose(1, &playing(40), S);
+        assert_eq!((c.rep, c.reason), (2, Reason::CodecCost));
+        // 1.2 Mb/s: enough headroom, FLAC.
+        let mut q = measured(ladder(60), cfg, 1.2e6);
+        q.current = Some(2);
+        assert_eq!(q.choose(1, &playing(40), 100 * S).rep, 3);
+        assert_eq!(q.stats().codec_switches, 1);
+        // Forced down to Opus at t = 105 s (deadline), then back up too soon is refused.
+        let c = q.choose(2, &playing(5), 105 * S);
+        assert_eq!((c.rep, c.reason), (1, Reason::Deadline));
+        assert_eq!(q.choose(3, &playing(40), 110 * S).reason, Reason::CodecCost);
+        assert_eq!(q.choose(4, &playing(40), 126 * S).rep, 3);
+    }
+
+    #[test]
+    fn abandon_a_download_that_would_arrive_too_late() {
+        let mut q = measured(ladder(60), throughput_only(), 2e6);
+        // 800 kb/s segment (1 MB), 100 kB in after 4 s at 200 kb/s: 36 s to go, 12 s buffered.
+        let f = InFlight {
+            rep: 3,
+            segment: 5,
+            bytes_total: 1_000_000,
+            bytes_received: 100_000,
+            elapsed: 4 * S + Duration::from_millis(100),
+            ttfb: Some(Duration::from_millis(100)),
+        };
+        let c = q.check_abandon(&f, &playing(12), S).unwrap();
+        // At 200 kb/s, 9 s of budget: 100 kb/s (1 Mbit, 5.1 s) fits, 200 kb/s (10.1 s) not.
+        assert_eq!((c.rep, c.reason), (0, Reason::Abandon));
+        // Once per segment.
+        assert_eq!(q.check_abandon(&f, &playing(12), S), None);
+        // Not when it will arrive in time, nor before the first byte (an outage: nothing helps).
+        let mut q = measured(ladder(60), throughput_only(), 2e6);
+        assert_eq!(q.check_abandon(&f, &playing(60), S), None);
+        let waiting = InFlight {
+            ttfb: None,
+            bytes_received: 0,
+            ..f
+        };
+        assert_eq!(q.check_abandon(&waiting, &playing(5), S), None);
+    }
+
+    #[test]
+    fn fetch_pauses_when_full_and_resumes_below_the_gap() {
+        let cfg = AbrConfig {
+            max_buffer: 60 * S,
+            resume_gap: 10 * S,
+            max_buffer_bytes: 3_000_000,
+            ..AbrConfig::default()
+        };
+        let mut q = QualitySelector::new(ladder(60), cfg);
+        q.current = Some(2); // 500 kB segments
+        let lvl = |s: u32, bytes: u64| BufferLevel {
+            ahead: s * S,
+            bytes,
+            playing: true,
+        };
+        assert_eq!(q.fetch_advice(&lvl(59, 0)), FetchAdvice::Fetch);
+        assert_eq!(q.fetch_advice(&lvl(60, 0)), FetchAdvice::Pause);
+        assert_eq!(q.fetch_advice(&lvl(55, 0)), FetchAdvice::Pause);
+        assert_eq!(q.fetch_advice(&lvl(50, 0)), FetchAdvice::Fetch);
+        // The byte budget too.
+        assert_eq!(q.fetch_advice(&lvl(5, 3_000_000)), FetchAdvice::Pause);
+        // Resumes only when the next segment fits in the budget.
+        assert_eq!(q.fetch_advice(&lvl(5, 2_600_000)), FetchAdvice::Pause);
+        assert_eq!(q.fetch_advice(&lvl(5, 2_400_000)), FetchAdvice::Fetch);
+    }
+}

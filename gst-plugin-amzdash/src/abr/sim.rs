@@ -1,0 +1,640 @@
+//! A deterministic playback simulator for the selector: one track over a bandwidth/latency trace
+//! (the emulator's five shaping scenarios), scored exactly as Amazon's vinyl ABR benchmark does.
+
+use std::time::Duration;
+
+use super::ladder::{Candidate, CodecFamily, Ladder};
+use super::selector::{
+    AbrConfig, AbrStats, BufferLevel, Download, FetchAdvice, InFlight, QualitySelector, Reason,
+    SessionEstimate,
+};
+
+/// The link over one stretch of time (the emulator's `shaping::Phase`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phase {
+    pub duration_s: f64,
+    pub bandwidth_bps: f64,
+    /// Round trip added to every request.
+    pub latency_s: f64,
+    /// Nothing is answered or sent until the phase ends.
+    pub outage: bool,
+}
+
+/// A schedule of phases that repeats once it runs out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkTrace {
+    pub name: String,
+    pub phases: Vec<Phase>,
+}
+
+/// The emulator's scenario names (`amzmusic-emulator serve --shaping NAME`).
+pub const SCENARIOS: [&str; 5] = [
+    "stable-high",
+    "stable-low",
+    "wifi-to-4g",
+    "outage",
+    "noisy-mobile",
+];
+
+/// vinyl's published scores for its audio track (results.json, seed 1), per scenario.
+pub const VINYL_AUDIO_SCORES: [(&str, f64); 5] = [
+    ("stable-high", 0.902),
+    ("stable-low", 0.610),
+    ("wifi-to-4g", 0.878),
+    ("outage", 0.368),
+    ("noisy-mobile", 0.719),
+];
+
+/// mulberry32, the seeded generator of vinyl's benchmark and of the emulator.
+struct Mulberry32(u32);
+
+impl Mulberry32 {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x6d2b_79f5);
+        let s = self.0;
+        let mut t = (s ^ (s >> 15)).wrapping_mul(1 | s);
+        t = (t.wrapping_add((t ^ (t >> 7)).wrapping_mul(61 | t))) ^ t;
+        ((t ^ (t >> 14)) as f64) / 4_294_967_296.0
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + self.next() * (hi - lo)
+    }
+}
+
+fn phase(duration_s: f64, bandwidth_bps: f64, latency_ms: f64) -> Phase {
+    Phase {
+        duration_s,
+        bandwidth_bps,
+        latency_s: latency_ms / 1000.0,
+        outage: false,
+    }
+}
+
+impl NetworkTrace {
+    /// The emulator's scenario for `seed`: the same phases as `Schedule::scenario` in
+    /// emulator/src/shaping.rs (same generator, same draw order), so simulated and emulated runs
+    /// see the same network.
+    pub fn scenario(name: &str, seed: u32) -> Option<NetworkTrace> {
+        let mut rng = Mulberry32(seed);
+        let phases = match name {
+            "stable-high" => vec![phase(3600.0, 10e6, 20.0)],
+            "stable-low" => vec![phase(3600.0, 500e3, 80.0)],
+            "wifi-to-4g" => {
+                let mut p = Vec::new();
+                for _ in 0..3 {
+                    let d = rng.range(8.0, 22.0);
+                    let bw = rng.range(5e6, 12e6);
+                    let lat = rng.range(10.0, 35.0);
+                    p.push(phase(d, bw, lat));
+                    let d = rng.range(8.0, 22.0);
+                    let bw = rng.range(250e3, 600e3);
+                    let lat = rng.range(100.0, 250.0);
+                    p.push(phase(d, bw, lat));
+                }
+                p
+            }
+            "outage" => {
+                let mut p = Vec::new();
+                for _ in 0..4 {
+                    p.push(phase(rng.range(6.0, 10.0), 1e6, 30.0));
+                    p.push(Phase {
+                        outage: true,
+                        ..phase(rng.range(20.0, 40.0), 1e6, 30.0)
+                    });
+                }
+                p
+            }
+            "noisy-mobile" => {
+                let mut p = Vec::new();
+                for s in 0..600u32 {
+                    if (s / 3) % 50 == 7 {
+                        p.push(Phase {
+                            outage: true,
+                            ..phase(1.0, 0.0, 0.0)
+                        });
+                        continue;
+                    }
+                    let noise = (rng.next() - 0.5) * 2.0;
+                    let bw = (500e3 * (noise * 0.5).exp()).max(80e3);
+                    let spike = if rng.next() < 0.05 { 400.0 } else { 0.0 };
+                    let lat = 50.0 + rng.next() * 150.0 + spike;
+                    p.push(phase(1.0, bw, lat));
+                }
+                p
+            }
+            _ => return None,
+        };
+        Some(NetworkTrace {
+            name: name.to_string(),
+            phases,
+        })
+    }
+
+    /// A trace from `(seconds, bit/s, latency ms)` steps; 0 bit/s is an outage.
+    pub fn steps(name: &str, steps: &[(f64, f64, f64)]) -> NetworkTrace {
+        NetworkTrace {
+            name: name.to_string(),
+            phases: steps
+                .iter()
+                .map(|&(d, bw, lat)| Phase {
+                    outage: bw <= 0.0,
+                    ..phase(d, bw, lat)
+                })
+                .collect(),
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.phases.iter().map(|p| p.duration_s).sum()
+    }
+
+    /// The phase at `t` and the seconds until it ends.
+    pub fn at(&self, t: f64) -> (Phase, f64) {
+        let mut x = t.max(0.0) % self.total();
+        for p in &self.phases {
+            if x < p.duration_s {
+                return (*p, p.duration_s - x);
+            }
+            x -= p.duration_s;
+        }
+        let last = *self.phases.last().expect("a trace has phases");
+        (last, last.duration_s)
+    }
+
+    /// Seconds a request sent at `t` waits for its first byte: the round trip, after the end of
+    /// an outage if one is under way (as the emulator answers).
+    pub fn request_delay(&self, t: f64) -> f64 {
+        let (mut now, mut wait) = (t, 0.0);
+        for _ in 0..10_000 {
+            let (p, left) = self.at(now);
+            if !p.outage {
+                return wait + p.latency_s;
+            }
+            wait += left + 1e-6;
+            now += left + 1e-6;
+        }
+        wait
+    }
+}
+
+/// A track to simulate: its candidates, segment timeline and the bytes fetched before media.
+#[derive(Debug, Clone)]
+pub struct SimTrack {
+    pub candidates: Vec<Candidate>,
+    pub durations: Vec<Duration>,
+    /// Init segment size per candidate (same order as `candidates`).
+    pub init_bytes: Vec<u64>,
+    /// The manifest, fetched before anything else.
+    pub manifest_bytes: u64,
+}
+
+/// One representation of the HD track: id, codec, `bandwidth`, `qualityRanking`, init size and
+/// media segment sizes.
+type RepSpec = (&'static str, CodecFamily, u64, u32, u64, &'static [u64]);
+
+/// B0EMUHD001 ("Harbour Lights", 60 s, 10 s segments) as the emulator packages it with cenc,
+/// from `amzmusic-emulator export B0EMUHD001` (SegmentList media ranges). Opus ends with a
+/// 20 ms tail segment.
+const HD_TRACK: [RepSpec; 4] = [
+    (
+        "opus-150k",
+        CodecFamily::Opus,
+        260_400,
+        4,
+        783,
+        &[192_290, 192_285, 191_837, 196_387, 195_893, 196_067, 651],
+    ),
+    (
+        "opus-320k",
+        CodecFamily::Opus,
+        534_800,
+        3,
+        783,
+        &[405_076, 404_744, 404_332, 408_988, 408_256, 408_440, 1_337],
+    ),
+    (
+        "flac-44k16",
+        CodecFamily::Flac,
+        794_390,
+        2,
+        845,
+        &[988_826, 984_081, 992_988, 989_423, 986_651, 971_894],
+    ),
+    (
+        "flac-48k24",
+        CodecFamily::Flac,
+        1_614_328,
+        1,
+        845,
+        &[
+            2_015_503, 2_009_503, 2_017_911, 2_013_189, 2_013_150, 1_996_125,
+        ],
+    ),
+];
+
+impl SimTrack {
+    /// The emulator's HD track: Opus 150k/320k and FLAC 44.1/16 and 48/24, 60 s.
+    pub fn hd() -> SimTrack {
+        SimTrack::hd_repeated(1)
+    }
+
+    /// The HD track's ladder and sizes over `times` × 60 s, for long-run tests.
+    pub fn hd_repeated(times: usize) -> SimTrack {
+        let times = times.max(1);
+        let mut candidates = Vec::new();
+        let mut init_bytes = Vec::new();
+        for (id, codec, bw, rank, init, sizes) in HD_TRACK {
+            let media = &sizes[..6];
+            let mut bytes: Vec<u64> = (0..times).flat_map(|_| media.iter().copied()).collect();
+            let mut durs = vec![Duration::from_secs(10); 6 * times];
+            if sizes.len() > 6 {
+                bytes.push(sizes[6]);
+                durs.push(Duration::from_millis(20));
+            }
+            candidates.push(Candidate {
+                id: id.to_string(),
+                codec,
+                adaptation_set: if codec == CodecFamily::Flac { 1 } else { 0 },
+                bandwidth_bps: bw,
+                quality_ranking: Some(rank),
+                segment_bytes: Some(bytes),
+                segment_durations: Some(durs),
+            });
+            init_bytes.push(init);
+        }
+        SimTrack {
+            candidates,
+            durations: vec![Duration::from_secs(10); 6 * times],
+            init_bytes,
+            manifest_bytes: 6_270,
+        }
+    }
+}
+
+/// What the player was doing from `time` on (vinyl's timeline sample).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Playing,
+    Waiting,
+    QualityChange,
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds from the play request.
+    pub time: f64,
+    /// `bandwidth` of the representation playing, `None` when not playing.
+    pub bandwidth: Option<u64>,
+    pub event: Event,
+}
+
+/// The score and its components, all in [0, 1] (1 is ideal), as vinyl's `abrScore.ts` computes
+/// them: 0.4·quality + 0.3·rebuffer + 0.1·stall + 0.2·startup.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Score {
+    /// Time-weighted mean of √(bandwidth / top bandwidth) while playing.
+    pub quality: f64,
+    /// 1 / (1 + rebuffers).
+    pub rebuffer: f64,
+    /// 1 / (1 + 0.25 · stall seconds).
+    pub stall: f64,
+    /// 1 / (1 + 0.5 · start-up seconds).
+    pub startup: f64,
+    pub total: f64,
+    pub avg_bitrate: f64,
+    pub rebuffers: u32,
+    pub stall_s: f64,
+    pub playback_s: f64,
+}
+
+/// Scores a timeline: between two samples the earlier one's state holds; `end_time` closes the
+/// last interval; a run that never played scores 0.
+pub fn score(timeline: &[Sample], end_time: f64, startup_s: f64, top_bandwidth: u64) -> Score {
+    let (mut playback, mut bit_s, mut sqrt_s, mut stall_s) = (0.0, 0.0, 0.0, 0.0);
+    let mut rebuffers = 0u32;
+    let mut started = false;
+    for (i, s) in timeline.iter().enumerate() {
+        let next = timeline.get(i + 1).map_or(end_time, |n| n.time);
+        let dt = (next - s.time).max(0.0);
+        match s.bandwidth {
+            Some(bw) if bw > 0 => {
+                started = true;
+                playback += dt;
+                bit_s += dt * bw as f64;
+                if top_bandwidth > 0 {
+                    sqrt_s += dt * (bw as f64 / top_bandwidth as f64).min(1.0).sqrt();
+                }
+            }
+            _ if started && s.event == Event::Waiting => {
+                stall_s += dt;
+                rebuffers += 1;
+            }
+            _ => {}
+        }
+    }
+    if playback <= 0.0 {
+        return Score {
+            rebuffers,
+            stall_s,
+            ..Score::default()
+        };
+    }
+    let quality = if top_bandwidth > 0 {
+        (sqrt_s / playback).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let rebuffer = 1.0 / (1.0 + rebuffers as f64);
+    let stall = 1.0 / (1.0 + 0.25 * stall_s);
+    let startup = 1.0 / (1.0 + 0.5 * startup_s.max(0.0));
+    Score {
+        quality,
+        rebuffer,
+        stall,
+        startup,
+        total: 0.4 * quality + 0.3 * rebuffer + 0.1 * stall + 0.2 * startup,
+        avg_bitrate: bit_s / playback,
+        rebuffers,
+        stall_s,
+        playback_s: playback,
+    }
+}
+
+/// Simulation settings.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub config: AbrConfig,
+    /// The estimate a previous session left (None: a cold start).
+    pub previous: Option<SessionEstimate>,
+    /// Time step, seconds.
+    pub step_s: f64,
+    /// Give up after this long.
+    pub max_time_s: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            config: AbrConfig::default(),
+            previous: None,
+            step_s: 0.005,
+            max_time_s: 900.0,
+        }
+    }
+}
+
+/// What happened in one simulated session.
+#[derive(Debug, Clone)]
+pub struct SimResult {
+    pub score: Score,
+    pub timeline: Vec<Sample>,
+    /// Every decision: (time, segment, candidate index in the ladder, reason).
+    pub decisions: Vec<(f64, usize, usize, Reason)>,
+    /// The candidate each segment was finally downloaded from.
+    pub segment_reps: Vec<usize>,
+    pub stats: AbrStats,
+    pub startup_s: f64,
+    pub end_time: f64,
+    pub ended: bool,
+    pub ladder: Ladder,
+}
+
+struct Request {
+    /// `None`: the manifest.
+    media: Option<(usize, usize)>,
+    sent: f64,
+    first_byte: f64,
+    total: u64,
+    received: f64,
+}
+
+/// Plays `track` over `trace` with a fresh [`QualitySelector`], the way the element drives it:
+/// the manifest first, then the init and first media segment together, then one segment at a
+/// time while [`QualitySelector::fetch_advice`] says so, an abandon check every 250 ms, whole
+/// segments playable once downloaded.
+pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> SimResult {
+    let ladder =
+        Ladder::new(track.candidates.clone(), &track.durations).expect("a valid simulated track");
+    let init_of = |rep: usize| {
+        let id = &ladder.candidates()[rep].id;
+        let i = track
+            .candidates
+            .iter()
+            .position(|c| &c.id == id)
+            .expect("same ids");
+        track.init_bytes[i]
+    };
+    let top_bw = ladder
+        .candidates()
+        .iter()
+        .map(|c| c.bandwidth_bps)
+        .max()
+        .unwrap_or(0);
+    let mut abr =
+        QualitySelector::new(ladder.clone(), opts.config.clone()).with_previous(opts.previous);
+    let count = ladder.segment_count();
+    let total_media: f64 = ladder.remaining_s(0);
+    let starts: Vec<f64> = (0..count)
+        .map(|k| total_media - ladder.remaining_s(k))
+        .collect();
+
+    let dt = opts.step_s;
+    let mut t = 0.0;
+    let mut req: Option<Request> = None;
+    let mut manifest_done = false;
+    let mut have_init = vec![false; ladder.len()];
+    let mut seg_rep: Vec<Option<usize>> = vec![None; count];
+    let mut next_seg = 0usize;
+    let mut playhead = 0.0;
+    let (mut playing, mut started, mut ended) = (false, false, false);
+    let mut startup_s = 0.0;
+    let mut timeline: Vec<Sample> = Vec::new();
+    let mut decisions = Vec::new();
+    let mut playing_seg: Option<usize> = None;
+    let mut next_abandon_check = 0.0;
+
+    let buffered_end = |seg_rep: &[Option<usize>]| -> f64 {
+        let n = seg_rep.iter().take_while(|r| r.is_some()).count();
+        if n == count {
+            total_media
+        } else {
+            starts[n]
+        }
+    };
+    let send = |t: f64, media: Option<(usize, usize)>, total: u64| Request {
+        media,
+        sent: t,
+        first_byte: t + trace.request_delay(t),
+        total,
+        received: 0.0,
+    };
+
+    while !ended && t < opts.max_time_s {
+        let end_buf = buffered_end(&seg_rep);
+        let level = |playing: bool, playhead: f64, seg_rep: &[Option<usize>]| {
+            let from = starts
+                .iter()
+                .rposition(|s| *s <= playhead + 1e-9)
+                .unwrap_or(0);
+            let bytes: f64 = (from..count)
+                .filter_map(|k| seg_rep[k].map(|r| ladder.segment_bytes(r, k)))
+                .sum();
+            BufferLevel {
+                ahead: Duration::from_secs_f64((end_buf - playhead).max(0.0)),
+                bytes: bytes as u64,
+                playing,
+            }
+        };
+        // Start the next request.
+        if req.is_none() {
+            if !manifest_done {
+                req = Some(send(t, None, track.manifest_bytes));
+            } else if next_seg < count {
+                let buffer = level(playing, playhead, &seg_rep);
+                if abr.fetch_advice(&buffer) == FetchAdvice::Fetch {
+                    let c = abr.choose(next_seg, &buffer, Duration::from_secs_f64(t));
+                    decisions.push((t, next_seg, c.rep, c.reason));
+                    let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
+                    let bytes = ladder.segment_bytes(c.rep, next_seg) as u64 + init;
+                    have_init[c.rep] = true;
+                    req = Some(send(t, Some((next_seg, c.rep)), bytes));
+                    next_abandon_check = t + 0.25;
+                }
+            }
+        }
+        // Move bytes.
+        if let Some(r) = req.as_mut() {
+            let from = t.max(r.first_byte);
+            let (p, _) = trace.at(from);
+            if from < t + dt && !p.outage && p.bandwidth_bps > 0.0 {
+                let avail = p.bandwidth_bps / 8.0 * (t + dt - from);
+                let need = r.total as f64 - r.received;
+                if avail >= need {
+                    let done_at = from + need / (p.bandwidth_bps / 8.0);
+                    abr.on_download(&Download {
+                        bytes: r.total,
+                        ttfb: Duration::from_secs_f64(r.first_byte - r.sent),
+                        total: Duration::from_secs_f64(done_at - r.sent),
+                    });
+                    match r.media {
+                        None => manifest_done = true,
+                        Some((k, rep)) => {
+                            seg_rep[k] = Some(rep);
+                            next_seg = k + 1;
+                        }
+                    }
+                    req = None;
+                } else {
+                    r.received += avail;
+                }
+            }
+        }
+        // Abandon check.
+        if let Some(r) = req.as_ref() {
+            if let Some((k, rep)) = r.media {
+                if t >= next_abandon_check {
+                    next_abandon_check = t + 0.25;
+                    let f = InFlight {
+                        rep,
+                        segment: k,
+                        bytes_total: r.total,
+                        bytes_received: r.received as u64,
+                        elapsed: Duration::from_secs_f64(t - r.sent),
+                        ttfb: (t >= r.first_byte)
+                            .then(|| Duration::from_secs_f64(r.first_byte - r.sent)),
+                    };
+                    let buffer = level(playing, playhead, &seg_rep);
+                    if let Some(c) = abr.check_abandon(&f, &buffer, Duration::from_secs_f64(t)) {
+                        decisions.push((t, k, c.rep, c.reason));
+                        let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
+                        have_init[c.rep] = true;
+                        let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
+                        req = Some(send(t, Some((k, c.rep)), bytes));
+                    }
+                }
+            }
+        }
+        // Playback.
+        let end_buf = buffered_end(&seg_rep);
+        if playing {
+            playhead += dt;
+            if playhead >= total_media - 1e-9 {
+                playing = false;
+                ended = true;
+                timeline.push(Sample {
+                    time: t + dt,
+                    bandwidth: None,
+                    event: Event::Ended,
+                });
+            } else if playhead >= end_buf {
+                playhead = end_buf;
+                playing = false;
+                abr.on_stall();
+                timeline.push(Sample {
+                    time: t + dt,
+                    bandwidth: None,
+                    event: Event::Waiting,
+                });
+            } else {
+                let k = starts.iter().rposition(|s| *s <= playhead).unwrap_or(0);
+                if playing_seg != Some(k) {
+                    let old = playing_seg.and_then(|p| seg_rep[p]);
+                    playing_seg = Some(k);
+                    let rep = seg_rep[k].expect("buffered");
+                    if old.map(|o| ladder.candidates()[o].bandwidth_bps)
+                        != Some(ladder.candidates()[rep].bandwidth_bps)
+                    {
+                        timeline.push(Sample {
+                            time: t + dt,
+                            bandwidth: Some(ladder.candidates()[rep].bandwidth_bps),
+                            event: Event::QualityChange,
+                        });
+                    }
+                }
+            }
+        } else if manifest_done && end_buf > playhead + 1e-9 {
+            playing = true;
+            if !started {
+                started = true;
+                startup_s = t + dt;
+            }
+            let k = starts.iter().rposition(|s| *s <= playhead).unwrap_or(0);
+            playing_seg = Some(k);
+            let rep = seg_rep[k].expect("buffered");
+            timeline.push(Sample {
+                time: t + dt,
+                bandwidth: Some(ladder.candidates()[rep].bandwidth_bps),
+                event: Event::Playing,
+            });
+        }
+        t += dt;
+    }
+    let end_time = t;
+    SimResult {
+        score: score(&timeline, end_time, startup_s, top_bw),
+        timeline,
+        decisions,
+        segment_reps: seg_rep.iter().map(|r| r.unwrap_or(0)).collect(),
+        stats: abr.stats(),
+        startup_s,
+        end_time,
+        ended,
+        ladder,
+    }
+}
+
+/// Runs the five scenarios on the HD track (cold start, `seed`).
+pub fn run_scenarios(seed: u32, opts: &SimOptions) -> Vec<(&'static str, SimResult)> {
+    let track = SimTrack::hd();
+    SCENARIOS
+        .iter()
+        .map(|name| {
+            let trace = NetworkTrace::scenario(name, seed).expect("known scenario");
+            (*name, simulate(&track, &trace, opts))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
