@@ -70,6 +70,16 @@ pub fn issue_audio_object(
     };
     let query = state.signer.sign_query(&grant);
     let tok = |k| state.signer.header_token(k, track_id, &ao, exp);
+    // The license server hands out keys only for the tiers this audio object grants.
+    state.services.record_audio_object(
+        &ao,
+        crate::services::IssuedAudioObject {
+            track_id: track_id.to_string(),
+            top,
+            expires: exp,
+        },
+        now_unix(),
+    );
     Ok(AudioObject {
         id: ao.clone(),
         track_id: track_id.to_string(),
@@ -120,6 +130,8 @@ fn deny(reason: DenyReason) -> Response {
 }
 
 /// Checks the signed query and the per-track header for `track`; returns the grant.
+// The error is the handler's finished answer; boxing it would only add noise at every caller.
+#[allow(clippy::result_large_err)]
 fn authorize(
     state: &AppState,
     track: &str,
@@ -389,37 +401,41 @@ enum VirtualFile {
     Segment(usize),
 }
 
+/// A Range header that is malformed or cannot be satisfied (416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRange;
+
 /// A byte range request, resolved against a length: `Ok(None)` is the whole thing.
-pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, BadRange> {
     let Some(v) = h else { return Ok(None) };
-    let s = v.to_str().map_err(|_| ())?.trim();
-    let spec = s.strip_prefix("bytes=").ok_or(())?;
+    let s = v.to_str().map_err(|_| BadRange)?.trim();
+    let spec = s.strip_prefix("bytes=").ok_or(BadRange)?;
     if spec.contains(',') {
         // Multiple ranges: answered with the whole body, which RFC 9110 allows.
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(BadRange)?;
     let (start, end) = match (a.trim(), b.trim()) {
-        ("", "") => return Err(()),
+        ("", "") => return Err(BadRange),
         ("", n) => {
-            let n: u64 = n.parse().map_err(|_| ())?;
+            let n: u64 = n.parse().map_err(|_| BadRange)?;
             if n == 0 {
-                return Err(());
+                return Err(BadRange);
             }
             (len.saturating_sub(n), len - 1)
         }
-        (a, "") => (a.parse().map_err(|_| ())?, len.saturating_sub(1)),
+        (a, "") => (a.parse().map_err(|_| BadRange)?, len.saturating_sub(1)),
         (a, b) => {
-            let a: u64 = a.parse().map_err(|_| ())?;
-            let b: u64 = b.parse().map_err(|_| ())?;
+            let a: u64 = a.parse().map_err(|_| BadRange)?;
+            let b: u64 = b.parse().map_err(|_| BadRange)?;
             if b < a {
-                return Err(());
+                return Err(BadRange);
             }
             (a, b.min(len.saturating_sub(1)))
         }
     };
     if start >= len || len == 0 {
-        return Err(());
+        return Err(BadRange);
     }
     Ok(Some((start, end)))
 }
@@ -441,7 +457,7 @@ async fn serve_virtual(rep: &PackagedRep, part: VirtualFile, headers: &HeaderMap
     let (start, end, status) = match parse_range(headers.get(header::RANGE), total) {
         Ok(None) => (0, total.saturating_sub(1), StatusCode::OK),
         Ok(Some((a, b))) => (a, b, StatusCode::PARTIAL_CONTENT),
-        Err(()) => {
+        Err(BadRange) => {
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{total}"))],
@@ -459,7 +475,7 @@ async fn serve_virtual(rep: &PackagedRep, part: VirtualFile, headers: &HeaderMap
         Bytes::new()
     };
     let m_from = start.max(plen) - plen;
-    let m_to = if end + 1 > plen { end + 1 - plen } else { 0 };
+    let m_to = (end + 1).saturating_sub(plen);
     let path = rep.media_path.clone();
     let file_from = media_start + m_from;
     let file_len = m_to.saturating_sub(m_from);
@@ -523,7 +539,7 @@ fn media_stream(
 mod tests {
     use super::*;
 
-    fn r(s: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    fn r(s: &str, len: u64) -> Result<Option<(u64, u64)>, BadRange> {
         parse_range(Some(&HeaderValue::from_str(s).unwrap()), len)
     }
 
@@ -533,10 +549,10 @@ mod tests {
         assert_eq!(r("bytes=90-", 100), Ok(Some((90, 99))));
         assert_eq!(r("bytes=-10", 100), Ok(Some((90, 99))));
         assert_eq!(r("bytes=90-200", 100), Ok(Some((90, 99))));
-        assert_eq!(r("bytes=100-", 100), Err(()));
-        assert_eq!(r("bytes=9-1", 100), Err(()));
-        assert_eq!(r("bytes=a-b", 100), Err(()));
-        assert_eq!(r("items=0-1", 100), Err(()));
+        assert_eq!(r("bytes=100-", 100), Err(BadRange));
+        assert_eq!(r("bytes=9-1", 100), Err(BadRange));
+        assert_eq!(r("bytes=a-b", 100), Err(BadRange));
+        assert_eq!(r("items=0-1", 100), Err(BadRange));
         assert_eq!(r("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range(None, 100), Ok(None));
     }

@@ -7,17 +7,31 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Headers whose values are recorded; every other header is recorded by name only.
-const PLAIN_HEADERS: [&str; 6] = [
+const PLAIN_HEADERS: [&str; 13] = [
     "range",
     "user-agent",
     "x-amzn-audio-device-capability",
     "x-amzn-audio-drmtype",
     "market",
+    "music-territory",
+    "x-amzn-market",
+    "x-amzn-feature-flags",
+    "cache-control",
+    "content-type",
+    "content-length",
+    "device-type",
     "x-amz-music-license-expiration-secs",
 ];
 
 /// Query parameters whose values are secrets.
-const SECRET_QUERY: [&str; 3] = ["sig", "access_token", "code"];
+const SECRET_QUERY: [&str; 6] = [
+    "sig",
+    "access_token",
+    "refresh_token",
+    "code",
+    "device_code",
+    "user_code",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoggedRequest {
@@ -27,7 +41,8 @@ pub struct LoggedRequest {
     pub method: String,
     /// The path with secret query values replaced by `REDACTED`.
     pub path: String,
-    /// Which service answered: `cdn`, `open`, `lwa`, `api`, `graphql`, `license`, `admin`.
+    /// Which service answered: `cdn`, `open`, `lwa`, `api`, `graphql`, `license`,
+    /// `images`, `admin`.
     pub service: String,
     pub status: u16,
     pub duration_ms: u64,
@@ -58,7 +73,8 @@ pub fn service_of(path: &str) -> &'static str {
     match first {
         "cdn" => "cdn",
         "open" => "open",
-        "auth" => "lwa",
+        "auth" | "activate" => "lwa",
+        "images" => "images",
         "v1" | "api" => "api",
         "graphql" => "graphql",
         "license" => "license",

@@ -56,6 +56,19 @@ pub struct ServeArgs {
     /// Seconds an LWA access token stays valid.
     #[arg(long, default_value_t = 3600)]
     pub token_lifetime: u64,
+    /// Seconds an LWA device code (and its user code) stays valid.
+    #[arg(long, default_value_t = 600)]
+    pub device_code_lifetime: u64,
+    /// Seconds a device must wait between two token polls (the codepair's `interval`).
+    #[arg(long, default_value_t = 5)]
+    pub device_poll_interval: u64,
+    /// Seconds a license stays valid unless the request's `x-amz-music-license-expiration-secs`
+    /// says otherwise; 0 means it never expires.
+    #[arg(long, default_value_t = 3600)]
+    pub license_duration: u64,
+    /// FireFly GraphQL requests per second per API key (also the burst); 0 means unlimited.
+    #[arg(long, default_value_t = 25)]
+    pub graphql_rate_limit: u32,
     /// Write shell exports pointing the plugins at this emulator to this file.
     #[arg(long)]
     pub env_file: Option<PathBuf>,
@@ -68,6 +81,42 @@ pub struct Config {
     pub token_lifetime_s: u64,
     pub addressing: Addressing,
     pub open_mirror: bool,
+    #[serde(default = "default_device_code_lifetime")]
+    pub device_code_lifetime_s: u64,
+    #[serde(default = "default_device_poll_interval")]
+    pub device_poll_interval_s: u64,
+    #[serde(default = "default_license_duration")]
+    pub license_duration_s: u64,
+    #[serde(default = "default_graphql_rate_limit")]
+    pub graphql_rate_limit: u32,
+}
+
+fn default_device_code_lifetime() -> u64 {
+    600
+}
+fn default_device_poll_interval() -> u64 {
+    5
+}
+fn default_license_duration() -> u64 {
+    3600
+}
+fn default_graphql_rate_limit() -> u32 {
+    25
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            audio_object_lifetime_s: 3600,
+            token_lifetime_s: 3600,
+            addressing: Addressing::List,
+            open_mirror: false,
+            device_code_lifetime_s: default_device_code_lifetime(),
+            device_poll_interval_s: default_device_poll_interval(),
+            license_duration_s: default_license_duration(),
+            graphql_rate_limit: default_graphql_rate_limit(),
+        }
+    }
 }
 
 pub struct AppState {
@@ -140,14 +189,7 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         }
     }
     let resp = match &fault {
-        Some(FaultAction::Status(code)) => {
-            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            cdn::error(
-                status,
-                "injected",
-                "fault injected by the emulator's admin API",
-            )
-        }
+        Some(FaultAction::Status(code)) => services::injected_error(&service, *code),
         Some(FaultAction::Stall { seconds }) => {
             tokio::time::sleep(Duration::from_secs(*seconds)).await;
             cdn::error(StatusCode::GATEWAY_TIMEOUT, "injected", "stalled")
@@ -352,6 +394,10 @@ struct ConfigPatch {
     token_lifetime_s: Option<u64>,
     addressing: Option<String>,
     open_mirror: Option<bool>,
+    device_code_lifetime_s: Option<u64>,
+    device_poll_interval_s: Option<u64>,
+    license_duration_s: Option<u64>,
+    graphql_rate_limit: Option<u32>,
 }
 
 async fn set_config(State(s): State<Arc<AppState>>, Json(p): Json<ConfigPatch>) -> Response {
@@ -370,6 +416,18 @@ async fn set_config(State(s): State<Arc<AppState>>, Json(p): Json<ConfigPatch>) 
     }
     if let Some(v) = p.open_mirror {
         c.open_mirror = v;
+    }
+    if let Some(v) = p.device_code_lifetime_s {
+        c.device_code_lifetime_s = v;
+    }
+    if let Some(v) = p.device_poll_interval_s {
+        c.device_poll_interval_s = v;
+    }
+    if let Some(v) = p.license_duration_s {
+        c.license_duration_s = v;
+    }
+    if let Some(v) = p.graphql_rate_limit {
+        c.graphql_rate_limit = v;
     }
     Json(c.clone()).into_response()
 }
@@ -432,6 +490,10 @@ pub fn run(args: ServeArgs, data_dir: &Path, catalog: Arc<Catalog>) -> Result<()
         token_lifetime_s: args.token_lifetime,
         addressing: args.addressing,
         open_mirror: args.open_mirror,
+        device_code_lifetime_s: args.device_code_lifetime,
+        device_poll_interval_s: args.device_poll_interval,
+        license_duration_s: args.license_duration,
+        graphql_rate_limit: args.graphql_rate_limit,
     };
     let state = Arc::new(AppState::new(catalog, store, config));
     if let Some(name) = &args.network {

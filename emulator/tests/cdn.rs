@@ -28,6 +28,7 @@ async fn emulator(open_mirror: bool) -> Running {
             token_lifetime_s: 3600,
             addressing: Addressing::List,
             open_mirror,
+            ..Config::default()
         },
     ));
     server::start("127.0.0.1:0", state).await.unwrap()

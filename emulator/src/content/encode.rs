@@ -237,10 +237,10 @@ pub fn encode(
 }
 
 fn first_streamheader(caps: &gst::CapsRef) -> Result<Vec<u8>> {
-    Ok(streamheaders(caps)?
+    streamheaders(caps)?
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow!("no streamheader"))?)
+        .ok_or_else(|| anyhow!("no streamheader"))
 }
 
 fn streamheaders(caps: &gst::CapsRef) -> Result<Vec<Vec<u8>>> {

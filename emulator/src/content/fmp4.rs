@@ -416,11 +416,8 @@ pub fn dec3(frame: &[u8], data_rate_kbps: u16) -> Option<Vec<u8>> {
     let _substreamid = r.bits(3)?;
     let _frmsiz = r.bits(11)?;
     let fscod = r.bits(2)?;
-    if fscod == 3 {
-        r.bits(2)?;
-    } else {
-        r.bits(2)?;
-    }
+    // fscod2 when fscod is 3, else numblkscod: two bits either way.
+    r.bits(2)?;
     let acmod = r.bits(3)?;
     let lfeon = r.bits(1)?;
     let bsid = r.bits(5)?;
@@ -469,7 +466,7 @@ struct BitWriter {
 impl BitWriter {
     fn put(&mut self, v: u32, n: usize) {
         for i in (0..n).rev() {
-            if self.bits % 8 == 0 {
+            if self.bits.is_multiple_of(8) {
                 self.out.push(0);
             }
             let bit = ((v >> i) & 1) as u8;

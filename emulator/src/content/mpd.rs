@@ -121,7 +121,7 @@ pub fn write_mpd(
         .iter()
         .filter_map(|r| packaged.rep(r.id).map(|p| (r.id, p.peak_bitrate)))
         .collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
     let rank = |id: &str| ranked.iter().position(|r| r.0 == id).unwrap_or(0) + 1;
 
     let mut m = String::new();

@@ -119,12 +119,14 @@ impl PackagedTrack {
     }
 }
 
+type TrackVariant = (String, Variant);
+
 pub struct Store {
     root: PathBuf,
     catalog: Arc<Catalog>,
-    packaged: Mutex<HashMap<(String, Variant), Arc<PackagedTrack>>>,
+    packaged: Mutex<HashMap<TrackVariant, Arc<PackagedTrack>>>,
     /// One generation at a time per (track, variant); others wait for it.
-    locks: Mutex<HashMap<(String, Variant), Arc<Mutex<()>>>>,
+    locks: Mutex<HashMap<TrackVariant, Arc<Mutex<()>>>>,
 }
 
 pub fn default_data_dir() -> PathBuf {
