@@ -1,0 +1,358 @@
+//! `amzmusic-play`: plays a track, an album or a playlist through `playbin3`, queueing the next
+//! track on `about-to-finish` so albums play gapless, and shows what is playing.
+
+use amzmusic_player::{clock, list_tracks, rate, track_uri, ApiAccess, Item};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use gst::prelude::*;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "amzmusic-play", version, about)]
+struct Cli {
+    /// What to play: amazonmusic://track/<id>, amazonmusic://album/<id>,
+    /// amazonmusic://playlist/<id>, or any URI playbin3 plays. Several are queued in order.
+    #[arg(required = true)]
+    uris: Vec<String>,
+    /// Where the audio goes: the sound card, a WAV file, or the sound card when there is one.
+    #[arg(long, value_enum, default_value = "auto")]
+    output: Output,
+    /// The WAV file written when there is no sound card (or with --output wav).
+    #[arg(long, default_value = "amzmusic-play.wav")]
+    wav: PathBuf,
+    /// Decode as fast as possible instead of in real time (WAV output only).
+    #[arg(long)]
+    fast: bool,
+    /// Quality asked of amazonmusicsrc (auto, sd, hd, uhd, atmos, 360ra).
+    #[arg(long)]
+    quality: Option<String>,
+    /// Give up after this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Auto,
+    Sound,
+    Wav,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("amzmusic-play: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The URIs to play in order: albums and playlists expanded through the music API.
+fn expand(uris: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut access = None;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for u in uris {
+        let (kind, id) = match Item::parse(u)? {
+            Item::Track(id) => {
+                out.push(track_uri(&id));
+                continue;
+            }
+            Item::Other(u) => {
+                out.push(u);
+                continue;
+            }
+            Item::Album(id) => ("album", id),
+            Item::Playlist(id) => ("playlist", id),
+        };
+        if access.is_none() {
+            access = Some(ApiAccess::from_env()?);
+        }
+        let ids = rt.block_on(list_tracks(access.as_ref().unwrap(), kind, &id))?;
+        out.extend(ids.iter().map(|i| track_uri(i)));
+    }
+    Ok(out)
+}
+
+/// A playback device PulseAudio/PipeWire or ALSA can open.
+fn has_sound_card() -> bool {
+    if std::env::var_os("PULSE_SERVER").is_some() {
+        return true;
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        if PathBuf::from(dir).join("pulse/native").exists() {
+            return true;
+        }
+    }
+    std::fs::read_dir("/dev/snd")
+        .map(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.starts_with("pcmC") && n.ends_with('p')
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().with_context(|| {
+        format!("GStreamer element {factory} is missing (scripts/setup.sh installs the plugins)")
+    })
+}
+
+/// One WAV file for the whole queue: a fixed output format, since a WAV header cannot change
+/// rate or width mid-file while the tracks (and the ABR) may.
+fn wav_sink(path: &std::path::Path, realtime: bool) -> Result<gst::Element> {
+    let bin = gst::Bin::with_name("wav-output");
+    let convert = make("audioconvert")?;
+    let resample = make("audioresample")?;
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("audio/x-raw")
+                .field("format", "S24LE")
+                .field("rate", 48_000i32)
+                .field("channels", 2i32)
+                .build(),
+        )
+        .build()?;
+    let wavenc = make("wavenc")?;
+    let file = gst::ElementFactory::make("filesink")
+        .property("location", path.to_string_lossy().to_string())
+        .property("sync", realtime)
+        .build()?;
+    bin.add_many([&convert, &resample, &caps, &wavenc, &file])?;
+    gst::Element::link_many([&convert, &resample, &caps, &wavenc, &file])?;
+    let pad = convert
+        .static_pad("sink")
+        .expect("audioconvert has a sink pad");
+    bin.add_pad(&gst::GhostPad::with_target(&pad)?)?;
+    Ok(bin.upcast())
+}
+
+/// The demuxer's `stats`, when an amzdashdemux is playing, as a short human line.
+fn demux_status(pipeline: &gst::Bin) -> Option<(String, Option<String>)> {
+    let demux = pipeline
+        .iterate_all_by_element_factory_name("amzdashdemux")
+        .into_iter()
+        .flatten()
+        .next()?;
+    demux.find_property("stats")?;
+    let s = demux.property::<gst::Structure>("stats");
+    let text = |k: &str| -> Option<String> {
+        s.value(k).ok().and_then(|v| {
+            v.get::<String>()
+                .ok()
+                .or_else(|| v.get::<u64>().ok().map(|n| n.to_string()))
+                .or_else(|| v.get::<u32>().ok().map(|n| n.to_string()))
+                .or_else(|| v.get::<i64>().ok().map(|n| n.to_string()))
+                .or_else(|| v.get::<f64>().ok().map(|n| format!("{n:.1}")))
+        })
+    };
+    let num = |k: &str| -> Option<u64> {
+        s.value(k).ok().and_then(|v| {
+            v.get::<u64>()
+                .ok()
+                .or_else(|| v.get::<u32>().ok().map(u64::from))
+                .or_else(|| v.get::<f64>().ok().map(|f| f as u64))
+        })
+    };
+    let rep = text("representation");
+    let mut parts = Vec::new();
+    if let Some(r) = &rep {
+        parts.push(r.clone());
+    }
+    if let Some(c) = text("codec") {
+        parts.push(c);
+    }
+    if let Some(q) = text("quality") {
+        parts.push(q);
+    }
+    if let Some(b) = num("bandwidth") {
+        parts.push(rate(b));
+    }
+    if let Some(t) = num("throughput") {
+        parts.push(format!("net {}", rate(t)));
+    }
+    if let Some(b) = s
+        .value("buffer-level")
+        .ok()
+        .and_then(|v| v.get::<u64>().ok())
+    {
+        parts.push(format!("buffer {:.1} s", b as f64 / 1e9));
+    }
+    Some((parts.join(" | "), rep))
+}
+
+/// An event line, written over the status line (which the next tick redraws).
+fn say(line: &str) {
+    println!("\r\x1b[K{line}");
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    gst::init()?;
+    let queue = expand(&cli.uris)?;
+    let total = queue.len();
+    let mut queue: VecDeque<String> = queue.into();
+    let first = queue.pop_front().expect("at least one URI");
+    let queue = Arc::new(Mutex::new(queue));
+
+    let playbin = make("playbin3")?;
+    let use_wav = match cli.output {
+        Output::Wav => true,
+        Output::Sound => false,
+        Output::Auto => !has_sound_card(),
+    };
+    if use_wav {
+        playbin.set_property("audio-sink", wav_sink(&cli.wav, !cli.fast)?);
+        println!(
+            "No sound card: writing the audio to {}",
+            std::fs::canonicalize(
+                cli.wav
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."))
+            )
+            .unwrap_or_default()
+            .join(cli.wav.file_name().unwrap_or_default())
+            .display()
+        );
+    } else {
+        playbin.set_property("audio-sink", make("autoaudiosink")?);
+    }
+    playbin.set_property("video-sink", make("fakesink")?);
+    if let Some(q) = cli.quality.clone() {
+        playbin.connect("source-setup", false, move |args| {
+            let src = args[1]
+                .get::<gst::Element>()
+                .expect("source-setup gives the source");
+            if src.find_property("quality").is_some() {
+                src.set_property_from_str("quality", &q);
+            }
+            None
+        });
+    }
+    {
+        let queue = queue.clone();
+        playbin.connect("about-to-finish", false, move |args| {
+            let pb = args[0].get::<gst::Element>().expect("playbin3");
+            if let Some(next) = queue.lock().unwrap().pop_front() {
+                pb.set_property("uri", next);
+            }
+            None
+        });
+    }
+    playbin.set_property("uri", &first);
+
+    let pipeline = playbin
+        .clone()
+        .downcast::<gst::Bin>()
+        .map_err(|_| anyhow!("playbin3 is not a bin"))?;
+    let bus = playbin.bus().expect("a pipeline has a bus");
+    playbin
+        .set_state(gst::State::Playing)
+        .context("starting playback")?;
+
+    let started = Instant::now();
+    let mut track_no = 0usize;
+    let mut title = String::new();
+    let mut artist = String::new();
+    let mut codec = String::new();
+    let mut last_rep: Option<String> = None;
+    let mut last_status = Instant::now() - Duration::from_secs(1);
+    let mut buffering = 100;
+    let result = loop {
+        if cli.timeout > 0 && started.elapsed() > Duration::from_secs(cli.timeout) {
+            break Err(anyhow!("gave up after {} s", cli.timeout));
+        }
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) {
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(_) => break Ok(()),
+                MessageView::Error(e) => {
+                    let from = msg
+                        .src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default();
+                    let debug = e.debug().map(|d| format!("\n  ({d})")).unwrap_or_default();
+                    break Err(anyhow!("{} [{from}]{debug}", e.error()));
+                }
+                MessageView::StreamStart(_) => {
+                    track_no += 1;
+                    title.clear();
+                    artist.clear();
+                    say(&format!("▶ track {track_no}/{total}"));
+                }
+                MessageView::Tag(t) => {
+                    let tags = t.tags();
+                    if let Some(v) = tags.get::<gst::tags::Title>() {
+                        if title != v.get() {
+                            title = v.get().to_string();
+                            say(&format!("  title:  {title}"));
+                        }
+                    }
+                    if let Some(v) = tags.get::<gst::tags::Artist>() {
+                        if artist != v.get() {
+                            artist = v.get().to_string();
+                            say(&format!("  artist: {artist}"));
+                        }
+                    }
+                    if let Some(v) = tags.get::<gst::tags::AudioCodec>() {
+                        if codec != v.get() {
+                            codec = v.get().to_string();
+                            say(&format!("  codec:  {codec}"));
+                        }
+                    }
+                }
+                MessageView::Buffering(b) => {
+                    // Say when the buffer runs dry and when it is full again, not every step.
+                    let p = b.percent();
+                    if p < 100 && buffering == 100 {
+                        say(&format!("  buffering ({p} %)"));
+                    } else if p == 100 && buffering < 100 {
+                        say("  buffered");
+                    }
+                    buffering = p;
+                }
+                _ => {}
+            }
+        }
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            let pos = playbin
+                .query_position::<gst::ClockTime>()
+                .map(|t| t.nseconds());
+            let dur = playbin
+                .query_duration::<gst::ClockTime>()
+                .map(|t| t.nseconds());
+            let (demux, rep) = demux_status(&pipeline).unwrap_or_default();
+            if rep.is_some() && last_rep.is_some() && rep != last_rep {
+                say(&format!(
+                    "  switch: {} -> {}",
+                    last_rep.as_deref().unwrap_or("?"),
+                    rep.as_deref().unwrap_or("?")
+                ));
+            }
+            if rep.is_some() {
+                last_rep = rep;
+            }
+            print!("\r\x1b[K  [{} / {}] {demux}", clock(pos), clock(dur));
+            let _ = std::io::stdout().flush();
+        }
+    };
+    println!();
+    playbin.set_state(gst::State::Null)?;
+    if result.is_ok() && track_no == 0 {
+        bail!("the pipeline ended without playing anything");
+    }
+    result
+}
