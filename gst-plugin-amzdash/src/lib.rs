@@ -3,12 +3,14 @@
 
 use gst::glib;
 
-pub mod abr;
+pub mod amzdashdemux;
+pub mod engine;
+pub mod fetch;
 pub mod mpd;
 pub mod segments;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    Ok(())
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    amzdashdemux::register(plugin)
 }
 
 gst::plugin_define!(

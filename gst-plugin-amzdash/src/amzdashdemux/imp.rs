@@ -1,0 +1,1069 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Element glue: collects the MPD on the sink pad, starts the download engine, and pushes its
+//! fragments from a src pad task with the events qtdemux and the decryptor need.
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+use url::Url;
+
+use super::audio_object::{
+    audio_object_from_structure, AUDIO_OBJECT, CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE,
+};
+use crate::engine::{
+    self, codec_family, quality_rank, AudioObject, Candidate, Context, EngineError, Item, Limits,
+    Presentation, Refresher, Shared,
+};
+use crate::fetch::{redact, Fetcher, RetryPolicy};
+use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "amzdashdemux",
+        gst::DebugColorFlags::empty(),
+        Some("Amazon Music DASH audio demuxer"),
+    )
+});
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("amzdash-net")
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+});
+
+const DEFAULT_MAX_BITRATE: u64 = 0;
+const DEFAULT_MAX_QUALITY: &str = "";
+/// Audio is small: a minute ahead rides out long outages for ~12 MB of HD FLAC.
+const DEFAULT_BUFFER_TIME: gst::ClockTime = gst::ClockTime::from_seconds(60);
+const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+const DEFAULT_LOW_WATERMARK: gst::ClockTime = gst::ClockTime::from_seconds(4);
+const DEFAULT_RETRIES: u32 = 6;
+const DEFAULT_CONNECT_TIMEOUT: u32 = 5;
+const DEFAULT_STALL_TIMEOUT: u32 = 10;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    max_bitrate: u64,
+    max_quality: String,
+    buffer_time: gst::ClockTime,
+    buffer_bytes: u64,
+    low_watermark: gst::ClockTime,
+    retries: u32,
+    connect_timeout: u32,
+    stall_timeout: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_bitrate: DEFAULT_MAX_BITRATE,
+            max_quality: DEFAULT_MAX_QUALITY.into(),
+            buffer_time: DEFAULT_BUFFER_TIME,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            retries: DEFAULT_RETRIES,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    manifest: Vec<u8>,
+    audio_object: Option<AudioObject>,
+    ctx: Option<Arc<Context>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// stream-start, caps, segment and protection events still to send.
+    need_events: bool,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    seqnum: Option<gst::Seqnum>,
+    discont: bool,
+    buffering: Option<i32>,
+    position: Option<gst::ClockTime>,
+    started: bool,
+}
+
+pub struct AmzDashDemux {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    shared: Arc<Shared>,
+    flushing: AtomicBool,
+    /// Serializes seeks against each other and against state changes.
+    seek_lock: Mutex<()>,
+}
+
+/// Answers the contract's refresh query through the sink pad's peer.
+struct PadRefresher(glib::WeakRef<gst::Pad>);
+
+impl Refresher for PadRefresher {
+    fn refresh(&self, reason: &str, generation: u32) -> Option<AudioObject> {
+        let pad = self.0.upgrade()?;
+        let s = gst::Structure::builder(AUDIO_OBJECT)
+            .field("reason", reason)
+            .field("generation", generation)
+            .build();
+        let mut q = gst::query::Custom::new(s);
+        if !pad.peer_query(&mut q) {
+            return None;
+        }
+        audio_object_from_structure(q.structure()?)
+    }
+}
+
+fn codec_caps(family: &str) -> Option<gst::Caps> {
+    Some(match family {
+        "flac" | "fLaC" => gst::Caps::new_empty_simple("audio/x-flac"),
+        "opus" | "Opus" => gst::Caps::new_empty_simple("audio/x-opus"),
+        "ec-3" => gst::Caps::new_empty_simple("audio/x-eac3"),
+        "ac-3" => gst::Caps::new_empty_simple("audio/x-ac3"),
+        "mp4a" => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .build(),
+        _ => return None,
+    })
+}
+
+/// Whether the registry has a decoder for the codec family.
+fn decodable(family: &str) -> bool {
+    let Some(caps) = codec_caps(family) else {
+        return false;
+    };
+    gst::ElementFactory::factories_with_type(
+        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_AUDIO,
+        gst::Rank::MARGINAL,
+    )
+    .into_iter()
+    .any(|f| f.can_sink_any_caps(&caps))
+}
+
+fn src_caps() -> gst::Caps {
+    gst::Caps::builder("video/quicktime")
+        .field("variant", "iso-fragmented")
+        .build()
+}
+
+fn to_clock(d: Duration) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(d.as_nanos() as u64)
+}
+
+impl AmzDashDemux {
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut st = self.state.lock().unwrap();
+        if st.started {
+            // The manifest is complete once upstream sent EOS; more data is ignored.
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        if st.manifest.len() + map.len() > MAX_MANIFEST_BYTES {
+            drop(st);
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Demux,
+                [
+                    "Manifest is larger than {} bytes: not an audio MPD?",
+                    MAX_MANIFEST_BYTES
+                ]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        st.manifest.extend_from_slice(&map);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::CustomDownstreamSticky(e) => {
+                if let Some(s) = e.structure().filter(|s| s.name() == AUDIO_OBJECT) {
+                    if let Some(ao) = audio_object_from_structure(s) {
+                        gst::debug!(CAT, imp = self, "audio object generation {}", ao.generation);
+                        let mut st = self.state.lock().unwrap();
+                        if let Some(ctx) = &st.ctx {
+                            let mut cur = ctx.audio_object.lock().unwrap();
+                            if ao.generation > cur.generation {
+                                *cur = ao.clone();
+                            }
+                        }
+                        st.audio_object = Some(ao);
+                    }
+                    // Consumed: the fragments we push are not the MPD it describes.
+                    return true;
+                }
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            EventView::Eos(_) => {
+                if let Err(msg) = self.start_playback() {
+                    gst::element_imp_error!(self, gst::StreamError::Demux, ["{}", msg]);
+                }
+                true
+            }
+            // Our own stream-start, caps and segment go downstream; upstream's describe the MPD.
+            EventView::StreamStart(_)
+            | EventView::Caps(_)
+            | EventView::Segment(_)
+            | EventView::FlushStart(_)
+            | EventView::FlushStop(_) => true,
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        use gst::QueryViewMut;
+        match query.view_mut() {
+            // The template needs `source=amazonmusicsrc` only for autoplugging; by hand
+            // (souphttpsrc, filesrc) any MPD is welcome.
+            QueryViewMut::Caps(q) => {
+                let caps = gst::Caps::new_empty_simple("application/dash+xml");
+                let caps = match q.filter() {
+                    Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+                    None => caps,
+                };
+                q.set_result(&caps);
+                true
+            }
+            QueryViewMut::AcceptCaps(q) => {
+                let ok = q
+                    .caps()
+                    .structure(0)
+                    .is_some_and(|s| s.name() == "application/dash+xml");
+                q.set_result(ok);
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    /// The manifest's own URL: from the audio object, else from upstream's URI query.
+    fn manifest_url(&self, ao: Option<&AudioObject>) -> Option<Url> {
+        if let Some(u) = ao.and_then(|a| a.manifest_uri.clone()) {
+            return Some(u);
+        }
+        let mut q = gst::query::Uri::new();
+        if self.sinkpad.peer_query(&mut q) {
+            let uri = q.redirection().0.or_else(|| q.uri());
+            return uri.and_then(|u| Url::parse(u.as_str()).ok());
+        }
+        None
+    }
+
+    fn build_presentation(&self, mpd: Mpd, url: Url) -> Result<(Presentation, String), String> {
+        let settings = self.settings.lock().unwrap().clone();
+        let max_q = quality_rank(&settings.max_quality);
+        let mut candidates = Vec::new();
+        let mut skipped = Vec::new();
+        let mut known: HashMap<String, bool> = HashMap::new();
+        let period = mpd
+            .audio_sets()
+            .next()
+            .map(|(p, _)| p)
+            .ok_or("no audio AdaptationSet")?;
+        for (si, set) in mpd.periods[period].adaptation_sets.iter().enumerate() {
+            let label = set.track_type().map(str::to_string);
+            if max_q > 0 && label.as_deref().is_some_and(|l| quality_rank(l) > max_q) {
+                continue;
+            }
+            for (ri, rep) in set.representations.iter().enumerate() {
+                let fam = codec_family(&rep.codecs);
+                let ok = *known.entry(fam.clone()).or_insert_with(|| decodable(&fam));
+                if !ok {
+                    skipped.push(format!("{} ({})", rep.id, rep.codecs));
+                    continue;
+                }
+                candidates.push(Candidate {
+                    set: si,
+                    rep: ri,
+                    id: rep.id.clone(),
+                    label: label.clone().unwrap_or_else(|| fam.clone()),
+                    codec: fam,
+                    bandwidth: rep.bandwidth,
+                    selection_priority: set.selection_priority,
+                });
+            }
+        }
+        if !skipped.is_empty() {
+            gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
+        }
+        if candidates.is_empty() {
+            return Err(format!(
+                "No representation of this manifest can be played here: no decoder for {} \
+                 (or max-quality excludes the rest)",
+                if skipped.is_empty() {
+                    "any".into()
+                } else {
+                    skipped.join(", ")
+                }
+            ));
+        }
+        // Start in the family the manifest prefers (selectionPriority), within max-bitrate.
+        let fits =
+            |c: &&Candidate| settings.max_bitrate == 0 || c.bandwidth <= settings.max_bitrate;
+        let family = candidates
+            .iter()
+            .filter(fits)
+            .max_by_key(|c| (c.selection_priority, c.bandwidth))
+            .or_else(|| candidates.iter().min_by_key(|c| c.bandwidth))
+            .map(|c| c.codec.clone())
+            .unwrap_or_default();
+        Ok((
+            Presentation {
+                mpd,
+                period,
+                manifest_url: url,
+                candidates,
+            },
+            family,
+        ))
+    }
+
+    fn start_playback(&self) -> Result<(), String> {
+        let (doc, ao) = {
+            let mut st = self.state.lock().unwrap();
+            if st.started {
+                return Ok(());
+            }
+            st.started = true;
+            (std::mem::take(&mut st.manifest), st.audio_object.clone())
+        };
+        let mpd = Mpd::parse(&doc).map_err(|e| format!("Cannot play this manifest: {e}"))?;
+        let url = self.manifest_url(ao.as_ref()).ok_or(
+            "Cannot resolve segment URLs: upstream gave neither an audio object nor the \
+             manifest URI (use amazonmusicsrc, souphttpsrc or filesrc)",
+        )?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "manifest {} ({} bytes)",
+            redact(&url),
+            doc.len()
+        );
+        let (presentation, family) = self.build_presentation(mpd, url)?;
+        let settings = self.settings.lock().unwrap().clone();
+        let policy = RetryPolicy {
+            attempts: settings.retries.max(1),
+            connect_timeout: Duration::from_secs(settings.connect_timeout as u64),
+            stall_timeout: Duration::from_secs(settings.stall_timeout as u64),
+            ..Default::default()
+        };
+        let ua = ao
+            .as_ref()
+            .and_then(|a| a.user_agent.clone())
+            .unwrap_or_else(|| concat!("gst-amzdash/", env!("CARGO_PKG_VERSION")).to_string());
+        let fetcher = Fetcher::new(policy, &ua)?;
+        let refresher: Option<Arc<dyn Refresher>> = ao
+            .as_ref()
+            .map(|_| Arc::new(PadRefresher(self.sinkpad.downgrade())) as Arc<dyn Refresher>);
+        let obj = self.obj().downgrade();
+        let ctx = Arc::new(Context {
+            presentation: Mutex::new(Arc::new(presentation)),
+            audio_object: Mutex::new(ao.unwrap_or_default()),
+            fetcher,
+            limits: Limits {
+                buffer_time: Duration::from_nanos(settings.buffer_time.nseconds()),
+                buffer_bytes: settings.buffer_bytes,
+                max_bitrate: settings.max_bitrate,
+            },
+            shared: self.shared.clone(),
+            refresher,
+            plans: Mutex::new(HashMap::new()),
+            inits: Mutex::new(HashMap::new()),
+            throughput: Mutex::new(engine::Throughput::new()),
+            family,
+            log: Box::new(move |m| {
+                if let Some(o) = obj.upgrade() {
+                    gst::debug!(CAT, obj = o, "{}", m);
+                }
+            }),
+        });
+        {
+            let mut st = self.state.lock().unwrap();
+            st.ctx = Some(ctx.clone());
+            st.segment = gst::FormattedSegment::new();
+            st.need_events = true;
+            st.discont = true;
+        }
+        self.start_download(ctx, Duration::ZERO);
+        self.start_task()
+    }
+
+    fn start_download(&self, ctx: Arc<Context>, position: Duration) {
+        self.shared.clear();
+        self.flushing.store(false, Ordering::SeqCst);
+        let handle = RUNTIME.spawn(engine::run(ctx, position));
+        if let Some(old) = self.state.lock().unwrap().task.replace(handle) {
+            old.abort();
+        }
+    }
+
+    fn stop_download(&self) {
+        self.flushing.store(true, Ordering::SeqCst);
+        if let Some(t) = self.state.lock().unwrap().task.take() {
+            // Dropping the task drops its in-flight requests: everything stops at once.
+            t.abort();
+        }
+        let _q = self.shared.queue.lock().unwrap();
+        self.shared.ready.notify_all();
+    }
+
+    fn start_task(&self) -> Result<(), String> {
+        let imp = self.ref_counted();
+        self.srcpad
+            .start_task(move || imp.loop_fn())
+            .map_err(|e| format!("cannot start the streaming task: {e}"))
+    }
+
+    fn next_item(&self) -> Result<Item, Option<EngineError>> {
+        let mut q = self.shared.queue.lock().unwrap();
+        loop {
+            if self.flushing.load(Ordering::SeqCst) {
+                return Err(None);
+            }
+            if let Some(it) = self.shared.pop(&mut q) {
+                let (time, bytes) = (q.time, q.bytes);
+                drop(q);
+                self.update_stats_level(time, bytes);
+                return Ok(it);
+            }
+            if let Some(e) = q.error.take() {
+                return Err(Some(e));
+            }
+            self.post_buffering(0);
+            q = self
+                .shared
+                .ready
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
+    fn update_stats_level(&self, time: Duration, _bytes: u64) {
+        let low = self.settings.lock().unwrap().low_watermark;
+        let pct = if low.is_zero() {
+            100
+        } else {
+            ((time.as_nanos() * 100) / low.nseconds().max(1) as u128).min(100) as i32
+        };
+        self.post_buffering(pct);
+    }
+
+    fn post_buffering(&self, pct: i32) {
+        let changed = {
+            let mut st = self.state.lock().unwrap();
+            let prev = st.buffering;
+            // Report 0 and 100 always, other levels in steps of 10.
+            if prev == Some(pct)
+                || (prev.is_some_and(|p| (p - pct).abs() < 10) && pct != 100 && pct != 0)
+            {
+                false
+            } else {
+                st.buffering = Some(pct);
+                true
+            }
+        };
+        if changed {
+            let _ = self.obj().post_message(
+                gst::message::Buffering::builder(pct)
+                    .src(&*self.obj())
+                    .build(),
+            );
+        }
+    }
+
+    fn push_initial_events(&self, ctx: &Context) {
+        let (segment, seqnum) = {
+            let st = self.state.lock().unwrap();
+            (st.segment.clone(), st.seqnum)
+        };
+        let stream_id = self.srcpad.create_stream_id(&*self.obj(), Some("audio"));
+        let stream = gst::Stream::new(
+            Some(stream_id.as_str()),
+            Some(&src_caps()),
+            gst::StreamType::AUDIO,
+            gst::StreamFlags::SELECT,
+        );
+        let upstream_id = self
+            .sinkpad
+            .stream_id()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| stream_id.to_string());
+        let collection = gst::StreamCollection::builder(Some(upstream_id.as_str()))
+            .stream(stream.clone())
+            .build();
+        if self
+            .srcpad
+            .sticky_event::<gst::event::StreamStart>(0)
+            .is_none()
+        {
+            self.srcpad.push_event(
+                gst::event::StreamStart::builder(stream_id.as_str())
+                    .stream(stream)
+                    .group_id(gst::GroupId::next())
+                    .build(),
+            );
+            self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
+            self.srcpad
+                .push_event(gst::event::StreamCollection::new(&collection));
+            let _ = self.obj().post_message(
+                gst::message::StreamCollection::builder(&collection)
+                    .src(&*self.obj())
+                    .build(),
+            );
+            let dur = ctx.presentation.lock().unwrap().duration();
+            if let Some(d) = dur {
+                let _ = self.obj().post_message(
+                    gst::message::DurationChanged::builder()
+                        .src(&*self.obj())
+                        .build(),
+                );
+                gst::debug!(CAT, imp = self, "duration {}", to_clock(d));
+            }
+        }
+        let mut ev = gst::event::Segment::builder(&segment);
+        if let Some(s) = seqnum {
+            ev = ev.seqnum(s);
+        }
+        self.srcpad.push_event(ev.build());
+        self.push_protection_events(ctx);
+    }
+
+    /// One protection event per ContentProtection with a PSSH, before the first fragment, so
+    /// the decryptor asks for the license while the clear lead plays.
+    fn push_protection_events(&self, ctx: &Context) {
+        let p = ctx.presentation.lock().unwrap().clone();
+        let mut sets: Vec<usize> = p.candidates.iter().map(|c| c.set).collect();
+        sets.sort();
+        sets.dedup();
+        for si in sets {
+            let set = &p.mpd.periods[p.period].adaptation_sets[si];
+            let kid = set.default_kid().map(hex::encode);
+            for cp in &set.content_protections {
+                let (Some(system), Some(pssh)) = (cp.system_id(), cp.pssh.as_ref()) else {
+                    continue;
+                };
+                let buf = gst::Buffer::from_slice(pssh.clone());
+                let mut b = gst::event::Protection::builder(&system, &buf).origin("dash/mpd");
+                if let Some(u) = &cp.license_url {
+                    b = b.other_field("license-url", u);
+                }
+                if let Some(k) = &kid {
+                    b = b.other_field("default-kid", k);
+                }
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "protection event for {} (set {})",
+                    system,
+                    si
+                );
+                self.srcpad.push_event(b.build());
+            }
+        }
+    }
+
+    fn loop_fn(&self) {
+        let item = match self.next_item() {
+            Ok(i) => i,
+            Err(None) => {
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            Err(Some(e)) => {
+                self.post_engine_error(e);
+                self.srcpad.push_event(gst::event::Eos::new());
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+        };
+        let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
+            let _ = self.srcpad.pause_task();
+            return;
+        };
+        let need = std::mem::take(&mut self.state.lock().unwrap().need_events);
+        if need {
+            self.push_initial_events(&ctx);
+        }
+        let res = match item {
+            Item::Init { data, candidate } => {
+                let mut buf = gst::Buffer::from_slice(data);
+                {
+                    let b = buf.get_mut().unwrap();
+                    b.set_flags(gst::BufferFlags::HEADER | gst::BufferFlags::DISCONT);
+                }
+                self.state.lock().unwrap().discont = false;
+                gst::debug!(CAT, imp = self, "pushing init of candidate {}", candidate);
+                self.srcpad.push(buf)
+            }
+            Item::Media {
+                data,
+                start,
+                duration,
+                ..
+            } => {
+                let mut buf = gst::Buffer::from_slice(data);
+                {
+                    let b = buf.get_mut().unwrap();
+                    // qtdemux takes an upstream TIME buffer's PTS as the fragment's start.
+                    b.set_pts(to_clock(start));
+                    b.set_duration(to_clock(duration));
+                    if std::mem::take(&mut self.state.lock().unwrap().discont) {
+                        b.set_flags(gst::BufferFlags::DISCONT);
+                    }
+                }
+                self.state.lock().unwrap().position = Some(to_clock(start));
+                self.srcpad.push(buf)
+            }
+            Item::Eos => {
+                gst::debug!(CAT, imp = self, "end of presentation");
+                self.post_buffering(100);
+                self.srcpad.push_event(gst::event::Eos::new());
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+        };
+        match res {
+            Ok(_) => {}
+            Err(gst::FlowError::Flushing) => {
+                let _ = self.srcpad.pause_task();
+            }
+            Err(gst::FlowError::Eos) => {
+                self.srcpad.push_event(gst::event::Eos::new());
+                let _ = self.srcpad.pause_task();
+            }
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ["Internal data flow error: {:?}", e]
+                );
+                self.srcpad.push_event(gst::event::Eos::new());
+                let _ = self.srcpad.pause_task();
+            }
+        }
+    }
+
+    fn post_engine_error(&self, e: EngineError) {
+        match e {
+            EngineError::NotAuthorized(m) => gst::element_imp_error!(
+                self,
+                gst::ResourceError::NotAuthorized,
+                ["Segment access refused: {}", m]
+            ),
+            EngineError::NotFound(m) => gst::element_imp_error!(
+                self,
+                gst::ResourceError::NotFound,
+                ["A segment the manifest lists does not exist: {}", m]
+            ),
+            EngineError::Network(m) => gst::element_imp_error!(
+                self,
+                gst::ResourceError::Read,
+                ["Could not download a segment: {}", m]
+            ),
+            EngineError::Manifest(m) => gst::element_imp_error!(
+                self,
+                gst::StreamError::Demux,
+                ["Cannot play this manifest: {}", m]
+            ),
+        }
+    }
+
+    fn duration(&self) -> Option<gst::ClockTime> {
+        let st = self.state.lock().unwrap();
+        let ctx = st.ctx.as_ref()?;
+        let d = ctx.presentation.lock().unwrap().duration()?;
+        Some(to_clock(d))
+    }
+
+    fn do_seek(&self, event: &gst::event::Seek) -> bool {
+        let (rate, flags, start_type, start, stop_type, stop) = event.get();
+        if rate <= 0.0 {
+            gst::debug!(CAT, imp = self, "reverse playback is not supported");
+            return false;
+        }
+        let start: Result<Option<gst::ClockTime>, _> = start.try_into();
+        let stop: Result<Option<gst::ClockTime>, _> = stop.try_into();
+        let (Ok(start), Ok(stop)) = (start, stop) else {
+            gst::debug!(CAT, imp = self, "only time seeks are supported");
+            return false;
+        };
+        if !flags.contains(gst::SeekFlags::FLUSH) {
+            gst::debug!(CAT, imp = self, "only flushing seeks are supported");
+            return false;
+        }
+        let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
+            return false;
+        };
+        let _guard = self.seek_lock.lock().unwrap();
+        let seqnum = event.seqnum();
+        self.srcpad
+            .push_event(gst::event::FlushStart::builder().seqnum(seqnum).build());
+        self.stop_download();
+        let _ = self.srcpad.pause_task();
+        let duration = self.duration();
+        let position = match (start_type, start) {
+            (gst::SeekType::Set, Some(s)) => s,
+            _ => gst::ClockTime::ZERO,
+        };
+        let position = match duration {
+            Some(d) if position > d => d,
+            _ => position,
+        };
+        {
+            let mut st = self.state.lock().unwrap();
+            let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+            seg.set_rate(rate);
+            seg.set_flags(gst::SegmentFlags::from_bits_truncate(flags.bits()));
+            seg.set_start(position);
+            seg.set_time(position);
+            seg.set_position(position);
+            if stop_type == gst::SeekType::Set {
+                seg.set_stop(stop);
+            }
+            seg.set_duration(duration);
+            st.segment = seg;
+            st.seqnum = Some(seqnum);
+            st.need_events = true;
+            st.discont = true;
+            st.buffering = None;
+        }
+        self.srcpad
+            .push_event(gst::event::FlushStop::builder(true).seqnum(seqnum).build());
+        gst::debug!(CAT, imp = self, "seek to {}", position);
+        self.start_download(ctx, Duration::from_nanos(position.nseconds()));
+        self.start_task().is_ok()
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::Seek(e) => self.do_seek(e),
+            // Upstream is a manifest source: nothing it could do with these.
+            gst::EventView::Reconfigure(_)
+            | gst::EventView::Latency(_)
+            | gst::EventView::Qos(_) => true,
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        use gst::QueryViewMut;
+        match query.view_mut() {
+            QueryViewMut::Duration(q) if q.format() == gst::Format::Time => match self.duration() {
+                Some(d) => {
+                    q.set(d);
+                    true
+                }
+                None => false,
+            },
+            QueryViewMut::Seeking(q) if q.format() == gst::Format::Time => {
+                let d = self.duration();
+                q.set(d.is_some(), gst::ClockTime::ZERO, d);
+                true
+            }
+            QueryViewMut::Position(q) if q.format() == gst::Format::Time => {
+                match self.state.lock().unwrap().position {
+                    Some(p) => {
+                        q.set(p);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            QueryViewMut::Caps(q) => {
+                let caps = src_caps();
+                q.set_result(&match q.filter() {
+                    Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+                    None => caps,
+                });
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let s = self.shared.stats.lock().unwrap().clone();
+        let (level_time, level_bytes) = {
+            let q = self.shared.queue.lock().unwrap();
+            (q.time, q.bytes)
+        };
+        let ctx = self.state.lock().unwrap().ctx.clone();
+        let cand = ctx.as_ref().and_then(|c| {
+            let p = c.presentation.lock().unwrap().clone();
+            s.candidate.map(|i| p.candidates[i].clone())
+        });
+        gst::Structure::builder("amzdashdemux-stats")
+            .field(
+                "representation",
+                cand.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            )
+            .field(
+                "codec",
+                cand.as_ref().map(|c| c.codec.clone()).unwrap_or_default(),
+            )
+            .field("bandwidth", cand.as_ref().map(|c| c.bandwidth).unwrap_or(0))
+            .field(
+                "quality",
+                cand.as_ref().map(|c| c.label.clone()).unwrap_or_default(),
+            )
+            .field("throughput-estimate", s.estimate_bps as u64)
+            .field("buffer-level-time", level_time.as_nanos() as u64)
+            .field("buffer-level-bytes", level_bytes)
+            .field("switches", s.switches)
+            .field("stalls", s.stalls)
+            .field("bytes", s.bytes)
+            .field("segments", s.segments)
+            .field("refreshes", s.refreshes)
+            .field("retries", s.retries)
+            .build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for AmzDashDemux {
+    const NAME: &'static str = "GstAmzDashDemux";
+    type Type = super::AmzDashDemux;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|pad, parent, buffer| {
+                AmzDashDemux::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                AmzDashDemux::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                AmzDashDemux::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .build();
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .event_function(|pad, parent, event| {
+                AmzDashDemux::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                AmzDashDemux::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .build();
+        AmzDashDemux {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::default()),
+            shared: Arc::new(Shared::default()),
+            flushing: AtomicBool::new(false),
+            seek_lock: Mutex::new(()),
+        }
+    }
+}
+
+impl ObjectImpl for AmzDashDemux {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt64::builder("max-bitrate")
+                    .nick("Maximum bitrate")
+                    .blurb("Never choose a representation above this bandwidth (bits/s, 0 = no limit)")
+                    .default_value(DEFAULT_MAX_BITRATE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("max-quality")
+                    .nick("Maximum quality")
+                    .blurb("Highest amz-music:trackType to play: SD, HD, UHD or SPATIAL (empty = any)")
+                    .default_value(Some(DEFAULT_MAX_QUALITY))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("buffer-time")
+                    .nick("Buffer time")
+                    .blurb("Download this much audio ahead of playback (ns)")
+                    .minimum(gst::ClockTime::SECOND.nseconds())
+                    .default_value(DEFAULT_BUFFER_TIME.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("buffer-bytes")
+                    .nick("Buffer bytes")
+                    .blurb("Never hold more than this many downloaded bytes (plus one segment)")
+                    .minimum(64 * 1024)
+                    .default_value(DEFAULT_BUFFER_BYTES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("low-watermark-time")
+                    .nick("Low watermark")
+                    .blurb("Buffering messages report 100 % from this much audio ahead (ns)")
+                    .default_value(DEFAULT_LOW_WATERMARK.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("retries")
+                    .nick("Attempts")
+                    .blurb("Attempts per request on timeouts, 5xx and 429 (with backoff and jitter)")
+                    .minimum(1)
+                    .maximum(50)
+                    .default_value(DEFAULT_RETRIES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("connect-timeout")
+                    .nick("Connect timeout")
+                    .blurb("Seconds to wait for a connection")
+                    .minimum(1)
+                    .maximum(300)
+                    .default_value(DEFAULT_CONNECT_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("stall-timeout")
+                    .nick("Stall timeout")
+                    .blurb("Seconds without a byte before a request is retried")
+                    .minimum(1)
+                    .maximum(300)
+                    .default_value(DEFAULT_STALL_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Current representation, throughput estimate, buffer level, switches, stalls, bytes, refreshes, retries")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "max-bitrate" => s.max_bitrate = value.get().unwrap(),
+            "max-quality" => {
+                s.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
+            "buffer-time" => s.buffer_time = gst::ClockTime::from_nseconds(value.get().unwrap()),
+            "buffer-bytes" => s.buffer_bytes = value.get().unwrap(),
+            "low-watermark-time" => {
+                s.low_watermark = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
+            "retries" => s.retries = value.get().unwrap(),
+            "connect-timeout" => s.connect_timeout = value.get().unwrap(),
+            "stall-timeout" => s.stall_timeout = value.get().unwrap(),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "max-bitrate" => s.max_bitrate.to_value(),
+            "max-quality" => s.max_quality.to_value(),
+            "buffer-time" => s.buffer_time.nseconds().to_value(),
+            "buffer-bytes" => s.buffer_bytes.to_value(),
+            "low-watermark-time" => s.low_watermark.nseconds().to_value(),
+            "retries" => s.retries.to_value(),
+            "connect-timeout" => s.connect_timeout.to_value(),
+            "stall-timeout" => s.stall_timeout.to_value(),
+            "stats" => {
+                drop(s);
+                self.stats().to_value()
+            }
+            _ => unimplemented!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for AmzDashDemux {}
+
+impl ElementImpl for AmzDashDemux {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Amazon Music DASH audio demuxer",
+                "Codec/Demuxer/Adaptive/Audio",
+                "Plays on-demand DASH audio manifests (Amazon Music's or any) as one fragmented \
+                 MP4 stream, choosing representations adaptively",
+                "gst-amazonmusic contributors",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = gst::Caps::builder("application/dash+xml")
+                .field(CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps(),
+                )
+                .unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::PausedToReady {
+            let _guard = self.seek_lock.lock().unwrap();
+            self.stop_download();
+            let _ = self.srcpad.stop_task();
+        }
+        let res = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            let mut st = self.state.lock().unwrap();
+            *st = State::default();
+            self.shared.clear();
+            *self.shared.stats.lock().unwrap() = Default::default();
+        }
+        Ok(res)
+    }
+}
