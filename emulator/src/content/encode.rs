@@ -95,10 +95,13 @@ pub fn encode(
                 flac_blocksize(rep.sample_rate)
             ),
         ),
+        // CBR keeps the ladder's rungs where they are named (the manifest's bandwidth is the
+        // worst segment): libopus's constrained VBR let one 10 s segment of the 150k rung reach
+        // 260 kb/s on transient-heavy music.
         Codec::Opus => (
             "S16LE",
             format!(
-                "opusenc bitrate={} frame-size=20 audio-type=generic",
+                "opusenc bitrate={} bitrate-type=cbr frame-size=20 audio-type=generic",
                 rep.target_bitrate
             ),
         ),
