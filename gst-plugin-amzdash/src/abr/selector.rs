@@ -22,7 +22,8 @@ pub struct AbrConfig {
     pub up_factor: f64,
     /// Keep the current candidate while it needs at most this share of the estimate (Shaka 0.95).
     pub keep_factor: f64,
-    /// No up-switch with less than this buffered (ExoPlayer: 10 s).
+    /// No up-switch with less than this buffered (ExoPlayer: 10 s), unless the segment would
+    /// arrive `build_speed` times faster than the buffer (above the reserve) drains.
     pub min_buffer_for_up: Duration,
     /// No down-switch with this much buffered (ExoPlayer: 25 s), unless the next segment at the
     /// current quality would arrive too late.
@@ -91,7 +92,8 @@ pub struct BufferLevel {
     pub ahead: Duration,
     /// Bytes of it.
     pub bytes: u64,
-    /// Whether audio is playing (false before the start and while rebuffering).
+    /// Whether audio is playing: false before the first play and while rebuffering. (Before the
+    /// first play, segments fetched while the first one prerolls are chosen as if playing.)
     pub playing: bool,
 }
 
@@ -365,7 +367,9 @@ impl QualitySelector {
         }
         let bps = self.estimate();
 
-        if !buffer.playing {
+        // Not playing: the very start (nothing buffered yet), or a rebuffer. With something
+        // buffered before the first play (the pipeline is prerolling), decide as if playing.
+        if !buffer.playing && (self.played || buffer.ahead.is_zero()) {
             let choice = if !self.played {
                 let r = (0..n)
                     .rev()
@@ -423,7 +427,11 @@ impl QualitySelector {
             }
         }
         if let Some(cur) = self.current {
-            if target > cur && b < secs(c.min_buffer_for_up) {
+            // ExoPlayer's rule, except for a segment so quick to fetch that even a thin buffer
+            // covers it `build_speed` times over (a fast link right after the first segment).
+            let quick = self.fetch_time(target, k, bps * c.up_factor) * c.build_speed
+                <= b - secs(c.reserve);
+            if target > cur && b < secs(c.min_buffer_for_up) && !quick {
                 target = cur;
                 reason = Reason::LowBuffer;
             }
@@ -693,12 +701,17 @@ mod tests {
             cross_codec_margin: 0.0,
             ..AbrConfig::default()
         };
-        // Plenty of throughput, but under 10 s buffered: no up-switch.
-        let mut q = measured(ladder(60), cfg.clone(), 10e6);
+        // 1.2 Mb/s sustains 800 kb/s, but under 10 s buffered: no up-switch...
+        let mut q = measured(ladder(60), cfg.clone(), 1.2e6);
         q.current = Some(0);
         let c = q.choose(1, &playing(9), S);
         assert_eq!((c.rep, c.reason), (0, Reason::LowBuffer));
-        assert_eq!(q.choose(2, &playing(10), S).rep, 3);
+        assert_eq!(q.choose(2, &playing(11), S).rep, 3);
+        // ...unless the segment is quick to fetch: at 10 Mb/s, 0.94 s, three times over in the
+        // 6 s above the reserve.
+        let mut q = measured(ladder(60), cfg.clone(), 10e6);
+        q.current = Some(0);
+        assert_eq!(q.choose(1, &playing(9), S).rep, 3);
         // 25 s or more buffered: no down-switch although 800 kb/s no longer fits 500 kb/s...
         let mut q = measured(ladder(60), cfg.clone(), 500e3);
         q.current = Some(3);

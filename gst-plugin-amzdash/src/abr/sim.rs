@@ -371,6 +371,12 @@ pub struct SimOptions {
     pub step_s: f64,
     /// Give up after this long.
     pub max_time_s: f64,
+    /// Model an element that streams each segment into the demuxer as it arrives: playback
+    /// may start (or resume) inside a downloading segment once `progressive_start_s` of it is
+    /// in and the rest is expected before the playhead gets there. `false`: whole segments only,
+    /// which is what vinyl (MSE appends) and the element as first built do.
+    pub progressive: bool,
+    pub progressive_start_s: f64,
 }
 
 impl Default for SimOptions {
@@ -380,6 +386,8 @@ impl Default for SimOptions {
             previous: None,
             step_s: 0.005,
             max_time_s: 900.0,
+            progressive: false,
+            progressive_start_s: 0.2,
         }
     }
 }
@@ -406,13 +414,21 @@ struct Request {
     sent: f64,
     first_byte: f64,
     total: u64,
+    /// Init segment bytes fetched along (they come first).
+    init: u64,
     received: f64,
+}
+
+impl Request {
+    /// Media bytes of the segment received so far.
+    fn media_received(&self) -> f64 {
+        (self.received - self.init as f64).max(0.0)
+    }
 }
 
 /// Plays `track` over `trace` with a fresh [`QualitySelector`], the way the element drives it:
 /// the manifest first, then the init and first media segment together, then one segment at a
-/// time while [`QualitySelector::fetch_advice`] says so, an abandon check every 250 ms, whole
-/// segments playable once downloaded.
+/// time while [`QualitySelector::fetch_advice`] says so, an abandon check every 250 ms.
 pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> SimResult {
     let ladder =
         Ladder::new(track.candidates.clone(), &track.durations).expect("a valid simulated track");
@@ -425,12 +441,8 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
             .expect("same ids");
         track.init_bytes[i]
     };
-    let top_bw = ladder
-        .candidates()
-        .iter()
-        .map(|c| c.bandwidth_bps)
-        .max()
-        .unwrap_or(0);
+    let bw_of = |rep: usize| ladder.candidates()[rep].bandwidth_bps;
+    let top_bw = (0..ladder.len()).map(bw_of).max().unwrap_or(0);
     let mut abr =
         QualitySelector::new(ladder.clone(), opts.config.clone()).with_previous(opts.previous);
     let count = ladder.segment_count();
@@ -438,6 +450,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
     let starts: Vec<f64> = (0..count)
         .map(|k| total_media - ladder.remaining_s(k))
         .collect();
+    let seg_at = |pos: f64| starts.iter().rposition(|s| *s <= pos + 1e-9).unwrap_or(0);
 
     let dt = opts.step_s;
     let mut t = 0.0;
@@ -451,37 +464,45 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
     let mut startup_s = 0.0;
     let mut timeline: Vec<Sample> = Vec::new();
     let mut decisions = Vec::new();
-    let mut playing_seg: Option<usize> = None;
+    let mut playing_bw: Option<u64> = None;
     let mut next_abandon_check = 0.0;
 
-    let buffered_end = |seg_rep: &[Option<usize>]| -> f64 {
-        let n = seg_rep.iter().take_while(|r| r.is_some()).count();
-        if n == count {
-            total_media
-        } else {
-            starts[n]
-        }
-    };
-    let send = |t: f64, media: Option<(usize, usize)>, total: u64| Request {
+    let send = |t: f64, media: Option<(usize, usize)>, total: u64, init: u64| Request {
         media,
         sent: t,
         first_byte: t + trace.request_delay(t),
         total,
+        init,
         received: 0.0,
     };
 
     while !ended && t < opts.max_time_s {
-        let end_buf = buffered_end(&seg_rep);
-        let level = |playing: bool, playhead: f64, seg_rep: &[Option<usize>]| {
-            let from = starts
-                .iter()
-                .rposition(|s| *s <= playhead + 1e-9)
-                .unwrap_or(0);
+        // Media time playable: whole segments, plus (progressive) what arrived of the next.
+        let whole = seg_rep.iter().take_while(|r| r.is_some()).count();
+        let whole_end = if whole == count {
+            total_media
+        } else {
+            starts[whole]
+        };
+        let in_flight = req.as_ref().and_then(|r| {
+            r.media
+                .filter(|(k, _)| opts.progressive && *k == whole)
+                .map(|(k, rep)| (k, rep, r.media_received()))
+        });
+        let front = match in_flight {
+            Some((k, rep, got)) => {
+                let media = ladder.segment_bytes(rep, k);
+                whole_end + ladder.duration_s(k) * (got / media).min(1.0)
+            }
+            None => whole_end,
+        };
+        let level = |playing: bool, playhead: f64| {
+            let from = seg_at(playhead);
             let bytes: f64 = (from..count)
                 .filter_map(|k| seg_rep[k].map(|r| ladder.segment_bytes(r, k)))
                 .sum();
             BufferLevel {
-                ahead: Duration::from_secs_f64((end_buf - playhead).max(0.0)),
+                ahead: Duration::from_secs_f64((front - playhead).max(0.0)),
                 bytes: bytes as u64,
                 playing,
             }
@@ -489,25 +510,52 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
         // Start the next request.
         if req.is_none() {
             if !manifest_done {
-                req = Some(send(t, None, track.manifest_bytes));
+                req = Some(send(t, None, track.manifest_bytes, 0));
             } else if next_seg < count {
-                let buffer = level(playing, playhead, &seg_rep);
+                let buffer = level(playing, playhead);
                 if abr.fetch_advice(&buffer) == FetchAdvice::Fetch {
                     let c = abr.choose(next_seg, &buffer, Duration::from_secs_f64(t));
                     decisions.push((t, next_seg, c.rep, c.reason));
                     let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
-                    let bytes = ladder.segment_bytes(c.rep, next_seg) as u64 + init;
                     have_init[c.rep] = true;
-                    req = Some(send(t, Some((next_seg, c.rep)), bytes));
+                    let bytes = ladder.segment_bytes(c.rep, next_seg) as u64 + init;
+                    req = Some(send(t, Some((next_seg, c.rep)), bytes, init));
                     next_abandon_check = t + 0.25;
                 }
             }
         }
+        // Abandon check (not for a segment already playing progressively).
+        if let Some((k, rep, sent, first_byte, total, received)) = req.as_ref().and_then(|r| {
+            r.media
+                .map(|(k, rep)| (k, rep, r.sent, r.first_byte, r.total, r.received))
+        }) {
+            if t >= next_abandon_check && !(opts.progressive && playhead >= starts[k]) {
+                next_abandon_check = t + 0.25;
+                let f = InFlight {
+                    rep,
+                    segment: k,
+                    bytes_total: total,
+                    bytes_received: received as u64,
+                    elapsed: Duration::from_secs_f64(t - sent),
+                    ttfb: (t >= first_byte).then(|| Duration::from_secs_f64(first_byte - sent)),
+                };
+                let buffer = level(playing, playhead);
+                if let Some(c) = abr.check_abandon(&f, &buffer, Duration::from_secs_f64(t)) {
+                    decisions.push((t, k, c.rep, c.reason));
+                    let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
+                    have_init[c.rep] = true;
+                    let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
+                    req = Some(send(t, Some((k, c.rep)), bytes, init));
+                }
+            }
+        }
         // Move bytes.
+        let mut link_bps = 0.0;
         if let Some(r) = req.as_mut() {
             let from = t.max(r.first_byte);
             let (p, _) = trace.at(from);
             if from < t + dt && !p.outage && p.bandwidth_bps > 0.0 {
+                link_bps = p.bandwidth_bps;
                 let avail = p.bandwidth_bps / 8.0 * (t + dt - from);
                 let need = r.total as f64 - r.received;
                 if avail >= need {
@@ -530,33 +578,16 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 }
             }
         }
-        // Abandon check.
-        if let Some(r) = req.as_ref() {
-            if let Some((k, rep)) = r.media {
-                if t >= next_abandon_check {
-                    next_abandon_check = t + 0.25;
-                    let f = InFlight {
-                        rep,
-                        segment: k,
-                        bytes_total: r.total,
-                        bytes_received: r.received as u64,
-                        elapsed: Duration::from_secs_f64(t - r.sent),
-                        ttfb: (t >= r.first_byte)
-                            .then(|| Duration::from_secs_f64(r.first_byte - r.sent)),
-                    };
-                    let buffer = level(playing, playhead, &seg_rep);
-                    if let Some(c) = abr.check_abandon(&f, &buffer, Duration::from_secs_f64(t)) {
-                        decisions.push((t, k, c.rep, c.reason));
-                        let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
-                        have_init[c.rep] = true;
-                        let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
-                        req = Some(send(t, Some((k, c.rep)), bytes));
-                    }
-                }
-            }
-        }
         // Playback.
-        let end_buf = buffered_end(&seg_rep);
+        let rep_at = |pos: f64| {
+            let k = seg_at(pos);
+            seg_rep[k].or_else(|| {
+                req.as_ref()
+                    .and_then(|r| r.media)
+                    .filter(|(rk, _)| *rk == k)
+                    .map(|(_, rep)| rep)
+            })
+        };
         if playing {
             playhead += dt;
             if playhead >= total_media - 1e-9 {
@@ -567,8 +598,8 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                     bandwidth: None,
                     event: Event::Ended,
                 });
-            } else if playhead >= end_buf {
-                playhead = end_buf;
+            } else if playhead >= front {
+                playhead = front;
                 playing = false;
                 abr.on_stall();
                 timeline.push(Sample {
@@ -577,36 +608,43 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                     event: Event::Waiting,
                 });
             } else {
-                let k = starts.iter().rposition(|s| *s <= playhead).unwrap_or(0);
-                if playing_seg != Some(k) {
-                    let old = playing_seg.and_then(|p| seg_rep[p]);
-                    playing_seg = Some(k);
-                    let rep = seg_rep[k].expect("buffered");
-                    if old.map(|o| ladder.candidates()[o].bandwidth_bps)
-                        != Some(ladder.candidates()[rep].bandwidth_bps)
-                    {
-                        timeline.push(Sample {
-                            time: t + dt,
-                            bandwidth: Some(ladder.candidates()[rep].bandwidth_bps),
-                            event: Event::QualityChange,
-                        });
-                    }
+                let bw = rep_at(playhead).map(bw_of);
+                if bw.is_some() && bw != playing_bw {
+                    playing_bw = bw;
+                    timeline.push(Sample {
+                        time: t + dt,
+                        bandwidth: bw,
+                        event: Event::QualityChange,
+                    });
                 }
             }
-        } else if manifest_done && end_buf > playhead + 1e-9 {
-            playing = true;
-            if !started {
-                started = true;
-                startup_s = t + dt;
+        } else if manifest_done {
+            let ready = if front >= whole_end && whole_end > playhead + 1e-9 {
+                true
+            } else if let Some((k, rep, got)) = in_flight {
+                // Inside the downloading segment: enough of it, and the rest in time.
+                let media = ladder.segment_bytes(rep, k);
+                let left_bits = (media - got).max(0.0) * 8.0;
+                let until_end = whole_end + ladder.duration_s(k) - playhead;
+                front - playhead >= opts.progressive_start_s
+                    && link_bps > 0.0
+                    && left_bits / link_bps <= 0.8 * until_end
+            } else {
+                false
+            };
+            if ready {
+                playing = true;
+                if !started {
+                    started = true;
+                    startup_s = t + dt;
+                }
+                playing_bw = rep_at(playhead).map(bw_of);
+                timeline.push(Sample {
+                    time: t + dt,
+                    bandwidth: playing_bw,
+                    event: Event::Playing,
+                });
             }
-            let k = starts.iter().rposition(|s| *s <= playhead).unwrap_or(0);
-            playing_seg = Some(k);
-            let rep = seg_rep[k].expect("buffered");
-            timeline.push(Sample {
-                time: t + dt,
-                bandwidth: Some(ladder.candidates()[rep].bandwidth_bps),
-                event: Event::Playing,
-            });
         }
         t += dt;
     }

@@ -27,19 +27,59 @@ fn print_run(scenario: &str, r: &SimResult) {
     );
 }
 
-/// The five scenarios, cold start, seed 1 (vinyl's default seed): the figures of ABR.md.
+/// The five scenarios, cold start: seed 1 (vinyl's default seed) in detail, then the mean over
+/// seeds 1–20; whole-segment playback, then progressive. The figures of ABR.md.
 #[test]
 fn abr_scenario_scores() {
-    let opts = SimOptions::default();
-    for (scenario, r) in run_scenarios(1, &opts) {
-        print_run(scenario, &r);
-        for d in &r.decisions {
+    for progressive in [false, true] {
+        let opts = SimOptions {
+            progressive,
+            ..SimOptions::default()
+        };
+        let mode = if progressive {
+            "progressive"
+        } else {
+            "whole segments"
+        };
+        println!("== {mode}, seed 1 (vinyl: stable-high 0.902, stable-low 0.610, wifi-to-4g 0.878, outage 0.368, noisy-mobile 0.719)");
+        for (scenario, r) in run_scenarios(1, &opts) {
+            print_run(scenario, &r);
+            for d in &r.decisions {
+                println!(
+                    "    t={:7.2} seg {} -> {} ({:?})",
+                    d.0,
+                    d.1,
+                    name(&r, d.2),
+                    d.3
+                );
+            }
+        }
+        println!("== {mode}, mean of seeds 1-20");
+        for scenario in SCENARIOS {
+            let runs: Vec<SimResult> = (1..=20)
+                .map(|seed| {
+                    simulate(
+                        &SimTrack::hd(),
+                        &NetworkTrace::scenario(scenario, seed).unwrap(),
+                        &opts,
+                    )
+                })
+                .collect();
+            let mean =
+                |f: &dyn Fn(&Score) -> f64| runs.iter().map(|r| f(&r.score)).sum::<f64>() / 20.0;
+            let worst = runs
+                .iter()
+                .map(|r| r.score.total)
+                .fold(f64::INFINITY, f64::min);
             println!(
-                "    t={:7.2} seg {} -> {} ({:?})",
-                d.0,
-                d.1,
-                name(&r, d.2),
-                d.3
+                "{scenario:<13} score {:.3} (worst {:.3})  quality {:.3}  rebuffer {:.3}  stall {:.3}  startup {:.3}  rebuffers in 20 runs: {}",
+                mean(&|s| s.total),
+                worst,
+                mean(&|s| s.quality),
+                mean(&|s| s.rebuffer),
+                mean(&|s| s.stall),
+                mean(&|s| s.startup),
+                runs.iter().map(|r| r.score.rebuffers).sum::<u32>()
             );
         }
     }
@@ -120,23 +160,59 @@ fn abr_zero_rebuffers_where_the_network_allows() {
 
 #[test]
 fn abr_beats_vinyls_published_audio_scores() {
-    let opts = SimOptions::default();
-    for (scenario, r) in run_scenarios(1, &opts) {
-        let vinyl = VINYL_AUDIO_SCORES
-            .iter()
-            .find(|v| v.0 == scenario)
-            .unwrap()
-            .1;
-        if scenario == "noisy-mobile" {
-            // Out of reach with whole-segment playback: see ABR.md.
-            continue;
+    // Progressive (the element streams each segment into qtdemux as it arrives): all five.
+    // Whole segments (as vinyl's MSE appends): all but noisy-mobile, out of reach there with
+    // this ladder (a 3.4 s start-up caps the score near 0.70 whatever the quality: ABR.md).
+    for progressive in [true, false] {
+        let opts = SimOptions {
+            progressive,
+            ..SimOptions::default()
+        };
+        for (scenario, r) in run_scenarios(1, &opts) {
+            let vinyl = VINYL_AUDIO_SCORES
+                .iter()
+                .find(|v| v.0 == scenario)
+                .unwrap()
+                .1;
+            if !progressive && scenario == "noisy-mobile" {
+                assert!(r.score.total > 0.65, "{:.3}", r.score.total);
+                continue;
+            }
+            assert!(
+                r.score.total > vinyl,
+                "{scenario} (progressive {progressive}): {:.3} <= vinyl {vinyl}",
+                r.score.total
+            );
         }
-        assert!(
-            r.score.total > vinyl,
-            "{scenario}: {:.3} <= vinyl {vinyl}",
-            r.score.total
-        );
     }
+}
+
+#[test]
+fn abr_warm_start_is_not_the_lowest() {
+    // A previous session measured 10 Mb/s: the first segment is FLAC, still quick to start.
+    let opts = SimOptions {
+        previous: Some(SessionEstimate {
+            bps: 10e6,
+            latency: Duration::from_millis(20),
+        }),
+        ..SimOptions::default()
+    };
+    let trace = NetworkTrace::scenario("stable-high", 1).unwrap();
+    let r = simulate(&SimTrack::hd(), &trace, &opts);
+    assert_eq!(r.decisions[0].3, Reason::Startup);
+    assert_eq!(name(&r, r.decisions[0].2), "flac-44k16");
+    assert!(r.startup_s < 1.2, "{}", r.startup_s);
+    // The same previous estimate on a 500 kb/s link: the first download finds out, the
+    // segment is abandoned for Opus, and the start-up stays bounded with no rebuffer.
+    let trace = NetworkTrace::scenario("stable-low", 1).unwrap();
+    let r = simulate(&SimTrack::hd(), &trace, &opts);
+    assert!(
+        r.decisions.iter().any(|d| d.3 == Reason::Abandon),
+        "{:?}",
+        r.decisions
+    );
+    assert_eq!(r.score.rebuffers, 0);
+    assert!(r.startup_s < 6.0, "{}", r.startup_s);
 }
 
 #[test]
