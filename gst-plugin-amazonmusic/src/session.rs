@@ -9,7 +9,7 @@ use crate::api::{self, ApiError, AudioObject, MusicApi};
 use crate::config::Resolved;
 use crate::firefly::{self, Auth, FireflyError, TrackMetadata};
 use crate::http::{self, HttpError, RetryPolicy};
-use crate::token::{now_unix, LwaClient, TokenManager};
+use crate::token::{now_unix_ms, LwaClient, TokenManager};
 
 /// The audio object in use and its place in the sequence of refreshes.
 #[derive(Debug, Clone)]
@@ -17,21 +17,23 @@ pub struct Current {
     /// 1 for the first audio object, +1 per refresh.
     pub generation: u32,
     pub audio: AudioObject,
-    /// Unix seconds when it was fetched.
-    pub obtained_at: u64,
+    /// Unix milliseconds when it was fetched.
+    pub obtained_at_ms: u64,
 }
 
 impl Current {
     /// When to fetch the next one on our own: at 70 % of its lifetime, before the demuxer's
     /// own deadline (80 %, docs/element-contract.md), so its request finds a newer one ready.
-    pub fn refresh_at(&self) -> u64 {
-        refresh_point(self.obtained_at, self.audio.expires)
+    /// In Unix milliseconds.
+    pub fn refresh_at_ms(&self) -> u64 {
+        refresh_point_ms(self.obtained_at_ms, self.audio.expires)
     }
 }
 
-pub fn refresh_point(obtained_at: u64, expires: u64) -> u64 {
-    let lifetime = expires.saturating_sub(obtained_at);
-    obtained_at + lifetime * 7 / 10
+/// 70 % of the way from `obtained_at_ms` to `expires` (Unix seconds), in Unix milliseconds.
+pub fn refresh_point_ms(obtained_at_ms: u64, expires: u64) -> u64 {
+    let lifetime = expires.saturating_mul(1000).saturating_sub(obtained_at_ms);
+    obtained_at_ms + lifetime * 7 / 10
 }
 
 pub struct Session {
@@ -126,7 +128,7 @@ impl Session {
         let next = Current {
             generation: self.current().map(|c| c.generation + 1).unwrap_or(1),
             audio,
-            obtained_at: now_unix(),
+            obtained_at_ms: now_unix_ms(),
         };
         *self.current.lock().unwrap() = Some(next.clone());
         Ok(next)
@@ -182,9 +184,10 @@ mod tests {
     #[test]
     fn own_refresh_comes_before_the_demuxers() {
         // The demuxer refreshes at 80 % of the remaining lifetime.
-        assert_eq!(refresh_point(1000, 4600), 1000 + 2520);
-        assert!(refresh_point(1000, 1010) < 1000 + 8);
-        assert_eq!(refresh_point(1000, 900), 1000);
+        assert_eq!(refresh_point_ms(1_000_000, 4600), 1_000_000 + 2_520_000);
+        assert!(refresh_point_ms(1_000_000, 1010) < 1_008_000);
+        assert_eq!(refresh_point_ms(1_000_500, 1005), 1_000_500 + 3150);
+        assert_eq!(refresh_point_ms(1_000_000, 900), 1_000_000);
     }
 
     #[test]

@@ -22,6 +22,19 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (schedules need better than whole seconds).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether a refresh point in Unix seconds has been reached.
+fn reached(at_secs: u64) -> bool {
+    now_unix_ms() >= at_secs.saturating_mul(1000)
+}
+
 /// `$AMAZONMUSIC_TOKEN_FILE`'s default: `<config dir>/amazonmusic/token.json`.
 pub fn default_token_path() -> Option<PathBuf> {
     dirs::config_dir().map(|d| d.join("amazonmusic").join("token.json"))
@@ -356,6 +369,8 @@ struct ManagerState {
     /// +1 per refresh, so that a caller that saw a 401 with token N refreshes only once even
     /// when several callers saw it.
     serial: u64,
+    /// LWA refused the refresh token: it will not change its mind, so do not ask again.
+    refused: Option<(String, String)>,
 }
 
 /// Hands out the current access token, refreshing it when due, once per 401, and writing it
@@ -376,6 +391,7 @@ impl TokenManager {
             state: tokio::sync::Mutex::new(ManagerState {
                 tokens: source.tokens,
                 serial: 0,
+                refused: None,
             }),
             refreshes: Default::default(),
         })
@@ -393,8 +409,7 @@ impl TokenManager {
                 return Err(TokenError::NoToken);
             }
             self.refresh_locked(&mut st).await?;
-        } else if refresh_at(st.tokens.issued_at, st.tokens.expires_at)
-            .is_some_and(|at| now_unix() >= at)
+        } else if refresh_at(st.tokens.issued_at, st.tokens.expires_at).is_some_and(reached)
             && st.tokens.refresh_token.is_some()
         {
             self.refresh_locked(&mut st).await?;
@@ -431,8 +446,7 @@ impl TokenManager {
     /// Refreshes if the token is due (the element's timer calls this).
     pub async fn refresh_if_due(&self) -> Result<bool, TokenError> {
         let mut st = self.state.lock().await;
-        let due = refresh_at(st.tokens.issued_at, st.tokens.expires_at)
-            .is_some_and(|at| now_unix() >= at);
+        let due = refresh_at(st.tokens.issued_at, st.tokens.expires_at).is_some_and(reached);
         if due && st.tokens.refresh_token.is_some() {
             self.refresh_locked(&mut st).await?;
             return Ok(true);
@@ -444,7 +458,20 @@ impl TokenManager {
         let (Some(lwa), Some(refresh)) = (&self.lwa, st.tokens.refresh_token.clone()) else {
             return Err(TokenError::NoRefreshToken);
         };
-        let answer = lwa.refresh(&refresh).await?;
+        if let Some((code, message)) = &st.refused {
+            return Err(TokenError::Refused {
+                code: code.clone(),
+                message: message.clone(),
+            });
+        }
+        let answer = match lwa.refresh(&refresh).await {
+            Ok(a) => a,
+            Err(TokenError::Refused { code, message }) => {
+                st.refused = Some((code.clone(), message.clone()));
+                return Err(TokenError::Refused { code, message });
+            }
+            Err(e) => return Err(e),
+        };
         let mut next = st.tokens.clone();
         next.apply(&answer, now_unix());
         if let Some(path) = &self.write_back {

@@ -22,7 +22,7 @@ use crate::firefly::TrackMetadata;
 use crate::http::{wait_on_runtime, HttpError, Secret, RUNTIME};
 use crate::session::{Current, Session};
 use crate::tags;
-use crate::token::{now_unix, TokenError};
+use crate::token::{now_unix, now_unix_ms, TokenError};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -552,7 +552,7 @@ impl AmazonMusicSrc {
                 gst::debug!(CAT, imp = self, "manifest codecs {:?}", codecs);
                 if let Err(m) = config::check_playable(&codecs, installed) {
                     gst::element_imp_error!(self, gst::StreamError::CodecNotFound, ("{}", m));
-                    return Err(gst::FlowError::NotNegotiated);
+                    return Err(gst::FlowError::Error);
                 }
             }
             Err(m) => {
@@ -566,6 +566,13 @@ impl AmazonMusicSrc {
             }
         }
 
+        // BaseSrc sends its segment only with the buffer; ours (the same) goes first so that
+        // downstream sees stream-start, caps, segment, then the audio object and the tags.
+        self.obj()
+            .src_pad()
+            .push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::format::Bytes,
+            >::new()));
         self.push_audio_object_event(&session, &opened.current, opened.token.as_ref());
         match &opened.metadata {
             Ok(meta) => {
@@ -695,21 +702,19 @@ impl AmazonMusicSrc {
 async fn refresher(weak: glib::WeakRef<super::AmazonMusicSrc>, session: Arc<Session>) {
     let mut failures = 0u32;
     loop {
-        let now = now_unix();
-        let ao_due = session.current().map(|c| c.refresh_at());
-        let token_due = session.tokens.due_at().await;
+        let ao_due = session.current().map(|c| c.refresh_at_ms());
+        let token_due = session.tokens.due_at().await.map(|s| s * 1000);
         let next = [ao_due, token_due].into_iter().flatten().min();
+        let now = now_unix_ms();
         let wait = match next {
-            Some(at) if at > now => Duration::from_secs(at - now),
-            Some(_) => Duration::ZERO,
+            Some(at) => Duration::from_millis(at.saturating_sub(now)),
             None => Duration::from_secs(60),
         };
         // After a failure, retry at most every few seconds (never a busy loop).
         let wait = wait.max(Duration::from_secs(u64::from(failures.min(6)) * 5));
         tokio::time::sleep(wait).await;
-        let now = now_unix();
         let mut failed = false;
-        if token_due.is_some_and(|at| now >= at) {
+        if token_due.is_some_and(|at| now_unix_ms() >= at) {
             match session.tokens.refresh_if_due().await {
                 Ok(true) => {
                     if let Some(e) = weak.upgrade() {
@@ -730,7 +735,7 @@ async fn refresher(weak: glib::WeakRef<super::AmazonMusicSrc>, session: Arc<Sess
             }
         }
         if let Some(c) = session.current() {
-            if now >= c.refresh_at() {
+            if now_unix_ms() >= c.refresh_at_ms() {
                 match session.refresh(c.generation).await {
                     Ok(next) => {
                         let Some(e) = weak.upgrade() else { return };
@@ -785,7 +790,7 @@ impl BaseSrcImpl for AmazonMusicSrc {
                 ConfigError::NoApiEndpoint => gst::ResourceError::Settings,
                 ConfigError::TokenFile(_) => gst::ResourceError::OpenRead,
             };
-            gst::error_msg!(domain, ["{}", e])
+            gst::error_msg!(domain, ("{}", e))
         })?;
         let capability = config::capability(settings.quality.into(), installed)
             .map_err(|m| gst::error_msg!(gst::StreamError::CodecNotFound, ("{}", m)))?;

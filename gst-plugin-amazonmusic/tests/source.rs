@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: MPL-2.0
+//! amazonmusicsrc against the real emulator process, with an appsink after it: the MPD, the
+//! sticky audio-object event, the tags, the refresh query, token handling and every error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+
+const HD: &str = "B0EMUHD001";
+const JP_ONLY: &str = "B0EMUJP001";
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn manifest_event_and_tags_reach_downstream() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let run = Running::new(source(&emu, &token_file, HD));
+    let sample = run.manifest(WAIT).expect("manifest");
+
+    let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    assert_eq!(caps.name(), "application/dash+xml");
+    assert_eq!(caps.get::<&str>("source").unwrap(), "amazonmusicsrc");
+    let mpd = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+    let text = String::from_utf8(mpd).unwrap();
+    assert!(
+        text.contains("<MPD") && text.contains("codecs=\"flac\""),
+        "{text}"
+    );
+
+    // The sticky event, as the contract describes it.
+    let ev = run.audio_object_event().expect("sticky audio-object event");
+    assert_eq!(ev.get::<&str>("track-id").unwrap(), HD);
+    assert_eq!(ev.get::<u32>("generation").unwrap(), 1);
+    let expires = ev.get::<u64>("expires").unwrap();
+    let now = gstamazonmusic::token::now_unix();
+    assert!(
+        expires > now + 3000 && expires <= now + 3601,
+        "{expires} vs {now}"
+    );
+    assert_eq!(ev.get::<&str>("quality").unwrap(), "SD,HD,UHD,ATMOS");
+    let creds = credentials(&ev);
+    assert_eq!(creds.type_().name(), "AmzMusicCredentials");
+    let auth = creds.property::<String>("authorization");
+    assert!(auth.starts_with("Bearer Atza|"), "{}", auth.len());
+    let seg = headers(&creds, "segment-headers");
+    assert_eq!(seg[0].0, "x-amz-music-segment-token");
+    assert_eq!(headers(&creds, "key-headers")[0].0, "x-amz-music-key-token");
+    assert!(creds
+        .property::<String>("user-agent")
+        .starts_with("gst-amazonmusic/"));
+
+    // What the event carries works: the manifest URL with its headers is served.
+    let uri = creds.property::<String>("manifest-uri");
+    let mut req = emu.http.get(&uri);
+    for (k, v) in headers(&creds, "manifest-headers") {
+        req = req.header(k, v);
+    }
+    let status = gstamazonmusic::http::RUNTIME
+        .block_on(async { req.send().await.unwrap().status().as_u16() });
+    assert_eq!(status, 200);
+
+    // Tags, before the MPD buffer (sticky on the appsink's pad).
+    let pad = run.sink.static_pad("sink").unwrap();
+    let tags = pad
+        .sticky_event::<gst::event::Tag>(0)
+        .expect("tag event")
+        .tag_owned();
+    assert_eq!(
+        tags.get::<gst::tags::Title>().unwrap().get(),
+        "Harbour Lights"
+    );
+    assert_eq!(
+        tags.get::<gst::tags::Artist>().unwrap().get(),
+        "The Loopback Ensemble"
+    );
+    assert_eq!(tags.get::<gst::tags::Album>().unwrap().get(), "Signals");
+    assert_eq!(
+        tags.get::<gst::tags::AlbumArtist>().unwrap().get(),
+        "The Loopback Ensemble"
+    );
+    assert_eq!(tags.get::<gst::tags::TrackNumber>().unwrap().get(), 1);
+    assert_eq!(tags.get::<gst::tags::AlbumVolumeNumber>().unwrap().get(), 1);
+    assert_eq!(
+        tags.get::<gst::tags::Duration>().unwrap().get(),
+        gst::ClockTime::from_seconds(60)
+    );
+    assert_eq!(tags.get::<gst::tags::ISRC>().unwrap().get(), "QZEMU2600101");
+    assert_eq!(
+        tags.generic("amazonmusic-explicit")
+            .unwrap()
+            .get::<bool>()
+            .unwrap(),
+        false
+    );
+    let image = tags.get::<gst::tags::Image>().unwrap().get();
+    assert_eq!(
+        image.caps().unwrap().structure(0).unwrap().name(),
+        "image/png"
+    );
+    assert!(image.buffer().unwrap().size() > 100);
+    drop(run);
+
+    // One audio object, one metadata query, no refresh.
+    assert_eq!(emu.audio_calls(HD).len(), 1);
+    assert_eq!(emu.calls("POST", "/graphql").len(), 1);
+    assert!(emu.token_calls().len() == 1, "only the sign-in poll");
+}
+
+#[test]
+fn explicit_flag_and_market() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let src = source(&emu, &token_file, JP_ONLY);
+    src.set_property("market", "jp");
+    let run = Running::new(src);
+    run.manifest(WAIT).expect("JP track plays in market JP");
+    let tags = run
+        .sink
+        .static_pad("sink")
+        .unwrap()
+        .sticky_event::<gst::event::Tag>(0)
+        .unwrap()
+        .tag_owned();
+    assert!(tags
+        .generic("amazonmusic-explicit")
+        .unwrap()
+        .get::<bool>()
+        .unwrap());
+}
+
+#[test]
+fn jp_only_track_in_us_is_not_authorized_with_the_reason() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let run = Running::new(source(&emu, &token_file, JP_ONLY));
+    let (err, _) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::NotAuthorized), "{err:?}");
+    assert!(
+        err.message().contains(JP_ONLY) && err.message().contains("not_available_in_market"),
+        "{}",
+        err.message()
+    );
+}
+
+#[test]
+fn unknown_track_is_not_found() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let run = Running::new(source(&emu, &token_file, "B0NOSUCH01"));
+    let (err, _) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::NotFound), "{err:?}");
+    assert!(err.message().contains("B0NOSUCH01"), "{}", err.message());
+}
+
+#[test]
+fn refused_refresh_token_asks_to_run_amzmusic_login() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let path = dir.path().join("token.json");
+    gstamazonmusic::token::TokenFile {
+        access_token: gstamazonmusic::http::Secret::new("Atza|long-expired"),
+        refresh_token: Some(gstamazonmusic::http::Secret::new("Atzr|revoked")),
+        issued_at: 1_000_000,
+        expires_at: 1_003_600,
+        client_id: Some(CLIENT_ID.into()),
+        ..Default::default()
+    }
+    .save_atomic(&path)
+    .unwrap();
+    let run = Running::new(source(&emu, &path, HD));
+    let (err, _) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::NotAuthorized), "{err:?}");
+    assert!(
+        err.message().contains("amzmusic-login"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        emu.token_calls(),
+        vec![("/auth/o2/token".to_string(), 400)],
+        "one refresh attempt, refused"
+    );
+    assert!(emu.audio_calls(HD).is_empty());
+}
+
+#[test]
+fn unauthorized_token_is_refreshed_once_and_written_back() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let before = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
+    // A token the API does not know (revoked, or from another session): 401, then one refresh.
+    let src = source(&emu, &token_file, HD);
+    src.set_property("access-token", "Atza|not-issued-by-this-lwa");
+    let run = Running::new(src);
+    run.manifest(WAIT).expect("manifest after one refresh");
+    let statuses: Vec<u16> = emu.audio_calls(HD).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(statuses, vec![401, 200]);
+    assert_eq!(emu.token_calls().len(), 2, "sign-in poll + one refresh");
+    let after = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
+    assert_ne!(after.access_token, before.access_token);
+    assert_eq!(after.refresh_token, before.refresh_token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}
+
+#[test]
+fn concurrent_askers_cause_one_refresh_and_lookups_none() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let run = Running::new(source(&emu, &token_file, HD));
+    run.manifest(WAIT).unwrap();
+    let first_uri = credentials(&run.ask("lookup", 0).unwrap()).property::<String>("manifest-uri");
+
+    // Four askers holding generation 1 at once (403 on a segment, say).
+    let answers: Vec<u32> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let sink = run.sink.clone();
+                s.spawn(move || {
+                    ask(&sink, "forbidden", 1)
+                        .expect("answered")
+                        .get::<u32>("generation")
+                        .unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers, vec![2, 2, 2, 2]);
+    assert_eq!(emu.audio_calls(HD).len(), 2, "one refresh for four askers");
+
+    // An asker still on generation 1 gets the current one without an API call; so does a
+    // lookup.
+    let late = run.ask("expiring", 1).unwrap();
+    assert_eq!(late.get::<u32>("generation").unwrap(), 2);
+    let look = run.ask("lookup", 0).unwrap();
+    assert_eq!(look.get::<u32>("generation").unwrap(), 2);
+    assert_eq!(emu.audio_calls(HD).len(), 2);
+    let uri = credentials(&look).property::<String>("manifest-uri");
+    assert_ne!(uri, first_uri, "a new audio object");
+    assert_eq!(look.get::<&str>("track-id").unwrap(), HD);
+}
+
+#[test]
+fn short_lived_audio_object_is_refreshed_once_ahead_of_expiry() {
+    // Lifetime 5 s: the source refreshes at 70 % (≈3.5 s), the next one would come ≥ 2.8 s
+    // later; at 4.8 s exactly one refresh has happened.
+    let emu = Emu::start(&["--audio-object-lifetime", "5"]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let run = Running::new(source(&emu, &token_file, HD));
+    run.manifest(WAIT).unwrap();
+    let started = std::time::Instant::now();
+    let first = run.ask("lookup", 0).unwrap();
+    assert_eq!(first.get::<u32>("generation").unwrap(), 1);
+    std::thread::sleep(Duration::from_millis(4800).saturating_sub(started.elapsed()));
+    let now = run.ask("lookup", 0).unwrap();
+    assert_eq!(now.get::<u32>("generation").unwrap(), 2);
+    assert!(now.get::<u64>("expires").unwrap() > first.get::<u64>("expires").unwrap());
+    assert_eq!(
+        emu.audio_calls(HD).len(),
+        2,
+        "exactly one refresh ahead of expiry"
+    );
+}
+
+#[test]
+fn access_token_expiring_mid_run_is_refreshed_once_and_written_back() {
+    // Tokens live 5 s; the source refreshes one fifth before expiry (4 s after issue).
+    let emu = Emu::start(&["--token-lifetime", "5"]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let before = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
+    let issued = std::time::Instant::now();
+    let run = Running::new(source(&emu, &token_file, HD));
+    run.manifest(WAIT).unwrap();
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(issued.elapsed()));
+    // The first token has expired by now; the file holds the refreshed one.
+    let after = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
+    assert_ne!(after.access_token, before.access_token);
+    assert_eq!(after.refresh_token, before.refresh_token);
+    assert_eq!(emu.token_calls().len(), 2, "sign-in poll + one refresh");
+    let look = run.ask("lookup", 0).unwrap();
+    assert_eq!(
+        credentials(&look).property::<String>("authorization"),
+        format!("Bearer {}", after.access_token.expose())
+    );
+    // And the API takes it: a refresh of the audio object with the new token succeeds.
+    let next = run.ask("expiring", 1).unwrap();
+    assert_eq!(next.get::<u32>("generation").unwrap(), 2);
+    let statuses: Vec<u16> = emu.audio_calls(HD).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(statuses, vec![200, 200]);
+    // No temporary file left next to it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn network_failures_are_retried() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    assert_eq!(
+        emu.post_json(
+            "/_emulator/faults",
+            serde_json::json!({"path_contains": "/v1/tracks/", "count": 2, "action": {"status": 503}})
+        ),
+        201
+    );
+    let run = Running::new(source(&emu, &token_file, HD));
+    run.manifest(WAIT).expect("third attempt succeeds");
+    let statuses: Vec<u16> = emu.audio_calls(HD).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(statuses, vec![503, 503, 200]);
+}
+
+#[test]
+fn network_failure_after_retries_is_open_read() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    assert_eq!(
+        emu.post_json(
+            "/_emulator/faults",
+            serde_json::json!({"path_contains": "/v1/tracks/", "count": 100, "action": "reset"})
+        ),
+        201
+    );
+    let run = Running::new(source(&emu, &token_file, HD));
+    let (err, debug) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::OpenRead), "{err:?}");
+    assert!(debug.contains("4 attempt"), "{debug}");
+    assert_eq!(emu.audio_calls(HD).len(), 4);
+}
+
+#[test]
+fn album_uris_are_refused_with_a_reason() {
+    init();
+    let e = gst::Element::make_from_uri(gst::URIType::Src, "amazonmusic://album/B0EMUALB01", None);
+    assert!(e.is_err(), "album URIs are for the player to resolve");
+    let src =
+        gst::Element::make_from_uri(gst::URIType::Src, "amazonmusic://track/B0EMUHD001", None)
+            .unwrap();
+    assert_eq!(
+        src.property::<Option<String>>("track-id").as_deref(),
+        Some("B0EMUHD001")
+    );
+}
+
+#[test]
+fn no_token_at_all_is_not_authorized() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let run = Running::new(source(&emu, &dir.path().join("missing.json"), HD));
+    let (err, _) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::NotAuthorized), "{err:?}");
+    assert!(
+        err.message().contains("amzmusic-login"),
+        "{}",
+        err.message()
+    );
+}
