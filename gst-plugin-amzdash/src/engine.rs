@@ -477,9 +477,48 @@ impl Context {
             }
             p.mpd = mpd;
             p.manifest_url = url;
+            self.replace_urls(&p)?;
             *self.presentation.lock().unwrap() = Arc::new(p);
-            // Byte ranges and times stay; URLs are re-derived from the new manifest.
-            self.plans.lock().unwrap().clear();
+        }
+        Ok(())
+    }
+
+    /// Re-derives the URLs of every planned representation from a refreshed manifest. Times
+    /// and byte ranges stay, so the segment being fetched is the same one, at its new URL.
+    fn replace_urls(&self, p: &Presentation) -> Result<(), EngineError> {
+        let mut plans = self.plans.lock().unwrap();
+        let period = &p.mpd.periods[p.period];
+        for c in &p.candidates {
+            let Some(old) = plans.get(&c.id).cloned() else {
+                continue;
+            };
+            let fresh = segments::plan(&p.manifest_url, p.rep(c), period.start, period.duration)
+                .map_err(|e| EngineError::Manifest(format!("refreshed manifest: {e}")))?;
+            let plan = match fresh {
+                SegmentPlan::Ready { init, segments } => {
+                    if segments.len() != old.segments.len() {
+                        return Err(EngineError::Manifest(format!(
+                            "refreshed manifest has {} segments for {} instead of {}",
+                            segments.len(),
+                            c.id,
+                            old.segments.len()
+                        )));
+                    }
+                    RepPlan { init, segments }
+                }
+                SegmentPlan::NeedsIndex { init, url, .. } => RepPlan {
+                    init,
+                    segments: old
+                        .segments
+                        .iter()
+                        .map(|s| SegmentRef {
+                            url: url.clone(),
+                            ..s.clone()
+                        })
+                        .collect(),
+                },
+            };
+            plans.insert(c.id.clone(), Arc::new(plan));
         }
         Ok(())
     }

@@ -60,6 +60,10 @@ pub fn config(addressing: Addressing, audio_object_lifetime_s: u64) -> Config {
 pub fn init() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
+        // init_gst puts target/<profile> on the plugin path (widevinedecrypt comes from
+        // `cargo build -p gst-plugin-widevine-stub`). `cargo test` does not refresh
+        // target/<profile>/libgstamzdash.so, so the code under test is registered statically:
+        // its features replace those of a stale file plugin of the same name.
         amzmusic_tests::init_gst();
         gstamzdash::plugin_register_static().expect("register amzdash");
     });

@@ -1,0 +1,325 @@
+//! Against the emulator's signed CDN: the audio object arrives as the contract's sticky event
+//! (credentials in a GObject's properties), segment headers go on every request, every
+//! addressing plays sample-identical, and a 403 makes the demuxer ask upstream for a fresh
+//! audio object and continue without gap or repeat.
+
+mod common;
+
+use gst::glib;
+use gst::prelude::*;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use amzmusic_emulator::cdn::{issue_audio_object, AudioObject};
+use amzmusic_emulator::content::catalog::{Addressing, Catalog, Tier};
+use amzmusic_emulator::observe::{FaultAction, FaultRule};
+use common::*;
+
+mod creds {
+    use gst::glib;
+    use gst::subclass::prelude::*;
+    use std::sync::{LazyLock, Mutex};
+
+    /// Stands in for amazonmusic's `AmzMusicCredentials` (the contract names only its
+    /// properties, so any GObject with them will do).
+    #[derive(Default)]
+    pub struct TestCredentials {
+        pub values: Mutex<Vec<(String, glib::Value)>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for TestCredentials {
+        const NAME: &'static str = "AmzDashTestCredentials";
+        type Type = super::TestCredentials;
+        type ParentType = glib::Object;
+    }
+
+    impl ObjectImpl for TestCredentials {
+        fn properties() -> &'static [glib::ParamSpec] {
+            static P: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+                vec![
+                    glib::ParamSpecString::builder("manifest-uri").build(),
+                    glib::ParamSpecString::builder("user-agent").build(),
+                    glib::ParamSpecBoxed::builder::<gst::Structure>("segment-headers").build(),
+                    glib::ParamSpecBoxed::builder::<gst::Structure>("manifest-headers").build(),
+                ]
+            });
+            P.as_ref()
+        }
+        fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+            self.values
+                .lock()
+                .unwrap()
+                .push((pspec.name().to_string(), value.clone()));
+        }
+        fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+            self.values
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(k, _)| k == pspec.name())
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| pspec.default_value().clone())
+        }
+    }
+}
+
+glib::wrapper! {
+    pub struct TestCredentials(ObjectSubclass<creds::TestCredentials>);
+}
+
+// SAFETY: its only state is behind a Mutex, and GObject refcounting is atomic; a structure
+// field must be Send + Sync (amazonmusic's AmzMusicCredentials is declared the same way).
+unsafe impl Send for TestCredentials {}
+unsafe impl Sync for TestCredentials {}
+
+fn headers(list: &[(String, String)]) -> gst::Structure {
+    let mut s = gst::Structure::new_empty("headers");
+    for (k, v) in list {
+        s.set(k.as_str(), v.as_str());
+    }
+    s
+}
+
+fn audio_object_structure(ao: &AudioObject, generation: u32) -> gst::Structure {
+    let creds: TestCredentials = glib::Object::builder()
+        .property("manifest-uri", &ao.manifest_url)
+        .property("user-agent", "amzdash-tests/1")
+        .property("segment-headers", headers(&ao.audio_segment_headers))
+        .property("manifest-headers", headers(&ao.manifest_headers))
+        .build();
+    gst::Structure::builder("amazonmusic-audio-object")
+        .field("track-id", &ao.track_id)
+        .field("generation", generation)
+        .field("expires", ao.expires)
+        .field("quality", &ao.quality)
+        .field("credentials", creds)
+        .build()
+}
+
+struct Outcome {
+    pcm: Vec<u8>,
+    error: Option<String>,
+    eos: bool,
+    stats: gst::Structure,
+    refresh_queries: Vec<(String, u32)>,
+}
+
+/// Plays `track` from the CDN as amazonmusicsrc would feed it; `refresh` answers the
+/// contract's upstream query (None: nobody answers).
+fn play(
+    emu: &Emulator,
+    track: &str,
+    tier: Tier,
+    demux_props: &str,
+    before: impl FnOnce(&Emulator),
+) -> Outcome {
+    init();
+    let state = emu.running.state.clone();
+    let ao = issue_audio_object(&state, track, tier, None).unwrap();
+    let (hk, hv) = ao.manifest_headers[0].clone();
+    let url = ao.manifest_url.clone();
+    let mpd = emu.rt.block_on(async move {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header(hk, hv)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap().to_vec()
+    });
+    let keys = amzmusic_emulator::export::keys(&Catalog::builtin(None), track)
+        .unwrap()
+        .join(",");
+    let pipeline = gst::parse::launch(&format!(
+        "amzdashdemux name=demux {demux_props} ! qtdemux ! widevinedecrypt keys={keys} ! \
+         flacparse ! flacdec ! audio/x-raw,format=S16LE ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let demux = pipeline.by_name("demux").unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let queries = Arc::new(Mutex::new(Vec::new()));
+    let generation = Arc::new(AtomicU32::new(1));
+    let (q2, g2, st2, track2) = (
+        queries.clone(),
+        generation.clone(),
+        state.clone(),
+        track.to_string(),
+    );
+    let src = gst::Pad::builder(gst::PadDirection::Src)
+        .name("amazonmusicsrc")
+        .query_function(move |_pad, _parent, q| {
+            let gst::QueryViewMut::Custom(c) = q.view_mut() else {
+                return false;
+            };
+            let s = c.structure_mut();
+            if s.name() != "amazonmusic-audio-object" {
+                return false;
+            }
+            let reason = s.get::<String>("reason").unwrap_or_default();
+            let asked = s.get::<u32>("generation").unwrap_or(0);
+            q2.lock().unwrap().push((reason, asked));
+            // A new audio object per refresh, as the music API would hand out.
+            let fresh = issue_audio_object(&st2, &track2, tier, None).unwrap();
+            let gen = g2.fetch_add(1, Ordering::SeqCst) + 1;
+            let a = audio_object_structure(&fresh, gen);
+            for (k, v) in a.iter() {
+                s.set_value(k, v.clone());
+            }
+            true
+        })
+        .build();
+    src.set_active(true).unwrap();
+    src.link(&demux.static_pad("sink").unwrap()).unwrap();
+    before(emu);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_event(gst::event::StreamStart::new("amazonmusicsrc-test"));
+    src.push_event(gst::event::Caps::new(
+        &gst::Caps::builder("application/dash+xml")
+            .field("source", "amazonmusicsrc")
+            .build(),
+    ));
+    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::format::Bytes,
+    >::new()));
+    src.push_event(gst::event::CustomDownstreamSticky::new(
+        audio_object_structure(&ao, 1),
+    ));
+    let _ = src.push(gst::Buffer::from_slice(mpd));
+    src.push_event(gst::event::Eos::new());
+
+    let mut out = Outcome {
+        pcm: Vec::new(),
+        error: None,
+        eos: false,
+        stats: gst::Structure::new_empty("none"),
+        refresh_queries: Vec::new(),
+    };
+    let bus = pipeline.bus().unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+            out.pcm
+                .extend_from_slice(&s.buffer().unwrap().map_readable().unwrap());
+            continue;
+        }
+        if let Some(m) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = m.view() {
+                out.error = Some(format!("{} ({:?})", e.error(), e.debug()));
+            }
+            break;
+        }
+        if sink.is_eos() {
+            out.eos = true;
+            break;
+        }
+    }
+    out.stats = demux.property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let _ = src.set_active(false);
+    out.refresh_queries = queries.lock().unwrap().clone();
+    out
+}
+
+fn bandwidth_of(emu: &Emulator, track: &str, rep: &str) -> u64 {
+    let ao = issue_audio_object(&emu.running.state, track, Tier::Hd, None).unwrap();
+    let (hk, hv) = ao.manifest_headers[0].clone();
+    let mpd = emu.rt.block_on(async move {
+        reqwest::Client::new()
+            .get(&ao.manifest_url)
+            .header(hk, hv)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    });
+    bandwidth(&mpd, rep)
+}
+
+fn plays_identical(addressing: Addressing) {
+    let emu = Emulator::start(addressing);
+    let track = "B0EMUHD001";
+    let bw = bandwidth_of(&emu, track, "flac-44k16");
+    let out = play(&emu, track, Tier::Hd, &format!("max-bitrate={bw}"), |_| {});
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert!(out.eos);
+    amzmusic_tests::assert_same_pcm(
+        &out.pcm,
+        &source_pcm(track, "flac-44k16"),
+        4,
+        &format!("{addressing:?}"),
+    );
+    assert_eq!(
+        out.stats.get::<String>("representation").unwrap(),
+        "flac-44k16"
+    );
+    assert!(out.stats.get::<u64>("bytes").unwrap() > 1_000_000);
+    assert!(out.refresh_queries.is_empty(), "{:?}", out.refresh_queries);
+}
+
+#[test]
+fn segment_list_with_media_ranges() {
+    plays_identical(Addressing::List);
+}
+
+#[test]
+fn segment_template_with_timeline() {
+    plays_identical(Addressing::Template);
+}
+
+#[test]
+fn segment_base_with_sidx() {
+    plays_identical(Addressing::Base);
+}
+
+#[test]
+fn forbidden_segment_refreshes_once_and_continues_without_gap() {
+    let emu = Emulator::start(Addressing::List);
+    let track = "B0EMUHD001";
+    let bw = bandwidth_of(&emu, track, "flac-44k16");
+    let out = play(&emu, track, Tier::Hd, &format!("max-bitrate={bw}"), |emu| {
+        // The third segment request (after init and two segments, all ranges of one file)
+        // is refused as an expired URL would be.
+        emu.running.state.faults.add(FaultRule {
+            id: 0,
+            path_contains: "flac-44k16".into(),
+            method: None,
+            count: 1,
+            action: FaultAction::Status(403),
+        });
+    });
+    assert!(out.error.is_none(), "{:?}", out.error);
+    amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(track, "flac-44k16"), 4, "refresh");
+    assert_eq!(out.refresh_queries, vec![("forbidden".to_string(), 1)]);
+    assert_eq!(out.stats.get::<u64>("refreshes").unwrap(), 1);
+}
+
+#[test]
+fn forbidden_without_anyone_to_refresh_is_a_clear_error() {
+    let emu = Emulator::start(Addressing::List);
+    let track = "B0EMUHD001";
+    let out = play(&emu, track, Tier::Hd, "", |emu| {
+        emu.running.state.faults.add(FaultRule {
+            id: 0,
+            path_contains: "/cdn/".into(),
+            method: None,
+            count: 100,
+            action: FaultAction::Status(403),
+        });
+    });
+    let err = out.error.expect("an error");
+    assert!(err.contains("refused") || err.contains("403"), "{err}");
+    let _ = Duration::ZERO;
+}
