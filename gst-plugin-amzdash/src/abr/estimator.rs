@@ -51,6 +51,8 @@ pub const OUTAGE_TTFB_S: f64 = 2.0;
 pub struct ThroughputEstimator {
     fast: Ewma,
     slow: Ewma,
+    /// An earlier session's estimate, used until the first measurement.
+    prior: Option<f64>,
     latency: Option<f64>,
     /// Bytes measured so far.
     bytes: u64,
@@ -63,18 +65,18 @@ impl ThroughputEstimator {
         ThroughputEstimator {
             fast: Ewma::new(fast_half_life_s),
             slow: Ewma::new(slow_half_life_s),
+            prior: None,
             latency: None,
             bytes: 0,
             longest_outage_s: 0.0,
         }
     }
 
-    /// Seeds both averages with an earlier estimate (the last session's), weighted as one second
-    /// of transfer so that the first real downloads quickly take over.
+    /// Starts from an earlier estimate (the last session's) until the first measurement, which
+    /// then replaces it entirely: yesterday's network says little once today's is measured.
     pub fn seed(&mut self, bps: f64, latency_s: Option<f64>) {
         if bps > 0.0 && bps.is_finite() {
-            self.fast.sample(1.0, bps);
-            self.slow.sample(1.0, bps);
+            self.prior = Some(bps);
         }
         if let Some(l) = latency_s.filter(|l| l.is_finite() && *l >= 0.0) {
             self.latency = Some(l.min(OUTAGE_TTFB_S));
@@ -113,7 +115,7 @@ impl ThroughputEstimator {
     pub fn estimate_bps(&self) -> Option<f64> {
         match (self.fast.estimate(), self.slow.estimate()) {
             (Some(f), Some(s)) => Some(f.min(s)),
-            _ => None,
+            _ => self.prior,
         }
     }
 
@@ -216,8 +218,13 @@ mod tests {
         let mut t = ThroughputEstimator::new(2.0, 5.0);
         t.seed(10e6, Some(0.02));
         assert!(close(t.estimate_bps().unwrap(), 10e6));
-        // 3 s of transfer at 500 kb/s outweighs the one-second seed.
+        assert!(close(t.latency_s().unwrap(), 0.02));
+        // The first measurement replaces it.
         t.add(187_500, 0.08, 3.08);
-        assert!(t.estimate_bps().unwrap() < 3e6, "{:?}", t.estimate_bps());
+        assert!(close(t.estimate_bps().unwrap(), 500e3));
+        // Nonsense seeds are ignored.
+        let mut t = ThroughputEstimator::new(2.0, 5.0);
+        t.seed(f64::NAN, Some(-1.0));
+        assert_eq!((t.estimate_bps(), t.latency_s()), (None, None));
     }
 }

@@ -499,8 +499,9 @@ impl QualitySelector {
     }
 
     /// Call while a media segment downloads (every few hundred ms): `Some` means drop it and
-    /// fetch the same segment from the returned candidate, which arrives sooner. At most once per
-    /// segment; never during a link outage (no candidate would come sooner).
+    /// fetch the same segment from the returned candidate, which arrives sooner (the bytes that
+    /// did arrive are taken as a measurement: do not also report them with `on_download`). At
+    /// most once per segment; never before the first byte (an outage: nothing would come sooner).
     pub fn check_abandon(
         &mut self,
         f: &InFlight,
@@ -534,6 +535,8 @@ impl QualitySelector {
         if self.fetch_time(r, k, bps) >= left_s {
             return None;
         }
+        // What did arrive is a measurement too (and often the freshest one).
+        self.est.add(f.bytes_received, ttfb, secs(f.elapsed));
         self.abandoned_segment = Some(f.segment);
         self.stats.abandons += 1;
         Some(self.commit(
