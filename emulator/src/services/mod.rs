@@ -281,14 +281,21 @@ pub fn write_env_file(state: &AppState, path: &Path) -> anyhow::Result<()> {
         Instant::now(),
     );
     let token_file = token_file_path(path);
+    let now = crate::signing::now_unix();
+    // The shape amzmusic-login writes, so the element reads either file the same way.
     let token_json = json!({
         "access_token": pair.access_token,
         "refresh_token": pair.refresh_token,
         "token_type": "bearer",
+        "issued_at": now,
+        "expires_at": now + lifetime,
         "expires_in": lifetime,
-        "expires_at": crate::signing::now_unix() + lifetime,
+        "scope": MUSIC_SCOPE,
         "client_id": EMULATOR_CLIENT_ID,
         "lwa_endpoint": base,
+        "api_endpoint": base,
+        "graphql_endpoint": format!("{base}/graphql"),
+        "api_key": EMULATOR_API_KEY,
     });
     write_private(&token_file, &serde_json::to_vec_pretty(&token_json)?)?;
     let vars = [
