@@ -89,3 +89,80 @@ pub fn source_pcm(track: &str, rep: &str) -> Vec<u8> {
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Played {
+    pub pcm: Vec<u8>,
+    pub error: Option<String>,
+    pub eos: bool,
+    pub stats: Option<gst::Structure>,
+    pub buffering: Vec<i32>,
+}
+
+/// Runs `desc` (with `amzdashdemux name=demux` and `appsink name=sink`) to EOS or error,
+/// optionally seeking first (flushing, accurate) once prerolled.
+pub fn play_desc(desc: &str, seek: Option<gst::ClockTime>) -> Played {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    sink.set_property("sync", false);
+    let demux = pipeline.by_name("demux");
+    let bus = pipeline.bus().unwrap();
+    let mut out = Played {
+        pcm: Vec::new(),
+        error: None,
+        eos: false,
+        stats: None,
+        buffering: Vec::new(),
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    if let Some(pos) = seek {
+        pipeline.set_state(gst::State::Paused).unwrap();
+        let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
+        assert!(res.is_ok(), "preroll failed");
+        // The prerolled sample is from before the seek: drop it.
+        let _ = sink.try_pull_preroll(gst::ClockTime::ZERO);
+        assert!(pipeline
+            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, pos)
+            .is_ok());
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    while std::time::Instant::now() < deadline {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+            out.pcm
+                .extend_from_slice(&s.buffer().unwrap().map_readable().unwrap());
+            continue;
+        }
+        let mut stop = false;
+        while let Some(m) = bus.pop() {
+            match m.view() {
+                gst::MessageView::Error(e) => {
+                    out.error = Some(format!("{} ({:?})", e.error(), e.debug()));
+                    stop = true;
+                }
+                gst::MessageView::Buffering(b) => out.buffering.push(b.percent()),
+                _ => {}
+            }
+        }
+        if stop {
+            break;
+        }
+        if sink.is_eos() {
+            out.eos = true;
+            break;
+        }
+    }
+    if out.error.is_none() && !out.eos {
+        out.error = Some(format!("timed out after {TIMEOUT:?}"));
+    }
+    out.stats = demux.map(|d| d.property::<gst::Structure>("stats"));
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}

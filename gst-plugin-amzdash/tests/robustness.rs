@@ -1,0 +1,142 @@
+//! Bad manifests and bad server answers get a clear error or a retry, never a panic or a hang;
+//! seeks are flushing and sample-accurate; buffering messages are posted.
+
+mod common;
+
+use amzmusic_emulator::content::catalog::Addressing;
+use amzmusic_emulator::observe::{FaultAction, FaultRule};
+use common::*;
+
+const TRACK: &str = "B0EMUHD001";
+const BYTES_PER_SECOND: usize = 44100 * 4;
+
+fn open(emu: &Emulator, props: &str) -> String {
+    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base());
+    let bw = bandwidth(&emu.get(&url), "flac-44k16");
+    format!(
+        "souphttpsrc location={url} ! amzdashdemux name=demux max-bitrate={bw} {props} ! qtdemux ! \
+         flacparse ! flacdec ! audio/x-raw,format=S16LE ! appsink name=sink"
+    )
+}
+
+fn fault(emu: &Emulator, path: &str, count: u32, action: FaultAction) {
+    emu.running.state.faults.add(FaultRule {
+        id: 0,
+        path_contains: path.into(),
+        method: None,
+        count,
+        action,
+    });
+}
+
+#[test]
+fn flushing_accurate_seek_is_sample_exact() {
+    let emu = Emulator::start(Addressing::Template);
+    let out = play_desc(&open(&emu, ""), Some(gst::ClockTime::from_mseconds(30_500)));
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let want = source_pcm(TRACK, "flac-44k16");
+    let from = BYTES_PER_SECOND * 30 + BYTES_PER_SECOND / 2;
+    amzmusic_tests::assert_same_pcm(&out.pcm, &want[from..], 4, "after seek to 30.5 s");
+}
+
+#[test]
+fn server_errors_truncation_and_stalls_are_retried() {
+    let emu = Emulator::start(Addressing::Template);
+    fault(
+        &emu,
+        "/open/B0EMUHD001/flac-44k16/00003",
+        2,
+        FaultAction::Status(503),
+    );
+    fault(
+        &emu,
+        "/open/B0EMUHD001/flac-44k16/00004",
+        1,
+        FaultAction::Truncate { bytes: 1000 },
+    );
+    fault(
+        &emu,
+        "/open/B0EMUHD001/flac-44k16/00005",
+        1,
+        FaultAction::Stall { seconds: 3 },
+    );
+    let out = play_desc(&open(&emu, "stall-timeout=1"), None);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(TRACK, "flac-44k16"), 4, "retried");
+    let stats = out.stats.unwrap();
+    assert!(stats.get::<u64>("retries").unwrap() >= 4, "{stats}");
+    assert!(stats.get::<u64>("stalls").unwrap() >= 1, "{stats}");
+    assert!(out.buffering.contains(&100), "{:?}", out.buffering);
+}
+
+#[test]
+fn missing_segment_is_a_clear_not_found_error() {
+    let emu = Emulator::start(Addressing::Template);
+    fault(
+        &emu,
+        "/open/B0EMUHD001/flac-44k16/00002",
+        1,
+        FaultAction::Status(404),
+    );
+    let out = play_desc(&open(&emu, ""), None);
+    let err = out.error.expect("error");
+    assert!(
+        err.contains("does not exist") && err.contains("404"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exhausted_retries_are_a_clear_error() {
+    let emu = Emulator::start(Addressing::Template);
+    fault(
+        &emu,
+        "/open/B0EMUHD001/flac-44k16/00002",
+        100,
+        FaultAction::Status(500),
+    );
+    let out = play_desc(&open(&emu, "retries=2"), None);
+    let err = out.error.expect("error");
+    assert!(
+        err.contains("Could not download") && err.contains("2 attempts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_manifests_are_clear_errors() {
+    let dir = amzmusic_tests::temp_dir("amzdash-bad");
+    let cases = [
+        ("notxml.mpd", "this is not xml <", "not valid XML"),
+        ("html.mpd", "<html><body/></html>", "not an MPD"),
+        (
+            "video.mpd",
+            r#"<MPD type="static"><Period><AdaptationSet contentType="video"><Representation id="v" bandwidth="1"/></AdaptationSet></Period></MPD>"#,
+            "no audio",
+        ),
+        (
+            "codec.mpd",
+            r#"<MPD type="static" mediaPresentationDuration="PT2S"><Period><AdaptationSet contentType="audio"><Representation id="a" codecs="mhm1.0d" bandwidth="1"><SegmentTemplate media="$Number$" duration="1"/></Representation></AdaptationSet></Period></MPD>"#,
+            "no decoder",
+        ),
+        (
+            "missing.mpd",
+            r#"<MPD type="static" mediaPresentationDuration="PT2S"><Period><AdaptationSet contentType="audio"><Representation id="a" codecs="flac" bandwidth="1"><SegmentTemplate media="nothere-$Number$.m4s" initialization="nothere.mp4" duration="1"/></Representation></AdaptationSet></Period></MPD>"#,
+            "does not exist",
+        ),
+        ("empty.mpd", "", "not valid XML"),
+    ];
+    for (name, body, want) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let out = play_desc(
+            &format!(
+                "filesrc location={} ! amzdashdemux name=demux ! fakesink name=x appsink name=sink",
+                p.display()
+            ),
+            None,
+        );
+        let err = out.error.unwrap_or_else(|| panic!("{name}: no error"));
+        assert!(err.contains(want), "{name}: {err:?} should say {want:?}");
+    }
+}
