@@ -426,16 +426,6 @@ impl QualitySelector {
                 reason = Reason::EndGame;
             }
         }
-        if let Some(cur) = self.current {
-            // ExoPlayer's rule, except for a segment so quick to fetch that even a thin buffer
-            // covers it `build_speed` times over (a fast link right after the first segment).
-            let quick = self.fetch_time(target, k, bps * c.up_factor) * c.build_speed
-                <= b - secs(c.reserve);
-            if target > cur && b < secs(c.min_buffer_for_up) && !quick {
-                target = cur;
-                reason = Reason::LowBuffer;
-            }
-        }
         if building {
             let cap = (0..n)
                 .rev()
@@ -447,6 +437,16 @@ impl QualitySelector {
             if target > cap {
                 target = cap;
                 reason = Reason::BufferBuild;
+            }
+        }
+        if let Some(cur) = self.current {
+            // ExoPlayer's rule, except for a segment so quick to fetch that even a thin buffer
+            // covers it `build_speed` times over (a fast link right after the first segment).
+            let quick = self.fetch_time(target, k, bps * c.up_factor) * c.build_speed
+                <= b - secs(c.reserve);
+            if target > cur && b < secs(c.min_buffer_for_up) && !quick {
+                target = cur;
+                reason = Reason::LowBuffer;
             }
         }
         if let Some(cur) = self.current {
