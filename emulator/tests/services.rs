@@ -178,9 +178,10 @@ fn error_code(v: &Value) -> &str {
 async fn device_flow_pending_slow_down_approve_token() {
     let emu = emulator().await;
     let (c, base) = (client(), emu.base_url.clone());
-    set_config(&c, &base, json!({ "device_poll_interval_s": 1 })).await;
+    // Long enough that two back-to-back polls always fall inside it, even on a busy machine.
+    set_config(&c, &base, json!({ "device_poll_interval_s": 2 })).await;
     let pair = code_pair(&c, &base, "amazon_music:access").await;
-    assert_eq!(pair["interval"], 1);
+    assert_eq!(pair["interval"], 2);
     assert_eq!(pair["expires_in"], 600);
     assert_eq!(pair["verification_uri"], format!("{base}/activate"));
     assert!(pair["device_code"].as_str().unwrap().len() >= 32);
@@ -212,7 +213,7 @@ async fn device_flow_pending_slow_down_approve_token() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let (s, tok) = poll(&c, &base, &pair).await;
     assert_eq!(s, StatusCode::OK, "{tok}");
     assert!(tok["access_token"].as_str().unwrap().starts_with("Atza|"));
@@ -220,7 +221,6 @@ async fn device_flow_pending_slow_down_approve_token() {
     assert_eq!(tok["token_type"], "bearer");
     assert_eq!(tok["expires_in"], 3600);
     // A redeemed code is spent.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (s, v) = poll(&c, &base, &pair).await;
     assert_eq!(
         (s, error_code(&v)),
@@ -365,9 +365,9 @@ async fn post_license(
 async fn refresh_and_expired_tokens_get_401_everywhere() {
     let emu = emulator().await;
     let (c, base) = (client(), emu.base_url.clone());
-    set_config(&c, &base, json!({ "token_lifetime_s": 1 })).await;
+    set_config(&c, &base, json!({ "token_lifetime_s": 2 })).await;
     let tok = login(&c, &base, "amazon_music:access").await;
-    assert_eq!(tok["expires_in"], 1);
+    assert_eq!(tok["expires_in"], 2);
     let access = tok["access_token"].as_str().unwrap().to_string();
     let (s, ao) = audio(&c, &base, &access, ids::HD, "HD", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -375,7 +375,7 @@ async fn refresh_and_expired_tokens_get_401_everywhere() {
     let amzn = base64::engine::general_purpose::STANDARD
         .encode(json!({"access_token": access, "deviceId": "D1", "deviceType": "A1"}).to_string());
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     // Music API, album lookups, FireFly (both token modes) and the license server.
     let (s, v) = audio(&c, &base, &access, ids::HD, "HD", None).await;
     assert_eq!(
@@ -1020,10 +1020,11 @@ async fn graphql_feature_flags_trace_and_complexity() {
 async fn graphql_rate_limit_per_api_key() {
     let emu = emulator().await;
     let (c, base) = (client(), emu.base_url.clone());
-    set_config(&c, &base, json!({ "graphql_rate_limit": 2 })).await;
+    // One a second: eight requests pass only if they take seven seconds.
+    set_config(&c, &base, json!({ "graphql_rate_limit": 1 })).await;
     let mut statuses = Vec::new();
     let mut retry_after = None;
-    for _ in 0..6 {
+    for _ in 0..8 {
         let r = gql(&c, &base, &anonymous_headers(), "{ market }", json!({})).await;
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
             retry_after = r.headers().get("retry-after").cloned();
@@ -1520,4 +1521,53 @@ async fn secrets_never_reach_logs() {
             "a secret reached /_emulator/requests"
         );
     }
+}
+
+#[tokio::test]
+async fn serve_writes_the_env_file_the_plugins_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("emu.env");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_amzmusic-emulator"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--token-lifetime",
+            "120",
+            "--device-poll-interval",
+            "0",
+            "--env-file",
+        ])
+        .arg(&env)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = line.strip_prefix("ready ").unwrap().to_string();
+    // Written before `ready`.
+    let text = std::fs::read_to_string(&env).unwrap();
+    assert!(text.contains(&format!("export AMAZONMUSIC_API_ENDPOINT='{base}'")));
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("export AMAZONMUSIC_ACCESS_TOKEN='"))
+        .unwrap()
+        .trim_end_matches('\'');
+    let c = client();
+    let (s, v) = audio(&c, &base, token, ids::HD, "HD", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(services::token_file_path(&env)).unwrap()).unwrap();
+    assert_eq!(file["expires_in"], 120);
+    assert_eq!(file["graphql_endpoint"], format!("{base}/graphql"));
+    // The flags reached the services.
+    let pair = code_pair(&c, &base, "amazon_music:access").await;
+    assert_eq!(pair["interval"], 0);
+    child.kill().await.unwrap();
 }
