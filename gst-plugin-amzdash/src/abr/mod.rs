@@ -40,7 +40,8 @@
 //! // abr.check_abandon(&InFlight { .. }, &buffer, now)
 //! // When it is done (also for init segments and indexes):
 //! abr.on_download(&Download { bytes: 405_076, ttfb: Duration::from_millis(80), total: secs(1) });
-//! // When playback runs dry: abr.on_stall();
+//! // When playback runs dry: abr.on_stall(); after a flushing seek: abr.on_seek();
+//! // When max-bitrate/max-quality change: abr.set_cap(Some(index)).
 //! // For the `stats` property: abr.stats(); at the end, persist abr.session_estimate().
 //! ```
 //!

@@ -194,6 +194,8 @@ pub struct QualitySelector {
     paused: bool,
     last_codec_switch_s: Option<f64>,
     abandoned_segment: Option<usize>,
+    /// Highest candidate allowed (the element's max-bitrate / max-quality).
+    cap: Option<usize>,
     stats: AbrStats,
 }
 
@@ -217,6 +219,7 @@ impl QualitySelector {
             paused: false,
             last_codec_switch_s: None,
             abandoned_segment: None,
+            cap: None,
             stats: AbrStats::default(),
         }
     }
@@ -258,6 +261,20 @@ impl QualitySelector {
     /// Feed every finished download (media segments, init segments, indexes).
     pub fn on_download(&mut self, d: &Download) {
         self.est.add(d.bytes, secs(d.ttfb), secs(d.total));
+    }
+
+    /// Never answer above candidate `max_rep` (the element's `max-bitrate`/`max-quality`, which
+    /// may change while playing); `None` lifts the cap.
+    pub fn set_cap(&mut self, max_rep: Option<usize>) {
+        self.cap = max_rep;
+    }
+
+    /// A seek flushed the buffer: the next segment is chosen like a start (the best one expected
+    /// within the start-up budget, now at the measured estimate), not like a rebuffer.
+    pub fn on_seek(&mut self) {
+        self.played = false;
+        self.paused = false;
+        self.abandoned_segment = None;
     }
 
     /// Playback ran dry (the element posts buffering and waits).
@@ -479,7 +496,10 @@ impl QualitySelector {
         )
     }
 
-    fn commit(&mut self, choice: Choice, now: Duration) -> Choice {
+    fn commit(&mut self, mut choice: Choice, now: Duration) -> Choice {
+        if let Some(cap) = self.cap {
+            choice.rep = choice.rep.min(cap);
+        }
         if let Some(cur) = self.current {
             if choice.rep != cur {
                 self.stats.switches += 1;
@@ -858,5 +878,28 @@ mod tests {
         // Resumes only when the next segment fits in the budget.
         assert_eq!(q.fetch_advice(&lvl(5, 2_600_000)), FetchAdvice::Pause);
         assert_eq!(q.fetch_advice(&lvl(5, 2_400_000)), FetchAdvice::Fetch);
+    }
+
+    #[test]
+    fn seek_starts_again_and_cap_holds() {
+        let stopped = BufferLevel {
+            ahead: Duration::ZERO,
+            bytes: 0,
+            playing: false,
+        };
+        let mut q = measured(ladder(60), throughput_only(), 10e6);
+        assert_eq!(q.choose(5, &playing(40), S).rep, 3);
+        // Running dry after playing: the fastest way back.
+        q.played = true;
+        assert_eq!(q.choose(6, &stopped, S).reason, Reason::Rebuffer);
+        // After a seek: a start at 10 Mb/s, 800 kb/s × 10 s arrives in 0.8 s.
+        q.on_seek();
+        let c = q.choose(30, &stopped, S);
+        assert_eq!((c.rep, c.reason), (3, Reason::Startup));
+        // max-bitrate lowered to the 400 kb/s candidate.
+        q.set_cap(Some(2));
+        assert_eq!(q.choose(31, &playing(40), S).rep, 2);
+        q.set_cap(None);
+        assert_eq!(q.choose(32, &playing(40), S).rep, 3);
     }
 }
