@@ -58,7 +58,12 @@ pub struct ThroughputEstimator {
     bytes: u64,
     /// Longest link stall seen (first byte very late), seconds.
     longest_outage_s: f64,
+    /// Share of the time the link answered (1) rather than stalled (0), over about a minute.
+    availability: Ewma,
 }
+
+/// Half-life of the availability average, seconds of download time.
+const AVAILABILITY_HALF_LIFE_S: f64 = 60.0;
 
 impl ThroughputEstimator {
     pub fn new(fast_half_life_s: f64, slow_half_life_s: f64) -> ThroughputEstimator {
@@ -69,6 +74,7 @@ impl ThroughputEstimator {
             latency: None,
             bytes: 0,
             longest_outage_s: 0.0,
+            availability: Ewma::new(AVAILABILITY_HALF_LIFE_S),
         }
     }
 
@@ -93,9 +99,14 @@ impl ThroughputEstimator {
         let usual = self.latency.unwrap_or(0.0);
         if ttfb_s - usual > OUTAGE_TTFB_S {
             // The request waited on a stalled link: remember how long, keep it out of the
-            // latency (it is not what the next request will see when the link is up).
+            // latency (it is not what the next request will see when the link is up), and count
+            // it against the link's availability.
             self.longest_outage_s = self.longest_outage_s.max(ttfb_s - usual);
+            self.availability.sample(ttfb_s - usual, 0.0);
+            self.availability
+                .sample((total_s - ttfb_s + usual).max(1e-3), 1.0);
         } else {
+            self.availability.sample(total_s.max(1e-3), 1.0);
             self.latency = Some(match self.latency {
                 None => ttfb_s,
                 Some(l) => 0.7 * l + 0.3 * ttfb_s,
@@ -126,6 +137,12 @@ impl ThroughputEstimator {
 
     pub fn measured_bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Share of recent time the link was answering (1 without outages): what a long track can
+    /// count on is the rate times this.
+    pub fn availability(&self) -> f64 {
+        self.availability.estimate().unwrap_or(1.0).clamp(0.0, 1.0)
     }
 
     /// The longest link outage observed, seconds (0 when none).
@@ -211,6 +228,10 @@ mod tests {
         t.add(200_000, 25.0, 26.0);
         assert!(close(t.latency_s().unwrap(), 0.13));
         assert!((t.longest_outage_s() - 24.87).abs() < 1e-9);
+        // 24.87 s stalled against 1.1 + 0.0001 + 1.13 s answering, weighted over a minute.
+        let a = t.availability();
+        assert!(a > 0.05 && a < 0.2, "{a}");
+        assert_eq!(ThroughputEstimator::new(2.0, 5.0).availability(), 1.0);
     }
 
     #[test]

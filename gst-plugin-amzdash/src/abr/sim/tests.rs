@@ -278,3 +278,28 @@ fn abr_drop_goes_down_without_stall_and_comes_back() {
     );
     assert!(r.stats.codec_switches >= 2);
 }
+
+#[test]
+fn abr_long_track_through_outages() {
+    // Ten minutes through the outage scenario (1 Mb/s for 6-10 s, then 20-40 s of nothing):
+    // counting the outages against the link's rate keeps to what it sustains (Opus), and the
+    // buffer built before each outage covers nearly all of them.
+    let track = SimTrack::hd_repeated(10);
+    let mut rebuffers = 0;
+    for seed in 1..=5 {
+        let r = simulate(
+            &track,
+            &NetworkTrace::scenario("outage", seed).unwrap(),
+            &SimOptions::default(),
+        );
+        assert!(r.ended, "seed {seed}");
+        let flac = r
+            .segment_reps
+            .iter()
+            .filter(|&&k| r.ladder.codec(k) == CodecFamily::Flac)
+            .count();
+        assert!(flac <= 2, "seed {seed}: {flac} FLAC segments");
+        rebuffers += r.score.rebuffers;
+    }
+    assert!(rebuffers <= 2, "{rebuffers} rebuffers in 5 × 10 minutes");
+}
