@@ -475,8 +475,10 @@ impl QualitySelector {
                 let too_soon = self
                     .last_codec_switch_s
                     .is_some_and(|t| secs(now) - t < secs(c.cross_codec_min_interval));
+                let sustained = bps * self.est.availability();
                 let headroom = reason == Reason::EndGame
-                    || self.need_bps(target, k) <= bps * c.up_factor / (1.0 + c.cross_codec_margin);
+                    || self.need_bps(target, k)
+                        <= sustained * c.up_factor / (1.0 + c.cross_codec_margin);
                 if too_soon || !headroom {
                     target = (cur..target)
                         .rev()
