@@ -105,6 +105,8 @@ struct Outcome {
     eos: bool,
     stats: gst::Structure,
     refresh_queries: Vec<(String, u32)>,
+    /// Factories of every element added below the pipeline, in order.
+    plugged: Vec<String>,
 }
 
 /// Plays `track` from the CDN as amazonmusicsrc would feed it; `refresh` answers the
@@ -134,13 +136,47 @@ fn play(
     let keys = amzmusic_emulator::export::keys(&Catalog::builtin(None), track)
         .unwrap()
         .join(",");
-    let pipeline = gst::parse::launch(&format!(
-        "amzdashdemux name=demux {demux_props} ! qtdemux ! widevinedecrypt keys={keys} ! \
-         flacparse ! flacdec ! audio/x-raw,format=S16LE ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    // "decodebin3 k=v …": autoplug, then set k=v on the amzdashdemux parsebin creates.
+    let decodebin3 = demux_props.starts_with("decodebin3");
+    let autoplugged_props: Vec<(String, String)> = demux_props
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let desc = if decodebin3 {
+        // playbin3's path: parsebin must pick amzdashdemux for amazonmusicsrc's caps, then
+        // qtdemux, widevinedecrypt, flacparse and flacdec.
+        "decodebin3 name=demux ! audioconvert ! audio/x-raw,format=S16LE ! \
+         appsink name=sink sync=false"
+            .to_string()
+    } else {
+        format!(
+            "amzdashdemux name=demux {demux_props} ! qtdemux ! widevinedecrypt keys={keys} ! \
+             flacparse ! flacdec ! audio/x-raw,format=S16LE ! appsink name=sink sync=false"
+        )
+    };
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let plugged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let plugged2 = plugged.clone();
+    pipeline.connect("deep-element-added", false, move |args| {
+        let e = args[2].get::<gst::Element>().unwrap();
+        if let Some(f) = e.factory() {
+            if f.name() == "widevinedecrypt" {
+                e.set_property_from_str("keys", &keys);
+            }
+            if f.name() == "amzdashdemux" {
+                for (k, v) in &autoplugged_props {
+                    e.set_property_from_str(k, v);
+                }
+            }
+            plugged2.lock().unwrap().push(f.name().to_string());
+        }
+        None
+    });
     let demux = pipeline.by_name("demux").unwrap();
     let sink = pipeline
         .by_name("sink")
@@ -180,6 +216,15 @@ fn play(
         .build();
     src.set_active(true).unwrap();
     src.link(&demux.static_pad("sink").unwrap()).unwrap();
+    if decodebin3 {
+        let conv = pipeline.by_name("audioconvert0").unwrap();
+        let conv_sink = conv.static_pad("sink").unwrap();
+        demux.connect_pad_added(move |_, pad| {
+            if !conv_sink.is_linked() {
+                let _ = pad.link(&conv_sink);
+            }
+        });
+    }
     before(emu);
     pipeline.set_state(gst::State::Playing).unwrap();
     src.push_event(gst::event::StreamStart::new("amazonmusicsrc-test"));
@@ -203,6 +248,7 @@ fn play(
         eos: false,
         stats: gst::Structure::new_empty("none"),
         refresh_queries: Vec::new(),
+        plugged: Vec::new(),
     };
     let bus = pipeline.bus().unwrap();
     let deadline = Instant::now() + TIMEOUT;
@@ -223,7 +269,20 @@ fn play(
             break;
         }
     }
-    out.stats = demux.property::<gst::Structure>("stats");
+    out.stats = if decodebin3 {
+        let found = pipeline
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().is_some_and(|f| f.name() == "amzdashdemux"));
+        match found {
+            Some(d) => d.property::<gst::Structure>("stats"),
+            None => gst::Structure::new_empty("not-plugged"),
+        }
+    } else {
+        demux.property::<gst::Structure>("stats")
+    };
+    out.plugged = plugged.lock().unwrap().clone();
     pipeline.set_state(gst::State::Null).unwrap();
     let _ = src.set_active(false);
     out.refresh_queries = queries.lock().unwrap().clone();
@@ -322,4 +381,91 @@ fn forbidden_without_anyone_to_refresh_is_a_clear_error() {
     let err = out.error.expect("an error");
     assert!(err.contains("refused") || err.contains("403"), "{err}");
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn decodebin3_picks_amzdashdemux_for_amazonmusicsrc_caps() {
+    let emu = Emulator::start(Addressing::List);
+    let track = "B0EMUHD001";
+    let bw = bandwidth_of(&emu, track, "flac-44k16");
+    let out = play(
+        &emu,
+        track,
+        Tier::Hd,
+        &format!("decodebin3 max-bitrate={bw}"),
+        |_| {},
+    );
+    assert!(
+        out.error.is_none(),
+        "{:?} (plugged {:?})",
+        out.error,
+        out.plugged
+    );
+    assert!(out.eos);
+    assert!(
+        out.plugged.iter().any(|f| f == "amzdashdemux"),
+        "{:?}",
+        out.plugged
+    );
+    assert!(
+        !out.plugged.iter().any(|f| f == "dashdemux2"),
+        "{:?}",
+        out.plugged
+    );
+    assert_eq!(
+        out.stats.get::<String>("representation").unwrap(),
+        "flac-44k16"
+    );
+    amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(track, "flac-44k16"), 4, "decodebin3");
+}
+
+#[test]
+fn factory_filter_leaves_plain_dash_to_dashdemux2() {
+    init();
+    let factories = gst::ElementFactory::factories_with_type(
+        gst::ElementFactoryType::DECODABLE,
+        gst::Rank::MARGINAL,
+    );
+    let first = |caps: gst::Caps| {
+        // What parsebin/decodebin3 do: subset filtering for fixed caps, then rank order.
+        // (gst_element_factory_list_filter has no binding: the same test, spelled out.)
+        let mut l: Vec<gst::ElementFactory> = factories
+            .iter()
+            .filter(|f| {
+                f.static_pad_templates().iter().any(|t| {
+                    if t.direction() != gst::PadDirection::Sink {
+                        return false;
+                    }
+                    let tc = t.caps();
+                    if caps.is_fixed() {
+                        caps.is_subset(&tc)
+                    } else {
+                        caps.can_intersect(&tc)
+                    }
+                })
+            })
+            .cloned()
+            .collect();
+        l.sort_by_key(|f| std::cmp::Reverse(f.rank()));
+        l.into_iter()
+            .map(|f| f.name().to_string())
+            .collect::<Vec<_>>()
+    };
+    let plain = first(gst::Caps::new_empty_simple("application/dash+xml"));
+    assert_eq!(
+        plain.first().map(String::as_str),
+        Some("dashdemux2"),
+        "{plain:?}"
+    );
+    assert!(!plain.iter().any(|f| f == "amzdashdemux"), "{plain:?}");
+    let ours = first(
+        gst::Caps::builder("application/dash+xml")
+            .field("source", "amazonmusicsrc")
+            .build(),
+    );
+    assert_eq!(
+        ours.first().map(String::as_str),
+        Some("amzdashdemux"),
+        "{ours:?}"
+    );
 }

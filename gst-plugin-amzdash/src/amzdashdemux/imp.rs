@@ -489,39 +489,21 @@ impl AmzDashDemux {
             (st.segment.clone(), st.seqnum)
         };
         let stream_id = self.srcpad.create_stream_id(&*self.obj(), Some("audio"));
-        let stream = gst::Stream::new(
-            Some(stream_id.as_str()),
-            Some(&src_caps()),
-            gst::StreamType::AUDIO,
-            gst::StreamFlags::SELECT,
-        );
-        let upstream_id = self
-            .sinkpad
-            .stream_id()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| stream_id.to_string());
-        let collection = gst::StreamCollection::builder(Some(upstream_id.as_str()))
-            .stream(stream.clone())
-            .build();
         if self
             .srcpad
             .sticky_event::<gst::event::StreamStart>(0)
             .is_none()
         {
+            // No GstStream or collection of our own: what we output is a container, and the
+            // elementary stream decodebin3 selects is the one qtdemux (inside parsebin)
+            // announces. A collection listing our container stream made decodebin3 deselect
+            // qtdemux's audio stream (not-linked).
             self.srcpad.push_event(
                 gst::event::StreamStart::builder(stream_id.as_str())
-                    .stream(stream)
                     .group_id(gst::GroupId::next())
                     .build(),
             );
             self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
-            self.srcpad
-                .push_event(gst::event::StreamCollection::new(&collection));
-            let _ = self.obj().post_message(
-                gst::message::StreamCollection::builder(&collection)
-                    .src(&*self.obj())
-                    .build(),
-            );
             let dur = ctx.presentation.lock().unwrap().duration();
             if let Some(d) = dur {
                 let _ = self.obj().post_message(
