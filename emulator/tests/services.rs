@@ -868,7 +868,7 @@ async fn graphql_track_metadata_and_cover() {
     // Album, artist and playlist lookups, tracks in order.
     let artist = tr["artists"][0]["id"].as_str().unwrap();
     let q = "query($a: ID!, $ar: ID!, $p: ID!) { album(id: $a) { title trackCount tracks { id } } \
-             artist(id: $ar) { name tracks { id } } playlist(id: $p) { title tracks { id } } \
+             artist(id: $ar) { name tracks { id } albums { id } } playlist(id: $p) { title tracks { id } } \
              none: track(id: \"B0NOSUCH00\") { id } }";
     let (s, v) = json_of(
         gql(
@@ -892,6 +892,7 @@ async fn graphql_track_metadata_and_cover() {
         .collect();
     assert_eq!(album_ids, ids::ALBUM_TRACKS);
     assert_eq!(d["artist"]["name"], "Kilohertz");
+    assert_eq!(d["artist"]["albums"], json!([{"id": "B0EMUUHA01"}]));
     assert_eq!(
         d["artist"]["tracks"],
         json!([{"id": ids::UHD}, {"id": ids::UHD96}])

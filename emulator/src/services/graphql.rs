@@ -293,15 +293,12 @@ impl ArtistObj {
         hydrate_tracks(ctx, &ids)
     }
     async fn albums(&self, ctx: &Context<'_>) -> Vec<Option<AlbumObj>> {
-        let mut ids: Vec<String> = cx(ctx)
-            .state
-            .catalog
-            .tracks
-            .iter()
-            .filter(|t| t.album_artist == self.name)
-            .map(|t| t.album_id.clone())
-            .collect();
-        ids.dedup();
+        let mut ids: Vec<&str> = Vec::new();
+        for t in &cx(ctx).state.catalog.tracks {
+            if t.album_artist == self.name && !ids.contains(&t.album_id.as_str()) {
+                ids.push(&t.album_id);
+            }
+        }
         ids.iter().map(|id| hydrate_album(ctx, id)).collect()
     }
 }
@@ -643,4 +640,37 @@ async fn run_graphql(
         resp.errors.len()
     );
     Ok(async_graphql_axum::GraphQLResponse::from(resp).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hydration_blocks_past_the_limit_per_type() {
+        let h = Hydration::default();
+        for _ in 0..MAX_ENTITIES_PER_TYPE {
+            assert!(h.admit("Track"));
+        }
+        assert!(!h.admit("Track"));
+        assert!(!h.admit("Track"));
+        assert!(h.admit("Album"), "each type has its own budget");
+        assert_eq!(h.blocked(), BTreeMap::from([("Track", 2)]));
+    }
+
+    #[test]
+    fn artist_ids_are_stable_and_distinct() {
+        assert_eq!(artist_id("Kilohertz"), artist_id("Kilohertz"));
+        assert_ne!(artist_id("Kilohertz"), artist_id("Regional"));
+        assert!(artist_id("Kilohertz").starts_with("B0ART"));
+    }
+
+    #[test]
+    fn albums_known_only_from_tracks_are_in_track_order() {
+        let c = Catalog::builtin(None);
+        let a = album_view(&c, "B0EMUUHA01").unwrap();
+        assert_eq!(a.title, "High Rates");
+        assert_eq!(a.track_ids, ["B0EMUUHD01", "B0EMUUHD02"]);
+        assert!(album_view(&c, "B0NOSUCH00").is_none());
+    }
 }
