@@ -54,6 +54,7 @@
 mod bola;
 mod estimator;
 mod ladder;
+pub mod qoe;
 mod selector;
 pub mod sim;
 

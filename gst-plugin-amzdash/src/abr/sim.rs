@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::ladder::{Candidate, CodecFamily, Ladder};
+pub use super::qoe::{score, Event, Sample, Score};
 use super::selector::{
     AbrConfig, AbrStats, BufferLevel, Download, FetchAdvice, InFlight, QualitySelector, Reason,
     SessionEstimate,
@@ -268,96 +269,6 @@ impl SimTrack {
             init_bytes,
             manifest_bytes: 6_270,
         }
-    }
-}
-
-/// What the player was doing from `time` on (vinyl's timeline sample).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Playing,
-    Waiting,
-    QualityChange,
-    Ended,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Seconds from the play request.
-    pub time: f64,
-    /// `bandwidth` of the representation playing, `None` when not playing.
-    pub bandwidth: Option<u64>,
-    pub event: Event,
-}
-
-/// The score and its components, all in [0, 1] (1 is ideal), as vinyl's `abrScore.ts` computes
-/// them: 0.4·quality + 0.3·rebuffer + 0.1·stall + 0.2·startup.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Score {
-    /// Time-weighted mean of √(bandwidth / top bandwidth) while playing.
-    pub quality: f64,
-    /// 1 / (1 + rebuffers).
-    pub rebuffer: f64,
-    /// 1 / (1 + 0.25 · stall seconds).
-    pub stall: f64,
-    /// 1 / (1 + 0.5 · start-up seconds).
-    pub startup: f64,
-    pub total: f64,
-    pub avg_bitrate: f64,
-    pub rebuffers: u32,
-    pub stall_s: f64,
-    pub playback_s: f64,
-}
-
-/// Scores a timeline: between two samples the earlier one's state holds; `end_time` closes the
-/// last interval; a run that never played scores 0.
-pub fn score(timeline: &[Sample], end_time: f64, startup_s: f64, top_bandwidth: u64) -> Score {
-    let (mut playback, mut bit_s, mut sqrt_s, mut stall_s) = (0.0, 0.0, 0.0, 0.0);
-    let mut rebuffers = 0u32;
-    let mut started = false;
-    for (i, s) in timeline.iter().enumerate() {
-        let next = timeline.get(i + 1).map_or(end_time, |n| n.time);
-        let dt = (next - s.time).max(0.0);
-        match s.bandwidth {
-            Some(bw) if bw > 0 => {
-                started = true;
-                playback += dt;
-                bit_s += dt * bw as f64;
-                if top_bandwidth > 0 {
-                    sqrt_s += dt * (bw as f64 / top_bandwidth as f64).min(1.0).sqrt();
-                }
-            }
-            _ if started && s.event == Event::Waiting => {
-                stall_s += dt;
-                rebuffers += 1;
-            }
-            _ => {}
-        }
-    }
-    if playback <= 0.0 {
-        return Score {
-            rebuffers,
-            stall_s,
-            ..Score::default()
-        };
-    }
-    let quality = if top_bandwidth > 0 {
-        (sqrt_s / playback).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let rebuffer = 1.0 / (1.0 + rebuffers as f64);
-    let stall = 1.0 / (1.0 + 0.25 * stall_s);
-    let startup = 1.0 / (1.0 + 0.5 * startup_s.max(0.0));
-    Score {
-        quality,
-        rebuffer,
-        stall,
-        startup,
-        total: 0.4 * quality + 0.3 * rebuffer + 0.1 * stall + 0.2 * startup,
-        avg_bitrate: bit_s / playback,
-        rebuffers,
-        stall_s,
-        playback_s: playback,
     }
 }
 

@@ -86,48 +86,6 @@ fn abr_scenario_scores() {
 }
 
 #[test]
-fn score_follows_vinyls_formula() {
-    // Start-up 2 s; 30 s at the top; a 4 s rebuffer; 30 s at a quarter of the top; ended.
-    let tl = [
-        Sample {
-            time: 2.0,
-            bandwidth: Some(1000),
-            event: Event::Playing,
-        },
-        Sample {
-            time: 32.0,
-            bandwidth: None,
-            event: Event::Waiting,
-        },
-        Sample {
-            time: 36.0,
-            bandwidth: Some(250),
-            event: Event::Playing,
-        },
-        Sample {
-            time: 66.0,
-            bandwidth: None,
-            event: Event::Ended,
-        },
-    ];
-    let s = score(&tl, 67.0, 2.0, 1000);
-    assert!((s.quality - 0.75).abs() < 1e-12);
-    assert_eq!(s.rebuffers, 1);
-    assert!((s.rebuffer - 0.5).abs() < 1e-12);
-    assert!((s.stall - 0.5).abs() < 1e-12);
-    assert!((s.startup - 0.5).abs() < 1e-12);
-    assert!((s.total - 0.6).abs() < 1e-12);
-    assert!((s.avg_bitrate - 625.0).abs() < 1e-9);
-    // Never played: zero, whatever else.
-    let none = [Sample {
-        time: 0.0,
-        bandwidth: None,
-        event: Event::Waiting,
-    }];
-    assert_eq!(score(&none, 10.0, 0.0, 1000).total, 0.0);
-}
-
-#[test]
 fn scenarios_mirror_the_emulator_and_vinyl() {
     // vinyl's results.json (seed 1) records wifi-to-4g's first phases as 627393.756 B/s and
     // 73616.533 B/s: the same generator and draw order give the same links.
