@@ -1,0 +1,187 @@
+//! Generic DASH audio packaged by tools we did not write (Shaka Packager, ffmpeg's dash muxer),
+//! served over loopback HTTP with byte ranges, played through
+//! `souphttpsrc ! amzdashdemux ! qtdemux ! flacparse ! flacdec`: sample-identical to the source.
+
+mod common;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use common::*;
+
+const TRACK: &str = "B0EMUAL001";
+
+struct Tools {
+    ffmpeg: PathBuf,
+    packager: PathBuf,
+}
+
+fn tools() -> Option<Tools> {
+    Some(Tools {
+        ffmpeg: amzmusic_tests::shaka_tool("ffmpeg")?,
+        packager: amzmusic_tests::shaka_tool("packager")?,
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The source PCM and its packagings, made once per target dir.
+fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
+    static M: OnceLock<Option<(PathBuf, Vec<u8>)>> = OnceLock::new();
+    M.get_or_init(|| {
+        let t = tools()?;
+        let pcm = source_pcm(TRACK, "flac-44k16");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v2");
+        if dir.join("done").exists() {
+            return Some((dir, pcm));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["shaka-base", "shaka-tpl", "ff-tpl", "ff-list"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("source.raw"), &pcm).unwrap();
+        let ff = || {
+            let mut c = Command::new(&t.ffmpeg);
+            c.args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(["-f", "s16le", "-ar", "44100", "-ac", "2", "-i"])
+                .arg(dir.join("source.raw"))
+                .args(["-c:a", "flac", "-strict", "-2"]);
+            c
+        };
+        run(ff().arg(dir.join("flac.mp4")));
+        // Shaka: on-demand profile (SegmentBase + sidx) and SegmentTemplate + SegmentTimeline.
+        run(Command::new(&t.packager)
+            .arg(format!(
+                "in={},stream=audio,output={}",
+                dir.join("flac.mp4").display(),
+                dir.join("shaka-base/audio.mp4").display()
+            ))
+            .args(["--segment_duration", "4", "--mpd_output"])
+            .arg(dir.join("shaka-base/manifest.mpd")));
+        run(Command::new(&t.packager)
+            .arg(format!(
+                "in={},stream=audio,init_segment={},segment_template={}",
+                dir.join("flac.mp4").display(),
+                dir.join("shaka-tpl/init.mp4").display(),
+                dir.join("shaka-tpl/$Number$.m4s").display()
+            ))
+            .args(["--generate_static_live_mpd", "--segment_duration", "4"])
+            .arg("--mpd_output")
+            .arg(dir.join("shaka-tpl/manifest.mpd")));
+        // ffmpeg's dash muxer: SegmentTemplate@duration (no timeline) and SegmentList.
+        run(ff()
+            .args(["-f", "dash", "-seg_duration", "4", "-use_template", "1"])
+            .args(["-use_timeline", "0"])
+            .arg(dir.join("ff-tpl/manifest.mpd")));
+        run(ff()
+            .args(["-f", "dash", "-seg_duration", "4", "-use_template", "0"])
+            .args(["-use_timeline", "0"])
+            .arg(dir.join("ff-list/manifest.mpd")));
+        std::fs::write(dir.join("done"), b"").unwrap();
+        Some((dir, pcm))
+    })
+    .as_ref()
+}
+
+/// A static file server with byte ranges, as any CDN.
+async fn serve_file(
+    State(root): State<Arc<PathBuf>>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if path.contains("..") {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let Ok(data) = std::fs::read(root.join(&path)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(a, b)| {
+            let a: usize = a.parse().ok()?;
+            let b: usize = if b.is_empty() {
+                data.len() - 1
+            } else {
+                b.parse().ok()?
+            };
+            (a <= b && b < data.len()).then_some((a, b))
+        });
+    match range {
+        Some((a, b)) => (
+            StatusCode::PARTIAL_CONTENT,
+            [(
+                header::CONTENT_RANGE,
+                format!("bytes {a}-{b}/{}", data.len()),
+            )],
+            data[a..=b].to_vec(),
+        )
+            .into_response(),
+        None => data.into_response(),
+    }
+}
+
+fn serve(rt: &tokio::runtime::Runtime, root: PathBuf) -> String {
+    rt.block_on(async move {
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::get(serve_file))
+            .with_state(Arc::new(root));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        format!("http://{addr}")
+    })
+}
+
+fn plays(sub: &str, want_scheme: &str) {
+    let Some((dir, pcm)) = media() else { return };
+    let mpd = std::fs::read_to_string(dir.join(sub).join("manifest.mpd")).unwrap();
+    assert!(
+        mpd.contains(want_scheme),
+        "{sub}: expected {want_scheme} in\n{mpd}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = serve(&rt, dir.clone());
+    let out = play_desc(
+        &format!(
+            "souphttpsrc location={base}/{sub}/manifest.mpd ! amzdashdemux name=demux ! qtdemux ! \
+             flacparse ! flacdec ! audio/x-raw,format=S16LE ! appsink name=sink"
+        ),
+        None,
+    );
+    assert!(out.error.is_none(), "{sub}: {:?}", out.error);
+    amzmusic_tests::assert_same_pcm(&out.pcm, pcm, 4, sub);
+}
+
+#[test]
+fn shaka_segment_base_with_sidx() {
+    plays("shaka-base", "indexRange");
+}
+
+#[test]
+fn shaka_segment_template_with_timeline() {
+    plays("shaka-tpl", "SegmentTimeline");
+}
+
+#[test]
+fn ffmpeg_segment_template_without_timeline() {
+    plays("ff-tpl", "SegmentTemplate");
+}
+
+#[test]
+fn ffmpeg_segment_list() {
+    plays("ff-list", "SegmentList");
+}
