@@ -105,13 +105,21 @@ fn scenarios_mirror_the_emulator_and_vinyl() {
 
 #[test]
 fn abr_zero_rebuffers_where_the_network_allows() {
-    let opts = SimOptions::default();
-    for scenario in ["stable-high", "stable-low", "wifi-to-4g"] {
-        for seed in 1..=20 {
-            let trace = NetworkTrace::scenario(scenario, seed).unwrap();
-            let r = simulate(&SimTrack::hd(), &trace, &opts);
-            assert!(r.ended, "{scenario} seed {seed} did not finish");
-            assert_eq!(r.score.rebuffers, 0, "{scenario} seed {seed}");
+    for progressive in [false, true] {
+        let opts = SimOptions {
+            progressive,
+            ..SimOptions::default()
+        };
+        for scenario in ["stable-high", "stable-low", "wifi-to-4g"] {
+            for seed in 1..=20 {
+                let trace = NetworkTrace::scenario(scenario, seed).unwrap();
+                let r = simulate(&SimTrack::hd(), &trace, &opts);
+                assert!(r.ended, "{scenario} seed {seed} did not finish");
+                assert_eq!(
+                    r.score.rebuffers, 0,
+                    "{scenario} seed {seed} ({progressive})"
+                );
+            }
         }
     }
 }
@@ -260,4 +268,61 @@ fn abr_long_track_through_outages() {
         rebuffers += r.score.rebuffers;
     }
     assert!(rebuffers <= 2, "{rebuffers} rebuffers in 5 × 10 minutes");
+}
+
+#[test]
+fn abr_random_ladders_and_links_never_panic_or_hang() {
+    // Odd ladders (one candidate, sizes far from `bandwidth`, no sizes, short segments) over odd
+    // links (outages, 50 kb/s, 500 ms): every session ends, every answer is a candidate.
+    let mut rng = Mulberry32(7);
+    for case in 0..60 {
+        let reps = 1 + (rng.next() * 5.0) as usize;
+        let segs = 1 + (rng.next() * 20.0) as usize;
+        let dur = Duration::from_millis(1000 + (rng.next() * 9000.0) as u64);
+        let mut candidates = Vec::new();
+        for i in 0..reps {
+            let bw = rng.range(32e3, 3e6) as u64;
+            let sizes = (rng.next() < 0.5).then(|| {
+                (0..segs)
+                    .map(|_| (bw as f64 / 8.0 * dur.as_secs_f64() * rng.range(0.5, 1.5)) as u64)
+                    .collect()
+            });
+            candidates.push(Candidate {
+                id: format!("r{i}"),
+                codec: if rng.next() < 0.5 {
+                    CodecFamily::Opus
+                } else {
+                    CodecFamily::Flac
+                },
+                adaptation_set: 0,
+                bandwidth_bps: bw,
+                quality_ranking: (rng.next() < 0.5).then_some(i as u32),
+                segment_bytes: sizes,
+                segment_durations: None,
+            });
+        }
+        let track = SimTrack {
+            init_bytes: vec![700; reps],
+            candidates,
+            durations: vec![dur; segs],
+            manifest_bytes: 5000,
+        };
+        let mut steps = vec![(rng.range(1.0, 30.0), rng.range(50e3, 20e6), 30.0)];
+        for _ in 0..(rng.next() * 5.0) as usize {
+            let bw = if rng.next() < 0.2 {
+                0.0
+            } else {
+                rng.range(50e3, 20e6)
+            };
+            steps.push((rng.range(1.0, 30.0), bw, rng.range(5.0, 500.0)));
+        }
+        let opts = SimOptions {
+            step_s: 0.01,
+            max_time_s: 3000.0,
+            ..SimOptions::default()
+        };
+        let r = simulate(&track, &NetworkTrace::steps("random", &steps), &opts);
+        assert!(r.ended, "case {case}: {steps:?}");
+        assert!(r.decisions.iter().all(|d| d.2 < reps), "case {case}");
+    }
 }
