@@ -149,9 +149,19 @@ impl NetworkTrace {
         self.phases.iter().map(|p| p.duration_s).sum()
     }
 
-    /// The phase at `t` and the seconds until it ends.
+    /// The phase at `t` and the seconds until it ends (a trace without time is a dead link).
     pub fn at(&self, t: f64) -> (Phase, f64) {
-        let mut x = t.max(0.0) % self.total();
+        let total = self.total();
+        if !(total > 0.0 && total.is_finite()) {
+            let dead = Phase {
+                duration_s: f64::INFINITY,
+                bandwidth_bps: 0.0,
+                latency_s: 0.0,
+                outage: true,
+            };
+            return (dead, f64::INFINITY);
+        }
+        let mut x = t.max(0.0) % total;
         for p in &self.phases {
             if x < p.duration_s {
                 return (*p, p.duration_s - x);

@@ -101,6 +101,14 @@ fn scenarios_mirror_the_emulator_and_vinyl() {
     let n = NetworkTrace::scenario("noisy-mobile", 1).unwrap();
     assert!(n.at(22.0).0.outage && !n.at(5.0).0.outage);
     assert!(NetworkTrace::scenario("moon-link", 1).is_none());
+    // No phases: a dead link, the session times out instead of panicking.
+    let dead = NetworkTrace::steps("dead", &[]);
+    let opts = SimOptions {
+        max_time_s: 5.0,
+        ..SimOptions::default()
+    };
+    let r = simulate(&SimTrack::hd(), &dead, &opts);
+    assert!(!r.ended && r.score.total == 0.0);
 }
 
 #[test]
