@@ -143,6 +143,8 @@ pub enum Reason {
     Deadline,
     /// The download in flight would arrive too late: fetch this one instead.
     Abandon,
+    /// Everything is fetched and the link is idle: fetch a buffered segment again, better.
+    Upgrade,
 }
 
 /// The selector's answer: an index into [`Ladder::candidates`] and why.
@@ -173,6 +175,8 @@ pub struct AbrStats {
     pub codec_switches: u32,
     pub stalls: u32,
     pub abandons: u32,
+    /// Buffered segments fetched again at a better quality.
+    pub upgrades: u32,
 }
 
 /// What to persist for the next session's start ([`QualitySelector::with_previous`]).
@@ -573,6 +577,60 @@ impl QualitySelector {
         ))
     }
 
+    /// Spare bandwidth spent on quality: when every segment is fetched (nothing left for
+    /// [`choose`](Self::choose)) and the link would sit idle, a buffered segment not yet playing
+    /// to fetch again from a better candidate, as `(segment, choice)`. `position` is the playback
+    /// position in the track; `buffered` lists `(segment, candidate)` for every buffered segment
+    /// in order, from the one playing. The latest segments are upgraded first (the most time to
+    /// arrive, and a codec change moved to the end rather than added), each only if it is
+    /// expected with the reserve to spare before it plays and it adds no codec change. Swap it
+    /// in only if it arrives before its segment starts playing; otherwise drop it.
+    pub fn upgrade(
+        &mut self,
+        position: Duration,
+        buffered: &[(usize, usize)],
+        buffer: &BufferLevel,
+    ) -> Option<(usize, Choice)> {
+        let c = &self.config;
+        // (Everything is fetched: the buffer holds the rest of the track, nothing to build.)
+        if !buffer.playing {
+            return None;
+        }
+        let count = self.ladder.segment_count();
+        let top = self.cap.unwrap_or(usize::MAX).min(self.ladder.len() - 1);
+        let bps = self.estimate() * self.est.availability() * c.keep_factor;
+        let start_of = |k: usize| self.ladder.remaining_s(0) - self.ladder.remaining_s(k);
+        let pos = secs(position);
+        for i in (0..buffered.len()).rev() {
+            let (k, rep) = buffered[i];
+            if k >= count || rep >= top {
+                continue;
+            }
+            let starts_in = start_of(k) - pos;
+            let fam_of = |r: usize| self.ladder.codec(r);
+            let before = (i > 0).then(|| fam_of(buffered[i - 1].1));
+            let after = buffered.get(i + 1).map(|&(_, r)| fam_of(r));
+            let changes =
+                |f| before.is_some_and(|b| b != f) as u8 + after.is_some_and(|a| a != f) as u8;
+            let now_changes = changes(fam_of(rep));
+            let best = (rep + 1..=top).rev().find(|&r| {
+                changes(fam_of(r)) <= now_changes
+                    && self.fetch_time(r, k, bps) <= starts_in - secs(c.reserve)
+                    && buffer.bytes as f64 + self.ladder.segment_bytes(r, k)
+                        <= c.max_buffer_bytes as f64
+            });
+            if let Some(r) = best {
+                let choice = Choice {
+                    rep: r,
+                    reason: Reason::Upgrade,
+                };
+                self.stats.upgrades += 1;
+                return Some((k, choice));
+            }
+        }
+        None
+    }
+
     /// Whether to start another download: fetch until `max_buffer` (time) or `max_buffer_bytes`
     /// is reached, then pause until the buffer drains `resume_gap` below.
     pub fn fetch_advice(&mut self, buffer: &BufferLevel) -> FetchAdvice {
@@ -908,5 +966,29 @@ mod tests {
         assert_eq!(q.choose(31, &playing(40), S).rep, 2);
         q.set_cap(None);
         assert_eq!(q.choose(32, &playing(40), S).rep, 3);
+    }
+
+    #[test]
+    fn idle_link_upgrades_buffered_segments_from_the_end() {
+        let mut q = measured(ladder(6), throughput_only(), 1e6);
+        // At 20 s, segments 2 (playing) to 5 buffered at 100 kb/s Opus: the last one first, and
+        // not to FLAC (that would add a codec change): 400 kb/s Opus.
+        let all_low = [(2, 0), (3, 0), (4, 0), (5, 0)];
+        let (k, c) = q.upgrade(20 * S, &all_low, &playing(40)).unwrap();
+        assert_eq!((k, c.rep, c.reason), (5, 2, Reason::Upgrade));
+        // FLAC already at the end: segment 3 may become FLAC (no extra change) but 800 kb/s
+        // (8.4 s at 0.95 Mb/s) does not arrive 3 s before it plays in 10 s; 400 kb/s does.
+        let flac_end = [(2, 0), (3, 0), (4, 3), (5, 3)];
+        let (k, c) = q.upgrade(20 * S, &flac_end, &playing(40)).unwrap();
+        assert_eq!((k, c.rep), (3, 2));
+        // Nothing while rebuffering, nothing above the cap.
+        let stalled = BufferLevel {
+            playing: false,
+            ..playing(40)
+        };
+        assert_eq!(q.upgrade(20 * S, &all_low, &stalled), None);
+        q.set_cap(Some(0));
+        assert_eq!(q.upgrade(20 * S, &all_low, &playing(40)), None);
+        assert_eq!(q.stats().upgrades, 2);
     }
 }

@@ -298,6 +298,9 @@ pub struct SimOptions {
     /// which is what vinyl (MSE appends) and the element as first built do.
     pub progressive: bool,
     pub progressive_start_s: f64,
+    /// Once everything is fetched, fetch buffered segments again at a better quality
+    /// ([`QualitySelector::upgrade`]) while the link would sit idle.
+    pub upgrades: bool,
 }
 
 impl Default for SimOptions {
@@ -309,6 +312,7 @@ impl Default for SimOptions {
             max_time_s: 900.0,
             progressive: false,
             progressive_start_s: 0.2,
+            upgrades: true,
         }
     }
 }
@@ -338,6 +342,8 @@ struct Request {
     /// Init segment bytes fetched along (they come first).
     init: u64,
     received: f64,
+    /// Fetching an already buffered segment again, better.
+    upgrade: bool,
 }
 
 impl Request {
@@ -395,6 +401,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
         total,
         init,
         received: 0.0,
+        upgrade: false,
     };
 
     while !ended && t < opts.max_time_s {
@@ -432,6 +439,22 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
         if req.is_none() {
             if !manifest_done {
                 req = Some(send(t, None, track.manifest_bytes, 0));
+            } else if next_seg >= count && opts.upgrades {
+                let buffer = level(playing, playhead);
+                let from = seg_at(playhead);
+                let buffered: Vec<(usize, usize)> = (from..count)
+                    .filter_map(|k| seg_rep[k].map(|r| (k, r)))
+                    .collect();
+                let position = Duration::from_secs_f64(playhead);
+                if let Some((k, c)) = abr.upgrade(position, &buffered, &buffer) {
+                    decisions.push((t, k, c.rep, c.reason));
+                    let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
+                    have_init[c.rep] = true;
+                    let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
+                    let mut r = send(t, Some((k, c.rep)), bytes, init);
+                    r.upgrade = true;
+                    req = Some(r);
+                }
             } else if next_seg < count {
                 let buffer = level(playing, playhead);
                 if abr.fetch_advice(&buffer) == FetchAdvice::Fetch {
@@ -448,6 +471,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
         // Abandon check (not for a segment already playing progressively).
         if let Some((k, rep, sent, first_byte, total, received)) = req.as_ref().and_then(|r| {
             r.media
+                .filter(|_| !r.upgrade)
                 .map(|(k, rep)| (k, rep, r.sent, r.first_byte, r.total, r.received))
         }) {
             if t >= next_abandon_check && !(opts.progressive && playhead >= starts[k]) {
@@ -488,6 +512,12 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                     });
                     match r.media {
                         None => manifest_done = true,
+                        // An upgrade is swapped in only if its segment has not started.
+                        Some((k, rep)) if r.upgrade => {
+                            if playhead < starts[k] {
+                                seg_rep[k] = Some(rep);
+                            }
+                        }
                         Some((k, rep)) => {
                             seg_rep[k] = Some(rep);
                             next_seg = k + 1;
