@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use url::Url;
 
+use crate::abr;
 use crate::fetch::{FetchError, Fetched, Fetcher, Request};
 use crate::mpd::{sidx, Mpd, Representation, SegmentScheme};
 use crate::segments::{self, InitRef, SegmentPlan, SegmentRef};
@@ -173,6 +174,8 @@ pub struct Shared {
     /// Notified when the streaming thread takes an item (room for more).
     pub space: tokio::sync::Notify,
     pub stats: Mutex<Stats>,
+    /// Set by the streaming thread once media flows downstream.
+    pub playing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -296,6 +299,14 @@ pub fn choose(
 
 /// The last session's estimate, so the next track starts where this one left off.
 static LAST_ESTIMATE: Mutex<Option<f64>> = Mutex::new(None);
+static LAST_SESSION: Mutex<Option<abr::SessionEstimate>> = Mutex::new(None);
+
+/// The selector and how its ladder indexes map to our candidates.
+pub struct Abr {
+    pub selector: abr::QualitySelector,
+    /// Ladder index -> candidate index.
+    pub map: Vec<usize>,
+}
 
 pub struct RepPlan {
     pub init: Option<InitRef>,
@@ -315,6 +326,11 @@ pub struct Context {
     pub throughput: Mutex<Throughput>,
     /// Codec family the engine stays in (switching across codecs needs a new stream).
     pub family: String,
+    /// The quality selector (crate::abr) over the family's candidates, built once the
+    /// segment plans are known; None falls back to [`choose`].
+    pub abr: Mutex<Option<Abr>>,
+    /// Origin of the selector's clock.
+    pub epoch: Instant,
     /// Log sink (the element's debug category), never given secrets.
     pub log: Box<dyn Fn(&str) + Send + Sync>,
 }
@@ -343,9 +359,101 @@ impl Context {
                 *LAST_ESTIMATE.lock().unwrap() = Some(e);
             }
         }
+        let abr_estimate = self.abr.lock().unwrap().as_mut().and_then(|a| {
+            a.selector.on_download(&abr::Download {
+                bytes: f.data.len() as u64,
+                ttfb: f.ttfb,
+                total: f.total,
+            });
+            let est = a.selector.session_estimate();
+            *LAST_SESSION.lock().unwrap() = est;
+            a.selector.stats().estimate_bps
+        });
         let mut s = self.shared.stats.lock().unwrap();
         s.bytes += f.data.len() as u64;
-        s.estimate_bps = self.estimate();
+        s.estimate_bps = abr_estimate.unwrap_or_else(|| self.estimate());
+    }
+
+    fn buffer_level(&self) -> abr::BufferLevel {
+        let q = self.shared.queue.lock().unwrap();
+        abr::BufferLevel {
+            ahead: q.time,
+            bytes: q.bytes,
+            playing: self
+                .shared
+                .playing
+                .load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// Builds the selector over the family's candidates (planning each: exact segment sizes
+    /// come from SegmentList ranges or the sidx). Kept across seeks.
+    async fn build_abr(&self) -> Result<(), EngineError> {
+        if let Some(a) = self.abr.lock().unwrap().as_mut() {
+            a.selector.on_seek();
+            return Ok(());
+        }
+        let p = self.presentation.lock().unwrap().clone();
+        let family: Vec<usize> = (0..p.candidates.len())
+            .filter(|i| p.candidates[*i].codec == self.family)
+            .collect();
+        let plans = futures::future::join_all(family.iter().map(|c| self.plan(*c))).await;
+        let plans = plans.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let durations: Vec<Duration> = plans[0].segments.iter().map(|s| s.duration).collect();
+        let ladder_cands: Vec<abr::Candidate> = family
+            .iter()
+            .zip(&plans)
+            .map(|(ci, plan)| {
+                let c = &p.candidates[*ci];
+                let rep = p.rep(c);
+                let sizes: Option<Vec<u64>> = plan.segments.iter().map(|s| s.size).collect();
+                let own: Vec<Duration> = plan.segments.iter().map(|s| s.duration).collect();
+                abr::Candidate {
+                    id: c.id.clone(),
+                    codec: abr::CodecFamily::from_codecs(&rep.codecs),
+                    adaptation_set: c.set as u32,
+                    bandwidth_bps: c.bandwidth,
+                    quality_ranking: rep.quality_ranking,
+                    segment_bytes: sizes,
+                    segment_durations: (own != durations).then_some(own),
+                }
+            })
+            .collect();
+        let ladder = match abr::Ladder::new(ladder_cands, &durations) {
+            Ok(l) => l,
+            Err(e) => {
+                (self.log)(&format!("no ABR ladder ({e:?}): simple throughput choice"));
+                return Ok(());
+            }
+        };
+        let map: Vec<usize> = ladder
+            .candidates()
+            .iter()
+            .map(|lc| {
+                family
+                    .iter()
+                    .copied()
+                    .find(|ci| p.candidates[*ci].id == lc.id)
+                    .expect("ladder holds our candidates")
+            })
+            .collect();
+        let config = abr::AbrConfig {
+            max_buffer: self.limits.buffer_time,
+            max_buffer_bytes: self.limits.buffer_bytes,
+            resume_gap: (self.limits.buffer_time / 6).min(Duration::from_secs(10)),
+            ..Default::default()
+        };
+        let mut selector =
+            abr::QualitySelector::new(ladder, config).with_previous(*LAST_SESSION.lock().unwrap());
+        if self.limits.max_bitrate > 0 {
+            let cap = map
+                .iter()
+                .rposition(|ci| p.candidates[*ci].bandwidth <= self.limits.max_bitrate)
+                .unwrap_or(0);
+            selector.set_cap(Some(cap));
+        }
+        *self.abr.lock().unwrap() = Some(Abr { selector, map });
+        Ok(())
     }
 
     /// One request with retries; 401/403 triggers one audio-object refresh per generation.
@@ -646,10 +754,22 @@ impl Context {
 
     async fn wait_for_space(&self) {
         loop {
-            {
-                let q = self.shared.queue.lock().unwrap();
-                if q.time < self.limits.buffer_time && q.bytes < self.limits.buffer_bytes {
-                    return;
+            let level = self.buffer_level();
+            let advice = self
+                .abr
+                .lock()
+                .unwrap()
+                .as_mut()
+                .map(|a| a.selector.fetch_advice(&level));
+            match advice {
+                Some(abr::FetchAdvice::Fetch) => return,
+                Some(abr::FetchAdvice::Pause) => {}
+                None => {
+                    if level.ahead < self.limits.buffer_time
+                        && level.bytes < self.limits.buffer_bytes
+                    {
+                        return;
+                    }
                 }
             }
             // The streaming thread notifies on every pop; the timeout covers a missed wakeup.
@@ -658,7 +778,22 @@ impl Context {
         }
     }
 
-    fn choose(&self, current: Option<usize>) -> usize {
+    /// Any candidate of the family (all share one segment timeline).
+    fn family_head(&self) -> usize {
+        let p = self.presentation.lock().unwrap().clone();
+        p.candidates
+            .iter()
+            .position(|c| c.codec == self.family)
+            .unwrap_or(0)
+    }
+
+    /// The candidate for segment `k` (in the current timeline).
+    fn choose(&self, current: Option<usize>, k: usize) -> usize {
+        let level = self.buffer_level();
+        if let Some(a) = self.abr.lock().unwrap().as_mut() {
+            let choice = a.selector.choose(k, &level, self.epoch.elapsed());
+            return a.map[choice.rep];
+        }
         let p = self.presentation.lock().unwrap().clone();
         let est = self.estimate();
         let next = choose(&p.candidates, &self.family, est, self.limits.max_bitrate);
@@ -683,7 +818,11 @@ pub async fn run(ctx: Arc<Context>, position: Duration) {
 }
 
 async fn run_inner(ctx: &Context, position: Duration) -> Result<(), EngineError> {
-    let first = ctx.choose(None);
+    ctx.build_abr().await?;
+    // The segment index at `position` in the family's common timeline.
+    let any = ctx.family_head();
+    let k = segments::segment_at(&ctx.plan(any).await?.segments, position);
+    let first = ctx.choose(None, k);
     let plan = ctx.plan(first).await?;
     let mut index = segments::segment_at(&plan.segments, position);
     // Init and first media segment in parallel: start-up costs one round trip, not two.
@@ -710,7 +849,7 @@ async fn run_inner(ctx: &Context, position: Duration) -> Result<(), EngineError>
             break;
         }
         ctx.wait_for_space().await;
-        let chosen = ctx.choose(Some(current));
+        let chosen = ctx.choose(Some(current), index);
         if chosen != current {
             // Same segment timeline assumed across the family (segmentAlignment); map by time
             // so a switch neither repeats nor skips audio.

@@ -3,6 +3,7 @@
 
 use gst::glib;
 
+pub mod abr;
 pub mod amzdashdemux;
 pub mod engine;
 pub mod fetch;

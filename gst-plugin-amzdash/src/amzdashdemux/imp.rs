@@ -382,6 +382,8 @@ impl AmzDashDemux {
             inits: Mutex::new(HashMap::new()),
             throughput: Mutex::new(engine::Throughput::new()),
             family,
+            abr: Mutex::new(None),
+            epoch: std::time::Instant::now(),
             log: Box::new(move |m| {
                 if let Some(o) = obj.upgrade() {
                     gst::debug!(CAT, obj = o, "{}", m);
@@ -606,6 +608,7 @@ impl AmzDashDemux {
                     }
                 }
                 self.state.lock().unwrap().position = Some(to_clock(start));
+                self.shared.playing.store(true, Ordering::SeqCst);
                 self.srcpad.push(buf)
             }
             Item::Eos => {
@@ -1045,6 +1048,7 @@ impl ElementImpl for AmzDashDemux {
             *st = State::default();
             self.shared.clear();
             *self.shared.stats.lock().unwrap() = Default::default();
+            self.shared.playing.store(false, Ordering::SeqCst);
         }
         Ok(res)
     }
