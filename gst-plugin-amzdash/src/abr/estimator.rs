@@ -130,6 +130,15 @@ impl ThroughputEstimator {
         }
     }
 
+    /// A request got no answer for `waited_s` (it timed out and will be retried): the link was
+    /// down that long, as far as anyone can tell.
+    pub fn add_outage(&mut self, waited_s: f64) {
+        if waited_s.is_finite() && waited_s > 0.0 {
+            self.longest_outage_s = self.longest_outage_s.max(waited_s);
+            self.availability.sample(waited_s, 0.0);
+        }
+    }
+
     /// Round trip to the first byte, seconds.
     pub fn latency_s(&self) -> Option<f64> {
         self.latency
@@ -232,6 +241,13 @@ mod tests {
         let a = t.availability();
         assert!(a > 0.05 && a < 0.2, "{a}");
         assert_eq!(ThroughputEstimator::new(2.0, 5.0).availability(), 1.0);
+        // A request that timed out after 30 s says the same.
+        let mut t = ThroughputEstimator::new(2.0, 5.0);
+        t.add(200_000, 0.1, 1.1);
+        t.add_outage(30.0);
+        t.add_outage(f64::NAN);
+        assert_eq!(t.longest_outage_s(), 30.0);
+        assert!(t.availability() < 0.2);
     }
 
     #[test]

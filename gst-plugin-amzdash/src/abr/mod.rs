@@ -41,6 +41,7 @@
 //! // When it is done (also for init segments and indexes):
 //! abr.on_download(&Download { bytes: 405_076, ttfb: Duration::from_millis(80), total: secs(1) });
 //! // When playback runs dry: abr.on_stall(); after a flushing seek: abr.on_seek();
+//! // A request timed out before its first byte: abr.on_request_timeout(waited).
 //! // When max-bitrate/max-quality change: abr.set_cap(Some(index)).
 //! // Everything fetched and the link idle: abr.upgrade(position, &buffered, &buffer).
 //! // For the `stats` property: abr.stats(); at the end, persist abr.session_estimate().

@@ -281,6 +281,13 @@ impl QualitySelector {
         self.abandoned_segment = None;
     }
 
+    /// A request got no answer for `waited` and was given up (a timeout before the first byte,
+    /// before a retry): counted as link outage, like a very late first byte. Report what did
+    /// complete with [`on_download`](Self::on_download) as usual.
+    pub fn on_request_timeout(&mut self, waited: Duration) {
+        self.est.add_outage(secs(waited));
+    }
+
     /// Playback ran dry (the element posts buffering and waits).
     pub fn on_stall(&mut self) {
         self.stats.stalls += 1;
@@ -527,7 +534,8 @@ impl QualitySelector {
         choice
     }
 
-    /// Call while a media segment downloads (every few hundred ms): `Some` means drop it and
+    /// Call while a media segment downloads (every few hundred ms; not once its audio is being
+    /// played, when segments are streamed downstream as they arrive): `Some` means drop it and
     /// fetch the same segment from the returned candidate, which arrives sooner (the bytes that
     /// did arrive are taken as a measurement: do not also report them with `on_download`). At
     /// most once per segment; never before the first byte (an outage: nothing would come sooner).
@@ -850,6 +858,10 @@ mod tests {
         assert!((q.build_level() - 40.5).abs() < 0.1, "{}", q.build_level());
         assert!(q.est.availability() < 0.5, "{}", q.est.availability());
         assert!(q.choose(1, &playing(30), S).rep < 3);
+        // A request given up after 30 s without an answer counts the same.
+        let mut q = measured(ladder(60), AbrConfig::default(), 1.5e6);
+        q.on_request_timeout(30 * S);
+        assert!((q.build_level() - 40.5).abs() < 0.1, "{}", q.build_level());
     }
 
     #[test]
