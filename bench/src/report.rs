@@ -1,0 +1,570 @@
+//! BENCHMARKS.md from a suite's results: the machine, the commands, the method, each figure for
+//! both players with the ratio, and each target of issue 7 met or missed (and why).
+
+use std::fmt::Write;
+
+use crate::score::{vinyl_score, Score};
+use crate::suite::{CpuCell, CpuRow, PlayerAbr, Results, TtfaCell, STALL_THRESHOLD_MS, TTFA_KBPS};
+
+fn f3(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "—".into(),
+    }
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn short(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").replace('|', "/");
+    if line.chars().count() > 160 {
+        format!("{}…", line.chars().take(160).collect::<String>())
+    } else {
+        line
+    }
+}
+
+fn abr_cells(p: &PlayerAbr) -> [String; 10] {
+    match &p.score {
+        Some(s) => [
+            f3(s.total),
+            f3(s.quality),
+            f3(s.rebuffer),
+            f3(s.stall),
+            f3(s.startup),
+            s.rebuffers.to_string(),
+            format!("{:.1}", s.stall_s),
+            format!("{:.2}", s.startup_s),
+            format!("{:.0}", s.avg_bitrate / 1000.0),
+            format!("{:.1}", s.playback_s),
+        ],
+        None => std::array::from_fn(|_| "—".to_string()),
+    }
+}
+
+fn status(p: &PlayerAbr) -> String {
+    let mut v = vec![];
+    if p.ended {
+        v.push("ended".to_string());
+    } else if p.timed_out {
+        v.push("timed out".to_string());
+    } else if p.error.is_none() {
+        v.push("stopped (quick)".to_string());
+    }
+    if let Some(e) = &p.error {
+        v.push(format!("error: {}", short(e)));
+    }
+    v.join("; ")
+}
+
+fn cpu_cells(c: &CpuCell) -> String {
+    match &c.error {
+        Some(e) => format!("error: {} | | | ", short(e)),
+        None => format!(
+            "{:.2} | {:.1} | {} | {:.1}",
+            c.cpu_s,
+            c.audio_s,
+            opt(c.cpu_per_audio_min(), 3),
+            mib(c.peak_rss_kb)
+        ),
+    }
+}
+
+struct Target {
+    what: String,
+    met: Option<bool>,
+    why: String,
+}
+
+fn verdict(t: &Target) -> &'static str {
+    match t.met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// Which score component lost the most, weighted: the reason a score is lower.
+fn weakest(ours: &Score, theirs: Option<&Score>) -> String {
+    let comps = |s: &Score| {
+        [
+            ("quality", 0.4 * s.quality),
+            ("rebuffer", 0.3 * s.rebuffer),
+            ("stall", 0.1 * s.stall),
+            ("startup", 0.2 * s.startup),
+        ]
+    };
+    match theirs {
+        Some(t) => {
+            let (name, d) = comps(ours)
+                .iter()
+                .zip(comps(t))
+                .map(|((n, a), (_, b))| (*n, b - a))
+                .fold(("", f64::MIN), |acc, x| if x.1 > acc.1 { x } else { acc });
+            format!("the {name} component costs {d:.3} against dashdemux2")
+        }
+        None => {
+            let full = [0.4, 0.3, 0.1, 0.2];
+            let (name, d) = comps(ours)
+                .iter()
+                .zip(full)
+                .map(|((n, a), f)| (*n, f - a))
+                .fold(("", f64::MIN), |acc, x| if x.1 > acc.1 { x } else { acc });
+            format!("the {name} component loses {d:.3} of its weight")
+        }
+    }
+}
+
+fn targets(r: &Results) -> Vec<Target> {
+    let mut t = vec![];
+    for row in &r.abr {
+        let (o, d) = (row.ours.score.as_ref(), row.dash.score.as_ref());
+        let why_err = || {
+            row.ours
+                .error
+                .as_deref()
+                .map(|e| format!("our run failed: {}", short(e)))
+                .unwrap_or_else(|| "no score".into())
+        };
+        t.push(Target {
+            what: format!("ABR score ≥ dashdemux2's in {}", row.scenario),
+            met: match (o, d) {
+                (Some(a), Some(b)) => Some(a.total >= b.total),
+                (None, Some(_)) => Some(false),
+                _ => None,
+            },
+            why: match (o, d) {
+                (Some(a), Some(b)) if a.total < b.total => weakest(a, Some(b)),
+                (Some(a), Some(b)) => format!("{:.3} vs {:.3}", a.total, b.total),
+                (None, _) => why_err(),
+                (Some(_), None) => format!(
+                    "dashdemux2 has no score: {}",
+                    row.dash.error.as_deref().map(short).unwrap_or_default()
+                ),
+            },
+        });
+        if let Some(v) = vinyl_score(&row.scenario) {
+            t.push(Target {
+                what: format!("ABR score > vinyl's published {v:.3} in {}", row.scenario),
+                met: o.map(|a| a.total > v).or(Some(false)),
+                why: match o {
+                    Some(a) if a.total <= v => weakest(a, None),
+                    Some(a) => format!("{:.3}", a.total),
+                    None => why_err(),
+                },
+            });
+        }
+        if ["stable-high", "stable-low", "wifi-to-4g"].contains(&row.scenario.as_str()) {
+            t.push(Target {
+                what: format!("zero rebuffers in {}", row.scenario),
+                met: o.map(|a| a.rebuffers == 0).or(Some(false)),
+                why: match o {
+                    Some(a) => format!("{} rebuffers, {:.1} s stalled", a.rebuffers, a.stall_s),
+                    None => why_err(),
+                },
+            });
+        }
+    }
+    for row in &r.ttfa {
+        for (label, o, d) in [
+            ("cold", row.ours.cold_median(), row.dash.cold_median()),
+            ("warm", row.ours.warm_median(), row.dash.warm_median()),
+        ] {
+            t.push(Target {
+                what: format!(
+                    "time to first audio ≤ dashdemux2's, {label}, {} ms RTT",
+                    row.rtt_ms
+                ),
+                met: match (o, d) {
+                    (Some(a), Some(b)) => Some(a <= b),
+                    (None, Some(_)) => Some(false),
+                    _ => None,
+                },
+                why: match (o, d) {
+                    (Some(a), Some(b)) => format!(
+                        "{a:.3} s vs {b:.3} s ({:.1} round trips of difference)",
+                        (a - b) * 1000.0 / row.rtt_ms as f64
+                    ),
+                    _ => row
+                        .ours
+                        .errors
+                        .first()
+                        .map(|e| short(e))
+                        .unwrap_or_else(|| "no figure".into()),
+                },
+            });
+        }
+    }
+    for row in &r.cpu {
+        let (o, d) = (row.ours.cpu_per_audio_min(), row.dash.cpu_per_audio_min());
+        t.push(Target {
+            what: format!("CPU per audio minute ≤ 1.1× dashdemux2's ({})", row.track),
+            met: match (o, d) {
+                (Some(a), Some(b)) => Some(a <= 1.1 * b),
+                (None, Some(_)) => Some(false),
+                _ => None,
+            },
+            why: match (o, d) {
+                (Some(a), Some(b)) => format!(
+                    "{a:.3} s vs {b:.3} s per audio minute ({:.2}×); fetched: ours {}, dashdemux2 {}",
+                    a / b,
+                    row.ours.fetched,
+                    row.dash.fetched
+                ),
+                _ => row
+                    .ours
+                    .error
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or_else(|| "no figure".into()),
+            },
+        });
+    }
+    for d in &r.decrypt {
+        let v = d.criterion_mbs.or(d.in_process_mbs);
+        t.push(Target {
+            what: format!("{} decryption ≥ 1 GB/s per core", d.scheme),
+            met: v.map(|x| x >= 1000.0),
+            why: v
+                .map(|x| format!("{x:.0} MB/s"))
+                .unwrap_or_else(|| d.error.clone().unwrap_or_default()),
+        });
+    }
+    if let [short_run, full] = r.long.as_slice() {
+        for (name, a, b) in [
+            ("ours", &short_run.ours, &full.ours),
+            ("dashdemux2", &short_run.dash, &full.dash),
+        ] {
+            let ok = a.error.is_none() && b.error.is_none() && a.peak_rss_kb > 0;
+            let change = ok.then(|| b.peak_rss_kb as f64 / a.peak_rss_kb as f64 - 1.0);
+            t.push(Target {
+                what: format!("peak RSS flat (±10 %) from 90 s to 60 min ({name})"),
+                met: change.map(|c| c.abs() <= 0.10),
+                why: match change {
+                    Some(c) => format!(
+                        "{:.1} MiB → {:.1} MiB ({:+.1} %)",
+                        mib(a.peak_rss_kb),
+                        mib(b.peak_rss_kb),
+                        c * 100.0
+                    ),
+                    None => a
+                        .error
+                        .clone()
+                        .or_else(|| b.error.clone())
+                        .map(|e| short(&e))
+                        .unwrap_or_default(),
+                },
+            });
+        }
+    }
+    t
+}
+
+fn ttfa_cell(c: &TtfaCell, cold: bool) -> Option<f64> {
+    if cold {
+        c.cold_median()
+    } else {
+        c.warm_median()
+    }
+}
+
+fn cpu_table(out: &mut String, rows: &[CpuRow]) {
+    let _ = writeln!(
+        out,
+        "| track | audio limit | player | CPU s | audio s | CPU s per audio min | peak RSS MiB | segments fetched |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let limit = row
+            .limit_s
+            .map(|l| format!("first {l:.0} s"))
+            .unwrap_or_else(|| "whole track".into());
+        for (name, c) in [("ours", &row.ours), ("dashdemux2", &row.dash)] {
+            let _ = writeln!(
+                out,
+                "| {} | {limit} | {name} | {} | {} |",
+                row.track,
+                cpu_cells(c),
+                c.fetched
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {limit} | **ratio ours/dashdemux2** | | | {} | {} | |",
+            row.track,
+            ratio(row.ours.cpu_per_audio_min(), row.dash.cpu_per_audio_min()),
+            ratio(
+                (row.ours.peak_rss_kb > 0).then_some(row.ours.peak_rss_kb as f64),
+                (row.dash.peak_rss_kb > 0).then_some(row.dash.peak_rss_kb as f64)
+            ),
+        );
+    }
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut o = String::new();
+    let m = &r.machine;
+    let _ = writeln!(o, "# Benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Written by `amzmusic-bench`{} from {} to {}. Every figure below was measured in that run; \
+         nothing is copied from elsewhere except vinyl's published scores, which are labelled.\n",
+        if r.opts.quick {
+            " **--quick (smoke run: shortened measurements, not comparable figures)**"
+        } else {
+            ""
+        },
+        r.started,
+        r.finished
+    );
+    let _ = writeln!(o, "## Machine\n");
+    let _ = writeln!(o, "| | |\n|---|---|");
+    let _ = writeln!(o, "| CPU | {} |", m.cpu);
+    let _ = writeln!(o, "| cores | {} |", m.cores);
+    let _ = writeln!(o, "| memory | {:.1} GiB |", m.memory_gib);
+    let _ = writeln!(o, "| kernel | {} |", m.kernel);
+    let _ = writeln!(o, "| OS | {} |", m.os);
+    let _ = writeln!(o, "| GStreamer | {} |", m.gstreamer);
+    let _ = writeln!(o, "| Rust | {} |", m.rustc);
+    let _ = writeln!(o, "| commit | {} |", m.commit);
+    let _ = writeln!(o, "| plugins | {} |\n", r.opts.profile_dir.display());
+
+    let _ = writeln!(o, "## Commands\n");
+    let _ = writeln!(o, "```sh\n{}\n```\n", r.opts.command_line);
+    let _ = writeln!(
+        o,
+        "Each player runs in its own process (`amzmusic-bench play --spec …`), with \
+         `GST_PLUGIN_PATH={}`; ours also gets the emulator's `AMAZONMUSIC_*` env file.\n",
+        r.opts.profile_dir.display()
+    );
+    let _ = writeln!(o, "- our pipeline: `{}`", r.our_pipeline);
+    for n in &r.our_probe_notes {
+        let _ = writeln!(o, "  - {n}");
+    }
+    if r.our_kind == Some(crate::suite::OurKind::Fallback) {
+        let _ = writeln!(
+            o,
+            "  - **fallback**: amazonmusicsrc is not usable yet, so our figures come from \
+             amzdashdemux on the open (clear) mirror: no music API, no license, no decryption."
+        );
+    }
+    let _ = writeln!(o, "- dashdemux2: `{}`", r.dash_pipeline);
+    let _ = writeln!(o, "- emulator processes:");
+    for c in &r.emulator_commands {
+        let _ = writeln!(o, "  - `{c}`");
+    }
+    if let Some(c) = &r.criterion_command {
+        let _ = writeln!(
+            o,
+            "- decryption: `{c}` (criterion, results read from `target/criterion/decrypt/`)"
+        );
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "## Method\n");
+    let _ = writeln!(
+        o,
+        "Both players are measured identically, at a clocked `fakesink` (`sync=true`) that \
+         stands for the sound card, from a child process that starts at the PLAYING request:\n\n\
+         - **startup**: PLAYING request → first buffer the sink renders in PLAYING (vinyl: `play()` → first `playing`).\n\
+         - **which representation plays**: the sink's buffer timestamps say which segment is playing; the \
+           emulator's request log (`GET /_emulator/requests`) says which representation that segment was \
+           last fetched from (template URLs name the segment; our ranged requests are mapped through the \
+           service manifest's `mediaRange`s). Its `bandwidth` (open mirror manifest, top rung {} b/s) is the bitrate.\n\
+         - **rebuffer / stall**: a buffer the sink renders more than {STALL_THRESHOLD_MS:.0} ms after it was due \
+           (the pipeline ran dry). The stall lasts from when it was due to when it came; the sink's `ts-offset` \
+           then grows by that much, as paused playback would, so the rest stays in real time. Buffering \
+           messages are not acted on (no pause), for both players alike; the dips below 100 % after the start are listed.\n\
+         - **score**: vinyl's `abrScore.ts`: 0.4·quality + 0.3·rebuffer + 0.1·stall + 0.2·startup, quality = \
+           time-weighted mean of √(bandwidth / top bandwidth), rebuffer = 1/(1+rebuffers), stall = \
+           1/(1+0.25·stall s), startup = 1/(1+0.5·startup s). A run ends at EOS or after 120 s (vinyl's timeout).\n\
+         - **network**: the emulator's scenario (seed {}) shapes every response of the emulator process; its \
+           clock restarts just before each player's run (`POST /_emulator/shaping`), so both see the same \
+           conditions from their first request.\n\
+         - **time to first audio**: PLAYING request → first buffer at the sink pad, on a {TTFA_KBPS} kb/s link \
+           with the given round trip added to every request (API, license, manifest and segments alike). Cold: \
+           the first playback of a fresh process (token in the environment, nothing else cached). Warm: a second \
+           playback in the same process right after. Median of {} processes per cell.\n\
+         - **CPU and memory**: the track played as fast as the pipeline goes (`sync=false`), unshaped; CPU is \
+           the process's user+system time (getrusage) from PLAYING to EOS, per minute of audio that reached \
+           the sink; peak RSS is the process's `ru_maxrss`.\n\
+         - **decryption**: widevinedecrypt's `cenc::decrypt_in_place` on 16 KiB samples, one thread; cenc is \
+           AES-128-CTR over the whole sample, cbcs is the 1:9 pattern the emulator packages, so MB/s counts \
+           sample bytes.\n",
+        r.top_bandwidth, r.opts.seed, r.opts.ttfa_repeats
+    );
+
+    let _ = writeln!(
+        o,
+        "## ABR quality of experience ({})\n",
+        crate::suite::HD_TRACK
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | player | score | quality | rebuffer | stall | startup | rebuffers | stall s | startup s | avg kb/s | played s | representations played (per segment) | run |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for row in &r.abr {
+        for (name, p) in [("ours", &row.ours), ("dashdemux2", &row.dash)] {
+            let c = abr_cells(p);
+            let _ = writeln!(
+                o,
+                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{} |",
+                row.scenario,
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                c[6],
+                c[7],
+                c[8],
+                c[9],
+                p.played,
+                status(p),
+                if p.buffering_dips > 0 {
+                    format!("; {} buffering dips", p.buffering_dips)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let _ = writeln!(
+            o,
+            "| {} | **ratio ours/dashdemux2** | {} | | | | | | | | | | | vinyl published: {} |",
+            row.scenario,
+            ratio(
+                row.ours.score.map(|s| s.total),
+                row.dash.score.map(|s| s.total)
+            ),
+            vinyl_score(&row.scenario)
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "—".into())
+        );
+    }
+    let _ = writeln!(o);
+    let els: Vec<String> = r
+        .abr
+        .iter()
+        .flat_map(|row| {
+            [
+                format!("ours: {}", row.ours.elements.join(", ")),
+                format!("dashdemux2: {}", row.dash.elements.join(", ")),
+            ]
+        })
+        .take(2)
+        .collect();
+    if !els.is_empty() {
+        let _ = writeln!(
+            o,
+            "Demuxers and decryptors the pipelines plugged: {}.\n",
+            els.join("; ")
+        );
+    }
+
+    let _ = writeln!(o, "## Time to first audio ({})\n", crate::suite::HD_TRACK);
+    let _ = writeln!(
+        o,
+        "| RTT | start | ours s | dashdemux2 s | ratio | samples (ours / dashdemux2) |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for row in &r.ttfa {
+        for cold in [true, false] {
+            let (a, b) = (ttfa_cell(&row.ours, cold), ttfa_cell(&row.dash, cold));
+            let n = |c: &TtfaCell| if cold { c.cold.len() } else { c.warm.len() };
+            let _ = writeln!(
+                o,
+                "| {} ms | {} | {} | {} | {} | {} / {} |",
+                row.rtt_ms,
+                if cold { "cold" } else { "warm" },
+                opt(a, 3),
+                opt(b, 3),
+                ratio(a, b),
+                n(&row.ours),
+                n(&row.dash)
+            );
+        }
+        for (name, c) in [("ours", &row.ours), ("dashdemux2", &row.dash)] {
+            if let Some(e) = c.errors.first() {
+                let _ = writeln!(
+                    o,
+                    "\n{name} at {} ms: {} failure(s), first: {}",
+                    row.rtt_ms,
+                    c.errors.len(),
+                    short(e)
+                );
+            }
+        }
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "## CPU and peak RSS, UHD track as fast as possible\n");
+    cpu_table(&mut o, &r.cpu);
+    let _ = writeln!(o);
+
+    let _ = writeln!(
+        o,
+        "## Memory across the 60-minute track ({})\n",
+        crate::suite::LONG_TRACK
+    );
+    match &r.long_skipped {
+        Some(why) => {
+            let _ = writeln!(o, "Not measured: {why}.\n");
+        }
+        None => {
+            cpu_table(&mut o, &r.long);
+            let _ = writeln!(o);
+        }
+    }
+
+    let _ = writeln!(o, "## Decryption throughput (one core)\n");
+    let _ = writeln!(o, "| scheme | criterion MB/s | in-process MB/s | |");
+    let _ = writeln!(o, "|---|---|---|---|");
+    for d in &r.decrypt {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            d.scheme,
+            opt(d.criterion_mbs, 0),
+            opt(d.in_process_mbs, 0),
+            d.error.as_deref().map(short).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "## Targets (issue 7)\n");
+    let _ = writeln!(o, "| target | verdict | figures / why |");
+    let _ = writeln!(o, "|---|---|---|");
+    for t in targets(r) {
+        let _ = writeln!(o, "| {} | {} | {} |", t.what, verdict(&t), t.why);
+    }
+    let _ = writeln!(o);
+    o
+}
+
+/// How many numeric table cells a report holds (the smoke test's well-formedness check).
+pub fn numeric_cells(md: &str) -> usize {
+    md.lines()
+        .filter(|l| l.starts_with('|'))
+        .flat_map(|l| l.split('|'))
+        .filter(|c| {
+            let c = c.trim().trim_end_matches('×');
+            !c.is_empty() && c.parse::<f64>().is_ok()
+        })
+        .count()
+}
