@@ -223,7 +223,6 @@ impl Shared {
 pub struct Limits {
     pub buffer_time: Duration,
     pub buffer_bytes: u64,
-    pub max_bitrate: u64,
 }
 
 /// Throughput from a fast and a slow EWMA (weighted by download time), taking the lower, so a
@@ -306,6 +305,8 @@ pub struct Abr {
     pub selector: abr::QualitySelector,
     /// Ladder index -> candidate index.
     pub map: Vec<usize>,
+    /// The max-bitrate the selector's cap was computed for.
+    pub cap_for: u64,
 }
 
 pub struct RepPlan {
@@ -331,6 +332,10 @@ pub struct Context {
     pub abr: Mutex<Option<Abr>>,
     /// Origin of the selector's clock.
     pub epoch: Instant,
+    /// `max-bitrate`, changeable while playing (0 = none).
+    pub max_bitrate: std::sync::atomic::AtomicU64,
+    /// `representation`: a Representation id that overrides the selector (within the family).
+    pub pinned: Mutex<Option<String>>,
     /// Log sink (the element's debug category), never given secrets.
     pub log: Box<dyn Fn(&str) + Send + Sync>,
 }
@@ -443,17 +448,32 @@ impl Context {
             resume_gap: (self.limits.buffer_time / 6).min(Duration::from_secs(10)),
             ..Default::default()
         };
-        let mut selector =
+        let selector =
             abr::QualitySelector::new(ladder, config).with_previous(*LAST_SESSION.lock().unwrap());
-        if self.limits.max_bitrate > 0 {
-            let cap = map
-                .iter()
-                .rposition(|ci| p.candidates[*ci].bandwidth <= self.limits.max_bitrate)
-                .unwrap_or(0);
-            selector.set_cap(Some(cap));
-        }
-        *self.abr.lock().unwrap() = Some(Abr { selector, map });
+        *self.abr.lock().unwrap() = Some(Abr {
+            selector,
+            map,
+            cap_for: u64::MAX,
+        });
         Ok(())
+    }
+
+    /// Applies the current max-bitrate as the selector's cap (the highest ladder entry within
+    /// it; the lowest when none is).
+    fn apply_cap(&self, a: &mut Abr) {
+        let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
+        if a.cap_for == max {
+            return;
+        }
+        a.cap_for = max;
+        let p = self.presentation.lock().unwrap().clone();
+        let cap = (max > 0).then(|| {
+            a.map
+                .iter()
+                .rposition(|ci| p.candidates[*ci].bandwidth <= max)
+                .unwrap_or(0)
+        });
+        a.selector.set_cap(cap);
     }
 
     /// One request with retries; 401/403 triggers one audio-object refresh per generation.
@@ -789,14 +809,27 @@ impl Context {
 
     /// The candidate for segment `k` (in the current timeline).
     fn choose(&self, current: Option<usize>, k: usize) -> usize {
+        let pinned = self.pinned.lock().unwrap().clone();
+        if let Some(id) = pinned {
+            let p = self.presentation.lock().unwrap().clone();
+            if let Some(i) = p
+                .candidates
+                .iter()
+                .position(|c| c.id == id && c.codec == self.family)
+            {
+                return i;
+            }
+        }
         let level = self.buffer_level();
         if let Some(a) = self.abr.lock().unwrap().as_mut() {
+            self.apply_cap(a);
             let choice = a.selector.choose(k, &level, self.epoch.elapsed());
             return a.map[choice.rep];
         }
         let p = self.presentation.lock().unwrap().clone();
         let est = self.estimate();
-        let next = choose(&p.candidates, &self.family, est, self.limits.max_bitrate);
+        let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
+        let next = choose(&p.candidates, &self.family, est, max);
         if let Some(cur) = current {
             // Hysteresis: only leave the current one when the estimate says so clearly.
             let cb = p.candidates[cur].bandwidth as f64;

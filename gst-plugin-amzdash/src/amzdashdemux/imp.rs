@@ -51,6 +51,7 @@ const DEFAULT_STALL_TIMEOUT: u32 = 10;
 #[derive(Debug, Clone)]
 struct Settings {
     max_bitrate: u64,
+    representation: String,
     max_quality: String,
     buffer_time: gst::ClockTime,
     buffer_bytes: u64,
@@ -64,6 +65,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_bitrate: DEFAULT_MAX_BITRATE,
+            representation: String::new(),
             max_quality: DEFAULT_MAX_QUALITY.into(),
             buffer_time: DEFAULT_BUFFER_TIME,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -311,10 +313,16 @@ impl AmzDashDemux {
         // Start in the family the manifest prefers (selectionPriority), within max-bitrate.
         let fits =
             |c: &&Candidate| settings.max_bitrate == 0 || c.bandwidth <= settings.max_bitrate;
-        let family = candidates
+        let pinned = candidates
             .iter()
-            .filter(fits)
-            .max_by_key(|c| (c.selection_priority, c.bandwidth))
+            .find(|c| !settings.representation.is_empty() && c.id == settings.representation);
+        let family = pinned
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .filter(fits)
+                    .max_by_key(|c| (c.selection_priority, c.bandwidth))
+            })
             .or_else(|| candidates.iter().min_by_key(|c| c.bandwidth))
             .map(|c| c.codec.clone())
             .unwrap_or_default();
@@ -374,7 +382,6 @@ impl AmzDashDemux {
             limits: Limits {
                 buffer_time: Duration::from_nanos(settings.buffer_time.nseconds()),
                 buffer_bytes: settings.buffer_bytes,
-                max_bitrate: settings.max_bitrate,
             },
             shared: self.shared.clone(),
             refresher,
@@ -383,6 +390,8 @@ impl AmzDashDemux {
             throughput: Mutex::new(engine::Throughput::new()),
             family,
             abr: Mutex::new(None),
+            max_bitrate: settings.max_bitrate.into(),
+            pinned: Mutex::new(Some(settings.representation.clone()).filter(|s| !s.is_empty())),
             epoch: std::time::Instant::now(),
             log: Box::new(move |m| {
                 if let Some(o) = obj.upgrade() {
@@ -886,6 +895,12 @@ impl ObjectImpl for AmzDashDemux {
                     .default_value(DEFAULT_MAX_BITRATE)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("representation")
+                    .nick("Representation")
+                    .blurb("Play this Representation id instead of choosing adaptively (empty = adaptive; must share the starting codec)")
+                    .default_value(Some(""))
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("max-quality")
                     .nick("Maximum quality")
                     .blurb("Highest amz-music:trackType to play: SD, HD, UHD or SPATIAL (empty = any)")
@@ -949,7 +964,21 @@ impl ObjectImpl for AmzDashDemux {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
-            "max-bitrate" => s.max_bitrate = value.get().unwrap(),
+            "max-bitrate" => {
+                s.max_bitrate = value.get().unwrap();
+                // Live: the next segment's choice honours it.
+                if let Some(ctx) = &self.state.lock().unwrap().ctx {
+                    ctx.max_bitrate
+                        .store(s.max_bitrate, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            "representation" => {
+                s.representation = value.get::<Option<String>>().unwrap().unwrap_or_default();
+                if let Some(ctx) = &self.state.lock().unwrap().ctx {
+                    *ctx.pinned.lock().unwrap() =
+                        Some(s.representation.clone()).filter(|r| !r.is_empty());
+                }
+            }
             "max-quality" => {
                 s.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
@@ -970,6 +999,7 @@ impl ObjectImpl for AmzDashDemux {
         match pspec.name() {
             "max-bitrate" => s.max_bitrate.to_value(),
             "max-quality" => s.max_quality.to_value(),
+            "representation" => s.representation.to_value(),
             "buffer-time" => s.buffer_time.nseconds().to_value(),
             "buffer-bytes" => s.buffer_bytes.to_value(),
             "low-watermark-time" => s.low_watermark.nseconds().to_value(),
