@@ -469,3 +469,104 @@ fn factory_filter_leaves_plain_dash_to_dashdemux2() {
         "{ours:?}"
     );
 }
+
+#[test]
+fn protection_events_come_before_the_first_fragment() {
+    init();
+    let emu = Emulator::start(Addressing::List);
+    let track = "B0EMUHD001";
+    let ao = issue_audio_object(&emu.running.state, track, Tier::Hd, None).unwrap();
+    let (hk, hv) = ao.manifest_headers[0].clone();
+    let url = ao.manifest_url.clone();
+    let mpd = emu.rt.block_on(async move {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header(hk, hv)
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap().to_vec()
+    });
+    let parsed = gstamzdash::mpd::Mpd::parse(&mpd).unwrap();
+    let want_sets = parsed.audio_sets().count();
+    let demux = gst::ElementFactory::make("amzdashdemux").build().unwrap();
+    let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+    let pipeline = gst::Pipeline::new();
+    pipeline.add_many([&demux, &sink]).unwrap();
+    demux.link(&sink).unwrap();
+    // (event name, fields) in the order they leave the demuxer, until the first buffer.
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let protections = Arc::new(Mutex::new(Vec::<gst::Structure>::new()));
+    let (s2, p2) = (seen.clone(), protections.clone());
+    demux.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Event(e)) => {
+                    s2.lock().unwrap().push(format!("{:?}", e.type_()));
+                    if e.type_() == gst::EventType::Protection {
+                        p2.lock().unwrap().push(e.structure().unwrap().to_owned());
+                    }
+                }
+                Some(gst::PadProbeData::Buffer(_)) => {
+                    s2.lock().unwrap().push("buffer".into());
+                    return gst::PadProbeReturn::Remove;
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let src = gst::Pad::builder(gst::PadDirection::Src).build();
+    src.set_active(true).unwrap();
+    src.link(&demux.static_pad("sink").unwrap()).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_event(gst::event::StreamStart::new("t"));
+    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::format::Bytes,
+    >::new()));
+    src.push_event(gst::event::CustomDownstreamSticky::new(
+        audio_object_structure(&ao, 1),
+    ));
+    let _ = src.push(gst::Buffer::from_slice(mpd));
+    src.push_event(gst::event::Eos::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !seen.lock().unwrap().iter().any(|s| s == "buffer") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let first_buffer = seen.iter().position(|s| s == "buffer").expect("a buffer");
+    let protections = protections.lock().unwrap().clone();
+    // One Widevine PSSH per tier's AdaptationSet, all before the first fragment.
+    assert_eq!(protections.len(), want_sets, "{seen:?}");
+    assert!(
+        seen[..first_buffer]
+            .iter()
+            .filter(|s| *s == "Protection")
+            .count()
+            == want_sets
+    );
+    let kids: Vec<String> = amzmusic_emulator::export::keys(&Catalog::builtin(None), track)
+        .unwrap()
+        .iter()
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect();
+    for p in &protections {
+        assert_eq!(p.get::<&str>("origin").unwrap(), "dash/mpd");
+        assert_eq!(
+            p.get::<&str>("system_id").unwrap(),
+            "edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"
+        );
+        let data = p.get::<gst::Buffer>("data").unwrap();
+        assert_eq!(&data.map_readable().unwrap()[4..8], b"pssh");
+        assert_eq!(
+            p.get::<String>("license-url").unwrap(),
+            emu.running.state.license_url()
+        );
+        assert!(
+            kids.contains(&p.get::<String>("default-kid").unwrap()),
+            "{p}"
+        );
+    }
+}
