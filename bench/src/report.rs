@@ -513,7 +513,7 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(o);
 
-    let _ = writeln!(o, "## CPU and peak RSS, UHD track as fast as possible\n");
+    let _ = writeln!(o, "## CPU and peak RSS, played as fast as possible\n");
     cpu_table(&mut o, &r.cpu);
     let _ = writeln!(o);
 
