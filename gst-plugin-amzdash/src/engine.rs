@@ -123,6 +123,8 @@ pub enum Item {
     /// An initialization segment (pushed when starting and on every representation change).
     Init {
         candidate: usize,
+        /// Codec family: a change means a new stream for the elements downstream.
+        codec: String,
         data: Bytes,
     },
     Media {
@@ -334,7 +336,8 @@ pub struct Context {
     pub epoch: Instant,
     /// `max-bitrate`, changeable while playing (0 = none).
     pub max_bitrate: std::sync::atomic::AtomicU64,
-    /// `representation`: a Representation id that overrides the selector (within the family).
+    /// `representation`: a Representation id that overrides the selector (any codec: a codec
+    /// change starts a new stream downstream).
     pub pinned: Mutex<Option<String>>,
     /// Log sink (the element's debug category), never given secrets.
     pub log: Box<dyn Fn(&str) + Send + Sync>,
@@ -812,11 +815,7 @@ impl Context {
         let pinned = self.pinned.lock().unwrap().clone();
         if let Some(id) = pinned {
             let p = self.presentation.lock().unwrap().clone();
-            if let Some(i) = p
-                .candidates
-                .iter()
-                .position(|c| c.id == id && c.codec == self.family)
-            {
+            if let Some(i) = p.candidates.iter().position(|c| c.id == id) {
                 return i;
             }
         }
@@ -861,8 +860,12 @@ async fn run_inner(ctx: &Context, position: Duration) -> Result<(), EngineError>
     // Init and first media segment in parallel: start-up costs one round trip, not two.
     let (init, media) = tokio::join!(ctx.init_bytes(first), ctx.media_bytes(first, index));
     let (init, media) = (init?, media?);
+    let codec = ctx.presentation.lock().unwrap().candidates[first]
+        .codec
+        .clone();
     ctx.shared.push(Item::Init {
         candidate: first,
+        codec,
         data: init,
     });
     let seg = &plan.segments[index];
@@ -901,8 +904,12 @@ async fn run_inner(ctx: &Context, position: Duration) -> Result<(), EngineError>
                 plan_id(ctx, current),
                 plan_id(ctx, chosen)
             ));
+            let codec = ctx.presentation.lock().unwrap().candidates[chosen]
+                .codec
+                .clone();
             ctx.shared.push(Item::Init {
                 candidate: chosen,
+                codec,
                 data: init,
             });
             {

@@ -106,3 +106,89 @@ fn switch_within_flac_is_gapless_and_sample_exact() {
     let from = (t1.nseconds() as u128 * 48000 / 1_000_000_000) as usize * 6;
     amzmusic_tests::assert_same_pcm(&packed, &src48[from..], 6, "after the switch");
 }
+
+/// FLAC -> Opus mid-track: push-mode qtdemux cannot change codec on 1.22, so the demuxer starts
+/// a new stream (stream-start, caps, same segment, new init); decodebin3 plugs a new chain and
+/// exposes a new audio pad, which the application (playsink in playbin3) links. Timestamps run
+/// on without a gap and the whole 60 s arrive.
+#[test]
+fn switch_flac_to_opus_as_a_new_stream_in_decodebin3() {
+    use gst::prelude::*;
+    init();
+    let emu = Emulator::start(Addressing::Template);
+    let track = "B0EMUHD001";
+    let url = format!("{}/open/{track}/manifest.mpd", emu.base());
+    let pipeline = gst::parse::launch(&format!(
+        "souphttpsrc location={url} ! amzdashdemux name=demux representation=flac-44k16 \
+         buffer-time=15000000000 ! decodebin3 name=dec ! audioconvert name=conv ! \
+         audioresample ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
+         appsink name=sink sync=false max-buffers=4"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let demux = pipeline.by_name("demux").unwrap();
+    let conv_sink = pipeline
+        .by_name("conv")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
+    // As playsink does: the newest audio output feeds the sink.
+    pipeline
+        .by_name("dec")
+        .unwrap()
+        .connect_pad_added(move |_, pad| {
+            if let Some(peer) = conv_sink.peer() {
+                let _ = peer.unlink(&conv_sink);
+            }
+            let _ = pad.link(&conv_sink);
+        });
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut switched = false;
+    let mut bytes = 0usize;
+    let mut last_end = None;
+    let mut gaps = Vec::new();
+    while std::time::Instant::now() < deadline && !sink.is_eos() {
+        let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) else {
+            if let Some(m) = pipeline
+                .bus()
+                .unwrap()
+                .pop_filtered(&[gst::MessageType::Error])
+            {
+                panic!("{m:?}");
+            }
+            continue;
+        };
+        let b = s.buffer().unwrap();
+        bytes += b.size();
+        let (pts, dur) = (b.pts().unwrap(), b.duration().unwrap());
+        if let Some(e) = last_end {
+            let d = pts.nseconds() as i64 - gst::ClockTime::nseconds(e) as i64;
+            if d.abs() > 1_000_000 {
+                gaps.push((e, pts));
+            }
+        }
+        last_end = Some(pts + dur);
+        if !switched && pts >= gst::ClockTime::from_seconds(5) {
+            demux.set_property("representation", "opus-320k");
+            switched = true;
+        }
+    }
+    let eos = sink.is_eos();
+    let stats = demux.property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        eos,
+        "stalled after {bytes} bytes, last end {last_end:?}, {stats}"
+    );
+    assert_eq!(stats.get::<String>("codec").unwrap(), "opus");
+    assert!(gaps.is_empty(), "{gaps:?}");
+    let secs = bytes as f64 / (48000.0 * 4.0);
+    assert!((secs - 60.0).abs() < 0.1, "{secs} s");
+}

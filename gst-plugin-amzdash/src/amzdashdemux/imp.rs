@@ -91,6 +91,8 @@ struct State {
     buffering: Option<i32>,
     position: Option<gst::ClockTime>,
     started: bool,
+    /// Codec family of the last init segment pushed.
+    codec: Option<String>,
 }
 
 pub struct AmzDashDemux {
@@ -533,6 +535,35 @@ impl AmzDashDemux {
         self.push_protection_events(ctx);
     }
 
+    /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
+    /// new representation starts a new stream (stream-start with a new id and group, caps, the
+    /// same TIME segment, protection events) and parsebin/decodebin3 plug a new chain for it.
+    fn start_new_stream(&self, ctx: &Context, codec: &str) {
+        let n = {
+            let mut st = self.state.lock().unwrap();
+            st.discont = true;
+            st.segment.clone()
+        };
+        let stream_id = self
+            .srcpad
+            .create_stream_id(&*self.obj(), Some(&format!("audio-{codec}")));
+        gst::info!(
+            CAT,
+            imp = self,
+            "codec change to {}: new stream {}",
+            codec,
+            stream_id
+        );
+        self.srcpad.push_event(
+            gst::event::StreamStart::builder(stream_id.as_str())
+                .group_id(gst::GroupId::next())
+                .build(),
+        );
+        self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
+        self.srcpad.push_event(gst::event::Segment::new(&n));
+        self.push_protection_events(ctx);
+    }
+
     /// One protection event per ContentProtection with a PSSH, before the first fragment, so
     /// the decryptor asks for the license while the clear lead plays.
     fn push_protection_events(&self, ctx: &Context) {
@@ -590,7 +621,15 @@ impl AmzDashDemux {
             self.push_initial_events(&ctx);
         }
         let res = match item {
-            Item::Init { data, candidate } => {
+            Item::Init {
+                data,
+                candidate,
+                codec,
+            } => {
+                let previous = self.state.lock().unwrap().codec.replace(codec.clone());
+                if previous.is_some_and(|p| p != codec) {
+                    self.start_new_stream(&ctx, &codec);
+                }
                 let mut buf = gst::Buffer::from_slice(data);
                 {
                     let b = buf.get_mut().unwrap();
