@@ -93,6 +93,8 @@ struct State {
     started: bool,
     /// Codec family of the last init segment pushed.
     codec: Option<String>,
+    /// A new stream started and its first fragment is not through yet.
+    new_stream: bool,
 }
 
 pub struct AmzDashDemux {
@@ -535,6 +537,27 @@ impl AmzDashDemux {
         self.push_protection_events(ctx);
     }
 
+    /// Pushes a media fragment. Right after a codec change, decodebin3 (1.22) links the new
+    /// chain parsebin exposes a little after data starts flowing, and qtdemux answers
+    /// not-linked without having output any sample of the fragment; the fragment is pushed
+    /// again until the new chain is linked (bounded), so no audio is lost at the switch.
+    fn push_media(&self, buf: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let new_stream = std::mem::take(&mut self.state.lock().unwrap().new_stream);
+        if !new_stream {
+            return self.srcpad.push(buf);
+        }
+        for _ in 0..100 {
+            match self.srcpad.push(buf.clone()) {
+                Err(gst::FlowError::NotLinked) if !self.flushing.load(Ordering::SeqCst) => {
+                    gst::debug!(CAT, imp = self, "new stream not linked yet, pushing again");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                res => return res,
+            }
+        }
+        Err(gst::FlowError::NotLinked)
+    }
+
     /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
     /// new representation starts a new stream (stream-start with a new id and group, caps, the
     /// same TIME segment, protection events) and parsebin/decodebin3 plug a new chain for it.
@@ -542,6 +565,7 @@ impl AmzDashDemux {
         let n = {
             let mut st = self.state.lock().unwrap();
             st.discont = true;
+            st.new_stream = true;
             st.segment.clone()
         };
         let stream_id = self
@@ -657,7 +681,7 @@ impl AmzDashDemux {
                 }
                 self.state.lock().unwrap().position = Some(to_clock(start));
                 self.shared.playing.store(true, Ordering::SeqCst);
-                self.srcpad.push(buf)
+                self.push_media(buf)
             }
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
