@@ -36,6 +36,9 @@ struct Cli {
     /// Skip the 60-minute track.
     #[arg(long)]
     skip_long: bool,
+    /// Only these sections (comma-separated): abr, ttfa, cpu, decrypt.
+    #[arg(long, value_delimiter = ',')]
+    sections: Option<Vec<String>>,
     /// Measure decryption in process only, without `cargo bench`.
     #[arg(long)]
     no_criterion: bool,
@@ -73,6 +76,17 @@ fn main() -> Result<()> {
     if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
         bail!("unknown scenario {bad:?}; known: {}", SCENARIOS.join(", "));
     }
+    if let Some(bad) = cli
+        .sections
+        .iter()
+        .flatten()
+        .find(|s| !suite::SECTIONS.contains(&s.as_str()))
+    {
+        bail!(
+            "unknown section {bad:?}; known: {}",
+            suite::SECTIONS.join(", ")
+        );
+    }
     let out = cli.out.clone().unwrap_or_else(|| {
         if cli.quick {
             profile_dir.join("BENCHMARKS-quick.md")
@@ -95,6 +109,10 @@ fn main() -> Result<()> {
         rtts_ms: if cli.quick { vec![20] } else { vec![20, 80] },
         criterion: !cli.quick && !cli.no_criterion,
         skip_long: cli.quick || cli.skip_long,
+        sections: cli
+            .sections
+            .clone()
+            .unwrap_or_else(|| suite::SECTIONS.iter().map(|s| s.to_string()).collect()),
         command_line: std::env::args()
             .enumerate()
             .map(|(i, a)| {

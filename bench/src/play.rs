@@ -339,10 +339,17 @@ pub fn spawn(
     let line = reader.join().map_err(|_| anyhow!("reader thread"))?;
     match line {
         Some(l) => serde_json::from_str(&l).context("player result JSON"),
-        None => bail!(
-            "the player process ended ({status}) without a result; its log ends: {}",
-            tail(log, 4)
-        ),
+        None => {
+            let t = tail(log, 4);
+            bail!(
+                "the player process ended ({status}) without a result; {}",
+                if t.trim().is_empty() {
+                    format!("its log {} is empty", log.display())
+                } else {
+                    format!("its log ends: {t}")
+                }
+            )
+        }
     }
 }
 

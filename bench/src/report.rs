@@ -338,7 +338,13 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(o, "| GStreamer | {} |", m.gstreamer);
     let _ = writeln!(o, "| Rust | {} |", m.rustc);
     let _ = writeln!(o, "| commit | {} |", m.commit);
-    let _ = writeln!(o, "| plugins | {} |\n", r.opts.profile_dir.display());
+    let profile = r.opts.profile_dir.file_name().unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "| plugins | {} ({} build) |\n",
+        r.opts.profile_dir.display(),
+        profile.to_string_lossy()
+    );
 
     let _ = writeln!(o, "## Commands\n");
     let _ = writeln!(o, "```sh\n{}\n```\n", r.opts.command_line);
@@ -514,8 +520,12 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(o);
 
     let _ = writeln!(o, "## CPU and peak RSS, played as fast as possible\n");
-    cpu_table(&mut o, &r.cpu);
-    let _ = writeln!(o);
+    if r.cpu.is_empty() {
+        let _ = writeln!(o, "Not measured in this run.\n");
+    } else {
+        cpu_table(&mut o, &r.cpu);
+        let _ = writeln!(o);
+    }
 
     let _ = writeln!(
         o,
@@ -525,6 +535,9 @@ pub fn markdown(r: &Results) -> String {
     match &r.long_skipped {
         Some(why) => {
             let _ = writeln!(o, "Not measured: {why}.\n");
+        }
+        None if r.long.is_empty() => {
+            let _ = writeln!(o, "Not measured in this run.\n");
         }
         None => {
             cpu_table(&mut o, &r.long);

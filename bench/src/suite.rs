@@ -44,8 +44,18 @@ pub struct Options {
     /// Run the criterion bench through cargo (full runs).
     pub criterion: bool,
     pub skip_long: bool,
+    /// Which of `SECTIONS` to run.
+    pub sections: Vec<String>,
     pub command_line: String,
     pub exe: PathBuf,
+}
+
+pub const SECTIONS: [&str; 4] = ["abr", "ttfa", "cpu", "decrypt"];
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +459,21 @@ fn abr_one(
     match timeline(run, &per_seg, open) {
         Ok((tl, end, startup)) => {
             out.score = Some(score::score(&tl, end, startup, Some(open.top_bandwidth())));
+            // The scored timeline beside the player's log, for a closer look.
+            let dump = serde_json::json!({
+                "timeline": tl,
+                "end": end,
+                "startup": startup,
+                "stalls": run.stalls,
+                "segments": per_seg,
+                "fetches": fetches.iter().map(|f| (f.at_ms, &f.rep, f.segment)).collect::<Vec<_>>(),
+            });
+            let _ = std::fs::write(
+                ctx.opts
+                    .work_dir
+                    .join(format!("abr-{scenario}-{}.json", player.name())),
+                dump.to_string(),
+            );
         }
         Err(e) if out.error.is_none() => out.error = Some(format!("{e:#}")),
         Err(_) => {}
@@ -533,6 +558,12 @@ pub fn run(opts: Options) -> Result<Results> {
     let (maj, min, mic, _) = gst::version();
     let machine = crate::machine::Machine::probe(&format!("{maj}.{min}.{mic}"), &opts.repo);
     std::fs::create_dir_all(&opts.work_dir)?;
+    // This run's player logs only.
+    for e in std::fs::read_dir(&opts.work_dir)?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let ctx = Ctx {
         opts: &opts,
         env_common: vec![
@@ -576,10 +607,10 @@ pub fn run(opts: Options) -> Result<Results> {
     let (open, list, kind) = {
         let emu = ctx.start_emulator(&mut res, &[])?;
         let mut tracks = vec![HD_TRACK];
-        if !opts.quick {
+        if !opts.quick && opts.runs("cpu") {
             tracks.push(UHD_TRACK);
         }
-        if !opts.skip_long {
+        if !opts.skip_long && opts.runs("cpu") {
             tracks.push(LONG_TRACK);
         }
         for t in tracks {
@@ -605,7 +636,7 @@ pub fn run(opts: Options) -> Result<Results> {
     };
 
     // ABR QoE, one emulator process per scenario.
-    for scenario in &opts.scenarios {
+    for scenario in opts.scenarios.iter().filter(|_| opts.runs("abr")) {
         let emu = ctx.start_emulator(&mut res, &["--seed", &opts.seed.to_string()])?;
         emu.prepare(HD_TRACK)?;
         let ours = abr_one(&ctx, &emu, Player::Ours, kind, scenario, &open, &list);
@@ -618,7 +649,7 @@ pub fn run(opts: Options) -> Result<Results> {
     }
 
     // Time to first audio, cold (a new process) then warm (the same process again).
-    {
+    if opts.runs("ttfa") {
         let emu = ctx.start_emulator(&mut res, &[])?;
         emu.prepare(HD_TRACK)?;
         for &rtt in &opts.rtts_ms {
@@ -661,7 +692,7 @@ pub fn run(opts: Options) -> Result<Results> {
     }
 
     // CPU and memory as fast as the pipeline goes, unshaped.
-    {
+    if opts.runs("cpu") {
         let emu = ctx.start_emulator(&mut res, &[])?;
         // A smoke run spares the UHD track's generation: the HD track is ready by now.
         let track = if opts.quick { HD_TRACK } else { UHD_TRACK };
@@ -718,7 +749,9 @@ pub fn run(opts: Options) -> Result<Results> {
     }
 
     // Decryption throughput.
-    res.decrypt = decrypt_rows(&opts, &mut res.criterion_command);
+    if opts.runs("decrypt") {
+        res.decrypt = decrypt_rows(&opts, &mut res.criterion_command);
+    }
     res.finished = date();
     Ok(res)
 }
