@@ -140,3 +140,41 @@ fn bad_manifests_are_clear_errors() {
         assert!(err.contains(want), "{name}: {err:?} should say {want:?}");
     }
 }
+
+/// The emulator's five network scenarios: each plays for a moment without an error, and
+/// stopping the pipeline mid-download returns at once (everything is cancelled).
+#[test]
+fn network_scenarios_run_and_stop_promptly() {
+    use amzmusic_emulator::shaping::{Schedule, SCENARIOS};
+    use gst::prelude::*;
+    init();
+    let emu = Emulator::start(Addressing::Template);
+    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base());
+    let _ = emu.get(&url); // content generated before shaping slows everything
+    for name in SCENARIOS {
+        emu.running
+            .state
+            .shaper
+            .set(Some(Schedule::scenario(name, 1).unwrap()));
+        let pipeline = gst::parse::launch(&format!(
+            "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! decodebin3 ! \
+             fakesink sync=true"
+        ))
+        .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let err = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(1500),
+            &[gst::MessageType::Error],
+        );
+        assert!(err.is_none(), "{name}: {err:?}");
+        let t = std::time::Instant::now();
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1000),
+            "{name}: stopping took {:?}",
+            t.elapsed()
+        );
+    }
+    emu.running.state.shaper.set(None);
+}

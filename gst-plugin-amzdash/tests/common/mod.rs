@@ -2,6 +2,8 @@
 //! statically, manifest inspection and exact source samples.
 #![allow(dead_code)]
 
+pub mod amazon;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
