@@ -254,9 +254,10 @@ fn concurrent_askers_cause_one_refresh_and_lookups_none() {
 
 #[test]
 fn short_lived_audio_object_is_refreshed_once_ahead_of_expiry() {
-    // Lifetime 5 s: the source refreshes at 70 % (≈3.5 s), the next one would come ≥ 2.8 s
-    // later; at 4.8 s exactly one refresh has happened.
-    let emu = Emu::start(&["--audio-object-lifetime", "5"]);
+    // Lifetime 8 s (7-8 s once `expires` is truncated to the second): the source refreshes at
+    // 70 %, 4.9-5.6 s in, and the next would come ≥ 4.9 s after that; at 7.5 s exactly one
+    // refresh has happened, with ≈ 2 s of margin either way for a loaded machine.
+    let emu = Emu::start(&["--audio-object-lifetime", "8"]);
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let run = Running::new(source(&emu, &token_file, HD));
@@ -264,7 +265,7 @@ fn short_lived_audio_object_is_refreshed_once_ahead_of_expiry() {
     let started = std::time::Instant::now();
     let first = run.ask("lookup", 0).unwrap();
     assert_eq!(first.get::<u32>("generation").unwrap(), 1);
-    std::thread::sleep(Duration::from_millis(4800).saturating_sub(started.elapsed()));
+    std::thread::sleep(Duration::from_millis(7500).saturating_sub(started.elapsed()));
     let now = run.ask("lookup", 0).unwrap();
     assert_eq!(now.get::<u32>("generation").unwrap(), 2);
     assert!(now.get::<u64>("expires").unwrap() > first.get::<u64>("expires").unwrap());
@@ -277,15 +278,17 @@ fn short_lived_audio_object_is_refreshed_once_ahead_of_expiry() {
 
 #[test]
 fn access_token_expiring_mid_run_is_refreshed_once_and_written_back() {
-    // Tokens live 5 s; the source refreshes one fifth before expiry (4 s after issue).
-    let emu = Emu::start(&["--token-lifetime", "5"]);
+    // Tokens live 10 s; the source refreshes one fifth before expiry, 7-8 s after issue (the
+    // file keeps whole seconds), and the next one 7 s later; at 10.5 s the first token has
+    // expired and exactly one refresh happened, with ≥ 2.5 s of margin either way.
+    let emu = Emu::start(&["--token-lifetime", "10"]);
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let before = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
     let issued = std::time::Instant::now();
     let run = Running::new(source(&emu, &token_file, HD));
     run.manifest(WAIT).unwrap();
-    std::thread::sleep(Duration::from_millis(5500).saturating_sub(issued.elapsed()));
+    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(issued.elapsed()));
     // The first token has expired by now; the file holds the refreshed one.
     let after = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
     assert_ne!(after.access_token, before.access_token);

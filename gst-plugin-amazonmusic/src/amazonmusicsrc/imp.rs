@@ -487,6 +487,7 @@ impl AmazonMusicSrc {
             &current.audio,
             token.map(|t| t.expose()),
             &session.cfg.user_agent,
+            &session.cfg.market,
         );
         gst::Structure::builder(AUDIO_OBJECT)
             .field("track-id", &session.track_id)

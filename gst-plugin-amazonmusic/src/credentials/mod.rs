@@ -20,9 +20,23 @@ fn headers(list: &[Header]) -> gst::Structure {
     s
 }
 
+/// The market header the license server checks entitlement against.
+pub const MARKET_HEADER: &str = "x-amzn-market";
+
 impl AmzMusicCredentials {
-    /// The credentials of `audio`, with the current access token and User-Agent.
-    pub fn new(audio: &AudioObject, access_token: Option<&str>, user_agent: &str) -> Self {
+    /// The credentials of `audio`, with the current access token and User-Agent. `market`
+    /// joins the key headers: the license server, like the music API, decides entitlement by
+    /// the caller's market, and the decryptor sends exactly the key headers.
+    pub fn new(
+        audio: &AudioObject,
+        access_token: Option<&str>,
+        user_agent: &str,
+        market: &str,
+    ) -> Self {
+        let mut key_headers = headers(&audio.headers.key);
+        if !key_headers.has_field(MARKET_HEADER) && !market.is_empty() {
+            key_headers.set(MARKET_HEADER, market);
+        }
         glib::Object::builder()
             .property("manifest-uri", audio.manifest_url.expose())
             .property(
@@ -30,7 +44,7 @@ impl AmzMusicCredentials {
                 headers(&audio.headers.audio_segment_headers),
             )
             .property("manifest-headers", headers(&audio.headers.manifest_headers))
-            .property("key-headers", headers(&audio.headers.key))
+            .property("key-headers", key_headers)
             .property("authorization", access_token.map(|t| format!("Bearer {t}")))
             .property("user-agent", user_agent)
             .build()
