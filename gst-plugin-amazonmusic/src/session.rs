@@ -28,6 +28,17 @@ impl Current {
     pub fn refresh_at_ms(&self) -> u64 {
         refresh_point_ms(self.obtained_at_ms, self.audio.expires)
     }
+
+    /// Fetched in the first tenth of its lifetime: asking again would get nothing better, so an
+    /// `expiring` request is answered with it (no refresh storm when lifetimes are short).
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        let lifetime = self
+            .audio
+            .expires
+            .saturating_mul(1000)
+            .saturating_sub(self.obtained_at_ms);
+        now_ms < self.obtained_at_ms + lifetime / 10
+    }
 }
 
 /// 70 % of the way from `obtained_at_ms` to `expires` (Unix seconds), in Unix milliseconds.
@@ -188,6 +199,25 @@ mod tests {
         assert!(refresh_point_ms(1_000_000, 1010) < 1_008_000);
         assert_eq!(refresh_point_ms(1_000_500, 1005), 1_000_500 + 3150);
         assert_eq!(refresh_point_ms(1_000_000, 900), 1_000_000);
+    }
+
+    #[test]
+    fn fresh_means_the_first_tenth_of_the_lifetime() {
+        let c = |obtained_at_ms| Current {
+            generation: 1,
+            audio: AudioObject {
+                track_id: "T".into(),
+                manifest_url: crate::http::Secret::new("u"),
+                expires: 1100,
+                quality: "HD".into(),
+                drm_type: "WIDEVINE".into(),
+                headers: Default::default(),
+            },
+            obtained_at_ms,
+        };
+        assert!(c(1_000_000).is_fresh(1_009_999));
+        assert!(!c(1_000_000).is_fresh(1_010_000));
+        assert!(!c(1_200_000).is_fresh(1_200_000), "already expired");
     }
 
     #[test]

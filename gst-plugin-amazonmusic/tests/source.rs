@@ -250,6 +250,12 @@ fn concurrent_askers_cause_one_refresh_and_lookups_none() {
     let uri = credentials(&look).property::<String>("manifest-uri");
     assert_ne!(uri, first_uri, "a new audio object");
     assert_eq!(look.get::<&str>("track-id").unwrap(), HD);
+
+    // A demuxer whose schedule says "expiring" about an object fetched a moment ago gets that
+    // one back: no API call (no refresh storm when lifetimes are short).
+    let again = run.ask("expiring", 2).unwrap();
+    assert_eq!(again.get::<u32>("generation").unwrap(), 2);
+    assert_eq!(emu.audio_calls(HD).len(), 2);
 }
 
 #[test]
@@ -300,7 +306,7 @@ fn access_token_expiring_mid_run_is_refreshed_once_and_written_back() {
         format!("Bearer {}", after.access_token.expose())
     );
     // And the API takes it: a refresh of the audio object with the new token succeeds.
-    let next = run.ask("expiring", 1).unwrap();
+    let next = run.ask("forbidden", 1).unwrap();
     assert_eq!(next.get::<u32>("generation").unwrap(), 2);
     let statuses: Vec<u16> = emu.audio_calls(HD).into_iter().map(|(_, s)| s).collect();
     assert_eq!(statuses, vec![200, 200]);

@@ -637,11 +637,13 @@ impl AmazonMusicSrc {
             )
         };
         let lookup = reason == "lookup";
+        let expiring = reason == "expiring";
         let sess = session.clone();
         let answer = wait_on_runtime(async move {
             let current = match sess.current() {
                 None => return Err(None),
                 Some(c) if lookup || c.generation != held => c,
+                Some(c) if expiring && c.is_fresh(now_unix_ms()) => c,
                 Some(_) => sess.refresh(held).await.map_err(Some)?,
             };
             // Only Login with Amazon may be asked here (a due token), never the music API.
