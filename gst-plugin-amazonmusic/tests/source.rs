@@ -378,3 +378,68 @@ fn no_token_at_all_is_not_authorized() {
         err.message()
     );
 }
+
+#[test]
+fn unreadable_ca_file_is_a_settings_error() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let src = source(&emu, &token_file, HD);
+    src.set_property("ca-file", dir.path().join("nope.pem").to_str().unwrap());
+    let run = Running::new(src);
+    let (err, _) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::Settings), "{err:?}");
+    assert!(err.message().contains("ca-file"), "{}", err.message());
+}
+
+#[test]
+fn feature_flags_and_album_lists() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let src = source(&emu, &token_file, HD);
+    src.set_property("feature-flags", "trace");
+    let run = Running::new(src);
+    run.manifest(WAIT).unwrap();
+    let gql = emu
+        .requests()
+        .into_iter()
+        .rfind(|r| r["service"] == "graphql")
+        .unwrap();
+    assert!(
+        gql["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "x-amzn-feature-flags"),
+        "{gql}"
+    );
+
+    // The API client's album and playlist lookups (the player resolves albums with them).
+    let cfg = gstamazonmusic::config::resolve(
+        &gstamazonmusic::config::Overrides {
+            api_endpoint: Some(emu.proc.base_url.clone()),
+            lwa_endpoint: Some(emu.proc.base_url.clone()),
+            api_key: Some(gstamazonmusic::http::Secret::new(API_KEY)),
+            token_file: Some(token_file.clone()),
+            ..Default::default()
+        },
+        |_| None,
+    )
+    .unwrap();
+    let session = gstamazonmusic::session::Session::new(cfg, HD, "SD,HD").unwrap();
+    let rt = &gstamazonmusic::http::RUNTIME;
+    let album = rt.block_on(session.api.album_tracks("B0EMUALB01")).unwrap();
+    let ids: Vec<&str> = album.tracks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["B0EMUAL001", "B0EMUAL002", "B0EMUAL003"]);
+    assert_eq!(album.tracks[1].track_number, Some(2));
+    let pl = rt
+        .block_on(session.api.playlist_tracks("B0EMUPL001"))
+        .unwrap();
+    assert_eq!(pl.tracks.len(), 3);
+    assert_eq!(pl.tracks[0].id, HD);
+    assert!(matches!(
+        rt.block_on(session.api.album_tracks("B0NOALBUM1")),
+        Err(gstamazonmusic::api::ApiError::NotFound { .. })
+    ));
+}
