@@ -26,7 +26,11 @@ fn secrets_of(creds: &gst::glib::Object) -> Vec<String> {
         .expect("signed manifest URL");
     out.push(sig);
     for list in ["segment-headers", "manifest-headers", "key-headers"] {
-        for (_, v) in headers(creds, list) {
+        // The market joins the key headers but is no secret.
+        for (_, v) in headers(creds, list)
+            .into_iter()
+            .filter(|(k, _)| k != "x-amzn-market")
+        {
             out.push(v);
         }
     }
