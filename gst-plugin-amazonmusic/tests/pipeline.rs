@@ -159,10 +159,19 @@ fn market_reaches_the_license_server() {
     let got = amzmusic_tests::run_pipeline(&desc, Duration::from_secs(60)).unwrap();
     assert!(got.error.is_none(), "{:?}", got.error);
     amzmusic_tests::assert_same_pcm(&got.bytes, &want, 4, "JP track in market JP");
-    let licenses: Vec<u16> = emu
-        .calls("POST", "/license/")
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
-    assert_eq!(licenses, vec![200]);
+    // The track is all clear lead, so the pipeline may reach EOS before the license answer
+    // (which the emulator logs once it has answered): wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let licenses = loop {
+        let l: Vec<u16> = emu
+            .calls("POST", "/license/")
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        if !l.is_empty() || Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(licenses, vec![200], "the license server saw market JP");
 }

@@ -129,6 +129,9 @@ fn explicit_flag_and_market() {
         .unwrap()
         .get::<bool>()
         .unwrap());
+    // The market goes to the license server with the key headers.
+    let creds = credentials(&run.ask("lookup", 0).unwrap());
+    assert!(headers(&creds, "key-headers").contains(&("x-amzn-market".into(), "JP".into())));
 }
 
 #[test]
