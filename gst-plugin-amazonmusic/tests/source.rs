@@ -446,3 +446,27 @@ fn feature_flags_and_album_lists() {
         Err(gstamazonmusic::api::ApiError::NotFound { .. })
     ));
 }
+
+#[test]
+fn stopping_interrupts_a_stalled_request_at_once() {
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    // The music API never answers (until the request timeout, 15 s).
+    assert_eq!(
+        emu.post_json(
+            "/_emulator/faults",
+            serde_json::json!({"path_contains": "/v1/tracks/", "action": {"stall": {"seconds": 60}}})
+        ),
+        201
+    );
+    let run = Running::new(source(&emu, &token_file, HD));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    run.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "NULL took {:?}",
+        t.elapsed()
+    );
+}
