@@ -4,9 +4,11 @@
 //! Every player is measured the same way, at its audio sink:
 //! - first buffer: the sink pad's first buffer after the PLAYING request (time to first audio);
 //! - playing: each buffer the sink renders, with its wall time and media time;
-//! - a stall: a buffer rendered more than `stall_threshold_ms` after it was due (the pipeline
-//!   ran dry). The sink's `ts-offset` then grows by the lateness, as playback that waited would,
-//!   so the rest plays in real time again.
+//! - a stall: a buffer rendered later after its due time than a sound card's buffer
+//!   (`sink_buffer_ms`, audiobasesink's default `buffer-time`) would have covered: the pipeline
+//!   ran dry and the listener hears a gap from `due + sink_buffer_ms` to the buffer's arrival.
+//!   The sink's `ts-offset` then grows by that gap, as a sound card resuming would, so the rest
+//!   plays in real time again.
 
 use anyhow::{anyhow, bail, Context, Result};
 use gst::prelude::*;
@@ -35,7 +37,8 @@ pub struct PlaySpec {
     pub timeout_s: f64,
     /// Keep every rendered buffer's (wall, media) times.
     pub timeline: bool,
-    pub stall_threshold_ms: f64,
+    /// Audio a sound card holds ahead (ms): lateness up to this much is not heard.
+    pub sink_buffer_ms: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -170,7 +173,7 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
         let rec = rec.clone();
         let stop = stop.clone();
         let (sync, keep, max_audio) = (spec.sync, spec.timeline, spec.max_audio_s);
-        let threshold = gst::ClockTime::from_nseconds((spec.stall_threshold_ms * 1e6) as u64);
+        let cover = (spec.sink_buffer_ms * 1e6) as i64;
         let pad = pad.clone();
         sink.connect("handoff", false, move |args| {
             let sink = args[0].get::<gst::Element>().ok()?;
@@ -189,10 +192,10 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
                     let offset: i64 = sink.property("ts-offset");
                     let due = (base + rt).nseconds() as i64 + offset;
                     let late = now.nseconds() as i64 - due;
-                    if late > threshold.nseconds() as i64 {
-                        let due_t = gst::ClockTime::from_nseconds(due.max(0) as u64);
-                        r.stalls.push([since(due_t), since(now)]);
-                        sink.set_property("ts-offset", offset + late);
+                    if late > cover {
+                        let dry = gst::ClockTime::from_nseconds((due + cover).max(0) as u64);
+                        r.stalls.push([since(dry), since(now)]);
+                        sink.set_property("ts-offset", offset + late - cover);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::score::{vinyl_score, Score};
-use crate::suite::{CpuCell, CpuRow, PlayerAbr, Results, TtfaCell, STALL_THRESHOLD_MS, TTFA_KBPS};
+use crate::suite::{CpuCell, CpuRow, PlayerAbr, Results, TtfaCell, SINK_BUFFER_MS, TTFA_KBPS};
 
 fn f3(v: f64) -> String {
     format!("{v:.3}")
@@ -388,10 +388,12 @@ pub fn markdown(r: &Results) -> String {
            emulator's request log (`GET /_emulator/requests`) says which representation that segment was \
            last fetched from (template URLs name the segment; our ranged requests are mapped through the \
            service manifest's `mediaRange`s). Its `bandwidth` (open mirror manifest, top rung {} b/s) is the bitrate.\n\
-         - **rebuffer / stall**: a buffer the sink renders more than {STALL_THRESHOLD_MS:.0} ms after it was due \
-           (the pipeline ran dry). The stall lasts from when it was due to when it came; the sink's `ts-offset` \
-           then grows by that much, as paused playback would, so the rest stays in real time. Buffering \
-           messages are not acted on (no pause), for both players alike; the dips below 100 % after the start are listed.\n\
+         - **rebuffer / stall**: the sink stands for a sound card holding {SINK_BUFFER_MS:.0} ms ahead \
+           (audiobasesink's default `buffer-time`): a buffer that reaches it more than that after it was due \
+           means the pipeline ran dry, and the listener hears a gap from due + {SINK_BUFFER_MS:.0} ms until it \
+           came. That gap is one rebuffer and its length the stall; the sink's `ts-offset` then grows by the gap, \
+           as a sound card resuming would, so the rest stays in real time. Buffering messages are not acted on \
+           (no pause), for both players alike; the dips below 100 % after the start are listed.\n\
          - **score**: vinyl's `abrScore.ts`: 0.4·quality + 0.3·rebuffer + 0.1·stall + 0.2·startup, quality = \
            time-weighted mean of √(bandwidth / top bandwidth), rebuffer = 1/(1+rebuffers), stall = \
            1/(1+0.25·stall s), startup = 1/(1+0.5·startup s). A run ends at EOS or after 120 s (vinyl's timeout).\n\

@@ -23,8 +23,9 @@ pub const SCENARIOS: [&str; 5] = [
 ];
 /// vinyl's harness gives up on a run after two minutes.
 const ABR_TIMEOUT_S: f64 = 120.0;
-/// A buffer this late at the sink is a stall (the pipeline ran dry).
-pub const STALL_THRESHOLD_MS: f64 = 50.0;
+/// The audio a sound card holds ahead (audiobasesink's default `buffer-time`): a buffer later
+/// than this at the sink is a gap the listener hears.
+pub const SINK_BUFFER_MS: f64 = 200.0;
 /// Bandwidth of the time-to-first-audio link (stable-high's), kb/s.
 pub const TTFA_KBPS: u64 = 10_000;
 
@@ -234,7 +235,7 @@ impl Ctx<'_> {
             max_audio_s: None,
             timeout_s: ABR_TIMEOUT_S,
             timeline: false,
-            stall_threshold_ms: STALL_THRESHOLD_MS,
+            sink_buffer_ms: SINK_BUFFER_MS,
         }
     }
 
