@@ -1,0 +1,104 @@
+//! The README's explicit pipelines against a real emulator process (its --env-file applied to
+//! this process, so the elements need no properties): FLAC bit-exact against the source across
+//! the 30 s clear/encrypted boundary, and E-AC-3 through avdec_eac3.
+
+use amzmusic_tests::*;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn env() -> &'static EmulatorEnv {
+    static E: OnceLock<EmulatorEnv> = OnceLock::new();
+    E.get_or_init(|| {
+        let e = EmulatorEnv::start(&[]).expect("emulator");
+        e.apply();
+        e
+    })
+}
+
+const HD: &str = "B0EMUHD001";
+/// flac-44k16 (794 kb/s) is the best representation under this cap, flac-48k24 (1.6 Mb/s)
+/// is above it: the comparison is against one representation whatever the ABR measures.
+const PIN_44K16: &str = "max-bitrate=1000000";
+
+fn hd_pipeline() -> String {
+    format!(
+        "amazonmusicsrc track-id={HD} ! amzdashdemux name=demux {PIN_44K16} ! qtdemux ! \
+         widevinedecrypt ! flacparse ! flacdec ! appsink name=sink"
+    )
+}
+
+#[test]
+fn hd_flac_is_sample_identical_to_the_source_across_the_encrypted_boundary() {
+    let _ = env();
+    let want = source_pcm(HD, "flac-44k16");
+    let got = play_launch(&hd_pipeline(), Duration::from_secs(60), |_| {}).unwrap();
+    got.ok().unwrap();
+    assert_eq!(got.last_caps_field::<i32>("rate"), Some(44_100));
+    assert_eq!(
+        got.last_caps_field::<String>("format").as_deref(),
+        Some("S16LE")
+    );
+    // 60 s at 44.1 kHz, 16-bit stereo; the 30 s boundary is at byte 30 * 44100 * 4.
+    assert_eq!(want.len(), 60 * 44_100 * 4);
+    assert_same_pcm(
+        &got.bytes,
+        &want,
+        4,
+        "flac-44k16 through the explicit pipeline",
+    );
+}
+
+#[test]
+#[ignore = "flacdec output PTS jumps back 300 ms at the 30 s clear->encrypted boundary (samples \
+            stay exact): widevinedecrypt's caps change (streamheader dropped) makes flacparse \
+            re-send its 3 header buffers mid-stream and GstAudioDecoder re-stamps the next 3 \
+            frames; the track then ends at 59.7 s. Fix in widevinedecrypt (keep the clear \
+            caps' streamheader), see the F-e2e report"]
+fn hd_flac_timestamps_are_continuous_across_the_encrypted_boundary() {
+    let _ = env();
+    let got = play_launch(&hd_pipeline(), Duration::from_secs(60), |_| {}).unwrap();
+    got.ok().unwrap();
+    let jumps = timestamp_jumps(&got.timestamps);
+    assert!(
+        jumps.is_empty(),
+        "PTS jumps (buffer, pts, expected): {jumps:?}"
+    );
+    let end = got.end_ns().unwrap();
+    assert!(
+        end.abs_diff(60_000_000_000) <= 30_000_000,
+        "ends at {end} ns"
+    );
+}
+
+#[test]
+fn eac3_atmos_tier_decodes_through_avdec_eac3() {
+    let _ = env();
+    let desc = "amazonmusicsrc track-id=B0EMUATM01 quality=atmos ! amzdashdemux ! qtdemux ! \
+                widevinedecrypt ! avdec_eac3 ! appsink name=sink";
+    let got = play_launch(desc, Duration::from_secs(60), |_| {}).unwrap();
+    got.ok().unwrap();
+    assert_eq!(
+        got.last_caps_field::<i32>("channels"),
+        Some(6),
+        "{:?}",
+        got.caps
+    );
+    assert_eq!(got.last_caps_field::<i32>("rate"), Some(48_000));
+    let jumps = timestamp_jumps(&got.timestamps);
+    assert!(
+        jumps.is_empty(),
+        "PTS jumps (buffer, pts, expected): {jumps:?}"
+    );
+    assert_eq!(got.first_pts_ns(), Some(0));
+    let end = got.end_ns().unwrap();
+    assert!(
+        end.abs_diff(60_000_000_000) <= 30_000_000,
+        "ends at {end} ns"
+    );
+    // avdec_eac3 decodes to planar F32: the sample count must match the duration too.
+    let frames = got.bytes.len() / (6 * 4);
+    assert!(
+        frames.abs_diff(60 * 48_000) <= 48 * 30,
+        "{frames} frames for 60 s at 48 kHz"
+    );
+}
