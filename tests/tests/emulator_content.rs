@@ -78,9 +78,20 @@ fn catalog_lists_the_required_tracks_and_ladders() {
     assert_eq!(by_id("B0EMULNG01")["duration_ms"], 3_600_000);
     for t in ts {
         let reps = t["representations"].as_array().unwrap();
-        assert!(reps.iter().any(|r| r["codec"] == "opus"), "{} keeps Opus", t["id"]);
+        assert!(
+            reps.iter().any(|r| r["codec"] == "opus"),
+            "{} keeps Opus",
+            t["id"]
+        );
         for r in reps {
-            for field in ["codec", "sample_rate", "bit_depth", "channels", "quality", "encryption"] {
+            for field in [
+                "codec",
+                "sample_rate",
+                "bit_depth",
+                "channels",
+                "quality",
+                "encryption",
+            ] {
                 assert!(!r[field].is_null(), "{}/{} lacks {field}", t["id"], r["id"]);
             }
         }
@@ -91,7 +102,9 @@ fn catalog_lists_the_required_tracks_and_ladders() {
 
 #[test]
 fn ffprobe_reads_every_representation() {
-    let Some(ffprobe) = shaka_tool("ffprobe") else { return };
+    let Some(ffprobe) = shaka_tool("ffprobe") else {
+        return;
+    };
     let tmp = temp_dir("probe");
     for t in tracks() {
         let id = t["id"].as_str().unwrap();
@@ -101,7 +114,14 @@ fn ffprobe_reads_every_representation() {
         for r in t["representations"].as_array().unwrap() {
             let file = dir.join(format!("{}.mp4", r["id"].as_str().unwrap()));
             let out = Command::new(&ffprobe)
-                .args(["-v", "error", "-of", "json", "-show_streams", "-show_format"])
+                .args([
+                    "-v",
+                    "error",
+                    "-of",
+                    "json",
+                    "-show_streams",
+                    "-show_format",
+                ])
                 .arg(&file)
                 .output()
                 .unwrap();
@@ -119,9 +139,18 @@ fn ffprobe_reads_every_representation() {
                 "{}",
                 file.display()
             );
-            assert_eq!(s["channels"].as_u64(), r["channels"].as_u64(), "{}", file.display());
+            assert_eq!(
+                s["channels"].as_u64(),
+                r["channels"].as_u64(),
+                "{}",
+                file.display()
+            );
             let dur: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
-            assert!((dur - want).abs() < 0.1, "{}: {dur} s, want {want}", file.display());
+            assert!(
+                (dur - want).abs() < 0.1,
+                "{}: {dur} s, want {want}",
+                file.display()
+            );
         }
     }
 }
@@ -144,7 +173,9 @@ fn ffmpeg_decode(ffmpeg: &Path, key: &str, file: &Path, fmt: &str) -> Vec<u8> {
 
 #[test]
 fn ffmpeg_decrypts_cenc_and_cbcs_and_flac_equals_the_source() {
-    let Some(ffmpeg) = shaka_tool("ffmpeg") else { return };
+    let Some(ffmpeg) = shaka_tool("ffmpeg") else {
+        return;
+    };
     let _ = catalog();
     let tmp = temp_dir("decrypt");
     // (track, scheme, representation, ffmpeg sample format, bytes a frame)
@@ -160,8 +191,14 @@ fn ffmpeg_decrypts_cenc_and_cbcs_and_flac_equals_the_source() {
         emulator(&["--scheme", scheme, "export", id, "--out", d]).unwrap();
         let file = dir.join(format!("{rep}.mp4"));
         let data = std::fs::read(&file).unwrap();
-        assert!(data.windows(4).any(|w| w == scheme.as_bytes()), "{scheme} in schm");
-        assert!(data.windows(4).any(|w| w == b"senc"), "encrypted fragments carry senc");
+        assert!(
+            data.windows(4).any(|w| w == scheme.as_bytes()),
+            "{scheme} in schm"
+        );
+        assert!(
+            data.windows(4).any(|w| w == b"senc"),
+            "encrypted fragments carry senc"
+        );
         let key = key_for(id, &file);
         let got = ffmpeg_decode(&ffmpeg, &key, &file, fmt);
         let want = emulator(&["pcm", id, "--representation", rep]).unwrap();
@@ -174,7 +211,13 @@ fn ffmpeg_decrypts_cenc_and_cbcs_and_flac_equals_the_source() {
 
 fn ffmpeg_wrong_key(ffmpeg: &Path, file: &Path, fmt: &str) -> Vec<u8> {
     Command::new(ffmpeg)
-        .args(["-v", "quiet", "-decryption_key", "000102030405060708090a0b0c0d0e0f", "-i"])
+        .args([
+            "-v",
+            "quiet",
+            "-decryption_key",
+            "000102030405060708090a0b0c0d0e0f",
+            "-i",
+        ])
         .arg(file)
         .args(["-f", fmt, "-acodec", &format!("pcm_{fmt}"), "-"])
         .output()
@@ -184,7 +227,9 @@ fn ffmpeg_wrong_key(ffmpeg: &Path, file: &Path, fmt: &str) -> Vec<u8> {
 
 #[test]
 fn ffmpeg_decrypts_and_decodes_opus_and_eac3() {
-    let Some(ffmpeg) = shaka_tool("ffmpeg") else { return };
+    let Some(ffmpeg) = shaka_tool("ffmpeg") else {
+        return;
+    };
     let _ = catalog();
     let tmp = temp_dir("lossy");
     for (id, scheme, rep, channels, seconds) in [
@@ -194,7 +239,15 @@ fn ffmpeg_decrypts_and_decodes_opus_and_eac3() {
         ("B0EMUATM01", "cbcs", "eac3-640k", 6, 60.0),
     ] {
         let dir = tmp.path().join(format!("{id}-{scheme}"));
-        emulator(&["--scheme", scheme, "export", id, "--out", dir.to_str().unwrap()]).unwrap();
+        emulator(&[
+            "--scheme",
+            scheme,
+            "export",
+            id,
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap();
         let file = dir.join(format!("{rep}.mp4"));
         let key = key_for(id, &file);
         let pcm = ffmpeg_decode(&ffmpeg, &key, &file, "s16le");
@@ -208,7 +261,10 @@ fn ffmpeg_decrypts_and_decodes_opus_and_eac3() {
             .map(|s| i16::from_le_bytes([s[0], s[1]]).unsigned_abs() as u64)
             .max()
             .unwrap();
-        assert!(loud > 3000, "{id} {scheme} {rep}: encrypted part decodes to near silence");
+        assert!(
+            loud > 3000,
+            "{id} {scheme} {rep}: encrypted part decodes to near silence"
+        );
     }
 }
 
@@ -216,7 +272,10 @@ fn ffmpeg_decrypts_and_decodes_opus_and_eac3() {
 fn qtdemux_decodes_the_packaging_bit_exact() {
     let _ = catalog();
     let tmp = temp_dir("qtdemux");
-    for (id, rep, fb) in [("B0EMUHD001", "flac-44k16", 4), ("B0EMUUHD01", "flac-192k24", 6)] {
+    for (id, rep, fb) in [
+        ("B0EMUHD001", "flac-44k16", 4),
+        ("B0EMUUHD01", "flac-192k24", 6),
+    ] {
         let dir = tmp.path().join(id);
         export(id, &dir, &["--clear"]);
         let file = dir.join(format!("{rep}.mp4"));
@@ -278,12 +337,21 @@ fn inspection_commands_refuse_bad_input() {
     let o = run(&["keys", "NOSUCHTRACK"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown track"));
-    let o = run(&["export", "B0EMUHD001", "--out", "/tmp/x", "--addressing", "zigzag"]);
+    let o = run(&[
+        "export",
+        "B0EMUHD001",
+        "--out",
+        "/tmp/x",
+        "--addressing",
+        "zigzag",
+    ]);
     assert!(!o.status.success());
     let keys = String::from_utf8(run(&["keys", "B0EMUHD001"]).stdout).unwrap();
     assert_eq!(keys.lines().count(), 3, "one key per tier (LD, SD, HD)");
     for l in keys.lines() {
         let (k, v) = l.split_once(':').unwrap();
-        assert!(k.len() == 32 && v.len() == 32 && l.chars().all(|c| c == ':' || c.is_ascii_hexdigit()));
+        assert!(
+            k.len() == 32 && v.len() == 32 && l.chars().all(|c| c == ':' || c.is_ascii_hexdigit())
+        );
     }
 }
