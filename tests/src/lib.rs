@@ -54,22 +54,31 @@ pub fn emulator(args: &[&str]) -> Result<Vec<u8>> {
 
 /// A running `amzmusic-emulator serve`, killed on drop.
 pub struct EmulatorProcess {
+    /// `sh` watching its stdin (our pipe) with the emulator as its background job.
     child: Child,
     pub base_url: String,
 }
 
+/// Runs the emulator under a `sh` that kills it once its stdin (a pipe from this process)
+/// closes: when the guard is dropped, and also when this process dies in any way (a `static`
+/// emulator is never dropped, and a crashing pipeline test must not leave servers behind).
+const WATCHDOG: &str = r#""$0" "$@" & pid=$!; read -r _ignored; exec 2>/dev/null; kill -KILL "$pid" 2>/dev/null; wait "$pid""#;
+
 impl EmulatorProcess {
     pub fn start(extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new(emulator_bin())
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(emulator_bin())
             .arg("--data-dir")
             .arg(data_dir())
             .arg("serve")
             .args(extra)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting amzmusic-emulator serve")?;
-        reap_at_exit(child.id());
         let stdout = child.stdout.take().expect("piped");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -82,33 +91,10 @@ impl EmulatorProcess {
     }
 }
 
-/// Emulators still running when the test process exits (a `static` one is never dropped).
-static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
-/// Kills `pid` when this process exits, so an emulator held in a `static` never outlives its
-/// test binary (the harness ends with `exit`, which runs `atexit` handlers).
-fn reap_at_exit(pid: u32) {
-    static REGISTER: Once = Once::new();
-    extern "C" fn kill_running() {
-        if let Ok(pids) = RUNNING.lock() {
-            for &pid in pids.iter() {
-                // SAFETY: kill(2) on a child pid we spawned and have not reaped.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
-    REGISTER.call_once(|| {
-        // SAFETY: registers a plain extern "C" fn with no captured state.
-        unsafe { libc::atexit(kill_running) };
-    });
-    RUNNING.lock().unwrap().push(pid);
-}
-
 impl Drop for EmulatorProcess {
     fn drop(&mut self) {
-        let id = self.child.id();
-        RUNNING.lock().unwrap().retain(|&p| p != id);
-        let _ = self.child.kill();
+        // EOF on the watchdog's stdin: it kills the emulator and exits.
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }
