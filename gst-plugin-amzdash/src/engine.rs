@@ -178,6 +178,11 @@ pub struct Shared {
     pub stats: Mutex<Stats>,
     /// Set by the streaming thread once media flows downstream.
     pub playing: std::sync::atomic::AtomicBool,
+    /// Everything up to the end is downloaded (buffering is then 100 %).
+    pub complete: std::sync::atomic::AtomicBool,
+    /// Told the queued time after every push (and whether the presentation is complete).
+    #[allow(clippy::type_complexity)]
+    pub on_level: Mutex<Option<Box<dyn Fn(Duration, bool) + Send + Sync>>>,
 }
 
 impl Shared {
@@ -190,8 +195,20 @@ impl Shared {
         if let Item::Init { data, .. } = &item {
             q.bytes += data.len() as u64;
         }
+        let done = matches!(item, Item::Eos);
+        if done {
+            self.complete
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         q.items.push_back(item);
+        let level = q.time;
         self.ready.notify_all();
+        drop(q);
+        // Reported from here too: a paused pipeline (gst-launch pauses on buffering < 100 %)
+        // takes nothing from the queue, so only the producer can say it is full again.
+        if let Some(f) = self.on_level.lock().unwrap().as_ref() {
+            f(level, done);
+        }
     }
 
     fn fail(&self, e: EngineError) {
@@ -218,6 +235,8 @@ impl Shared {
     pub fn clear(&self) {
         let mut q = self.queue.lock().unwrap();
         *q = Queue::default();
+        self.complete
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -45,6 +45,8 @@ const DEFAULT_BUFFER_TIME: gst::ClockTime = gst::ClockTime::from_seconds(60);
 const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 const DEFAULT_LOW_WATERMARK: gst::ClockTime = gst::ClockTime::from_seconds(4);
 const DEFAULT_RETRIES: u32 = 6;
+/// The streaming thread waiting this long for data is an underrun (buffering < 100 %).
+const UNDERRUN: Duration = Duration::from_millis(200);
 const DEFAULT_CONNECT_TIMEOUT: u32 = 5;
 const DEFAULT_STALL_TIMEOUT: u32 = 10;
 
@@ -106,6 +108,8 @@ pub struct AmzDashDemux {
     flushing: AtomicBool,
     /// Serializes seeks against each other and against state changes.
     seek_lock: Mutex<()>,
+    /// Serializes buffering reports (see `report_level`).
+    buffering_lock: Mutex<()>,
 }
 
 /// Answers the contract's refresh query through the sink pad's peer.
@@ -410,6 +414,12 @@ impl AmzDashDemux {
             st.need_events = true;
             st.discont = true;
         }
+        let obj = self.obj().downgrade();
+        *self.shared.on_level.lock().unwrap() = Some(Box::new(move |_, _| {
+            if let Some(o) = obj.upgrade() {
+                o.imp().report_level(false);
+            }
+        }));
         self.start_download(ctx, Duration::ZERO);
         self.start_task()
     }
@@ -442,36 +452,56 @@ impl AmzDashDemux {
 
     fn next_item(&self) -> Result<Item, Option<EngineError>> {
         let mut q = self.shared.queue.lock().unwrap();
+        let mut waiting_since: Option<std::time::Instant> = None;
         loop {
             if self.flushing.load(Ordering::SeqCst) {
                 return Err(None);
             }
             if let Some(it) = self.shared.pop(&mut q) {
-                let (time, bytes) = (q.time, q.bytes);
                 drop(q);
-                self.update_stats_level(time, bytes);
+                self.report_level(false);
                 return Ok(it);
             }
             if let Some(e) = q.error.take() {
                 return Err(Some(e));
             }
-            self.post_buffering(0);
-            q = self
-                .shared
-                .ready
-                .wait_timeout(q, Duration::from_millis(100))
-                .unwrap()
-                .0;
+            drop(q);
+            // An empty queue right after taking an item is normal with a fast consumer; only
+            // a wait longer than this is an underrun worth telling the application about.
+            let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+            self.report_level(since.elapsed() >= UNDERRUN);
+            q = self.shared.queue.lock().unwrap();
+            if q.items.is_empty() && q.error.is_none() {
+                q = self
+                    .shared
+                    .ready
+                    .wait_timeout(q, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
         }
     }
 
-    fn update_stats_level(&self, time: Duration, _bytes: u64) {
+    /// Posts the buffering level as it is *now*. Both the streaming thread and the download
+    /// task call this; computing and posting under one lock makes the last message the true
+    /// level. Once 100 % was posted, a lower level is only posted on an underrun: applications
+    /// (gst-launch) pause on < 100 %, and flapping between 0 and 100 on every fragment of a fast
+    /// link made gst-launch 1.22 lose its PLAYING state change during preroll.
+    fn report_level(&self, underrun: bool) {
+        let _serial = self.buffering_lock.lock().unwrap();
+        let time = self.shared.queue.lock().unwrap().time;
         let low = self.settings.lock().unwrap().low_watermark;
-        let pct = if low.is_zero() {
+        // Once everything is downloaded there is nothing to wait for.
+        let done = self.shared.complete.load(Ordering::SeqCst);
+        let pct = if low.is_zero() || done {
             100
         } else {
             ((time.as_nanos() * 100) / low.nseconds().max(1) as u128).min(100) as i32
         };
+        let settled = self.state.lock().unwrap().buffering == Some(100);
+        if settled && pct < 100 && !underrun {
+            return;
+        }
         self.post_buffering(pct);
     }
 
@@ -685,7 +715,7 @@ impl AmzDashDemux {
             }
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
-                self.post_buffering(100);
+                self.report_level(false);
                 self.srcpad.push_event(gst::event::Eos::new());
                 let _ = self.srcpad.pause_task();
                 return;
@@ -944,6 +974,7 @@ impl ObjectSubclass for AmzDashDemux {
             shared: Arc::new(Shared::default()),
             flushing: AtomicBool::new(false),
             seek_lock: Mutex::new(()),
+            buffering_lock: Mutex::new(()),
         }
     }
 }
