@@ -45,9 +45,8 @@ impl Emulator {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let command = format!(
-            "amzmusic-emulator --data-dir {} serve --open-mirror --env-file {} {}",
+            "amzmusic-emulator --data-dir {} serve --open-mirror --env-file <tmp>/amz.env {}",
             data_dir.display(),
-            env_file.display(),
             extra.join(" ")
         );
         let mut child = cmd.spawn().context("starting amzmusic-emulator serve")?;

@@ -87,6 +87,8 @@ pub fn rusage_self() -> (f64, u64) {
 
 #[derive(Default)]
 struct Rec {
+    /// Clock time (ns) the end of the last rendered buffer was due.
+    last_due_end: Option<i64>,
     first_buffer: Option<f64>,
     first_render: Option<f64>,
     buffers: Vec<[f64; 2]>,
@@ -189,14 +191,17 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
                         .and_then(|s| s.to_running_time(pts?))
                 });
                 if let (Some(rt), Some(base)) = (rt, sink.base_time()) {
-                    let offset: i64 = sink.property("ts-offset");
+                    let mut offset: i64 = sink.property("ts-offset");
                     let due = (base + rt).nseconds() as i64 + offset;
                     let late = now.nseconds() as i64 - due;
                     if late > cover {
                         let dry = gst::ClockTime::from_nseconds((due + cover).max(0) as u64);
                         r.stalls.push([since(dry), since(now)]);
-                        sink.set_property("ts-offset", offset + late - cover);
+                        offset += late - cover;
+                        sink.set_property("ts-offset", offset);
                     }
+                    let dur = buf.duration().map_or(0, |d| d.nseconds() as i64);
+                    r.last_due_end = Some((base + rt).nseconds() as i64 + offset + dur);
                 }
             }
             if r.first_render.is_none() {
@@ -260,7 +265,21 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
             _ => {}
         }
     }
-    out.end_s = since(clock.time());
+    let end = clock.time();
+    out.end_s = since(end);
+    {
+        // Ran dry and nothing came back before the run ended: an open stall.
+        let mut r = rec.lock().unwrap();
+        let cover = (spec.sink_buffer_ms * 1e6) as i64;
+        if spec.sync && (out.timed_out || out.error.is_some()) {
+            if let Some(due_end) = r.last_due_end {
+                if end.nseconds() as i64 > due_end + cover {
+                    let dry = gst::ClockTime::from_nseconds((due_end + cover).max(0) as u64);
+                    r.stalls.push([since(dry), out.end_s]);
+                }
+            }
+        }
+    }
     let (cpu1, _) = rusage_self();
     out.cpu_s = cpu1 - cpu0;
     let _ = pipeline.set_state(gst::State::Null);
@@ -323,7 +342,7 @@ pub fn spawn(
             .map_while(Result::ok)
             .find_map(|l| l.strip_prefix("RESULT ").map(str::to_string))
     });
-    let limit = Duration::from_secs_f64(spec.timeout_s * spec.runs.max(1) as f64 + 60.0);
+    let limit = Duration::from_secs_f64(spec.timeout_s * spec.runs.max(1) as f64 + 20.0);
     let started = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait()? {

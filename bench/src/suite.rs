@@ -333,6 +333,17 @@ pub fn timeline(
         }
         playing = Some(bw);
     }
+    // Stalls after the last buffer: it ran dry and never resumed.
+    for [due, _] in stalls {
+        if playing.take().is_some() {
+            let last = tl.last().map_or(0.0, |s| s.time);
+            tl.push(Sample {
+                time: due.max(last),
+                bandwidth: None,
+                event: Event::Waiting,
+            });
+        }
+    }
     if run.eos {
         tl.push(Sample {
             time: run.end_s,
@@ -880,6 +891,25 @@ mod tests {
             (sc.quality - (10.0 * 0.5 + 20.0) / 30.0).abs() < 1e-9,
             "{sc:?}"
         );
+    }
+
+    #[test]
+    fn running_dry_until_the_end_is_one_open_stall() {
+        let reps: BTreeMap<usize, String> = [(0, "lo".to_string())].into_iter().collect();
+        let run = RunResult {
+            timed_out: true,
+            first_render_s: Some(1.0),
+            end_s: 120.0,
+            buffers: (0..10).map(|i| [1.0 + i as f64, i as f64]).collect(),
+            stalls: vec![[11.2, 120.0]],
+            ..RunResult::default()
+        };
+        let (tl, end, startup) = timeline(&run, &reps, &ladder()).unwrap();
+        assert_eq!(tl.last().unwrap().event, Event::Waiting);
+        let sc = score::score(&tl, end, startup, Some(1600));
+        assert_eq!(sc.rebuffers, 1);
+        assert!((sc.playback_s - 10.2).abs() < 1e-9, "{sc:?}");
+        assert!((sc.stall_s - 108.8).abs() < 1e-9, "{sc:?}");
     }
 
     #[test]
