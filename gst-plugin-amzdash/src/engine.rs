@@ -355,6 +355,11 @@ pub struct Context {
     pub epoch: Instant,
     /// `max-bitrate`, changeable while playing (0 = none).
     pub max_bitrate: std::sync::atomic::AtomicU64,
+    /// Held while a refresh is in flight.
+    pub refresh_lock: tokio::sync::Mutex<()>,
+    /// Requests are built under the read side; a refresh swaps URLs and headers under the
+    /// write side, so no request pairs one generation's headers with another's URLs.
+    pub swap_lock: std::sync::RwLock<()>,
     /// `representation`: a Representation id that overrides the selector (any codec: a codec
     /// change starts a new stream downstream).
     pub pinned: Mutex<Option<String>>,
@@ -506,10 +511,18 @@ impl Context {
         F: Fn(&Context) -> Result<Request, EngineError>,
     {
         let mut attempt = 0u32;
-        let mut refreshed_for: Option<u32> = None;
+        let mut refreshed = false;
         loop {
             self.maybe_refresh_expiring().await?;
-            let req = build(self)?;
+            // URLs and headers from one generation (a refresh swaps both under the write
+            // lock); a 403 on that generation asks for a newer one.
+            let (gen, req) = {
+                let _snapshot = self.swap_lock.read().unwrap();
+                // (A separate statement: the generation's guard must be dropped before
+                // build() reads the headers under the same mutex.)
+                let gen = self.audio_object.lock().unwrap().generation;
+                (gen, build(self)?)
+            };
             attempt += 1;
             match self.fetcher.fetch_once(&req, MAX_RESPONSE_BYTES).await {
                 Ok(f) => {
@@ -517,8 +530,7 @@ impl Context {
                     return Ok(f);
                 }
                 Err(FetchError::Forbidden(code)) => {
-                    let gen = self.audio_object.lock().unwrap().generation;
-                    if refreshed_for == Some(gen) || self.refresher.is_none() {
+                    if self.refresher.is_none() || refreshed {
                         return Err(EngineError::NotAuthorized(format!(
                             "{what}: HTTP {code} {}",
                             if self.refresher.is_none() {
@@ -528,9 +540,9 @@ impl Context {
                             }
                         )));
                     }
-                    refreshed_for = Some(gen);
+                    refreshed = true;
                     (self.log)(&format!("{what}: HTTP {code}, refreshing the audio object"));
-                    self.refresh("forbidden").await?;
+                    self.refresh("forbidden", gen).await?;
                 }
                 Err(FetchError::NotFound(code)) => {
                     return Err(EngineError::NotFound(format!(
@@ -556,23 +568,32 @@ impl Context {
     }
 
     async fn maybe_refresh_expiring(&self) -> Result<(), EngineError> {
-        let due = {
+        let (due, gen) = {
             let ao = self.audio_object.lock().unwrap();
-            ao.refresh_at.is_some_and(|t| SystemTime::now() >= t)
+            (
+                ao.refresh_at.is_some_and(|t| SystemTime::now() >= t),
+                ao.generation,
+            )
         };
         if due && self.refresher.is_some() {
-            self.refresh("expiring").await?;
+            self.refresh("expiring", gen).await?;
         }
         Ok(())
     }
 
     /// Asks upstream for a fresh audio object, reloads the manifest with it and swaps the
     /// segment URLs; playback continues at the same segment index and time.
-    async fn refresh(&self, reason: &str) -> Result<(), EngineError> {
+    /// `seen` is the generation the caller found wanting: concurrent callers (the parallel
+    /// init and first segment, say) wait for one refresh instead of each asking.
+    async fn refresh(&self, reason: &str, seen: u32) -> Result<(), EngineError> {
         let Some(r) = self.refresher.clone() else {
             return Ok(());
         };
+        let _one_at_a_time = self.refresh_lock.lock().await;
         let gen = self.audio_object.lock().unwrap().generation;
+        if gen != seen {
+            return Ok(());
+        }
         let reason_s = reason.to_string();
         let fresh = tokio::task::spawn_blocking(move || r.refresh(&reason_s, gen))
             .await
@@ -589,7 +610,6 @@ impl Context {
         let new_gen = fresh.generation;
         let manifest = fresh.manifest_uri.clone();
         let mheaders = fresh.manifest_headers.clone();
-        *self.audio_object.lock().unwrap() = fresh;
         self.shared.stats.lock().unwrap().refreshes += 1;
         (self.log)(&format!(
             "audio object refreshed ({reason}): generation {gen} -> {new_gen}"
@@ -627,8 +647,13 @@ impl Context {
             }
             p.mpd = mpd;
             p.manifest_url = url;
+            let _swap = self.swap_lock.write().unwrap();
             self.replace_urls(&p)?;
             *self.presentation.lock().unwrap() = Arc::new(p);
+            *self.audio_object.lock().unwrap() = fresh;
+        } else {
+            let _swap = self.swap_lock.write().unwrap();
+            *self.audio_object.lock().unwrap() = fresh;
         }
         Ok(())
     }
@@ -862,7 +887,17 @@ impl Context {
 
 /// Plays from `position` to the end, or until the task is aborted (flush, seek, stop).
 pub async fn run(ctx: Arc<Context>, position: Duration) {
-    if let Err(e) = run_inner(&ctx, position).await {
+    use futures::FutureExt;
+    // A panic must become an error message, never a silent stop that hangs the pipeline.
+    let res = std::panic::AssertUnwindSafe(run_inner(&ctx, position))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(EngineError::Network(
+                "internal error in the download task (a bug: please report it)".into(),
+            ))
+        });
+    if let Err(e) = res {
         (ctx.log)(&format!("download stopped: {e:?}"));
         ctx.shared.fail(e);
     }

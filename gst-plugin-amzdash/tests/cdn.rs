@@ -278,3 +278,28 @@ fn protection_events_come_before_the_first_fragment() {
         );
     }
 }
+
+#[test]
+fn nearing_expiry_refreshes_once_and_continues_without_gap() {
+    let emu = Emulator::start(Addressing::List);
+    let track = "B0EMUHD001";
+    let bw = bandwidth_of(&emu, track, "flac-44k16");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // 20 s left: "30 s before expiry" is already past, so the first request refreshes; the
+    // fresh object (an hour) needs no other refresh during the track.
+    let out = common::amazon::play_with_expiry(
+        &emu,
+        track,
+        Tier::Hd,
+        &format!("max-bitrate={bw}"),
+        Some(now + 20),
+        |_| {},
+    );
+    assert!(out.error.is_none(), "{:?}", out.error);
+    amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(track, "flac-44k16"), 4, "expiring");
+    assert_eq!(out.refresh_queries, vec![("expiring".to_string(), 1)]);
+    assert_eq!(out.stats.get::<u64>("refreshes").unwrap(), 1);
+}

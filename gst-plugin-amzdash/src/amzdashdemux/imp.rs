@@ -398,6 +398,8 @@ impl AmzDashDemux {
             throughput: Mutex::new(engine::Throughput::new()),
             family,
             abr: Mutex::new(None),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            swap_lock: std::sync::RwLock::new(()),
             max_bitrate: settings.max_bitrate.into(),
             pinned: Mutex::new(Some(settings.representation.clone()).filter(|s| !s.is_empty())),
             epoch: std::time::Instant::now(),

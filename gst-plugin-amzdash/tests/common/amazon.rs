@@ -115,9 +115,24 @@ pub fn play(
     demux_props: &str,
     before: impl FnOnce(&Emulator),
 ) -> Outcome {
+    play_with_expiry(emu, track, tier, demux_props, None, before)
+}
+
+/// As [`play`], with the first audio object's `expires` (Unix seconds) replaced.
+pub fn play_with_expiry(
+    emu: &Emulator,
+    track: &str,
+    tier: Tier,
+    demux_props: &str,
+    expires: Option<u64>,
+    before: impl FnOnce(&Emulator),
+) -> Outcome {
     init();
     let state = emu.running.state.clone();
-    let ao = issue_audio_object(&state, track, tier, None).unwrap();
+    let mut ao = issue_audio_object(&state, track, tier, None).unwrap();
+    if let Some(e) = expires {
+        ao.expires = e;
+    }
     let (hk, hv) = ao.manifest_headers[0].clone();
     let url = ao.manifest_url.clone();
     let mpd = emu.rt.block_on(async move {
