@@ -93,8 +93,25 @@ impl ThroughputEstimator {
     /// the request to the last byte. The rate is measured after the first byte, so a request's
     /// round trip does not make a fast link look slow; the round trip is estimated apart.
     pub fn add(&mut self, bytes: u64, ttfb_s: f64, total_s: f64) {
+        self.add_stalled(bytes, ttfb_s, total_s, 0.0);
+    }
+
+    /// [`add`](Self::add) for a download whose bytes stopped flowing for `stalled_s` after the
+    /// first byte (a link outage while it was in flight, seen from its progress): the stall
+    /// counts against the link's availability and as an outage, not as a slow transfer, so the
+    /// rate stays what the link gives when it is up.
+    pub fn add_stalled(&mut self, bytes: u64, ttfb_s: f64, total_s: f64, stalled_s: f64) {
         if !(ttfb_s.is_finite() && total_s.is_finite()) || ttfb_s < 0.0 {
             return;
+        }
+        let stalled_s = if stalled_s.is_finite() {
+            stalled_s.clamp(0.0, (total_s - ttfb_s).max(0.0))
+        } else {
+            0.0
+        };
+        if stalled_s > 0.0 {
+            self.longest_outage_s = self.longest_outage_s.max(stalled_s);
+            self.availability.sample(stalled_s, 0.0);
         }
         let usual = self.latency.unwrap_or(0.0);
         if ttfb_s - usual > OUTAGE_TTFB_S {
@@ -104,15 +121,16 @@ impl ThroughputEstimator {
             self.longest_outage_s = self.longest_outage_s.max(ttfb_s - usual);
             self.availability.sample(ttfb_s - usual, 0.0);
             self.availability
-                .sample((total_s - ttfb_s + usual).max(1e-3), 1.0);
+                .sample((total_s - stalled_s - ttfb_s + usual).max(1e-3), 1.0);
         } else {
-            self.availability.sample(total_s.max(1e-3), 1.0);
+            self.availability
+                .sample((total_s - stalled_s).max(1e-3), 1.0);
             self.latency = Some(match self.latency {
                 None => ttfb_s,
                 Some(l) => 0.7 * l + 0.3 * ttfb_s,
             });
         }
-        let transfer_s = total_s - ttfb_s;
+        let transfer_s = total_s - ttfb_s - stalled_s;
         if bytes < MIN_SAMPLE_BYTES || transfer_s <= 0.005 {
             return;
         }
@@ -136,6 +154,15 @@ impl ThroughputEstimator {
         if waited_s.is_finite() && waited_s > 0.0 {
             self.longest_outage_s = self.longest_outage_s.max(waited_s);
             self.availability.sample(waited_s, 0.0);
+        }
+    }
+
+    /// A download in flight has had no new byte for `stalled_s` so far: the link is down at
+    /// least that long (counted in full once the download reports it with
+    /// [`add_stalled`](Self::add_stalled)).
+    pub fn note_stall(&mut self, stalled_s: f64) {
+        if stalled_s.is_finite() && stalled_s > OUTAGE_TTFB_S {
+            self.longest_outage_s = self.longest_outage_s.max(stalled_s);
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::bola::Bola;
-use super::estimator::ThroughputEstimator;
+use super::estimator::{ThroughputEstimator, OUTAGE_TTFB_S};
 use super::ladder::Ladder;
 
 /// Tunables. The defaults are chosen for audio (10 s segments, tracks of minutes).
@@ -186,6 +186,44 @@ pub struct SessionEstimate {
     pub latency: Duration,
 }
 
+/// The progress of the media download in flight, from [`QualitySelector::check_abandon`]'s
+/// calls: a link that goes down while a segment downloads shows as bytes that stop coming, not
+/// as a late first byte, and must count as an outage rather than as a slow link.
+#[derive(Debug, Clone, PartialEq)]
+struct Progress {
+    segment: usize,
+    rep: usize,
+    bytes_total: u64,
+    ttfb_s: f64,
+    /// Bytes received when last seen growing, and when (seconds since the request).
+    bytes: u64,
+    at_s: f64,
+    /// Stalls that ended (bytes came again), seconds in all.
+    stalled_s: f64,
+}
+
+impl Progress {
+    /// Bit rate while bytes flowed, before the last sighting (None before any).
+    fn rate_bps(&self) -> Option<f64> {
+        let t = self.at_s - self.ttfb_s;
+        (self.bytes > 0 && t > 0.0).then(|| self.bytes as f64 * 8.0 / t)
+    }
+
+    /// How much of the time from the last sighting to `now_s`, in which `new_bytes` came, the
+    /// link was stalled: the time beyond what those bytes take at the earlier rate, if longer
+    /// than an outage's threshold (sightings far apart are not stalls by themselves).
+    fn gap_stall(&self, now_s: f64, new_bytes: u64) -> f64 {
+        let gap = now_s - self.at_s;
+        let flowing = self.rate_bps().map_or(0.0, |r| new_bytes as f64 * 8.0 / r);
+        let stall = gap - flowing;
+        if stall > OUTAGE_TTFB_S {
+            stall
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The ABR decision logic of one track. Pure: every time and measurement comes in as an argument.
 #[derive(Debug, Clone)]
 pub struct QualitySelector {
@@ -198,6 +236,7 @@ pub struct QualitySelector {
     paused: bool,
     last_codec_switch_s: Option<f64>,
     abandoned_segment: Option<usize>,
+    progress: Option<Progress>,
     /// Highest candidate allowed (the element's max-bitrate / max-quality).
     cap: Option<usize>,
     stats: AbrStats,
@@ -223,6 +262,7 @@ impl QualitySelector {
             paused: false,
             last_codec_switch_s: None,
             abandoned_segment: None,
+            progress: None,
             cap: None,
             stats: AbrStats::default(),
         }
@@ -264,7 +304,52 @@ impl QualitySelector {
 
     /// Feed every finished download (media segments, init segments, indexes).
     pub fn on_download(&mut self, d: &Download) {
-        self.est.add(d.bytes, secs(d.ttfb), secs(d.total));
+        // The media download whose progress was followed: its stalls are outages, not rate.
+        let stalled = match self.progress.take() {
+            Some(p) if p.bytes_total == d.bytes => {
+                p.stalled_s + p.gap_stall(secs(d.total), d.bytes.saturating_sub(p.bytes))
+            }
+            other => {
+                self.progress = other;
+                0.0
+            }
+        };
+        self.est
+            .add_stalled(d.bytes, secs(d.ttfb), secs(d.total), stalled);
+    }
+
+    /// Follows the progress of the download in flight (see [`Progress`]).
+    fn track_progress(&mut self, f: &InFlight) {
+        let Some(ttfb) = f.ttfb else {
+            return;
+        };
+        let (ttfb_s, now_s) = (secs(ttfb), secs(f.elapsed));
+        let same = self.progress.as_ref().is_some_and(|p| {
+            (p.segment, p.rep, p.bytes_total) == (f.segment, f.rep, f.bytes_total)
+                && now_s >= p.at_s
+        });
+        if !same {
+            self.progress = Some(Progress {
+                segment: f.segment,
+                rep: f.rep,
+                bytes_total: f.bytes_total,
+                ttfb_s,
+                bytes: f.bytes_received,
+                // Nothing yet since the first byte: flowing stopped right then.
+                at_s: if f.bytes_received == 0 { ttfb_s } else { now_s },
+                stalled_s: 0.0,
+            });
+            return;
+        }
+        let p = self.progress.as_mut().expect("same download");
+        if f.bytes_received > p.bytes {
+            p.stalled_s += p.gap_stall(now_s, f.bytes_received - p.bytes);
+            p.bytes = f.bytes_received;
+            p.at_s = now_s;
+        } else {
+            // Still nothing: the outage is at least this long already.
+            self.est.note_stall(p.gap_stall(now_s, 0));
+        }
     }
 
     /// Never answer above candidate `max_rep` (the element's `max-bitrate`/`max-quality`, which
@@ -279,6 +364,7 @@ impl QualitySelector {
         self.played = false;
         self.paused = false;
         self.abandoned_segment = None;
+        self.progress = None;
     }
 
     /// A request got no answer for `waited` and was given up (a timeout before the first byte,
@@ -341,8 +427,11 @@ impl QualitySelector {
     }
 
     /// Whether every segment from `k` to the end, all at `rep`, arrives in time.
+    /// The reserve is raised by the longest outage seen: spending the buffer on quality must
+    /// not spend what rides out the next one (the averaged rate alone does not: outages come
+    /// whole, not spread out).
     fn rest_fits(&self, rep: usize, k: usize, buffer_s: f64, bps: f64) -> bool {
-        let reserve = secs(self.config.reserve);
+        let reserve = secs(self.config.reserve) + 1.25 * self.est.longest_outage_s();
         let (mut clock, mut starts_at) = (0.0, buffer_s);
         for j in k..self.ladder.segment_count() {
             clock += self.fetch_time(rep, j, bps);
@@ -456,6 +545,18 @@ impl QualitySelector {
                 target = r;
                 reason = Reason::EndGame;
             }
+        } else if let Some(cur) = self.current.filter(|_| !building && b >= secs(c.bola_high)) {
+            // Further from the end, a buffer past BOLA's top level is spent evenly rather than
+            // hoarded for the end (√ utility: a steady quality beats a late burst): a candidate
+            // of the current family at which the whole rest of the track still arrives in time
+            // at the sustained rate. Once taken it keeps fitting, so it does not oscillate.
+            let avail = bps * self.est.availability() * c.up_factor;
+            if let Some(r) = (target + 1..n).rev().find(|&r| {
+                self.ladder.codec(r) == self.ladder.codec(cur) && self.rest_fits(r, k, b, avail)
+            }) {
+                target = r;
+                reason = Reason::EndGame;
+            }
         }
         if building {
             let cap = (0..n)
@@ -545,6 +646,7 @@ impl QualitySelector {
         buffer: &BufferLevel,
         now: Duration,
     ) -> Option<Choice> {
+        self.track_progress(f);
         if f.rep == 0 || self.abandoned_segment == Some(f.segment) || f.bytes_total == 0 {
             return None;
         }
@@ -572,8 +674,12 @@ impl QualitySelector {
         if self.fetch_time(r, k, bps) >= left_s {
             return None;
         }
-        // What did arrive is a measurement too (and often the freshest one).
-        self.est.add(f.bytes_received, ttfb, secs(f.elapsed));
+        // What did arrive is a measurement too (and often the freshest one), stalls apart.
+        let stalled = self.progress.take().map_or(0.0, |p| {
+            p.stalled_s + p.gap_stall(secs(f.elapsed), f.bytes_received.saturating_sub(p.bytes))
+        });
+        self.est
+            .add_stalled(f.bytes_received, ttfb, secs(f.elapsed), stalled);
         self.abandoned_segment = Some(f.segment);
         self.stats.abandons += 1;
         Some(self.commit(
@@ -862,6 +968,82 @@ mod tests {
         let mut q = measured(ladder(60), AbrConfig::default(), 1.5e6);
         q.on_request_timeout(30 * S);
         assert!((q.build_level() - 40.5).abs() < 0.1, "{}", q.build_level());
+    }
+
+    #[test]
+    fn a_stall_mid_download_is_an_outage_not_a_slow_link() {
+        // 1 Mb/s, 30 ms; a 400 kB segment: 100 kB in the first 0.83 s, then nothing for 30 s
+        // (the link went down mid-transfer; the first byte was on time), then the rest at 1 Mb/s.
+        let mut q = QualitySelector::new(ladder(60), AbrConfig::default());
+        let ms = Duration::from_millis;
+        let at = |elapsed: Duration, got: u64| InFlight {
+            rep: 0,
+            segment: 3,
+            bytes_total: 400_000,
+            bytes_received: got,
+            elapsed,
+            ttfb: Some(ms(30)),
+        };
+        let mut t = ms(280);
+        while t <= ms(830) {
+            let got = (t - ms(30)).as_secs_f64() * 125_000.0;
+            assert_eq!(q.check_abandon(&at(t, got as u64), &playing(40), t), None);
+            t += ms(250);
+        }
+        let stalled_bytes = (ms(780) - ms(30)).as_secs_f64() * 125_000.0;
+        while t < ms(30_830) {
+            q.check_abandon(&at(t, stalled_bytes as u64), &playing(40), t);
+            t += ms(250);
+        }
+        // Already known as an outage while it lasts.
+        assert!(
+            q.est.longest_outage_s() > 29.0,
+            "{}",
+            q.est.longest_outage_s()
+        );
+        q.on_download(&Download {
+            bytes: 400_000,
+            ttfb: ms(30),
+            total: ms(33_230),
+        });
+        // The rate is the link's when up, not 400 kB over 33 s (97 kb/s)...
+        let bps = q.est.estimate_bps().unwrap();
+        assert!((bps - 1e6).abs() < 0.05e6, "{bps}");
+        // ...and the stall counts as an outage: buffer to build, availability.
+        let o = q.est.longest_outage_s();
+        assert!((29.5..31.0).contains(&o), "{o}");
+        assert!(q.build_level() > 39.0, "{}", q.build_level());
+        assert!(q.est.availability() < 0.2, "{}", q.est.availability());
+        // Bytes that keep coming, even slowly, are no outage; nor are far-apart calls.
+        let mut q = QualitySelector::new(ladder(60), AbrConfig::default());
+        for (s, got) in [(1, 10_000), (5, 50_000), (9, 90_000)] {
+            q.check_abandon(&at(s * S, got), &playing(40), S);
+        }
+        q.on_download(&Download {
+            bytes: 400_000,
+            ttfb: ms(30),
+            total: 40 * S,
+        });
+        assert_eq!(q.est.longest_outage_s(), 0.0);
+        assert!((q.est.estimate_bps().unwrap() - 80e3).abs() < 1e3);
+    }
+
+    #[test]
+    fn a_large_buffer_is_spent_evenly_within_the_codec() {
+        // 300 kb/s sustains 200 kb/s (not 400) by the throughput rule; with 200 s buffered and
+        // 30 segments left, every one at 400 kb/s still arrives in time: take it now, rather
+        // than hoard the buffer for the end. Not across codecs (FLAC), not below bola_high.
+        let cfg = AbrConfig {
+            min_buffer_for_up: Duration::ZERO,
+            ..AbrConfig::default()
+        };
+        let mut q = measured(ladder(60), cfg.clone(), 300e3);
+        q.current = Some(1);
+        let c = q.choose(30, &playing(200), S);
+        assert_eq!((c.rep, c.reason), (2, Reason::EndGame));
+        let mut q = measured(ladder(60), cfg, 300e3);
+        q.current = Some(1);
+        assert_eq!(q.choose(30, &playing(29), S).rep, 1);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A deterministic playback simulator for the selector: one track over a bandwidth/latency trace
-//! (the emulator's five shaping scenarios), scored exactly as Amazon's vinyl ABR benchmark does.
+//! (such as the emulator's five shaping scenarios), scored exactly as Amazon's vinyl ABR benchmark does.
 
 use std::time::Duration;
 
@@ -28,15 +28,6 @@ pub struct NetworkTrace {
     pub phases: Vec<Phase>,
 }
 
-/// The emulator's scenario names (`amzmusic-emulator serve --shaping NAME`).
-pub const SCENARIOS: [&str; 5] = [
-    "stable-high",
-    "stable-low",
-    "wifi-to-4g",
-    "outage",
-    "noisy-mobile",
-];
-
 /// vinyl's published scores for its audio track (results.json, seed 1), per scenario.
 pub const VINYL_AUDIO_SCORES: [(&str, f64); 5] = [
     ("stable-high", 0.902),
@@ -45,22 +36,6 @@ pub const VINYL_AUDIO_SCORES: [(&str, f64); 5] = [
     ("outage", 0.368),
     ("noisy-mobile", 0.719),
 ];
-
-/// mulberry32, the seeded generator of vinyl's benchmark and of the emulator.
-struct Mulberry32(u32);
-
-impl Mulberry32 {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x6d2b_79f5);
-        let s = self.0;
-        let mut t = (s ^ (s >> 15)).wrapping_mul(1 | s);
-        t = (t.wrapping_add((t ^ (t >> 7)).wrapping_mul(61 | t))) ^ t;
-        ((t ^ (t >> 14)) as f64) / 4_294_967_296.0
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + self.next() * (hi - lo)
-    }
-}
 
 fn phase(duration_s: f64, bandwidth_bps: f64, latency_ms: f64) -> Phase {
     Phase {
@@ -72,63 +47,22 @@ fn phase(duration_s: f64, bandwidth_bps: f64, latency_ms: f64) -> Phase {
 }
 
 impl NetworkTrace {
-    /// The emulator's scenario for `seed`: the same phases as `Schedule::scenario` in
-    /// emulator/src/shaping.rs (same generator, same draw order), so simulated and emulated runs
-    /// see the same network.
-    pub fn scenario(name: &str, seed: u32) -> Option<NetworkTrace> {
-        let mut rng = Mulberry32(seed);
-        let phases = match name {
-            "stable-high" => vec![phase(3600.0, 10e6, 20.0)],
-            "stable-low" => vec![phase(3600.0, 500e3, 80.0)],
-            "wifi-to-4g" => {
-                let mut p = Vec::new();
-                for _ in 0..3 {
-                    let d = rng.range(8.0, 22.0);
-                    let bw = rng.range(5e6, 12e6);
-                    let lat = rng.range(10.0, 35.0);
-                    p.push(phase(d, bw, lat));
-                    let d = rng.range(8.0, 22.0);
-                    let bw = rng.range(250e3, 600e3);
-                    let lat = rng.range(100.0, 250.0);
-                    p.push(phase(d, bw, lat));
-                }
-                p
-            }
-            "outage" => {
-                let mut p = Vec::new();
-                for _ in 0..4 {
-                    p.push(phase(rng.range(6.0, 10.0), 1e6, 30.0));
-                    p.push(Phase {
-                        outage: true,
-                        ..phase(rng.range(20.0, 40.0), 1e6, 30.0)
-                    });
-                }
-                p
-            }
-            "noisy-mobile" => {
-                let mut p = Vec::new();
-                for s in 0..600u32 {
-                    if (s / 3) % 50 == 7 {
-                        p.push(Phase {
-                            outage: true,
-                            ..phase(1.0, 0.0, 0.0)
-                        });
-                        continue;
-                    }
-                    let noise = (rng.next() - 0.5) * 2.0;
-                    let bw = (500e3 * (noise * 0.5).exp()).max(80e3);
-                    let spike = if rng.next() < 0.05 { 400.0 } else { 0.0 };
-                    let lat = 50.0 + rng.next() * 150.0 + spike;
-                    p.push(phase(1.0, bw, lat));
-                }
-                p
-            }
-            _ => return None,
-        };
-        Some(NetworkTrace {
+    /// A trace from `(seconds, bit/s, latency ms, outage)` phases, the shape of the emulator's
+    /// `shaping::Phase` (the emulator owns the scenarios; the simulator only replays them).
+    pub fn from_phases(
+        name: &str,
+        phases: impl IntoIterator<Item = (f64, f64, f64, bool)>,
+    ) -> NetworkTrace {
+        NetworkTrace {
             name: name.to_string(),
-            phases,
-        })
+            phases: phases
+                .into_iter()
+                .map(|(d, bw, lat, outage)| Phase {
+                    outage,
+                    ..phase(d, bw, lat)
+                })
+                .collect(),
+        }
     }
 
     /// A trace from `(seconds, bit/s, latency ms)` steps; 0 bit/s is an outage.
@@ -210,18 +144,18 @@ const HD_TRACK: [RepSpec; 4] = [
     (
         "opus-150k",
         CodecFamily::Opus,
-        260_400,
+        156_522,
         4,
         783,
-        &[192_290, 192_285, 191_837, 196_387, 195_893, 196_067, 651],
+        &[191_600, 191_600, 191_600, 195_653, 195_653, 196_044],
     ),
     (
         "opus-320k",
         CodecFamily::Opus,
-        534_800,
+        326_522,
         3,
         783,
-        &[405_076, 404_744, 404_332, 408_988, 408_256, 408_440, 1_337],
+        &[404_100, 404_100, 404_100, 408_153, 408_153, 408_969],
     ),
     (
         "flac-44k16",
@@ -255,13 +189,8 @@ impl SimTrack {
         let mut candidates = Vec::new();
         let mut init_bytes = Vec::new();
         for (id, codec, bw, rank, init, sizes) in HD_TRACK {
-            let media = &sizes[..6];
-            let mut bytes: Vec<u64> = (0..times).flat_map(|_| media.iter().copied()).collect();
-            let mut durs = vec![Duration::from_secs(10); 6 * times];
-            if sizes.len() > 6 {
-                bytes.push(sizes[6]);
-                durs.push(Duration::from_millis(20));
-            }
+            let bytes: Vec<u64> = (0..times).flat_map(|_| sizes.iter().copied()).collect();
+            let durs = vec![Duration::from_secs(10); sizes.len() * times];
             candidates.push(Candidate {
                 id: id.to_string(),
                 codec,
@@ -613,15 +542,13 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
     }
 }
 
-/// Runs the five scenarios on the HD track (cold start, `seed`).
-pub fn run_scenarios(seed: u32, opts: &SimOptions) -> Vec<(&'static str, SimResult)> {
+/// Runs the HD track (cold start) over each trace, e.g. the emulator's five scenarios
+/// (`amzmusic_emulator::shaping::Schedule::scenario`, converted with `NetworkTrace::from_phases`).
+pub fn run_traces(traces: &[NetworkTrace], opts: &SimOptions) -> Vec<(String, SimResult)> {
     let track = SimTrack::hd();
-    SCENARIOS
+    traces
         .iter()
-        .map(|name| {
-            let trace = NetworkTrace::scenario(name, seed).expect("known scenario");
-            (*name, simulate(&track, &trace, opts))
-        })
+        .map(|trace| (trace.name.clone(), simulate(&track, trace, opts)))
         .collect()
 }
 

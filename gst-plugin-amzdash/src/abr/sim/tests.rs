@@ -2,6 +2,44 @@
 //! network allows, no oscillation on a steady link, down and back up across a bandwidth drop.
 
 use super::*;
+use amzmusic_emulator::shaping::{Schedule, SCENARIOS};
+use rand::{Rng as _, SeedableRng};
+
+/// The emulator's scenario, replayed by the simulator: both see the same network.
+fn emulated(name: &str, seed: u32) -> Option<NetworkTrace> {
+    let s = Schedule::scenario(name, seed)?;
+    Some(NetworkTrace::from_phases(
+        &s.name,
+        s.phases
+            .iter()
+            .map(|p| (p.duration, p.bandwidth_bps, p.latency_ms, p.outage)),
+    ))
+}
+
+/// The five scenarios on the HD track, cold start.
+fn run_scenarios(seed: u32, opts: &SimOptions) -> Vec<(&'static str, SimResult)> {
+    let traces: Vec<NetworkTrace> = SCENARIOS
+        .iter()
+        .map(|n| emulated(n, seed).expect("known scenario"))
+        .collect();
+    SCENARIOS
+        .iter()
+        .copied()
+        .zip(run_traces(&traces, opts).into_iter().map(|(_, r)| r))
+        .collect()
+}
+
+/// A seeded generator for the random-input test.
+struct Rng(rand_chacha::ChaCha8Rng);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0.gen::<f64>()
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + self.next() * (hi - lo)
+    }
+}
 
 fn name(r: &SimResult, rep: usize) -> &str {
     &r.ladder.candidates()[rep].id
@@ -57,13 +95,7 @@ fn abr_scenario_scores() {
         println!("== {mode}, mean of seeds 1-20");
         for scenario in SCENARIOS {
             let runs: Vec<SimResult> = (1..=20)
-                .map(|seed| {
-                    simulate(
-                        &SimTrack::hd(),
-                        &NetworkTrace::scenario(scenario, seed).unwrap(),
-                        &opts,
-                    )
-                })
+                .map(|seed| simulate(&SimTrack::hd(), &emulated(scenario, seed).unwrap(), &opts))
                 .collect();
             let mean =
                 |f: &dyn Fn(&Score) -> f64| runs.iter().map(|r| f(&r.score)).sum::<f64>() / 20.0;
@@ -89,18 +121,18 @@ fn abr_scenario_scores() {
 fn scenarios_mirror_the_emulator_and_vinyl() {
     // vinyl's results.json (seed 1) records wifi-to-4g's first phases as 627393.756 B/s and
     // 73616.533 B/s: the same generator and draw order give the same links.
-    let w = NetworkTrace::scenario("wifi-to-4g", 1).unwrap();
+    let w = emulated("wifi-to-4g", 1).unwrap();
     assert_eq!(w.phases.len(), 6);
     assert!((w.phases[0].bandwidth_bps / 8.0 - 627_393.756_032_688_5).abs() < 1e-6);
     assert!((w.phases[1].bandwidth_bps / 8.0 - 73_616.533_046_879_34).abs() < 1e-6);
     assert!((w.phases[2].bandwidth_bps / 8.0 - 1_255_650.248_494_930_6).abs() < 1e-6);
-    let o = NetworkTrace::scenario("outage", 1).unwrap();
+    let o = emulated("outage", 1).unwrap();
     assert!(o.phases.iter().skip(1).step_by(2).all(|p| p.outage));
     // The first outage starts at 8.51 s: a request sent at 10 s waits until it ends.
     assert!((o.request_delay(10.0) - (8.51 + 20.05 - 10.0 + 0.03)).abs() < 0.01);
-    let n = NetworkTrace::scenario("noisy-mobile", 1).unwrap();
+    let n = emulated("noisy-mobile", 1).unwrap();
     assert!(n.at(22.0).0.outage && !n.at(5.0).0.outage);
-    assert!(NetworkTrace::scenario("moon-link", 1).is_none());
+    assert!(emulated("moon-link", 1).is_none());
     // No phases: a dead link, the session times out instead of panicking.
     let dead = NetworkTrace::steps("dead", &[]);
     let opts = SimOptions {
@@ -120,7 +152,7 @@ fn abr_zero_rebuffers_where_the_network_allows() {
         };
         for scenario in ["stable-high", "stable-low", "wifi-to-4g"] {
             for seed in 1..=20 {
-                let trace = NetworkTrace::scenario(scenario, seed).unwrap();
+                let trace = emulated(scenario, seed).unwrap();
                 let r = simulate(&SimTrack::hd(), &trace, &opts);
                 assert!(r.ended, "{scenario} seed {seed} did not finish");
                 assert_eq!(
@@ -134,9 +166,17 @@ fn abr_zero_rebuffers_where_the_network_allows() {
 
 #[test]
 fn abr_beats_vinyls_published_audio_scores() {
-    // Progressive (the element streams each segment into qtdemux as it arrives): all five.
-    // Whole segments (as vinyl's MSE appends): all but noisy-mobile, out of reach there with
-    // this ladder (a 3.4 s start-up caps the score near 0.70 whatever the quality: ABR.md).
+    // All but noisy-mobile, in both playback models: progressive (the element streams each
+    // segment into qtdemux as it arrives) and whole segments (as vinyl's MSE appends).
+    // noisy-mobile is out of reach with the honest ladder (emulator content v4: Opus 150k
+    // scores √(156522/1614328) = 0.311, Opus 320k 0.450, where the tail-inflated attributes
+    // scored 0.402 and 0.576). The choices are the ones that scored 0.720 / 0.670 before; the
+    // metric alone took 0.043 off. The best fixed plan knowing the whole future of the seed-1
+    // link (every one of the 4^6 plans, no rebuffer, start within 4 s) scores 0.728 progressive
+    // (Opus 150k, 3 × Opus 320k, 2 × FLAC 44.1/16, start 1.22 s) and 0.662 with whole segments
+    // (start 3.37 s at best): 0.009 above vinyl for a clairvoyant plan, which a causal
+    // selector over a ±50 % noisy link cannot promise. The bounds below are what this selector
+    // reaches (0.677 / 0.627, ABR.md), so that a regression shows.
     for progressive in [true, false] {
         let opts = SimOptions {
             progressive,
@@ -148,8 +188,13 @@ fn abr_beats_vinyls_published_audio_scores() {
                 .find(|v| v.0 == scenario)
                 .unwrap()
                 .1;
-            if !progressive && scenario == "noisy-mobile" {
-                assert!(r.score.total > 0.65, "{:.3}", r.score.total);
+            if scenario == "noisy-mobile" {
+                let bound = if progressive { 0.67 } else { 0.62 };
+                assert!(
+                    r.score.total > bound,
+                    "noisy-mobile (progressive {progressive}): {:.3} <= {bound}",
+                    r.score.total
+                );
                 continue;
             }
             assert!(
@@ -171,14 +216,14 @@ fn abr_warm_start_is_not_the_lowest() {
         }),
         ..SimOptions::default()
     };
-    let trace = NetworkTrace::scenario("stable-high", 1).unwrap();
+    let trace = emulated("stable-high", 1).unwrap();
     let r = simulate(&SimTrack::hd(), &trace, &opts);
     assert_eq!(r.decisions[0].3, Reason::Startup);
     assert_eq!(name(&r, r.decisions[0].2), "flac-44k16");
     assert!(r.startup_s < 1.2, "{}", r.startup_s);
     // The same previous estimate on a 500 kb/s link: the first download finds out, the
     // segment is abandoned for Opus, and the start-up stays bounded with no rebuffer.
-    let trace = NetworkTrace::scenario("stable-low", 1).unwrap();
+    let trace = emulated("stable-low", 1).unwrap();
     let r = simulate(&SimTrack::hd(), &trace, &opts);
     assert!(
         r.decisions.iter().any(|d| d.3 == Reason::Abandon),
@@ -191,7 +236,7 @@ fn abr_warm_start_is_not_the_lowest() {
 
 #[test]
 fn abr_is_deterministic() {
-    let trace = NetworkTrace::scenario("noisy-mobile", 3).unwrap();
+    let trace = emulated("noisy-mobile", 3).unwrap();
     let a = simulate(&SimTrack::hd(), &trace, &SimOptions::default());
     let b = simulate(&SimTrack::hd(), &trace, &SimOptions::default());
     assert_eq!(a.timeline, b.timeline);
@@ -263,7 +308,7 @@ fn abr_long_track_through_outages() {
     for seed in 1..=5 {
         let r = simulate(
             &track,
-            &NetworkTrace::scenario("outage", seed).unwrap(),
+            &emulated("outage", seed).unwrap(),
             &SimOptions::default(),
         );
         assert!(r.ended, "seed {seed}");
@@ -282,7 +327,7 @@ fn abr_long_track_through_outages() {
 fn abr_random_ladders_and_links_never_panic_or_hang() {
     // Odd ladders (one candidate, sizes far from `bandwidth`, no sizes, short segments) over odd
     // links (outages, 50 kb/s, 500 ms): every session ends, every answer is a candidate.
-    let mut rng = Mulberry32(7);
+    let mut rng = Rng(rand_chacha::ChaCha8Rng::seed_from_u64(7));
     for case in 0..60 {
         let reps = 1 + (rng.next() * 5.0) as usize;
         let segs = 1 + (rng.next() * 20.0) as usize;
