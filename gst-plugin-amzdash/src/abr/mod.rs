@@ -13,9 +13,9 @@
 //!     id: "opus-320k".into(),
 //!     codec: CodecFamily::from_codecs("opus"),
 //!     adaptation_set: 0,
-//!     bandwidth_bps: 534_800,
+//!     bandwidth_bps: 326_522,
 //!     quality_ranking: Some(3),
-//!     segment_bytes: Some(vec![405_076, 404_744]), // SegmentList mediaRange / sidx, when known
+//!     segment_bytes: Some(vec![404_100, 404_100]), // SegmentList mediaRange / sidx, when known
 //!     segment_durations: None,                       // same timeline as the ladder
 //! };
 //! let flac = Candidate {

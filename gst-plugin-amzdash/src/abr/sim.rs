@@ -137,9 +137,9 @@ pub struct SimTrack {
 /// media segment sizes.
 type RepSpec = (&'static str, CodecFamily, u64, u32, u64, &'static [u64]);
 
-/// B0EMUHD001 ("Harbour Lights", 60 s, 10 s segments) as the emulator packages it with cenc,
-/// from `amzmusic-emulator export B0EMUHD001` (SegmentList media ranges). Opus ends with a
-/// 20 ms tail segment.
+/// B0EMUHD001 ("Harbour Lights", 60 s, six 10 s segments per representation) as the emulator
+/// packages it with cenc (content v4: Opus CBR, no tail segment), from `amzmusic-emulator export
+/// B0EMUHD001` (SegmentList media ranges).
 const HD_TRACK: [RepSpec; 4] = [
     (
         "opus-150k",
