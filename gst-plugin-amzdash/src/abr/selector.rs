@@ -304,9 +304,14 @@ impl QualitySelector {
 
     /// Feed every finished download (media segments, init segments, indexes).
     pub fn on_download(&mut self, d: &Download) {
-        // The media download whose progress was followed: its stalls are outages, not rate.
+        // The media download whose progress was followed (same size, same first byte): its
+        // stalls are outages, not rate.
         let stalled = match self.progress.take() {
-            Some(p) if p.bytes_total == d.bytes => {
+            Some(p)
+                if p.bytes_total == d.bytes
+                    && (p.ttfb_s - secs(d.ttfb)).abs() < 1e-3
+                    && secs(d.total) >= p.at_s =>
+            {
                 p.stalled_s + p.gap_stall(secs(d.total), d.bytes.saturating_sub(p.bytes))
             }
             other => {
