@@ -201,30 +201,35 @@ fn protection_events_come_before_the_first_fragment() {
     let sink = gst::ElementFactory::make("fakesink").build().unwrap();
     let pipeline = gst::Pipeline::new();
     pipeline.add_many([&demux, &sink]).unwrap();
-    demux.link(&sink).unwrap();
     // (event name, fields) in the order they leave the demuxer, until the first buffer.
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let protections = Arc::new(Mutex::new(Vec::<gst::Structure>::new()));
     let (s2, p2) = (seen.clone(), protections.clone());
-    demux.static_pad("src").unwrap().add_probe(
-        gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
-        move |_, info| {
-            match &info.data {
-                Some(gst::PadProbeData::Event(e)) => {
-                    s2.lock().unwrap().push(format!("{:?}", e.type_()));
-                    if e.type_() == gst::EventType::Protection {
-                        p2.lock().unwrap().push(e.structure().unwrap().to_owned());
+    // The source pad appears (pad-added) when the first fragment is about to flow.
+    let sink_pad = sink.static_pad("sink").unwrap();
+    demux.connect_pad_added(move |_, pad| {
+        pad.link(&sink_pad).unwrap();
+        let (s2, p2) = (s2.clone(), p2.clone());
+        pad.add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(e)) => {
+                        s2.lock().unwrap().push(format!("{:?}", e.type_()));
+                        if e.type_() == gst::EventType::Protection {
+                            p2.lock().unwrap().push(e.structure().unwrap().to_owned());
+                        }
                     }
+                    Some(gst::PadProbeData::Buffer(_)) => {
+                        s2.lock().unwrap().push("buffer".into());
+                        return gst::PadProbeReturn::Remove;
+                    }
+                    _ => {}
                 }
-                Some(gst::PadProbeData::Buffer(_)) => {
-                    s2.lock().unwrap().push("buffer".into());
-                    return gst::PadProbeReturn::Remove;
-                }
-                _ => {}
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
+                gst::PadProbeReturn::Ok
+            },
+        );
+    });
     let src = gst::Pad::builder(gst::PadDirection::Src).build();
     src.set_active(true).unwrap();
     src.link(&demux.static_pad("sink").unwrap()).unwrap();

@@ -530,6 +530,45 @@ impl AmzDashDemux {
         }
     }
 
+    /// Inside urisourcebin (playbin3, uridecodebin3): 1.22's urisourcebin links an adaptive
+    /// demuxer's output only on `pad-added`, and only once the demuxer has shown it is
+    /// streams-aware by posting a stream collection.
+    fn in_urisourcebin(&self) -> bool {
+        self.obj()
+            .parent()
+            .and_then(|p| p.downcast::<gst::Element>().ok())
+            .and_then(|p| p.factory())
+            .is_some_and(|f| f.name() == "urisourcebin")
+    }
+
+    /// Adds the source pad when the first fragment is about to flow, as adaptive demuxers do.
+    fn expose_srcpad(&self, collection: Option<&gst::StreamCollection>) {
+        if self.srcpad.parent().is_some() {
+            return;
+        }
+        let obj = self.obj();
+        if let Some(c) = collection {
+            let _ = obj.post_message(
+                gst::message::StreamCollection::builder(c)
+                    .src(&*obj)
+                    .build(),
+            );
+        }
+        if let Err(e) = self.srcpad.set_active(true) {
+            gst::warning!(CAT, imp = self, "cannot activate the source pad: {e}");
+        }
+        if obj.add_pad(&self.srcpad).is_ok() {
+            obj.no_more_pads();
+        }
+    }
+
+    fn hide_srcpad(&self) {
+        if self.srcpad.parent().is_some() {
+            let _ = self.srcpad.set_active(false);
+            let _ = self.obj().remove_pad(&self.srcpad);
+        }
+    }
+
     fn push_initial_events(&self, ctx: &Context) {
         let (segment, seqnum) = {
             let st = self.state.lock().unwrap();
@@ -541,15 +580,30 @@ impl AmzDashDemux {
             .sticky_event::<gst::event::StreamStart>(0)
             .is_none()
         {
-            // No GstStream or collection of our own: what we output is a container, and the
-            // elementary stream decodebin3 selects is the one qtdemux (inside parsebin)
+            // Elsewhere no GstStream or collection of our own: what we output is a container,
+            // and the elementary stream decodebin3 selects is the one qtdemux (inside parsebin)
             // announces. A collection listing our container stream made decodebin3 deselect
-            // qtdemux's audio stream (not-linked).
-            self.srcpad.push_event(
-                gst::event::StreamStart::builder(stream_id.as_str())
-                    .group_id(gst::GroupId::next())
-                    .build(),
-            );
+            // qtdemux's audio stream (not-linked) when we sit inside decodebin3's parsebin.
+            let stream = self.in_urisourcebin().then(|| {
+                gst::Stream::new(
+                    Some(stream_id.as_str()),
+                    Some(&src_caps()),
+                    gst::StreamType::AUDIO,
+                    gst::StreamFlags::empty(),
+                )
+            });
+            let collection = stream.as_ref().map(|s| {
+                gst::StreamCollection::builder(None)
+                    .stream(s.clone())
+                    .build()
+            });
+            self.expose_srcpad(collection.as_ref());
+            let start =
+                gst::event::StreamStart::builder(stream_id.as_str()).group_id(gst::GroupId::next());
+            self.srcpad.push_event(match stream {
+                Some(s) => start.stream(s).build(),
+                None => start.build(),
+            });
             self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
             let dur = ctx.presentation.lock().unwrap().duration();
             if let Some(d) = dur {
@@ -1114,7 +1168,7 @@ impl ObjectImpl for AmzDashDemux {
         self.parent_constructed();
         let obj = self.obj();
         obj.add_pad(&self.sinkpad).unwrap();
-        obj.add_pad(&self.srcpad).unwrap();
+        // The source pad is added by expose_srcpad() once there is something to stream.
     }
 }
 
@@ -1150,7 +1204,7 @@ impl ElementImpl for AmzDashDemux {
                 gst::PadTemplate::new(
                     "src",
                     gst::PadDirection::Src,
-                    gst::PadPresence::Always,
+                    gst::PadPresence::Sometimes,
                     &src_caps(),
                 )
                 .unwrap(),
@@ -1172,6 +1226,8 @@ impl ElementImpl for AmzDashDemux {
         if transition == gst::StateChange::PausedToReady {
             let mut st = self.state.lock().unwrap();
             *st = State::default();
+            drop(st);
+            self.hide_srcpad();
             self.shared.clear();
             *self.shared.stats.lock().unwrap() = Default::default();
             self.shared.playing.store(false, Ordering::SeqCst);
