@@ -58,9 +58,8 @@ fn locate(got: &[u8], joins: &[usize]) -> String {
 }
 
 #[test]
-#[ignore = "playbin3 crashes (SIGSEGV) on amazonmusic:// URIs: urisourcebin takes amzdashdemux \
-            (klass Codec/Demuxer/Adaptive) as an adaptive demuxer and waits for pad-added, but \
-            its src pad is an Always pad; see e2e_playbin and the F-e2e report"]
+#[ignore = "playbin3 plays the first album track, but the next amazonmusic:// URI set on \
+            about-to-finish never starts (timed out after 90 s); not diagnosed yet"]
 fn playbin3_album_joins_are_sample_exact() {
     let _ = env();
     let tracks = album();
@@ -113,8 +112,8 @@ fn playbin3_album_joins_are_sample_exact() {
 }
 
 #[test]
-#[ignore = "amzmusic-play plays through playbin3, which crashes on amazonmusic:// URIs (see \
-            playbin3_album_joins_are_sample_exact)"]
+#[ignore = "amzmusic-play queues the album on playbin3's about-to-finish, where the next \
+            amazonmusic:// track never starts (see playbin3_album_joins_are_sample_exact)"]
 fn amzmusic_play_writes_the_whole_album_to_one_wav() {
     let e = env();
     let tracks = album();
