@@ -165,29 +165,25 @@ fn demux_status(pipeline: &gst::Bin) -> Option<(String, Option<String>)> {
                 .or_else(|| v.get::<f64>().ok().map(|f| f as u64))
         })
     };
-    let rep = text("representation");
+    // Field names as amzdashdemux documents its `stats` (gst-plugin-amzdash/README.md).
+    let rep = text("representation").filter(|r| !r.is_empty());
     let mut parts = Vec::new();
-    if let Some(r) = &rep {
-        parts.push(r.clone());
+    for k in ["representation", "codec", "quality"] {
+        if let Some(v) = text(k).filter(|v| !v.is_empty()) {
+            parts.push(v);
+        }
     }
-    if let Some(c) = text("codec") {
-        parts.push(c);
-    }
-    if let Some(q) = text("quality") {
-        parts.push(q);
-    }
-    if let Some(b) = num("bandwidth") {
+    if let Some(b) = num("bandwidth").filter(|b| *b > 0) {
         parts.push(rate(b));
     }
-    if let Some(t) = num("throughput") {
+    if let Some(t) = num("throughput-estimate").filter(|t| *t > 0) {
         parts.push(format!("net {}", rate(t)));
     }
-    if let Some(b) = s
-        .value("buffer-level")
-        .ok()
-        .and_then(|v| v.get::<u64>().ok())
-    {
+    if let Some(b) = num("buffer-level-time") {
         parts.push(format!("buffer {:.1} s", b as f64 / 1e9));
+    }
+    if let Some(n) = num("switches").filter(|n| *n > 0) {
+        parts.push(format!("{n} switches"));
     }
     Some((parts.join(" | "), rep))
 }
