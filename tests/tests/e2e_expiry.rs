@@ -50,21 +50,15 @@ fn play_holding(
     .unwrap()
 }
 
-/// The track is whole: the source's samples exactly, and no PTS jump other than the known
-/// flacdec re-stamp at the 30 s clear/encrypted boundary (e2e_pipelines'
-/// `hd_flac_timestamps_are_continuous_across_the_encrypted_boundary`, ignored until fixed).
+/// The track is whole: the source's samples exactly, and no PTS jump anywhere (the 30 s
+/// clear/encrypted boundary included).
 fn assert_whole_track(what: &str, p: &Played) {
     if let Err(e) = p.ok() {
         panic!("{what}: {e}");
     }
     let want = source_pcm(HD, "flac-44k16");
     assert_same_pcm(&p.bytes, &want, 4, what);
-    let jumps: Vec<_> = timestamp_jumps(&p.timestamps)
-        .into_iter()
-        .filter(|&(_, pts, expected)| {
-            !(pts == 30_000_000_000 && expected > pts && expected - pts <= 300_000_000)
-        })
-        .collect();
+    let jumps = timestamp_jumps(&p.timestamps);
     assert!(
         jumps.is_empty(),
         "{what}: PTS jumps (buffer, pts, expected): {jumps:?}"

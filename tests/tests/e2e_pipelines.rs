@@ -49,11 +49,6 @@ fn hd_flac_is_sample_identical_to_the_source_across_the_encrypted_boundary() {
 }
 
 #[test]
-#[ignore = "flacdec output PTS jumps back 300 ms at the 30 s clear->encrypted boundary (samples \
-            stay exact): widevinedecrypt's caps change (streamheader dropped) makes flacparse \
-            re-send its 3 header buffers mid-stream and GstAudioDecoder re-stamps the next 3 \
-            frames; the track then ends at 59.7 s. Fix in widevinedecrypt (keep the clear \
-            caps' streamheader), see the F-e2e report"]
 fn hd_flac_timestamps_are_continuous_across_the_encrypted_boundary() {
     let _ = env();
     let got = play_launch(&hd_pipeline(), Duration::from_secs(60), |_| {}).unwrap();

@@ -114,6 +114,11 @@ pub struct WidevineDecrypt {
     settings: Mutex<Settings>,
     shared: Arc<Shared>,
     cdm: Arc<dyn Cdm>,
+    /// The FLAC `streamheader` of the stream's clear sample entry. 1.22's qtdemux drops it for
+    /// the `enca` entry, so at the clear-lead → encrypted switch the caps would lose it and
+    /// flacparse would re-send its headers mid-stream (flacdec then re-stamps frames, a 300 ms
+    /// jump back): the encrypted caps get the same header. Reset at each stream-start.
+    flac_streamheader: Mutex<Option<glib::SendValue>>,
 }
 
 impl Default for WidevineDecrypt {
@@ -123,6 +128,7 @@ impl Default for WidevineDecrypt {
             shared: Arc::default(),
             // A licensed CDM would be constructed here instead (docs/cdm.md).
             cdm: Arc::new(StubCdm::new()),
+            flac_streamheader: Mutex::default(),
         }
     }
 }
@@ -1060,6 +1066,11 @@ impl BaseTransformImpl for WidevineDecrypt {
                             "protection-system",
                             "cipher-mode",
                         ]);
+                        if n.name() == "audio/x-flac" && !n.has_field("streamheader") {
+                            if let Some(h) = self.flac_streamheader.lock().unwrap().as_ref() {
+                                n.set_value("streamheader", h.clone());
+                            }
+                        }
                         out.merge_structure_full(n, Some(features.to_owned()));
                     }
                 } else {
@@ -1091,6 +1102,14 @@ impl BaseTransformImpl for WidevineDecrypt {
         let flac = outcaps
             .structure(0)
             .is_some_and(|s| s.name() == "audio/x-flac");
+        if flac {
+            if let Some(h) = incaps
+                .structure(0)
+                .and_then(|s| s.value("streamheader").ok())
+            {
+                *self.flac_streamheader.lock().unwrap() = Some(h.clone());
+            }
+        }
         gst::debug!(CAT, imp = self, "caps {incaps} -> {outcaps}");
         self.shared.lock().flac = flac;
         Ok(())
@@ -1103,6 +1122,7 @@ impl BaseTransformImpl for WidevineDecrypt {
                 // Nothing downstream needs it: the samples leave here in clear.
                 return true;
             }
+            gst::EventView::StreamStart(_) => *self.flac_streamheader.lock().unwrap() = None,
             gst::EventView::FlushStart(_) => self.set_flushing(true),
             gst::EventView::FlushStop(_) => self.set_flushing(false),
             _ => {}
