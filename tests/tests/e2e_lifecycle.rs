@@ -81,9 +81,6 @@ fn pause_resume_stop_cycle(make: fn() -> (gst::Element, gst_app::AppSink)) {
 }
 
 #[test]
-#[ignore = "playbin3 pauses, resumes and stops cleanly, but widevinedecrypt's process-wide \
-            reqwest client keeps one idle keep-alive connection to the license server (see \
-            explicit_pipeline_pause_resume_and_stop_mid_track_leave_no_connection)"]
 fn playbin3_pause_resume_and_stop_mid_track_leave_no_thread_or_connection() {
     no_thread_or_connection_left(pinned_hd_playbin3, 0);
 }
@@ -95,10 +92,6 @@ fn explicit_pipeline_pause_resume_and_stop_mid_track_accumulate_no_thread_or_con
 }
 
 #[test]
-#[ignore = "widevinedecrypt keeps one idle keep-alive connection to the license server after \
-            the pipeline stopped: its reqwest client is a process-wide static (imp.rs `static \
-            HTTP: LazyLock<reqwest::Client>`), whose pool holds idle connections for 90 s; \
-            amazonmusicsrc and amzdashdemux close theirs. See the F-e2e report"]
 fn explicit_pipeline_pause_resume_and_stop_mid_track_leave_no_connection() {
     no_thread_or_connection_left(pinned_hd_explicit, 0);
 }

@@ -35,7 +35,14 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("tokio runtime")
 });
 
-static HTTP: LazyLock<reqwest::Client> = LazyLock::new(reqwest::Client::new);
+/// License requests are rare (one per session, then renewals minutes apart): keeping no idle
+/// connection means a stopped pipeline leaves nothing open to the license server.
+static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default()
+});
 
 /// Original media types this element restores.
 const MEDIA_TYPES: [&str; 4] = ["audio/x-flac", "audio/x-opus", "audio/x-eac3", "audio/mpeg"];
