@@ -1,16 +1,21 @@
 //! Quality of experience scored exactly as Amazon's vinyl ABR benchmark scores it (abrScore.ts),
 //! from a timeline of playback events: for the simulator and for benchmarks of real pipelines.
 
-/// What the player was doing from `time` on (vinyl's timeline sample).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use serde::Serialize;
+
+/// What the player was doing from `time` on (vinyl's `TimelineEventType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Event {
     Playing,
+    /// A rebuffer starts (only counted once playback has started).
     Waiting,
     QualityChange,
+    Paused,
     Ended,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Sample {
     /// Seconds from the play request.
     pub time: f64,
@@ -21,7 +26,7 @@ pub struct Sample {
 
 /// The score and its components, all in [0, 1] (1 is ideal), as vinyl's `abrScore.ts` computes
 /// them: 0.4·quality + 0.3·rebuffer + 0.1·stall + 0.2·startup.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Score {
     /// Time-weighted mean of √(bandwidth / top bandwidth) while playing.
     pub quality: f64,
@@ -36,6 +41,7 @@ pub struct Score {
     pub rebuffers: u32,
     pub stall_s: f64,
     pub playback_s: f64,
+    pub startup_s: f64,
 }
 
 /// Scores a timeline: between two samples the earlier one's state holds; `end_time` closes the
@@ -67,6 +73,7 @@ pub fn score(timeline: &[Sample], end_time: f64, startup_s: f64, top_bandwidth: 
         return Score {
             rebuffers,
             stall_s,
+            startup_s,
             ..Score::default()
         };
     }
@@ -88,6 +95,7 @@ pub fn score(timeline: &[Sample], end_time: f64, startup_s: f64, top_bandwidth: 
         rebuffers,
         stall_s,
         playback_s: playback,
+        startup_s,
     }
 }
 
