@@ -14,11 +14,17 @@ use crate::content::store::{content_keys, PackagedRep, Store, Variant};
 use crate::content::synth::{pack_le, Composition};
 
 /// The catalogue as JSON, with per-representation facts from the packaged content when it
-/// exists (bandwidth needs the encoded sizes, so this generates content on first use).
-pub fn catalog_json(store: &Store, variant: Variant) -> Result<serde_json::Value> {
+/// exists (bandwidth needs the encoded sizes, so this generates content on first use). Each
+/// track is described as served: encrypted with its own scheme, or all clear when `clear`.
+pub fn catalog_json(store: &Store, clear: bool) -> Result<serde_json::Value> {
     let c = store.catalog();
     let mut tracks = Vec::new();
     for t in &c.tracks {
+        let variant = if clear {
+            Variant::Clear
+        } else {
+            Variant::Encrypted(t.scheme)
+        };
         let packaged = if t.lazy {
             None
         } else {

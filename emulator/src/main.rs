@@ -64,8 +64,7 @@ fn main() -> Result<()> {
         Cmd::Serve(args) => amzmusic_emulator::server::run(args, &data_dir, catalog),
         Cmd::Catalog => {
             let store = Store::new(&data_dir, catalog)?;
-            let scheme = cli.scheme.unwrap_or(Scheme::Cenc);
-            let v = export::catalog_json(&store, Variant::Encrypted(scheme))?;
+            let v = export::catalog_json(&store, false)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }

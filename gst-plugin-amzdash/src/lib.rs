@@ -5,6 +5,7 @@ use gst::glib;
 
 pub mod abr;
 pub mod amzdashdemux;
+pub mod clear_lead;
 pub mod engine;
 pub mod fetch;
 pub mod mpd;

@@ -308,3 +308,76 @@ fn nearing_expiry_refreshes_once_and_continues_without_gap() {
     assert_eq!(out.refresh_queries, vec![("expiring".to_string(), 1)]);
     assert_eq!(out.stats.get::<u64>("refreshes").unwrap(), 1);
 }
+
+/// The cbcs track's Opus rung: its clear lead has no sample auxiliary information, so
+/// GStreamer 1.22's qtdemux would mark those samples encrypted (constant IV) and the decryptor
+/// would scramble them. The demuxer marks them clear (src/clear_lead.rs): the decoded audio must
+/// equal the clear packaging's, decoded by the same qtdemux ! opusparse ! opusdec, sample for
+/// sample, across the 30 s clear/encrypted boundary.
+#[test]
+fn cbcs_opus_clear_lead_decodes_identical_to_the_clear_packaging() {
+    use amzmusic_emulator::content::store::{Store, Variant};
+    let emu = Emulator::start(Addressing::List);
+    let track = "B0EMUUHD01";
+    let catalog = Arc::new(Catalog::builtin(None));
+    assert_eq!(
+        catalog.track(track).unwrap().scheme,
+        amzmusic_emulator::content::catalog::Scheme::Cbcs
+    );
+    let out = play_decoded(
+        &emu,
+        track,
+        Tier::Uhd,
+        "representation=opus-320k",
+        None,
+        "opusparse ! opusdec",
+        |_| {},
+    );
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert!(out.eos);
+    assert_eq!(
+        out.stats.get::<String>("representation").unwrap(),
+        "opus-320k"
+    );
+
+    // Reference: the clear packaging of the same rung, as one fragmented file.
+    let store = Store::new(&amzmusic_tests::data_dir(), catalog).unwrap();
+    let packaged = store.packaged(track, Variant::Clear).unwrap();
+    let rep = packaged.rep("opus-320k").unwrap();
+    let mut file = rep.init.clone();
+    file.extend_from_slice(&std::fs::read(&rep.media_path).unwrap());
+    let path = std::env::temp_dir().join(format!("amzdash-opus-clear-{}.mp4", std::process::id()));
+    std::fs::write(&path, &file).unwrap();
+    let want = decode_file(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        want.len() > 48_000 * 4 * 85,
+        "reference too short: {}",
+        want.len()
+    );
+    amzmusic_tests::assert_same_pcm(&out.pcm, &want, 4, "cbcs opus-320k");
+}
+
+fn decode_file(path: &std::path::Path) -> Vec<u8> {
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! qtdemux ! opusparse ! opusdec ! audio/x-raw,format=S16LE ! \
+         appsink name=sink sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = p
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut pcm = Vec::new();
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        pcm.extend_from_slice(&s.buffer().unwrap().map_readable().unwrap());
+    }
+    assert!(sink.is_eos(), "reference decode did not reach EOS");
+    p.set_state(gst::State::Null).unwrap();
+    pcm
+}

@@ -100,9 +100,6 @@ fn check_full_duration(what: &str, duration_ms: u64, p: &Played) {
 }
 
 #[test]
-#[ignore = "the sd (Opus) tier of B0EMUUHD01 decodes garbled from 12 s to 30 s (76.4 s of samples \
-            for 90 s), as in decodebin3_plays_every_track_at_the_opus_tier_to_eos; the FLAC/E-AC-3 \
-            tiers through decodebin3, uridecodebin3 and a playbin3 seek pass"]
 fn playbin3_plays_every_track_at_every_tier_to_eos() {
     let _ = env();
     for (id, duration_ms, tiers, market) in tracks_and_tiers() {
@@ -162,10 +159,6 @@ fn decodebin3_plays_every_track_at_the_flac_and_eac3_tiers_to_eos() {
 }
 
 #[test]
-#[ignore = "Opus tier: B0EMUUHD01's opus-64k/opus-320k decode garbled from 12.0 s to 30 s (76.4 s \
-            of samples for 90 s), also from the exported file through filesrc ! qtdemux ! \
-            widevinedecrypt keys=... ! opusdec, while ffmpeg 8 decodes that file to 90.01 s: \
-            emulator content v4 or widevinedecrypt, see the F-e2e report"]
 fn decodebin3_plays_every_track_at_the_opus_tier_to_eos() {
     decodebin3_plays(&["sd"]);
 }

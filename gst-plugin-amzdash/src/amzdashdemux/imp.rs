@@ -14,6 +14,7 @@ use url::Url;
 use super::audio_object::{
     audio_object_from_structure, AUDIO_OBJECT, CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE,
 };
+use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{
     self, codec_family, quality_rank, AudioObject, Candidate, Context, EngineError, Item, Limits,
     Presentation, Refresher, Shared,
@@ -97,6 +98,9 @@ struct State {
     codec: Option<String>,
     /// A new stream started and its first fragment is not through yet.
     new_stream: bool,
+    /// Marks clear-lead fragments of constant-IV tracks as clear (`clear_lead.rs`); set from
+    /// each init segment.
+    clear_lead: Option<ClearLeadMarker>,
 }
 
 pub struct AmzDashDemux {
@@ -740,12 +744,17 @@ impl AmzDashDemux {
                 if previous.is_some_and(|p| p != codec) {
                     self.start_new_stream(&ctx, &codec);
                 }
+                let marker = ClearLeadMarker::from_init(&data);
                 let mut buf = gst::Buffer::from_slice(data);
                 {
                     let b = buf.get_mut().unwrap();
                     b.set_flags(gst::BufferFlags::HEADER | gst::BufferFlags::DISCONT);
                 }
-                self.state.lock().unwrap().discont = false;
+                {
+                    let mut st = self.state.lock().unwrap();
+                    st.discont = false;
+                    st.clear_lead = marker;
+                }
                 gst::debug!(CAT, imp = self, "pushing init of candidate {}", candidate);
                 self.srcpad.push(buf)
             }
@@ -755,6 +764,10 @@ impl AmzDashDemux {
                 duration,
                 ..
             } => {
+                let data = match self.state.lock().unwrap().clear_lead.as_mut() {
+                    Some(marker) => marker.feed(data),
+                    None => data,
+                };
                 let mut buf = gst::Buffer::from_slice(data);
                 {
                     let b = buf.get_mut().unwrap();

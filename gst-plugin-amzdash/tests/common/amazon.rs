@@ -127,6 +127,27 @@ pub fn play_with_expiry(
     expires: Option<u64>,
     before: impl FnOnce(&Emulator),
 ) -> Outcome {
+    play_decoded(
+        emu,
+        track,
+        tier,
+        demux_props,
+        expires,
+        "flacparse ! flacdec",
+        before,
+    )
+}
+
+/// As [`play_with_expiry`], decoding with `decoder` (e.g. `opusparse ! opusdec`).
+pub fn play_decoded(
+    emu: &Emulator,
+    track: &str,
+    tier: Tier,
+    demux_props: &str,
+    expires: Option<u64>,
+    decoder: &str,
+    before: impl FnOnce(&Emulator),
+) -> Outcome {
     init();
     let state = emu.running.state.clone();
     let mut ao = issue_audio_object(&state, track, tier, None).unwrap();
@@ -165,7 +186,7 @@ pub fn play_with_expiry(
     } else {
         format!(
             "amzdashdemux name=demux {demux_props} ! qtdemux ! widevinedecrypt keys={keys} ! \
-             flacparse ! flacdec ! audio/x-raw,format=S16LE ! appsink name=sink sync=false"
+             {decoder} ! audio/x-raw,format=S16LE ! appsink name=sink sync=false"
         )
     };
     let pipeline = gst::parse::launch(&desc)

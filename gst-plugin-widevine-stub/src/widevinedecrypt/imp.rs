@@ -218,6 +218,11 @@ fn sample_info(s: &gst::StructureRef) -> Result<Option<SampleInfo>, String> {
             });
         }
     }
+    if count > 0 && subsamples.iter().all(|s| s.protected == 0) {
+        // Every byte in the clear: a clear-lead sample described explicitly (amzdashdemux
+        // marks constant-IV clear lead this way, see its clear_lead.rs). No key needed.
+        return Ok(None);
+    }
     let pattern = Pattern {
         crypt: uint(s, "crypt_byte_block").unwrap_or(0).min(255) as u8,
         skip: uint(s, "skip_byte_block").unwrap_or(0).min(255) as u8,
@@ -1168,5 +1173,38 @@ impl BaseTransformImpl for WidevineDecrypt {
         })?;
         self.decrypt(&info, map.as_mut_slice())?;
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(subsamples: &[(u16, u32)]) -> gst::Structure {
+        gst::init().unwrap();
+        let raw: Vec<u8> = subsamples
+            .iter()
+            .flat_map(|(c, p)| [c.to_be_bytes().to_vec(), p.to_be_bytes().to_vec()].concat())
+            .collect();
+        gst::Structure::builder("application/x-cenc")
+            .field("iv_size", 16u32)
+            .field("encrypted", true)
+            .field("kid", gst::Buffer::from_slice([7u8; 16]))
+            .field("iv", gst::Buffer::from_slice([1u8; 16]))
+            .field("cipher-mode", "cbcs")
+            .field("subsample_count", subsamples.len() as u32)
+            .field("subsamples", gst::Buffer::from_slice(raw))
+            .build()
+    }
+
+    #[test]
+    fn a_sample_with_no_protected_byte_is_clear() {
+        assert!(sample_info(&meta(&[(800, 0)])).unwrap().is_none());
+        assert!(sample_info(&meta(&[(65535, 0), (4465, 0)]))
+            .unwrap()
+            .is_none());
+        let info = sample_info(&meta(&[(0, 800)])).unwrap().unwrap();
+        assert_eq!(info.subsamples.len(), 1);
+        assert_eq!(info.scheme, Scheme::Cbcs);
     }
 }

@@ -1,0 +1,570 @@
+//! Marks the clear-lead fragments of constant-IV (`cbcs`) tracks as clear, explicitly, in the
+//! fragmented-MP4 byte stream we hand to `qtdemux`.
+//!
+//! Why: a protected track's clear lead is a run of fragments whose samples use the clear sample
+//! entry and carry no sample auxiliary information (`senc`/`saiz`/`saio`). GStreamer 1.22's
+//! `qtdemux` ignores which sample entry a fragment uses: for a track whose `tenc` has a constant
+//! IV it attaches the track's default protection meta (`encrypted=true`, no subsamples) to every
+//! such sample, so a decryptor cannot tell the clear lead from encrypted audio. FLAC frames can be
+//! told apart by their header, Opus packets cannot: the decryptor "decrypted" the clear lead into
+//! noise. The fix is in-band and standard: for those fragments we add auxiliary information that
+//! describes every sample as one clear subsample with no protected byte, so `qtdemux` attaches
+//! meta that any CENC decryptor (ours, or a licensed CDM's) passes through unchanged.
+//!
+//! Only fragments of tracks whose protected sample entry has a constant IV
+//! (`default_Per_Sample_IV_Size` = 0) and that carry no auxiliary information or `seig` sample
+//! group are touched; anything this module does not fully understand passes through unchanged.
+
+use bytes::{Bytes, BytesMut};
+
+/// A `moof` larger than this is passed through untouched (real ones are a few KB).
+const MAX_MOOF: usize = 4 << 20;
+
+/// Rewrites the media byte stream that follows one initialization segment.
+#[derive(Debug)]
+pub struct ClearLeadMarker {
+    /// `(track_ID, trex default_sample_size)` of the constant-IV protected tracks.
+    tracks: Vec<(u32, u32)>,
+    /// Bytes of a box header or `moof` being gathered.
+    pending: BytesMut,
+    /// Bytes of the current non-`moof` box still to pass through.
+    passthrough: u64,
+    /// Set when a box of size 0 (to the end of the stream) was seen.
+    to_end: bool,
+    rewritten: u64,
+}
+
+impl ClearLeadMarker {
+    /// A marker for the media that follows `init`, or `None` when no track of it needs one.
+    pub fn from_init(init: &[u8]) -> Option<ClearLeadMarker> {
+        let moov = children(init).find(|(t, _)| t == b"moov")?.1;
+        let mut tracks = Vec::new();
+        let trex: Vec<(u32, u32)> = children(moov)
+            .filter(|(t, _)| t == b"mvex")
+            .flat_map(|(_, mvex)| children(mvex))
+            .filter(|(t, _)| t == b"trex")
+            .filter_map(|(_, b)| Some((be32(b, 4)?, be32(b, 16)?)))
+            .collect();
+        for (_, trak) in children(moov).filter(|(t, _)| t == b"trak") {
+            let Some(id) = track_id(trak) else { continue };
+            if constant_iv_protected(trak) {
+                let default_size = trex.iter().find(|(t, _)| *t == id).map_or(0, |(_, s)| *s);
+                tracks.push((id, default_size));
+            }
+        }
+        (!tracks.is_empty()).then_some(ClearLeadMarker {
+            tracks,
+            pending: BytesMut::new(),
+            passthrough: 0,
+            to_end: false,
+            rewritten: 0,
+        })
+    }
+
+    /// How many fragments were marked clear so far.
+    pub fn rewritten(&self) -> u64 {
+        self.rewritten
+    }
+
+    /// Feeds the next bytes of the media stream; returns what can be pushed now (possibly
+    /// empty while a `moof` is being gathered). Bytes come out in order, none added except the
+    /// auxiliary information of clear fragments.
+    pub fn feed(&mut self, mut data: Bytes) -> Bytes {
+        let mut out = BytesMut::new();
+        while !data.is_empty() {
+            if self.to_end {
+                out.extend_from_slice(&data);
+                break;
+            }
+            if self.passthrough > 0 {
+                let n = self.passthrough.min(data.len() as u64) as usize;
+                out.extend_from_slice(&data.split_to(n));
+                self.passthrough -= n as u64;
+                continue;
+            }
+            // At a box boundary: gather the header (and the whole box if it is a moof).
+            let need_header = if self.pending.len() >= 8 && be32(&self.pending, 0) == Some(1) {
+                16
+            } else {
+                8
+            };
+            if self.pending.len() < need_header {
+                let n = (need_header - self.pending.len()).min(data.len());
+                self.pending.extend_from_slice(&data.split_to(n));
+                continue;
+            }
+            let size = match be32(&self.pending, 0) {
+                Some(1) => be64(&self.pending, 8).unwrap_or(0),
+                Some(s) => u64::from(s),
+                None => 0,
+            };
+            let is_moof = &self.pending[4..8] == b"moof";
+            if size == 0 || size < need_header as u64 || !is_moof || size > MAX_MOOF as u64 {
+                // Not ours to touch: pass the header and the rest of the box through.
+                out.extend_from_slice(&self.pending.split());
+                if size == 0 || size < need_header as u64 {
+                    self.to_end = true;
+                } else {
+                    self.passthrough = size - need_header as u64;
+                }
+                continue;
+            }
+            let size = size as usize;
+            let n = (size - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data.split_to(n));
+            if self.pending.len() == size {
+                let moof = self.pending.split();
+                match self.mark(&moof) {
+                    Some(new) => {
+                        self.rewritten += 1;
+                        out.extend_from_slice(&new);
+                    }
+                    None => out.extend_from_slice(&moof),
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    /// The `moof` with clear-lead auxiliary information added, or `None` to keep it as is.
+    fn mark(&self, moof: &[u8]) -> Option<Vec<u8>> {
+        // Plan every traf first: any traf we do not understand leaves the moof untouched.
+        let mut plans = Vec::new();
+        let mut any = false;
+        for (t, body) in children(&moof[8..]) {
+            if t != *b"traf" {
+                continue;
+            }
+            let tfhd = children(body).find(|(t, _)| t == b"tfhd")?.1;
+            let flags = be32(tfhd, 0)? & 0x00ff_ffff;
+            if flags & 0x1 != 0 {
+                return None; // absolute base-data-offset: moving the mdat would break it
+            }
+            if !plans.is_empty() && flags & 0x02_0000 == 0 {
+                return None; // a later traf's base is the previous traf's data, not the moof
+            }
+            let id = be32(tfhd, 4)?;
+            let Some(&(_, trex_size)) = self.tracks.iter().find(|(t, _)| *t == id) else {
+                plans.push(None);
+                continue;
+            };
+            let has_aux = children(body).any(|(t, b)| {
+                t == *b"senc"
+                    || t == *b"saiz"
+                    || t == *b"saio"
+                    || (t == *b"sbgp" && b.get(4..8) == Some(b"seig"))
+            });
+            if has_aux {
+                plans.push(None);
+                continue;
+            }
+            let mut at = 8;
+            if flags & 0x2 != 0 {
+                at += 4;
+            }
+            if flags & 0x8 != 0 {
+                at += 4;
+            }
+            let default_size = if flags & 0x10 != 0 {
+                be32(tfhd, at)?
+            } else {
+                trex_size
+            };
+            let mut sizes = Vec::new();
+            for (_, trun) in children(body).filter(|(t, _)| t == b"trun") {
+                sizes.extend(trun_sizes(trun, default_size)?);
+            }
+            if sizes.is_empty() {
+                plans.push(None);
+                continue;
+            }
+            any = true;
+            plans.push(Some(aux_boxes(&sizes)?));
+        }
+        if !any {
+            return None;
+        }
+        let added: usize = plans.iter().flatten().map(|a| a.len()).sum();
+        let mut out = Vec::with_capacity(moof.len() + added);
+        out.extend_from_slice(&((moof.len() + added) as u32).to_be_bytes());
+        out.extend_from_slice(b"moof");
+        let mut plan = plans.into_iter();
+        for (t, body) in children(&moof[8..]) {
+            if t != *b"traf" {
+                put_box(&mut out, &t, body);
+                continue;
+            }
+            let aux = plan.next().flatten();
+            let traf_start = out.len();
+            let traf_len = 8 + body.len() + aux.as_ref().map_or(0, |a| a.len());
+            out.extend_from_slice(&(traf_len as u32).to_be_bytes());
+            out.extend_from_slice(b"traf");
+            for (ct, cb) in children(body) {
+                let at = out.len();
+                put_box(&mut out, &ct, cb);
+                if ct == *b"trun" {
+                    shift_data_offset(&mut out[at + 8..], added)?;
+                }
+            }
+            if let Some(mut aux) = aux {
+                // saio points (from the moof's first byte, as default-base-is-moof and the
+                // first traf's implicit base both say) at senc's first entry: past saiz, saio
+                // (20 bytes) and senc's header (size, type, version/flags, sample_count).
+                let saiz_len = be32(&aux, 0)? as usize;
+                let senc_entries = out.len() + saiz_len + 20 + 16;
+                aux[saiz_len + 16..saiz_len + 20]
+                    .copy_from_slice(&u32::try_from(senc_entries).ok()?.to_be_bytes());
+                out.extend_from_slice(&aux);
+            }
+            debug_assert_eq!(out.len() - traf_start, traf_len);
+        }
+        Some(out)
+    }
+}
+
+/// `saiz` + `saio` (offset filled in later) + `senc` describing every sample as clear.
+fn aux_boxes(sizes: &[u32]) -> Option<Vec<u8>> {
+    let entry = |size: u32| {
+        let n = (size as usize).div_ceil(0xffff).max(1);
+        2 + 6 * n
+    };
+    let entry_sizes: Vec<usize> = sizes.iter().map(|s| entry(*s)).collect();
+    if entry_sizes.iter().any(|e| *e > 255) {
+        return None;
+    }
+    let uniform = entry_sizes.windows(2).all(|w| w[0] == w[1]);
+    let mut saiz = Vec::new();
+    saiz.extend_from_slice(&0u32.to_be_bytes()); // version 0, flags 0
+    saiz.push(if uniform { entry_sizes[0] as u8 } else { 0 });
+    saiz.extend_from_slice(&(sizes.len() as u32).to_be_bytes());
+    if !uniform {
+        saiz.extend(entry_sizes.iter().map(|e| *e as u8));
+    }
+    let mut saio = Vec::new();
+    saio.extend_from_slice(&0u32.to_be_bytes());
+    saio.extend_from_slice(&1u32.to_be_bytes());
+    saio.extend_from_slice(&0u32.to_be_bytes()); // filled in by the caller
+    let mut senc = Vec::new();
+    senc.extend_from_slice(&0x2u32.to_be_bytes()); // subsample information present
+    senc.extend_from_slice(&(sizes.len() as u32).to_be_bytes());
+    for &size in sizes {
+        let n = (size as usize).div_ceil(0xffff).max(1);
+        senc.extend_from_slice(&(n as u16).to_be_bytes());
+        let mut left = size;
+        for _ in 0..n {
+            let clear = left.min(0xffff);
+            left -= clear;
+            senc.extend_from_slice(&(clear as u16).to_be_bytes());
+            senc.extend_from_slice(&0u32.to_be_bytes());
+        }
+    }
+    let mut out = Vec::new();
+    put_box(&mut out, b"saiz", &saiz);
+    put_box(&mut out, b"saio", &saio);
+    put_box(&mut out, b"senc", &senc);
+    Some(out)
+}
+
+/// Sample sizes of a `trun` body (after the box header).
+fn trun_sizes(trun: &[u8], default_size: u32) -> Option<Vec<u32>> {
+    let flags = be32(trun, 0)? & 0x00ff_ffff;
+    let count = be32(trun, 4)? as usize;
+    if flags & 0x1 == 0 {
+        return None; // data must be addressed from the moof to be moved safely
+    }
+    let mut at = 12;
+    if flags & 0x4 != 0 {
+        at += 4;
+    }
+    let per_sample = [0x100u32, 0x200, 0x400, 0x800]
+        .iter()
+        .filter(|f| flags & **f != 0)
+        .count()
+        * 4;
+    if count > 1 << 20 || (per_sample > 0 && at + count * per_sample > trun.len()) {
+        return None;
+    }
+    let mut sizes = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut field = at + i * per_sample;
+        if flags & 0x100 != 0 {
+            field += 4;
+        }
+        let size = if flags & 0x200 != 0 {
+            be32(trun, field)?
+        } else {
+            default_size
+        };
+        if size == 0 {
+            return None;
+        }
+        sizes.push(size);
+    }
+    Some(sizes)
+}
+
+/// Adds `by` to a `trun` body's data_offset (present: checked by [`trun_sizes`]).
+fn shift_data_offset(trun: &mut [u8], by: usize) -> Option<()> {
+    let old = i32::from_be_bytes(trun.get(8..12)?.try_into().ok()?);
+    let new = old.checked_add(i32::try_from(by).ok()?)?;
+    trun[8..12].copy_from_slice(&new.to_be_bytes());
+    Some(())
+}
+
+/// Whether a `trak` has a protected sample entry whose `tenc` uses a constant IV.
+fn constant_iv_protected(trak: &[u8]) -> bool {
+    let Some(stsd) = path(trak, &[b"mdia", b"minf", b"stbl", b"stsd"]) else {
+        return false;
+    };
+    let Some(entries) = stsd.get(8..) else {
+        return false;
+    };
+    children(entries).any(|(t, entry)| {
+        let skip = match &t {
+            b"enca" => 28,
+            b"encv" => 78,
+            _ => return false,
+        };
+        let Some(rest) = entry.get(skip..) else {
+            return false;
+        };
+        children(rest)
+            .filter(|(t, _)| t == b"sinf")
+            .filter_map(|(_, sinf)| path(sinf, &[b"schi", b"tenc"]))
+            .any(|tenc| tenc.get(6) == Some(&1) && tenc.get(7) == Some(&0))
+    })
+}
+
+fn track_id(trak: &[u8]) -> Option<u32> {
+    let tkhd = children(trak).find(|(t, _)| t == b"tkhd")?.1;
+    if *tkhd.first()? == 1 {
+        be32(tkhd, 20)
+    } else {
+        be32(tkhd, 12)
+    }
+}
+
+fn path<'a>(mut data: &'a [u8], names: &[&[u8; 4]]) -> Option<&'a [u8]> {
+    for name in names {
+        data = children(data).find(|(t, _)| t == *name)?.1;
+    }
+    Some(data)
+}
+
+/// The boxes directly in `data`: `(type, body)`; stops at the first malformed one.
+fn children(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let size = be32(data, at)? as usize;
+        let kind: [u8; 4] = data.get(at + 4..at + 8)?.try_into().ok()?;
+        let (header, size) = match size {
+            1 => (16, usize::try_from(be64(data, at + 8)?).ok()?),
+            0 => (8, data.len() - at),
+            s => (8, s),
+        };
+        let body = data.get(at + header..at.checked_add(size)?)?;
+        at += size;
+        Some((kind, body))
+    })
+}
+
+fn put_box(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+    out.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(body);
+}
+
+fn be32(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be64(d: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(d.get(at..at + 8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZES: [u32; 3] = [800, 801, 70_000];
+
+    fn boxed(kind: &[u8; 4], parts: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = parts.concat();
+        let mut out = Vec::new();
+        put_box(&mut out, kind, &body);
+        out
+    }
+
+    /// An init segment with one audio track (id 7): an `enca` entry whose `tenc` has
+    /// `per_sample_iv_size` (0 = constant IV, cbcs) and a clear `Opus` entry.
+    fn init(iv_size: u8) -> Vec<u8> {
+        let mut tenc = vec![1, 0, 0, 0, 0, 0x19, 1, iv_size];
+        tenc.extend_from_slice(&[0xab; 16]);
+        if iv_size == 0 {
+            tenc.push(16);
+            tenc.extend_from_slice(&[0xcd; 16]);
+        }
+        let sinf = boxed(
+            b"sinf",
+            &[
+                &boxed(b"frma", &[b"Opus"]),
+                &boxed(b"schm", &[&[0; 4], b"cbcs", &[0, 1, 0, 0]]),
+                &boxed(b"schi", &[&boxed(b"tenc", &[&tenc])]),
+            ],
+        );
+        let enca = boxed(b"enca", &[&[0; 28], &boxed(b"dOps", &[&[0; 11]]), &sinf]);
+        let opus = boxed(b"Opus", &[&[0; 28], &boxed(b"dOps", &[&[0; 11]])]);
+        let stsd = boxed(b"stsd", &[&[0, 0, 0, 0, 0, 0, 0, 2], &enca, &opus]);
+        let stbl = boxed(b"stbl", &[&stsd]);
+        let mdia = boxed(b"mdia", &[&boxed(b"minf", &[&stbl])]);
+        let mut tkhd = vec![0u8; 84];
+        tkhd[12..16].copy_from_slice(&7u32.to_be_bytes());
+        let trak = boxed(b"trak", &[&boxed(b"tkhd", &[&tkhd]), &mdia]);
+        let mut trex = vec![0u8; 24];
+        trex[4..8].copy_from_slice(&7u32.to_be_bytes());
+        let mvex = boxed(b"mvex", &[&boxed(b"trex", &[&trex])]);
+        [boxed(b"ftyp", &[b"iso6"]), boxed(b"moov", &[&trak, &mvex])].concat()
+    }
+
+    /// A moof + mdat of three samples for track 7; `senc` adds an (empty) senc box, as an
+    /// encrypted fragment would carry.
+    fn fragment(first: u8, senc: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let samples: Vec<Vec<u8>> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| vec![first + i as u8; *s as usize])
+            .collect();
+        let tfhd = [
+            &0x0002_0002u32.to_be_bytes()[..],
+            &7u32.to_be_bytes(),
+            &2u32.to_be_bytes(),
+        ]
+        .concat();
+        let trun_body = |offset: i32| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&0x0000_0201u32.to_be_bytes());
+            b.extend_from_slice(&(SIZES.len() as u32).to_be_bytes());
+            b.extend_from_slice(&offset.to_be_bytes());
+            for s in SIZES {
+                b.extend_from_slice(&s.to_be_bytes());
+            }
+            b
+        };
+        let extra = if senc {
+            boxed(b"senc", &[&[0, 0, 0, 0, 0, 0, 0, 0]])
+        } else {
+            vec![]
+        };
+        let build = |offset: i32| {
+            let traf = boxed(
+                b"traf",
+                &[
+                    &boxed(b"tfhd", &[&tfhd]),
+                    &boxed(b"trun", &[&trun_body(offset)]),
+                    &extra,
+                ],
+            );
+            boxed(b"moof", &[&boxed(b"mfhd", &[&[0; 8]]), &traf])
+        };
+        let moof_len = build(0).len();
+        let moof = build(moof_len as i32 + 8);
+        let mdat = boxed(b"mdat", &[&samples.concat()]);
+        ([moof, mdat].concat(), samples)
+    }
+
+    /// Reads a stream of moof+mdat pairs back: per fragment, the samples the trun addresses and
+    /// the senc subsamples saio points at (`None` without aux info).
+    #[allow(clippy::type_complexity)]
+    fn read(stream: &[u8]) -> Vec<(Vec<Vec<u8>>, Option<Vec<Vec<(u16, u32)>>>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let size = be32(stream, at).unwrap() as usize;
+            if &stream[at + 4..at + 8] == b"moof" {
+                let moof = &stream[at..at + size];
+                let traf = children(&moof[8..]).find(|(t, _)| t == b"traf").unwrap().1;
+                let trun = children(traf).find(|(t, _)| t == b"trun").unwrap().1;
+                let n = be32(trun, 4).unwrap() as usize;
+                let mut p = at + be32(trun, 8).unwrap() as usize;
+                let mut samples = Vec::new();
+                for i in 0..n {
+                    let s = be32(trun, 12 + 4 * i).unwrap() as usize;
+                    samples.push(stream[p..p + s].to_vec());
+                    p += s;
+                }
+                let aux = children(traf).find(|(t, _)| t == b"saio").map(|(_, saio)| {
+                    let mut q = be32(saio, 8).unwrap() as usize;
+                    (0..n)
+                        .map(|_| {
+                            let k = u16::from_be_bytes([moof[q], moof[q + 1]]);
+                            q += 2;
+                            (0..k)
+                                .map(|_| {
+                                    let c = u16::from_be_bytes([moof[q], moof[q + 1]]);
+                                    let e = be32(moof, q + 2).unwrap();
+                                    q += 6;
+                                    (c, e)
+                                })
+                                .collect()
+                        })
+                        .collect()
+                });
+                out.push((samples, aux));
+            }
+            at += size;
+        }
+        out
+    }
+
+    #[test]
+    fn clear_fragments_of_constant_iv_tracks_get_all_clear_subsamples() {
+        let (clear, samples) = fragment(1, false);
+        let (encrypted, enc_samples) = fragment(9, true);
+        let stream = [clear.clone(), encrypted.clone()].concat();
+        let mut m = ClearLeadMarker::from_init(&init(0)).expect("constant-IV track");
+        let out = m.feed(Bytes::from(stream.clone()));
+        assert_eq!(m.rewritten(), 1);
+        let frags = read(&out);
+        assert_eq!(frags.len(), 2);
+        assert_eq!(
+            frags[0].0, samples,
+            "the trun still addresses the same bytes"
+        );
+        let want: Vec<Vec<(u16, u32)>> =
+            vec![vec![(800, 0)], vec![(801, 0)], vec![(65535, 0), (4465, 0)]];
+        assert_eq!(frags[0].1.as_ref(), Some(&want));
+        // The encrypted fragment (it has its own senc) is passed through byte for byte.
+        assert_eq!(&out[out.len() - encrypted.len()..], &encrypted[..]);
+        assert_eq!(frags[1].0, enc_samples);
+
+        // Byte at a time, the output is the same.
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        let mut bytewise = Vec::new();
+        for b in stream {
+            bytewise.extend_from_slice(&m.feed(Bytes::from(vec![b])));
+        }
+        assert_eq!(bytewise, out.to_vec());
+    }
+
+    #[test]
+    fn per_sample_iv_tracks_and_clear_tracks_are_left_alone() {
+        assert!(ClearLeadMarker::from_init(&init(8)).is_none());
+        assert!(ClearLeadMarker::from_init(&boxed(b"moov", &[])).is_none());
+        assert!(ClearLeadMarker::from_init(b"garbage").is_none());
+    }
+
+    #[test]
+    fn what_it_does_not_understand_passes_through() {
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        // A box of size 0 runs to the end; a truncated moof header is kept, never lost.
+        let odd = [&[0, 0, 0, 0][..], b"mdat", &[1, 2, 3]].concat();
+        assert_eq!(m.feed(Bytes::from(odd.clone())).to_vec(), odd);
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        let (mut frag, _) = fragment(1, false);
+        // A trun without data offset: not rewritten.
+        let pos = frag.windows(4).position(|w| w == b"trun").unwrap();
+        frag[pos + 7] = 0x00; // flags 0x000200: sizes only
+        assert_eq!(m.feed(Bytes::from(frag.clone())).to_vec(), frag);
+        assert_eq!(m.rewritten(), 0);
+    }
+}
