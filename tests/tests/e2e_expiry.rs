@@ -9,6 +9,7 @@
 //! emulator's --env-file to this process.
 
 use amzmusic_tests::*;
+use gst::prelude::*;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -236,5 +237,73 @@ fn license_expiring_mid_track_is_renewed_once_with_no_gap() {
         count(&log, "POST", "/license/"),
         2,
         "one license and one renewal"
+    );
+}
+
+/// The license is fetched during the clear lead: with the output held at 1 s of audio (the
+/// demuxer's 2 s buffer keeps it from downloading past the first, clear, segment), the
+/// emulator's log shows the license POST answered; the track then plays whole with that one
+/// license, and the decryptor never waits for a key.
+#[test]
+fn license_is_fetched_once_during_the_clear_lead() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let e = EmulatorEnv::start(&[]).unwrap();
+    e.apply();
+    init_gst();
+    let pipeline = gst::parse::launch(&pipeline("")).unwrap();
+    let sink = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    sink.set_sync(false);
+    sink.set_max_buffers(1);
+    let waits = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let w = waits.clone();
+    pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Element(el) = msg.view() {
+            if let Some(s) = el.structure() {
+                if s.name() == "widevinedecrypt-waiting-for-key" {
+                    w.lock().unwrap().push(s.to_string());
+                }
+            }
+        }
+        gst::BusSyncReply::Pass
+    });
+    let mut licensed_at_pts = None;
+    let p = play_to_end(&pipeline, &sink, Duration::from_secs(60), |p| {
+        let (pts, _) = *p.timestamps.last().unwrap();
+        if licensed_at_pts.is_some() || pts < 1_000_000_000 {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let log = e.requests().unwrap();
+            if log
+                .iter()
+                .any(|r| r.method == "POST" && r.path.starts_with("/license/") && r.status == 200)
+            {
+                licensed_at_pts = Some(pts);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no license answered within 10 s while the output was held at {pts} ns");
+    });
+    let at = licensed_at_pts.expect("the output reached 1 s");
+    assert!(
+        at < 30_000_000_000,
+        "licensed while the output was at {at} ns: inside the 30 s clear lead"
+    );
+    assert_whole_track("license during the clear lead", &p);
+    let log = e.requests().unwrap();
+    assert_eq!(failed(&log), Vec::<String>::new(), "failed requests");
+    assert_eq!(count(&log, "POST", "/license/"), 1, "exactly one license");
+    assert_eq!(
+        *waits.lock().unwrap(),
+        Vec::<String>::new(),
+        "the decryptor never waited for a key"
     );
 }
