@@ -148,13 +148,12 @@ impl ClearLeadMarker {
                 plans.push(None);
                 continue;
             };
-            let has_aux = children(body).any(|(t, b)| {
-                t == *b"senc"
-                    || t == *b"saiz"
-                    || t == *b"saio"
-                    || (t == *b"sbgp" && b.get(4..8) == Some(b"seig"))
+            // qtdemux reads auxiliary information only through saiz/saio; a seig group is
+            // its own signal. Either present: qtdemux knows, leave the traf alone.
+            let located = children(body).any(|(t, b)| {
+                t == *b"saiz" || t == *b"saio" || (t == *b"sbgp" && b.get(4..8) == Some(b"seig"))
             });
-            if has_aux {
+            if located {
                 plans.push(None);
                 continue;
             }
@@ -178,13 +177,28 @@ impl ClearLeadMarker {
                 plans.push(None);
                 continue;
             }
+            let entries = match children(body).find(|(t, _)| t == b"senc") {
+                // No encryption information at all: the clear lead.
+                None => sizes.iter().map(|s| split(*s, Coverage::Clear)).collect(),
+                // Encrypted, but described only by an senc qtdemux does not find without a
+                // saiz (Shaka's full-sample cbcs audio: empty entries). Left so, qtdemux would
+                // apply the stale information of the previous (marked) fragment and let these
+                // samples out with no meta at all; described explicitly, they decrypt.
+                Some((_, senc)) => senc_entries(senc, &sizes)?,
+            };
+            let replaced = children(body)
+                .find(|(t, _)| t == b"senc")
+                .map_or(0, |(_, b)| b.len() + 8);
             any = true;
-            plans.push(Some(aux_boxes(&sizes)?));
+            plans.push(Some((aux_boxes(&entries)?, replaced)));
         }
         if !any {
             return None;
         }
-        let added: usize = plans.iter().flatten().map(|a| a.len()).sum();
+        let grown: usize = plans.iter().flatten().map(|(a, _)| a.len()).sum();
+        let removed: usize = plans.iter().flatten().map(|(_, r)| *r).sum();
+        // Never negative: the explicit senc is at least as long as the one it replaces.
+        let added = grown.checked_sub(removed)?;
         let mut out = Vec::with_capacity(moof.len() + added);
         out.extend_from_slice(&((moof.len() + added) as u32).to_be_bytes());
         out.extend_from_slice(b"moof");
@@ -194,12 +208,18 @@ impl ClearLeadMarker {
                 put_box(&mut out, &t, body);
                 continue;
             }
-            let aux = plan.next().flatten();
+            let (aux, replaced) = match plan.next().flatten() {
+                Some((a, r)) => (Some(a), r),
+                None => (None, 0),
+            };
             let traf_start = out.len();
-            let traf_len = 8 + body.len() + aux.as_ref().map_or(0, |a| a.len());
+            let traf_len = 8 + body.len() - replaced + aux.as_ref().map_or(0, |a| a.len());
             out.extend_from_slice(&(traf_len as u32).to_be_bytes());
             out.extend_from_slice(b"traf");
             for (ct, cb) in children(body) {
+                if ct == *b"senc" && aux.is_some() {
+                    continue; // replaced by the explicit one appended below
+                }
                 let at = out.len();
                 put_box(&mut out, &ct, cb);
                 if ct == *b"trun" {
@@ -222,21 +242,74 @@ impl ClearLeadMarker {
     }
 }
 
-/// `saiz` + `saio` (offset filled in later) + `senc` describing every sample as clear.
-fn aux_boxes(sizes: &[u32]) -> Option<Vec<u8>> {
-    let entry = |size: u32| {
-        let n = (size as usize).div_ceil(0xffff).max(1);
-        2 + 6 * n
-    };
-    let entry_sizes: Vec<usize> = sizes.iter().map(|s| entry(*s)).collect();
-    if entry_sizes.iter().any(|e| *e > 255) {
+/// How a sample without subsample information is described.
+#[derive(Clone, Copy)]
+enum Coverage {
+    /// Every byte clear (the clear lead).
+    Clear,
+    /// Every byte in the protected range (full-sample encryption: for cbcs the same blocks).
+    Protected,
+}
+
+/// One sample as subsamples of at most 65 535 clear bytes (the field is 16 bits).
+fn split(size: u32, coverage: Coverage) -> Vec<(u16, u32)> {
+    match coverage {
+        Coverage::Protected => vec![(0, size)],
+        Coverage::Clear => {
+            let mut out = Vec::new();
+            let mut left = size;
+            while left > 0 || out.is_empty() {
+                let clear = left.min(0xffff);
+                out.push((clear as u16, 0));
+                left -= clear;
+            }
+            out
+        }
+    }
+}
+
+/// The subsamples of every sample of an `senc` body, for a constant-IV track (no per-sample
+/// IV): its own where it has them, the whole sample protected where it has none.
+fn senc_entries(senc: &[u8], sizes: &[u32]) -> Option<Vec<Vec<(u16, u32)>>> {
+    let flags = be32(senc, 0)? & 0x00ff_ffff;
+    if flags & 0x1 != 0 {
+        return None; // overridden track encryption parameters: not ours to restate
+    }
+    let count = be32(senc, 4)? as usize;
+    if count != sizes.len() {
+        return None;
+    }
+    let mut at = 8;
+    let mut out = Vec::with_capacity(count);
+    for &size in sizes {
+        if flags & 0x2 == 0 {
+            out.push(split(size, Coverage::Protected));
+            continue;
+        }
+        let n = u16::from_be_bytes(senc.get(at..at + 2)?.try_into().ok()?) as usize;
+        at += 2;
+        let mut subs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let clear = u16::from_be_bytes(senc.get(at..at + 2)?.try_into().ok()?);
+            subs.push((clear, be32(senc, at + 2)?));
+            at += 6;
+        }
+        out.push(subs);
+    }
+    Some(out)
+}
+
+/// `saiz` + `saio` (offset filled in later) + `senc` stating every sample's subsamples.
+fn aux_boxes(entries: &[Vec<(u16, u32)>]) -> Option<Vec<u8>> {
+    let entry_sizes: Vec<usize> = entries.iter().map(|e| 2 + 6 * e.len()).collect();
+    if entry_sizes.is_empty() || entry_sizes.iter().any(|e| *e > 255) {
         return None;
     }
     let uniform = entry_sizes.windows(2).all(|w| w[0] == w[1]);
     let mut saiz = Vec::new();
     saiz.extend_from_slice(&0u32.to_be_bytes()); // version 0, flags 0
     saiz.push(if uniform { entry_sizes[0] as u8 } else { 0 });
-    saiz.extend_from_slice(&(sizes.len() as u32).to_be_bytes());
+    saiz.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     if !uniform {
         saiz.extend(entry_sizes.iter().map(|e| *e as u8));
     }
@@ -246,16 +319,12 @@ fn aux_boxes(sizes: &[u32]) -> Option<Vec<u8>> {
     saio.extend_from_slice(&0u32.to_be_bytes()); // filled in by the caller
     let mut senc = Vec::new();
     senc.extend_from_slice(&0x2u32.to_be_bytes()); // subsample information present
-    senc.extend_from_slice(&(sizes.len() as u32).to_be_bytes());
-    for &size in sizes {
-        let n = (size as usize).div_ceil(0xffff).max(1);
-        senc.extend_from_slice(&(n as u16).to_be_bytes());
-        let mut left = size;
-        for _ in 0..n {
-            let clear = left.min(0xffff);
-            left -= clear;
-            senc.extend_from_slice(&(clear as u16).to_be_bytes());
-            senc.extend_from_slice(&0u32.to_be_bytes());
+    senc.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for subs in entries {
+        senc.extend_from_slice(&(subs.len() as u16).to_be_bytes());
+        for (clear, protected) in subs {
+            senc.extend_from_slice(&clear.to_be_bytes());
+            senc.extend_from_slice(&protected.to_be_bytes());
         }
     }
     let mut out = Vec::new();
@@ -426,9 +495,18 @@ mod tests {
         [boxed(b"ftyp", &[b"iso6"]), boxed(b"moov", &[&trak, &mvex])].concat()
     }
 
-    /// A moof + mdat of three samples for track 7; `senc` adds an (empty) senc box, as an
-    /// encrypted fragment would carry.
-    fn fragment(first: u8, senc: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Aux {
+        /// No encryption information: a clear-lead fragment.
+        None,
+        /// Shaka's full-sample cbcs: an senc with one empty entry per sample, no saiz.
+        EmptySenc,
+        /// senc located by saiz/saio, as qtdemux needs.
+        Located,
+    }
+
+    /// A moof + mdat of three samples for track 7, with the given encryption information.
+    fn fragment(first: u8, aux: Aux) -> (Vec<u8>, Vec<Vec<u8>>) {
         let samples: Vec<Vec<u8>> = SIZES
             .iter()
             .enumerate()
@@ -450,10 +528,16 @@ mod tests {
             }
             b
         };
-        let extra = if senc {
-            boxed(b"senc", &[&[0, 0, 0, 0, 0, 0, 0, 0]])
-        } else {
-            vec![]
+        let n = (SIZES.len() as u32).to_be_bytes();
+        let extra = match aux {
+            Aux::None => vec![],
+            Aux::EmptySenc => boxed(b"senc", &[&[0, 0, 0, 0], &n]),
+            Aux::Located => [
+                boxed(b"saiz", &[&[0, 0, 0, 0, 0], &n, &[0, 0, 0]]),
+                boxed(b"saio", &[&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]]),
+                boxed(b"senc", &[&[0, 0, 0, 0], &n]),
+            ]
+            .concat(),
         };
         let build = |offset: i32| {
             let traf = boxed(
@@ -492,7 +576,9 @@ mod tests {
                     samples.push(stream[p..p + s].to_vec());
                     p += s;
                 }
-                let aux = children(traf).find(|(t, _)| t == b"saio").map(|(_, saio)| {
+                // (The fixtures' own saio points nowhere: offset 0.)
+                let saio = children(traf).find(|(t, b)| t == b"saio" && be32(b, 8) != Some(0));
+                let aux = saio.map(|(_, saio)| {
                     let mut q = be32(saio, 8).unwrap() as usize;
                     (0..n)
                         .map(|_| {
@@ -518,8 +604,8 @@ mod tests {
 
     #[test]
     fn clear_fragments_of_constant_iv_tracks_get_all_clear_subsamples() {
-        let (clear, samples) = fragment(1, false);
-        let (encrypted, enc_samples) = fragment(9, true);
+        let (clear, samples) = fragment(1, Aux::None);
+        let (encrypted, enc_samples) = fragment(9, Aux::Located);
         let stream = [clear.clone(), encrypted.clone()].concat();
         let mut m = ClearLeadMarker::from_init(&init(0)).expect("constant-IV track");
         let out = m.feed(Bytes::from(stream.clone()));
@@ -533,7 +619,7 @@ mod tests {
         let want: Vec<Vec<(u16, u32)>> =
             vec![vec![(800, 0)], vec![(801, 0)], vec![(65535, 0), (4465, 0)]];
         assert_eq!(frags[0].1.as_ref(), Some(&want));
-        // The encrypted fragment (it has its own senc) is passed through byte for byte.
+        // The encrypted fragment (qtdemux finds its senc) is passed through byte for byte.
         assert_eq!(&out[out.len() - encrypted.len()..], &encrypted[..]);
         assert_eq!(frags[1].0, enc_samples);
 
@@ -544,6 +630,24 @@ mod tests {
             bytewise.extend_from_slice(&m.feed(Bytes::from(vec![b])));
         }
         assert_eq!(bytewise, out.to_vec());
+    }
+
+    #[test]
+    fn an_senc_without_saiz_is_restated_with_the_whole_sample_protected() {
+        let (frag, samples) = fragment(3, Aux::EmptySenc);
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        let out = m.feed(Bytes::from(frag));
+        assert_eq!(m.rewritten(), 1);
+        let frags = read(&out);
+        assert_eq!(frags[0].0, samples);
+        let want: Vec<Vec<(u16, u32)>> = SIZES.iter().map(|s| vec![(0, *s)]).collect();
+        assert_eq!(frags[0].1.as_ref(), Some(&want));
+        let moof_len = be32(&out, 0).unwrap() as usize;
+        let traf = children(&out[8..moof_len])
+            .find(|(t, _)| t == b"traf")
+            .unwrap()
+            .1;
+        assert_eq!(children(traf).filter(|(t, _)| t == b"senc").count(), 1);
     }
 
     #[test]
@@ -560,7 +664,7 @@ mod tests {
         let odd = [&[0, 0, 0, 0][..], b"mdat", &[1, 2, 3]].concat();
         assert_eq!(m.feed(Bytes::from(odd.clone())).to_vec(), odd);
         let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
-        let (mut frag, _) = fragment(1, false);
+        let (mut frag, _) = fragment(1, Aux::None);
         // A trun without data offset: not rewritten.
         let pos = frag.windows(4).position(|w| w == b"trun").unwrap();
         frag[pos + 7] = 0x00; // flags 0x000200: sizes only

@@ -42,12 +42,19 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
     M.get_or_init(|| {
         let t = tools()?;
         let pcm = source_pcm(TRACK, "flac-44k16");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v2");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v3");
         if dir.join("done").exists() {
             return Some((dir, pcm));
         }
         let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["shaka-base", "shaka-tpl", "ff-tpl", "ff-list"] {
+        for sub in [
+            "shaka-base",
+            "shaka-tpl",
+            "ff-tpl",
+            "ff-list",
+            "shaka-opus-clear",
+            "shaka-opus-cbcs",
+        ] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         std::fs::write(dir.join("source.raw"), &pcm).unwrap();
@@ -88,6 +95,30 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
             .args(["-f", "dash", "-seg_duration", "4", "-use_template", "0"])
             .args(["-use_timeline", "0"])
             .arg(dir.join("ff-list/manifest.mpd")));
+        // Opus (ffmpeg's libopus), packaged by Shaka clear and as cbcs with an 8 s clear lead.
+        run(Command::new(&t.ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "s16le", "-ar", "44100", "-ac", "2", "-i"])
+            .arg(dir.join("source.raw"))
+            .args(["-c:a", "libopus", "-b:a", "128k"])
+            .arg(dir.join("opus.mp4")));
+        for (sub, crypt) in [("shaka-opus-clear", false), ("shaka-opus-cbcs", true)] {
+            let mut c = Command::new(&t.packager);
+            c.arg(format!(
+                "in={},stream=audio,output={}",
+                dir.join("opus.mp4").display(),
+                dir.join(sub).join("audio.mp4").display()
+            ))
+            .args(["--segment_duration", "4", "--mpd_output"])
+            .arg(dir.join(sub).join("manifest.mpd"));
+            if crypt {
+                c.args(["--enable_raw_key_encryption", "--keys"])
+                    .arg(format!("label=:key_id={OPUS_KID}:key={OPUS_KEY}"))
+                    .args(["--protection_scheme", "cbcs", "--clear_lead", "8"])
+                    .args(["--protection_systems", "Widevine"]);
+            }
+            run(&mut c);
+        }
         std::fs::write(dir.join("done"), b"").unwrap();
         Some((dir, pcm))
     })
@@ -164,6 +195,44 @@ fn plays(sub: &str, want_scheme: &str) {
     );
     assert!(out.error.is_none(), "{sub}: {:?}", out.error);
     amzmusic_tests::assert_same_pcm(&out.pcm, pcm, 4, sub);
+}
+
+const OPUS_KID: &str = "00112233445566778899aabbccddeeff";
+const OPUS_KEY: &str = "0f0e0d0c0b0a09080706050403020100";
+
+/// Shaka's cbcs Opus with a clear lead: its clear-lead fragments carry no `senc` and its
+/// encrypted ones an empty one, so 1.22's qtdemux gives both the same protection meta. Through
+/// amzdashdemux (which marks the clear lead in-band) and widevinedecrypt the decoded audio must
+/// equal Shaka's clear packaging of the same Opus stream, sample for sample.
+#[test]
+fn shaka_cbcs_opus_with_a_clear_lead_decodes_identical_to_its_clear_packaging() {
+    let Some((dir, _)) = media() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = serve(&rt, dir.clone());
+    let decode = |sub: &str, decrypt: &str| {
+        let out = play_desc(
+            &format!(
+                "souphttpsrc location={base}/{sub}/manifest.mpd ! amzdashdemux name=demux ! \
+                 qtdemux {decrypt} ! opusparse ! opusdec ! audio/x-raw,format=S16LE ! \
+                 appsink name=sink"
+            ),
+            None,
+        );
+        assert!(out.error.is_none(), "{sub}: {:?}", out.error);
+        assert!(out.eos, "{sub}: no EOS");
+        out.pcm
+    };
+    let want = decode("shaka-opus-clear", "");
+    let got = decode(
+        "shaka-opus-cbcs",
+        &format!("! widevinedecrypt keys={OPUS_KID}:{OPUS_KEY}"),
+    );
+    assert!(
+        want.len() > 48_000 * 4 * 20,
+        "clear decode: {} bytes",
+        want.len()
+    );
+    amzmusic_tests::assert_same_pcm(&got, &want, 4, "shaka cbcs opus");
 }
 
 #[test]
