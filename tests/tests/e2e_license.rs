@@ -1,0 +1,156 @@
+//! The license server's error table (docs/license-protocol.md), row by row, against a real
+//! emulator process: each status is injected on the license path with the emulator's fault API,
+//! and the pipeline `amazonmusicsrc ! amzdashdemux ! qtdemux ! widevinedecrypt ! flacparse !
+//! flacdec` either retries and plays the whole track sample-identical to the source, or stops
+//! with the documented GStreamer error after exactly the documented number of requests.
+
+use amzmusic_tests::*;
+use gst::glib;
+use gst::prelude::*;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const HD: &str = "B0EMUHD001";
+
+fn env() -> &'static EmulatorEnv {
+    static E: OnceLock<EmulatorEnv> = OnceLock::new();
+    E.get_or_init(|| {
+        let e = EmulatorEnv::start(&[]).expect("emulator");
+        e.apply();
+        e
+    })
+}
+
+struct Outcome {
+    error: Option<glib::Error>,
+    text: String,
+    pcm: Vec<u8>,
+}
+
+fn play() -> Outcome {
+    init_gst();
+    let desc = format!(
+        "amazonmusicsrc track-id={HD} ! amzdashdemux max-bitrate=1000000 ! qtdemux ! \
+         widevinedecrypt ! flacparse ! flacdec ! audio/x-raw,format=S16LE ! \
+         appsink name=sink sync=false"
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap();
+    let sink = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut out = Outcome {
+        error: None,
+        text: String::new(),
+        pcm: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+            out.pcm
+                .extend_from_slice(&s.buffer().unwrap().map_readable().unwrap());
+            continue;
+        }
+        // An error first: after one, qtdemux also sends EOS downstream.
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                out.text = format!("{} ({:?})", e.error(), e.debug());
+                out.error = Some(e.error());
+            }
+            break;
+        }
+        if sink.is_eos() {
+            // Posted between the two checks above: still ours.
+            if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+                if let gst::MessageView::Error(e) = msg.view() {
+                    out.text = format!("{} ({:?})", e.error(), e.debug());
+                    out.error = Some(e.error());
+                }
+            }
+            break;
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    out
+}
+
+fn license_requests() -> usize {
+    env()
+        .requests()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/license/"))
+        .count()
+}
+
+/// Injects `status` on the license path for the next `count` requests (all when None).
+fn inject(status: u16, count: Option<u32>) {
+    let count = count.map_or(String::new(), |c| format!(r#", "count": {c}"#));
+    let rule = format!(
+        r#"{{"path_contains": "/license/", "method": "POST"{count}, "action": {{"status": {status}}}}}"#
+    );
+    let (code, body) = http("POST", &env().url("/_emulator/faults"), Some(&rule)).unwrap();
+    assert!(
+        (200..300).contains(&code),
+        "{code} {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+fn clear_faults() {
+    let (code, _) = http("DELETE", &env().url("/_emulator/faults"), None).unwrap();
+    assert!((200..300).contains(&code));
+}
+
+#[test]
+fn every_row_of_the_license_error_table() {
+    let _ = env();
+    let source = source_pcm(HD, "flac-44k16");
+    enum Want {
+        Resource(gst::ResourceError),
+        Stream(gst::StreamError),
+    }
+    // Refusals: one request, then the documented error naming the status.
+    for (status, want) in [
+        (400, Want::Stream(gst::StreamError::Decrypt)),
+        (401, Want::Resource(gst::ResourceError::NotAuthorized)),
+        (403, Want::Resource(gst::ResourceError::NotAuthorized)),
+        (404, Want::Stream(gst::StreamError::DecryptNokey)),
+        (418, Want::Stream(gst::StreamError::Decrypt)),
+    ] {
+        clear_faults();
+        inject(status, None);
+        let before = license_requests();
+        let out = play();
+        let err = out
+            .error
+            .unwrap_or_else(|| panic!("{status}: no error ({} bytes played)", out.pcm.len()));
+        let ok = match want {
+            Want::Resource(e) => err.matches(e),
+            Want::Stream(e) => err.matches(e),
+        };
+        assert!(ok, "{status}: wrong domain/code: {}", out.text);
+        assert!(
+            out.text.contains(&status.to_string()),
+            "{status}: the message names the status: {}",
+            out.text
+        );
+        assert_eq!(license_requests() - before, 1, "{status}: no retry");
+    }
+    // Transient failures: retried (429/503 after Retry-After: 1 s), and the track plays whole.
+    for status in [429, 500, 502, 503] {
+        clear_faults();
+        inject(status, Some(1));
+        let before = license_requests();
+        let out = play();
+        assert!(out.error.is_none(), "{status}: {}", out.text);
+        assert_same_pcm(&out.pcm, &source, 4, &format!("after a {status}"));
+        assert_eq!(license_requests() - before, 2, "{status}: one retry");
+    }
+    clear_faults();
+}
