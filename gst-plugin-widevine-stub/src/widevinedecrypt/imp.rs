@@ -627,40 +627,40 @@ fn post_fetch_error(
         FetchError::Server { error, .. } => match error.status() {
             404 => gst::error_msg!(
                 gst::StreamError::DecryptNokey,
-                [
+                (
                     "The license server has no key for key ids {}: {}",
                     kid_list(kids),
                     err
-                ]
+                )
             ),
             401 | 403 => gst::error_msg!(
                 gst::ResourceError::NotAuthorized,
-                ["The license server refused the {}: {}", what, err]
+                ("The license server refused the {}: {}", what, err)
             ),
             429 | 500..=599 => gst::error_msg!(
                 gst::ResourceError::Read,
-                [
+                (
                     "The license server stayed unavailable for the {}: {}",
                     what,
                     err
-                ]
+                )
             ),
             _ => gst::error_msg!(
                 gst::StreamError::Decrypt,
-                ["The license server rejected the {}: {}", what, err]
+                ("The license server rejected the {}: {}", what, err)
             ),
         },
         FetchError::Transport { .. } => gst::error_msg!(
             gst::ResourceError::Read,
-            [
+            (
                 "The license server could not be reached for the {}: {}",
                 what,
                 err
-            ]
+            )
         ),
         FetchError::BadBody(_) => gst::error_msg!(
             gst::StreamError::Decrypt,
-            ["The {} got an answer that is not a license: {}", what, err]
+            ("The {} got an answer that is not a license: {}", what, err)
         ),
     };
     element.post_error_message(msg);
