@@ -166,6 +166,15 @@ fn src_caps() -> gst::Caps {
         .build()
 }
 
+/// The id of the stream we output, the same for every track in one codec: in playbin3's gapless
+/// mode the next track's fragments reach the same qtdemux, which keeps its pad (and the
+/// decryptor and decoder behind it) only for a stream id it already knows. With a new id per
+/// track it added a new pad, which 1.22's parsebin never exposes once the previous one has
+/// drained, and the album stopped after its first track.
+fn stream_id(codec: &str) -> String {
+    format!("amzdashdemux/audio-{}", codec.to_ascii_lowercase())
+}
+
 fn to_clock(d: Duration) -> gst::ClockTime {
     gst::ClockTime::from_nseconds(d.as_nanos() as u64)
 }
@@ -578,7 +587,7 @@ impl AmzDashDemux {
             let st = self.state.lock().unwrap();
             (st.segment.clone(), st.seqnum)
         };
-        let stream_id = self.srcpad.create_stream_id(&*self.obj(), Some("audio"));
+        let stream_id = stream_id(&ctx.family);
         if self
             .srcpad
             .sticky_event::<gst::event::StreamStart>(0)
@@ -658,9 +667,7 @@ impl AmzDashDemux {
             st.new_stream = true;
             st.segment.clone()
         };
-        let stream_id = self
-            .srcpad
-            .create_stream_id(&*self.obj(), Some(&format!("audio-{codec}")));
+        let stream_id = stream_id(codec);
         gst::info!(
             CAT,
             imp = self,
