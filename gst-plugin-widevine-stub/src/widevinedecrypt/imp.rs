@@ -1134,7 +1134,13 @@ impl BaseTransformImpl for WidevineDecrypt {
                 // Nothing downstream needs it: the samples leave here in clear.
                 return true;
             }
-            gst::EventView::StreamStart(_) => *self.flac_streamheader.lock().unwrap() = None,
+            gst::EventView::StreamStart(_) => {
+                *self.flac_streamheader.lock().unwrap() = None;
+                // A new stream (the next track of a gapless album reuses this element) brings
+                // its own PSSHs: a session over the previous stream's too would ask for keys
+                // the new track's key token does not cover, and the server refuses it all.
+                self.shared.lock().pssh_boxes.clear();
+            }
             gst::EventView::FlushStart(_) => self.set_flushing(true),
             gst::EventView::FlushStop(_) => self.set_flushing(false),
             _ => {}
