@@ -1,8 +1,9 @@
 //! The download engine: one tokio task per play (start or seek) that picks a representation per
-//! segment, fetches init and media segments ahead into a byte- and time-bounded queue, refreshes
-//! the audio object on 403 or expiry, and reports measurements for `stats`.
+//! segment, streams init and media segments into a byte- and time-bounded queue as their bytes
+//! arrive, abandons a download the selector says will come too late, refreshes the audio object
+//! on 403 or expiry, and reports measurements for `stats`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,13 @@ pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// A first estimate when nothing was ever measured: enough for HD FLAC on a decent link, so the
 /// first seconds are not Opus 64k on every start (dashdemux2 1.22 starts at the lowest).
 pub const DEFAULT_ESTIMATE_BPS: f64 = 2_000_000.0;
+/// A media segment's bytes are queued for downstream in pieces of at least this much, or
+/// whatever arrived within [`FLUSH_INTERVAL`]: qtdemux outputs samples as the `mdat` comes in,
+/// so audio starts after the first piece instead of after the whole (10 s) segment.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the selector is asked whether to abandon the download in flight.
+pub const ABANDON_CHECK: Duration = Duration::from_millis(250);
 
 /// The audio object as the demuxer uses it; values are secret, `Debug` prints none.
 #[derive(Clone, Default)]
@@ -126,14 +134,36 @@ pub enum Item {
         /// Codec family: a change means a new stream for the elements downstream.
         codec: String,
         data: Bytes,
+        /// The download it belongs to (see [`Shared::retract`]).
+        tag: u64,
     },
+    /// A piece of a media segment (one fragment), in order; the pieces of one segment share
+    /// its `tag`.
     Media {
         candidate: usize,
         data: Bytes,
+        /// The segment's start and duration.
         start: Duration,
         duration: Duration,
+        /// The share of the segment's duration this piece accounts for in the buffer level
+        /// (proportional to its bytes when the size is known; the shares add up to `duration`).
+        time: Duration,
+        /// The segment's first piece: it carries the fragment's timestamp downstream.
+        first: bool,
+        /// The segment's last piece.
+        last: bool,
+        tag: u64,
     },
     Eos,
+}
+
+impl Item {
+    fn tag(&self) -> Option<u64> {
+        match self {
+            Item::Init { tag, .. } | Item::Media { tag, .. } => Some(*tag),
+            Item::Eos => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +183,9 @@ pub struct Queue {
     pub bytes: u64,
     pub time: Duration,
     pub error: Option<EngineError>,
+    /// Tag of the last item the streaming thread took: tags grow, so a download whose tag is
+    /// above it has sent nothing downstream yet.
+    pub popped_tag: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -165,6 +198,10 @@ pub struct Stats {
     pub refreshes: u64,
     pub retries: u64,
     pub stalls: u64,
+    /// Media downloads given up for a lower representation (the selector's abandon rule).
+    pub abandons: u64,
+    /// Times playback ran dry (the streaming thread waited for data after audio had flowed).
+    pub underruns: u64,
 }
 
 /// What the engine and the element's streaming thread share.
@@ -183,14 +220,28 @@ pub struct Shared {
     /// Told the queued time after every push (and whether the presentation is complete).
     #[allow(clippy::type_complexity)]
     pub on_level: Mutex<Option<Box<dyn Fn(Duration, bool) + Send + Sync>>>,
+    /// Source of download tags (never reset, so tags only grow).
+    next_tag: std::sync::atomic::AtomicU64,
+    /// Which play (start or seek) may queue: an aborted download task can still run until its
+    /// next await, and nothing of it may land in the next play's queue.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
-    fn push(&self, item: Item) {
+    fn new_tag(&self) -> u64 {
+        self.next_tag
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    fn push(&self, epoch: u64, item: Item) {
         let mut q = self.queue.lock().unwrap();
-        if let Item::Media { data, duration, .. } = &item {
+        if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Item::Media { data, time, .. } = &item {
             q.bytes += data.len() as u64;
-            q.time += *duration;
+            q.time += *time;
         }
         if let Item::Init { data, .. } = &item {
             q.bytes += data.len() as u64;
@@ -211,8 +262,11 @@ impl Shared {
         }
     }
 
-    fn fail(&self, e: EngineError) {
+    fn fail(&self, epoch: u64, e: EngineError) {
         let mut q = self.queue.lock().unwrap();
+        if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         q.error = Some(e);
         self.ready.notify_all();
     }
@@ -221,22 +275,53 @@ impl Shared {
     pub fn pop(&self, q: &mut Queue) -> Option<Item> {
         let item = q.items.pop_front()?;
         match &item {
-            Item::Media { data, duration, .. } => {
+            Item::Media { data, time, .. } => {
                 q.bytes -= data.len() as u64;
-                q.time = q.time.saturating_sub(*duration);
+                q.time = q.time.saturating_sub(*time);
             }
             Item::Init { data, .. } => q.bytes -= data.len() as u64,
             Item::Eos => {}
+        }
+        if let Some(t) = item.tag() {
+            q.popped_tag = q.popped_tag.max(t);
         }
         self.space.notify_one();
         Some(item)
     }
 
-    pub fn clear(&self) {
+    /// Takes back every queued item of download `tag` if none of it went downstream yet
+    /// (`None` otherwise); `Some(true)` when that included an init segment. The items of the
+    /// download in flight are the last ones queued.
+    fn retract(&self, q: &mut Queue, tag: u64) -> Option<bool> {
+        if q.popped_tag >= tag {
+            return None;
+        }
+        let mut init = false;
+        while q.items.back().and_then(Item::tag) == Some(tag) {
+            match q.items.pop_back() {
+                Some(Item::Media { data, time, .. }) => {
+                    q.bytes -= data.len() as u64;
+                    q.time = q.time.saturating_sub(time);
+                }
+                Some(Item::Init { data, .. }) => {
+                    q.bytes -= data.len() as u64;
+                    init = true;
+                }
+                _ => {}
+            }
+        }
+        Some(init)
+    }
+
+    /// Empties the queue for a new play and returns the play's epoch (for [`run`]).
+    pub fn clear(&self) -> u64 {
         let mut q = self.queue.lock().unwrap();
+        // (popped_tag back to 0 is safe: the next download's tag is above every earlier one.)
         *q = Queue::default();
+        let epoch = self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.complete
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        epoch
     }
 }
 
@@ -335,6 +420,75 @@ pub struct RepPlan {
     pub segments: Vec<SegmentRef>,
 }
 
+/// How a media segment download ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streamed {
+    Done,
+    /// Given up for candidate `to`; `init_retracted`: the init segment queued for it (a switch)
+    /// was taken back too.
+    Abandoned {
+        to: usize,
+        init_retracted: bool,
+    },
+}
+
+/// The download in flight as [`Context::check_abandon`] sees it.
+struct InFlightNow {
+    cand: usize,
+    index: usize,
+    tag: u64,
+    total: Option<u64>,
+    received: u64,
+    elapsed: Duration,
+    ttfb: Option<Duration>,
+}
+
+/// The part of a media segment received and not yet queued, and the accounting of what was.
+struct Piece {
+    cand: usize,
+    tag: u64,
+    start: Duration,
+    duration: Duration,
+    /// The segment's size, when the manifest, the index or the response says.
+    total: Option<u64>,
+    queued: u64,
+    queued_time: Duration,
+    pending: BytesMut,
+}
+
+impl Piece {
+    /// The pending bytes as the next queue item; `last` closes the segment's time account.
+    fn take(&mut self, last: bool) -> Item {
+        let data = self.pending.split().freeze();
+        let first = self.queued == 0;
+        self.queued += data.len() as u64;
+        let target = if last {
+            self.duration
+        } else {
+            match self.total {
+                Some(t) if t > 0 => Duration::from_nanos(
+                    (self.duration.as_nanos() * u128::from(self.queued.min(t)) / u128::from(t))
+                        as u64,
+                ),
+                // Size unknown: the segment counts once complete.
+                _ => Duration::ZERO,
+            }
+        };
+        let time = target.saturating_sub(self.queued_time);
+        self.queued_time = self.queued_time.max(target);
+        Item::Media {
+            candidate: self.cand,
+            data,
+            start: self.start,
+            duration: self.duration,
+            time,
+            first,
+            last,
+            tag: self.tag,
+        }
+    }
+}
+
 /// Everything one play needs; shared by the download task and the element.
 pub struct Context {
     pub presentation: Mutex<Arc<Presentation>>,
@@ -381,29 +535,33 @@ impl Context {
             .unwrap_or(DEFAULT_ESTIMATE_BPS)
     }
 
-    fn measure(&self, f: &Fetched) {
-        let secs = f.total.as_secs_f64();
+    /// One finished download (of `bytes` in all, over every attempt) for the estimates.
+    fn measure(&self, bytes: u64, ttfb: Duration, total: Duration) {
         // Tiny responses measure latency, not throughput.
-        if f.data.len() >= 16 * 1024 {
+        if bytes >= 16 * 1024 {
             let mut t = self.throughput.lock().unwrap();
-            t.add(f.data.len() as u64, secs);
+            t.add(bytes, total.as_secs_f64());
             if let Some(e) = t.estimate() {
                 *LAST_ESTIMATE.lock().unwrap() = Some(e);
             }
         }
         let abr_estimate = self.abr.lock().unwrap().as_mut().and_then(|a| {
-            a.selector.on_download(&abr::Download {
-                bytes: f.data.len() as u64,
-                ttfb: f.ttfb,
-                total: f.total,
-            });
+            a.selector
+                .on_download(&abr::Download { bytes, ttfb, total });
             let est = a.selector.session_estimate();
             *LAST_SESSION.lock().unwrap() = est;
             a.selector.stats().estimate_bps
         });
-        let mut s = self.shared.stats.lock().unwrap();
-        s.bytes += f.data.len() as u64;
-        s.estimate_bps = abr_estimate.unwrap_or_else(|| self.estimate());
+        self.shared.stats.lock().unwrap().estimate_bps =
+            abr_estimate.unwrap_or_else(|| self.estimate());
+    }
+
+    /// Playback ran dry: the selector counts it (and decides the next segment as a rebuffer).
+    pub fn on_underrun(&self) {
+        self.shared.stats.lock().unwrap().underruns += 1;
+        if let Some(a) = self.abr.lock().unwrap().as_mut() {
+            a.selector.on_stall();
+        }
     }
 
     fn buffer_level(&self) -> abr::BufferLevel {
@@ -503,9 +661,77 @@ impl Context {
         a.selector.set_cap(cap);
     }
 
-    /// One request with retries; 401/403 triggers one audio-object refresh per generation.
-    /// `build` makes the request from the current presentation, so a retry after a refresh
-    /// uses the new URLs.
+    /// The request `build` makes from the current presentation, with the audio-object
+    /// generation it belongs to: URLs and headers from one generation (a refresh swaps both
+    /// under the write lock), so a 403 on it asks for a newer one.
+    fn snapshot<F>(&self, build: &F) -> Result<(u32, Request), EngineError>
+    where
+        F: Fn(&Context) -> Result<Request, EngineError>,
+    {
+        let _snapshot = self.swap_lock.read().unwrap();
+        // (A separate statement: the generation's guard must be dropped before build() reads
+        // the headers under the same mutex.)
+        let gen = self.audio_object.lock().unwrap().generation;
+        Ok((gen, build(self)?))
+    }
+
+    /// After attempt `attempt` of `what` failed with `e`: `Ok` to try again (after the backoff,
+    /// or after refreshing the audio object on a first 401/403), or the error to give up with.
+    async fn after_failure(
+        &self,
+        what: &str,
+        e: FetchError,
+        attempt: u32,
+        refreshed: &mut bool,
+        gen: u32,
+        req: &Request,
+    ) -> Result<(), EngineError> {
+        match e {
+            FetchError::Forbidden(code) => {
+                if self.refresher.is_none() || *refreshed {
+                    return Err(EngineError::NotAuthorized(format!(
+                        "{what}: HTTP {code} {}",
+                        if self.refresher.is_none() {
+                            "and no amazonmusicsrc upstream to refresh the audio object"
+                        } else {
+                            "even with a freshly refreshed audio object"
+                        }
+                    )));
+                }
+                *refreshed = true;
+                (self.log)(&format!("{what}: HTTP {code}, refreshing the audio object"));
+                self.refresh("forbidden", gen).await
+            }
+            FetchError::NotFound(code) => Err(EngineError::NotFound(format!(
+                "{what}: HTTP {code} ({req:?})"
+            ))),
+            e if e.is_transient() && attempt < self.fetcher.policy.attempts => {
+                match e {
+                    FetchError::Stalled(_) => self.shared.stats.lock().unwrap().stalls += 1,
+                    FetchError::NoResponse(waited) => {
+                        self.shared.stats.lock().unwrap().stalls += 1;
+                        // No answer at all: the link is out, which the selector must know.
+                        if let Some(a) = self.abr.lock().unwrap().as_mut() {
+                            a.selector.on_request_timeout(waited);
+                        }
+                    }
+                    _ => {}
+                }
+                self.shared.stats.lock().unwrap().retries += 1;
+                let d = self.fetcher.policy.delay(attempt);
+                (self.log)(&format!("{what}: {e}; retry {attempt} in {d:?}"));
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            e => Err(EngineError::Network(format!(
+                "{what}: {e} (after {attempt} attempts)"
+            ))),
+        }
+    }
+
+    /// One request read whole, with retries; 401/403 triggers one audio-object refresh per
+    /// generation. `build` makes the request from the current presentation, so a retry after a
+    /// refresh uses the new URLs.
     async fn fetch<F>(&self, what: &str, build: F) -> Result<Fetched, EngineError>
     where
         F: Fn(&Context) -> Result<Request, EngineError>,
@@ -514,54 +740,17 @@ impl Context {
         let mut refreshed = false;
         loop {
             self.maybe_refresh_expiring().await?;
-            // URLs and headers from one generation (a refresh swaps both under the write
-            // lock); a 403 on that generation asks for a newer one.
-            let (gen, req) = {
-                let _snapshot = self.swap_lock.read().unwrap();
-                // (A separate statement: the generation's guard must be dropped before
-                // build() reads the headers under the same mutex.)
-                let gen = self.audio_object.lock().unwrap().generation;
-                (gen, build(self)?)
-            };
+            let (gen, req) = self.snapshot(&build)?;
             attempt += 1;
             match self.fetcher.fetch_once(&req, MAX_RESPONSE_BYTES).await {
                 Ok(f) => {
-                    self.measure(&f);
+                    self.shared.stats.lock().unwrap().bytes += f.data.len() as u64;
+                    self.measure(f.data.len() as u64, f.ttfb, f.total);
                     return Ok(f);
                 }
-                Err(FetchError::Forbidden(code)) => {
-                    if self.refresher.is_none() || refreshed {
-                        return Err(EngineError::NotAuthorized(format!(
-                            "{what}: HTTP {code} {}",
-                            if self.refresher.is_none() {
-                                "and no amazonmusicsrc upstream to refresh the audio object"
-                            } else {
-                                "even with a freshly refreshed audio object"
-                            }
-                        )));
-                    }
-                    refreshed = true;
-                    (self.log)(&format!("{what}: HTTP {code}, refreshing the audio object"));
-                    self.refresh("forbidden", gen).await?;
-                }
-                Err(FetchError::NotFound(code)) => {
-                    return Err(EngineError::NotFound(format!(
-                        "{what}: HTTP {code} ({req:?})"
-                    )))
-                }
-                Err(e) if e.is_transient() && attempt < self.fetcher.policy.attempts => {
-                    if matches!(e, FetchError::Stalled(_)) {
-                        self.shared.stats.lock().unwrap().stalls += 1;
-                    }
-                    self.shared.stats.lock().unwrap().retries += 1;
-                    let d = self.fetcher.policy.delay(attempt);
-                    (self.log)(&format!("{what}: {e}; retry {attempt} in {d:?}"));
-                    tokio::time::sleep(d).await;
-                }
                 Err(e) => {
-                    return Err(EngineError::Network(format!(
-                        "{what}: {e} (after {attempt} attempts)"
-                    )))
+                    self.after_failure(what, e, attempt, &mut refreshed, gen, &req)
+                        .await?
                 }
             }
         }
@@ -805,18 +994,203 @@ impl Context {
         Ok(f.data)
     }
 
-    async fn media_bytes(&self, cand: usize, index: usize) -> Result<Bytes, EngineError> {
-        self.replan(cand).await?;
-        let id = self.presentation.lock().unwrap().candidates[cand]
-            .id
-            .clone();
-        let f = self
-            .fetch(&format!("segment {index} of {id}"), |c| {
-                c.media_request(cand, index)
-            })
-            .await?;
+    /// Streams media segment `index` of candidate `cand` into the queue as its bytes arrive
+    /// (pieces of [`CHUNK_BYTES`] or [`FLUSH_INTERVAL`]), tagged `tag`. Nothing is queued
+    /// before `gate` opens (the parallel init segment is queued first). A failed attempt is
+    /// resumed with a Range from the first byte not yet received, so no byte is queued twice.
+    /// Every [`ABANDON_CHECK`] the selector may abandon it for a lower candidate, but only while
+    /// none of it went downstream: its queued pieces are then taken back.
+    async fn stream_segment(
+        &self,
+        cand: usize,
+        index: usize,
+        tag: u64,
+        epoch: u64,
+        mut gate: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> Result<Streamed, EngineError> {
+        let plan = self.plan(cand).await?;
+        let seg = plan
+            .segments
+            .get(index)
+            .cloned()
+            .ok_or_else(|| EngineError::Manifest(format!("no segment {index}")))?;
+        let id = plan_id(self, cand);
+        let what = format!("segment {index} of {id}");
+        let mut piece = Piece {
+            cand,
+            tag,
+            start: seg.start,
+            duration: seg.duration,
+            total: seg.size.or(seg.range.map(|r| r.len())),
+            queued: 0,
+            queued_time: Duration::ZERO,
+            pending: BytesMut::new(),
+        };
+        let started = Instant::now();
+        let mut ttfb: Option<Duration> = None;
+        let mut received = 0u64;
+        let mut last_flush = Instant::now();
+        let mut next_check = started + ABANDON_CHECK;
+        let (mut attempt, mut refreshed) = (0u32, false);
+        'attempts: loop {
+            self.maybe_refresh_expiring().await?;
+            let build = |c: &Context| c.media_request(cand, index);
+            let (gen, req) = self.snapshot(&build)?;
+            attempt += 1;
+            let mut body = match self.fetcher.open(&req, received, MAX_RESPONSE_BYTES).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
+                        .await?;
+                    continue;
+                }
+            };
+            // The first answer's time to headers: with the total time from the first request,
+            // what the selector compares against its progress record.
+            ttfb.get_or_insert(started.elapsed());
+            if piece.total.is_none() {
+                piece.total = body.expected_len().map(|n| n + received);
+            }
+            let at_start = received;
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut stall_at = tokio::time::Instant::now() + self.fetcher.policy.stall_timeout;
+            loop {
+                tokio::select! {
+                    c = body.next_raw() => match c {
+                        Ok(Some(c)) => {
+                            received += c.len() as u64;
+                            self.shared.stats.lock().unwrap().bytes += c.len() as u64;
+                            piece.pending.extend_from_slice(&c);
+                            stall_at = tokio::time::Instant::now()
+                                + self.fetcher.policy.stall_timeout;
+                        }
+                        Ok(None) => break 'attempts,
+                        Err(e) => {
+                            if received > at_start {
+                                // It made progress: the resumed request is a new one.
+                                attempt = 1;
+                            }
+                            if gate.is_none() && !piece.pending.is_empty() {
+                                self.shared.push(epoch, piece.take(false));
+                            }
+                            self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
+                                .await?;
+                            continue 'attempts;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(stall_at) => {
+                        if received > at_start {
+                            attempt = 1;
+                        }
+                        if gate.is_none() && !piece.pending.is_empty() {
+                            self.shared.push(epoch, piece.take(false));
+                        }
+                        let e = FetchError::Stalled(self.fetcher.policy.stall_timeout);
+                        self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
+                            .await?;
+                        continue 'attempts;
+                    }
+                    r = async { gate.as_mut().expect("enabled only with a gate").await },
+                        if gate.is_some() =>
+                    {
+                        if r.is_err() {
+                            return Err(EngineError::Network(format!(
+                                "{what}: the init segment did not come"
+                            )));
+                        }
+                        gate = None;
+                    }
+                    _ = tick.tick() => {}
+                }
+                if gate.is_none()
+                    && (piece.pending.len() >= CHUNK_BYTES
+                        || (!piece.pending.is_empty() && last_flush.elapsed() >= FLUSH_INTERVAL))
+                {
+                    self.shared.push(epoch, piece.take(false));
+                    last_flush = Instant::now();
+                }
+                if Instant::now() >= next_check && gate.is_none() {
+                    next_check = Instant::now() + ABANDON_CHECK;
+                    let f = InFlightNow {
+                        cand,
+                        index,
+                        tag,
+                        total: piece.total,
+                        received,
+                        elapsed: started.elapsed(),
+                        ttfb,
+                    };
+                    if let Some(out) = self.check_abandon(&f) {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        if let Some(g) = gate {
+            g.await.map_err(|_| {
+                EngineError::Network(format!("{what}: the init segment did not come"))
+            })?;
+        }
+        self.shared.push(epoch, piece.take(true));
         self.shared.stats.lock().unwrap().segments += 1;
-        Ok(f.data)
+        let ttfb = ttfb.unwrap_or_default();
+        self.measure(received, ttfb, started.elapsed());
+        Ok(Streamed::Done)
+    }
+
+    /// Asks the selector whether to abandon the download in flight; only while none of it went
+    /// downstream (its pieces are still queued, or not queued at all), and never when a
+    /// representation is pinned. Holds the queue so that the streaming thread cannot take a
+    /// piece between the decision and the retraction.
+    fn check_abandon(&self, f: &InFlightNow) -> Option<Streamed> {
+        if self.pinned.lock().unwrap().is_some() {
+            return None;
+        }
+        let total = f.total?;
+        let mut q = self.shared.queue.lock().unwrap();
+        if q.popped_tag >= f.tag {
+            return None;
+        }
+        let level = abr::BufferLevel {
+            ahead: q.time,
+            bytes: q.bytes,
+            playing: self
+                .shared
+                .playing
+                .load(std::sync::atomic::Ordering::SeqCst),
+        };
+        let to = {
+            let mut abr = self.abr.lock().unwrap();
+            let a = abr.as_mut()?;
+            let rep = a.map.iter().position(|c| *c == f.cand)?;
+            let choice = a.selector.check_abandon(
+                &abr::InFlight {
+                    rep,
+                    segment: f.index,
+                    bytes_total: total,
+                    bytes_received: f.received,
+                    elapsed: f.elapsed,
+                    ttfb: f.ttfb,
+                },
+                &level,
+                self.epoch.elapsed(),
+            )?;
+            a.map[choice.rep]
+        };
+        let init_retracted = self.shared.retract(&mut q, f.tag)?;
+        drop(q);
+        self.shared.stats.lock().unwrap().abandons += 1;
+        (self.log)(&format!(
+            "abandoning segment {} of {} after {} of {} bytes in {:?}: {} instead",
+            f.index,
+            plan_id(self, f.cand),
+            f.received,
+            total,
+            f.elapsed,
+            plan_id(self, to)
+        ));
+        Some(Streamed::Abandoned { to, init_retracted })
     }
 
     async fn wait_for_space(&self) {
@@ -886,10 +1260,11 @@ impl Context {
 }
 
 /// Plays from `position` to the end, or until the task is aborted (flush, seek, stop).
-pub async fn run(ctx: Arc<Context>, position: Duration) {
+/// `epoch` is what [`Shared::clear`] returned for this play.
+pub async fn run(ctx: Arc<Context>, position: Duration, epoch: u64) {
     use futures::FutureExt;
     // A panic must become an error message, never a silent stop that hangs the pipeline.
-    let res = std::panic::AssertUnwindSafe(run_inner(&ctx, position))
+    let res = std::panic::AssertUnwindSafe(run_inner(&ctx, position, epoch))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -899,97 +1274,113 @@ pub async fn run(ctx: Arc<Context>, position: Duration) {
         });
     if let Err(e) = res {
         (ctx.log)(&format!("download stopped: {e:?}"));
-        ctx.shared.fail(e);
+        ctx.shared.fail(epoch, e);
     }
 }
 
-async fn run_inner(ctx: &Context, position: Duration) -> Result<(), EngineError> {
+async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), EngineError> {
     ctx.build_abr().await?;
     // The segment index at `position` in the family's common timeline.
     let any = ctx.family_head();
     let k = segments::segment_at(&ctx.plan(any).await?.segments, position);
-    let first = ctx.choose(None, k);
-    let plan = ctx.plan(first).await?;
-    let mut index = segments::segment_at(&plan.segments, position);
-    // Init and first media segment in parallel: start-up costs one round trip, not two.
-    let (init, media) = tokio::join!(ctx.init_bytes(first), ctx.media_bytes(first, index));
-    let (init, media) = (init?, media?);
-    let codec = ctx.presentation.lock().unwrap().candidates[first]
-        .codec
-        .clone();
-    ctx.shared.push(Item::Init {
-        candidate: first,
-        codec,
-        data: init,
-    });
-    let seg = &plan.segments[index];
-    ctx.shared.push(Item::Media {
-        candidate: first,
-        data: media,
-        start: seg.start,
-        duration: seg.duration,
-    });
-    ctx.shared.stats.lock().unwrap().candidate = Some(first);
-    let mut current = first;
-    let mut next_time = seg.start + seg.duration;
-    index += 1;
+    // The candidate whose init segment precedes what is queued, and the one before it (an
+    // abandoned switch takes its init segment back).
+    let mut current: Option<usize> = None;
+    let mut previous: Option<usize> = None;
+    // End of the last segment queued whole (None: start at `position`).
+    let mut next_time: Option<Duration> = None;
+    // The candidate an abandon asked for, for the same segment.
+    let mut forced: Option<usize> = None;
     loop {
-        let plan = ctx.plan(current).await?;
+        let chosen = match (current, forced.take()) {
+            (_, Some(f)) => f,
+            (None, None) => ctx.choose(None, k),
+            (Some(cur), None) => {
+                let plan = ctx.plan(cur).await?;
+                let index = next_index(&plan, next_time, position);
+                if index >= plan.segments.len() {
+                    break;
+                }
+                ctx.wait_for_space().await;
+                ctx.choose(Some(cur), index)
+            }
+        };
+        // Same segment timeline assumed across the family (segmentAlignment); map by time so
+        // a switch neither repeats nor skips audio.
+        let plan = ctx.plan(chosen).await?;
+        let index = next_index(&plan, next_time, position);
         if index >= plan.segments.len() {
             break;
         }
-        ctx.wait_for_space().await;
-        let chosen = ctx.choose(Some(current), index);
-        if chosen != current {
-            // Same segment timeline assumed across the family (segmentAlignment); map by time
-            // so a switch neither repeats nor skips audio.
-            let np = ctx.plan(chosen).await?;
-            let ni = np
-                .segments
-                .iter()
-                .position(|s| s.start + Duration::from_millis(1) > next_time)
-                .unwrap_or(np.segments.len());
-            if ni >= np.segments.len() {
-                break;
+        let seg = plan.segments[index].clone();
+        let tag = ctx.shared.new_tag();
+        let outcome = if current == Some(chosen) {
+            ctx.stream_segment(chosen, index, tag, epoch, None).await?
+        } else {
+            if let Some(cur) = current {
+                (ctx.log)(&format!(
+                    "switching {} -> {}",
+                    plan_id(ctx, cur),
+                    plan_id(ctx, chosen)
+                ));
+                ctx.shared.stats.lock().unwrap().switches += 1;
             }
-            let init = ctx.init_bytes(chosen).await?;
-            (ctx.log)(&format!(
-                "switching {} -> {}",
-                plan_id(ctx, current),
-                plan_id(ctx, chosen)
-            ));
             let codec = ctx.presentation.lock().unwrap().candidates[chosen]
                 .codec
                 .clone();
-            ctx.shared.push(Item::Init {
-                candidate: chosen,
-                codec,
-                data: init,
-            });
-            {
-                let mut s = ctx.shared.stats.lock().unwrap();
-                s.switches += 1;
-                s.candidate = Some(chosen);
+            // Init and media segment in parallel (start-up costs one round trip, not two);
+            // the media bytes are queued once the init segment is.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let init = async {
+                let data = ctx.init_bytes(chosen).await?;
+                ctx.shared.push(
+                    epoch,
+                    Item::Init {
+                        candidate: chosen,
+                        codec,
+                        data,
+                        tag,
+                    },
+                );
+                let _ = tx.send(());
+                Ok::<(), EngineError>(())
+            };
+            let media = ctx.stream_segment(chosen, index, tag, epoch, Some(rx));
+            let ((), outcome) = tokio::try_join!(init, media)?;
+            previous = current;
+            current = Some(chosen);
+            ctx.shared.stats.lock().unwrap().candidate = Some(chosen);
+            outcome
+        };
+        match outcome {
+            Streamed::Done => next_time = Some(seg.start + seg.duration),
+            Streamed::Abandoned { to, init_retracted } => {
+                if init_retracted {
+                    current = previous;
+                    let mut s = ctx.shared.stats.lock().unwrap();
+                    s.candidate = current;
+                    if current.is_some() {
+                        s.switches = s.switches.saturating_sub(1);
+                    }
+                }
+                forced = Some(to);
             }
-            current = chosen;
-            index = ni;
-            continue;
         }
-        let seg = plan.segments[index].clone();
-        let started = Instant::now();
-        let data = ctx.media_bytes(current, index).await?;
-        let _ = started;
-        ctx.shared.push(Item::Media {
-            candidate: current,
-            data,
-            start: seg.start,
-            duration: seg.duration,
-        });
-        next_time = seg.start + seg.duration;
-        index += 1;
     }
-    ctx.shared.push(Item::Eos);
+    ctx.shared.push(epoch, Item::Eos);
     Ok(())
+}
+
+/// The segment of `plan` after `next_time`, or the one at `position` at the start.
+fn next_index(plan: &RepPlan, next_time: Option<Duration>, position: Duration) -> usize {
+    match next_time {
+        None => segments::segment_at(&plan.segments, position),
+        Some(t) => plan
+            .segments
+            .iter()
+            .position(|s| s.start + Duration::from_millis(1) > t)
+            .unwrap_or(plan.segments.len()),
+    }
 }
 
 fn plan_id(ctx: &Context, c: usize) -> String {

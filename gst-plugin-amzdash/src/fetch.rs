@@ -18,8 +18,12 @@ pub enum FetchError {
     NotFound(u16),
     #[error("HTTP {0}")]
     Status(u16),
+    /// The body stopped: no byte for this long.
     #[error("no data for {0:?} (stalled)")]
     Stalled(Duration),
+    /// No response headers within this long (an outage, or a server that does not answer).
+    #[error("no response within {0:?}")]
+    NoResponse(Duration),
     #[error("could not connect: {0}")]
     Connect(String),
     #[error("network error: {0}")]
@@ -38,6 +42,7 @@ impl FetchError {
         match self {
             FetchError::Status(s) => *s == 429 || *s >= 500 || *s == 408,
             FetchError::Stalled(_)
+            | FetchError::NoResponse(_)
             | FetchError::Connect(_)
             | FetchError::Network(_)
             | FetchError::Short { .. } => true,
@@ -122,6 +127,87 @@ pub struct Fetched {
     pub total: Duration,
 }
 
+/// A response being read: its body comes chunk by chunk as the network delivers it, each
+/// chunk within the stall timeout, cut to the requested range.
+pub struct Body {
+    stream: Option<futures::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    /// A `file://` body, read at once.
+    file: Option<Bytes>,
+    ttfb: Duration,
+    stall: Duration,
+    /// Body bytes to drop first (a server that ignored Range answered 200 with everything).
+    skip: u64,
+    seen: u64,
+    /// Bytes this response must deliver, when known (range, or Content-Length).
+    want: Option<u64>,
+    max_bytes: u64,
+    got: u64,
+    done: bool,
+}
+
+impl Body {
+    /// From sending the request to the response headers.
+    pub fn ttfb(&self) -> Duration {
+        self.ttfb
+    }
+
+    /// How many bytes this response will deliver, when the range or the headers say.
+    pub fn expected_len(&self) -> Option<u64> {
+        self.want
+    }
+
+    /// The next bytes of the body; `None` once it is complete (a body shorter than promised is
+    /// [`FetchError::Short`]); [`FetchError::Stalled`] when no byte comes for the stall timeout.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        tokio::time::timeout(self.stall, self.next_raw())
+            .await
+            .map_err(|_| FetchError::Stalled(self.stall))?
+    }
+
+    /// As [`next_chunk`](Self::next_chunk) without the stall timeout (the caller keeps its
+    /// own). Cancel-safe: dropped while waiting, it loses no byte.
+    pub async fn next_raw(&mut self) -> Result<Option<Bytes>, FetchError> {
+        loop {
+            if self.done || self.want.is_some_and(|w| self.got >= w) {
+                self.done = true;
+                return Ok(None);
+            }
+            let next = match self.stream.as_mut() {
+                None => self.file.take().map(Ok),
+                Some(s) => s.next().await,
+            };
+            let Some(chunk) = next else {
+                self.done = true;
+                if let Some(w) = self.want.filter(|w| self.got < *w) {
+                    return Err(FetchError::Short {
+                        got: self.got,
+                        want: w,
+                    });
+                }
+                return Ok(None);
+            };
+            let chunk = chunk.map_err(|e| FetchError::Network(without_url(&e)))?;
+            let start = self.seen;
+            self.seen += chunk.len() as u64;
+            if self.seen <= self.skip {
+                continue;
+            }
+            let mut c = chunk.slice(self.skip.saturating_sub(start) as usize..);
+            let limit = self.want.unwrap_or(self.max_bytes);
+            if self.got + c.len() as u64 > limit {
+                if self.want.is_none() {
+                    return Err(FetchError::TooLarge(self.max_bytes));
+                }
+                c.truncate((limit - self.got) as usize);
+            }
+            self.got += c.len() as u64;
+            if !c.is_empty() {
+                return Ok(Some(c));
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
@@ -140,22 +226,62 @@ impl Fetcher {
         Ok(Fetcher { client, policy })
     }
 
-    /// One attempt; `max_bytes` bounds the body whatever the server says.
+    /// One attempt, read whole; `max_bytes` bounds the body whatever the server says.
     pub async fn fetch_once(&self, req: &Request, max_bytes: u64) -> Result<Fetched, FetchError> {
         let started = Instant::now();
+        let mut body = self.open(req, 0, max_bytes).await?;
+        let mut buf = BytesMut::new();
+        while let Some(c) = body.next_chunk().await? {
+            buf.extend_from_slice(&c);
+        }
+        Ok(Fetched {
+            data: buf.freeze(),
+            ttfb: body.ttfb(),
+            total: started.elapsed(),
+        })
+    }
+
+    /// Sends one attempt and returns once the response headers are in; the body then comes
+    /// with [`Body::next_chunk`]. `from` skips that many bytes of what `req` asks for (a retry
+    /// resuming after a partial delivery asks the server for the rest only).
+    pub async fn open(&self, req: &Request, from: u64, max_bytes: u64) -> Result<Body, FetchError> {
+        let started = Instant::now();
+        // What to ask for: the request's range from `from` on, or the resource from `from`.
+        let (first, last) = match req.range {
+            Some(r) => (r.start + from, Some(r.end)),
+            None => (from, None),
+        };
+        let want_range = req.range.map(|r| r.len().saturating_sub(from));
+        if want_range.is_some_and(|w| w > max_bytes) {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
         if req.url.scheme() == "file" {
-            return fetch_file(req, max_bytes, started).await;
+            let data = fetch_file(&req.url, first, last, max_bytes).await?;
+            return Ok(Body {
+                stream: None,
+                want: Some(data.len() as u64),
+                file: Some(data),
+                ttfb: started.elapsed(),
+                stall: self.policy.stall_timeout,
+                skip: 0,
+                seen: 0,
+                max_bytes,
+                got: 0,
+                done: false,
+            });
         }
         let mut rb = self.client.get(req.url.clone());
         for (k, v) in &req.headers {
             rb = rb.header(k, v);
         }
-        if let Some(r) = req.range {
-            rb = rb.header("Range", format!("bytes={}-{}", r.start, r.end));
+        match (first, last) {
+            (f, Some(l)) => rb = rb.header("Range", format!("bytes={f}-{l}")),
+            (f, None) if f > 0 => rb = rb.header("Range", format!("bytes={f}-")),
+            _ => {}
         }
         let resp = tokio::time::timeout(self.policy.stall_timeout, rb.send())
             .await
-            .map_err(|_| FetchError::Stalled(self.policy.stall_timeout))?
+            .map_err(|_| FetchError::NoResponse(self.policy.stall_timeout))?
             .map_err(|e| {
                 if e.is_connect() {
                     FetchError::Connect(without_url(&e))
@@ -171,55 +297,26 @@ impl Fetcher {
             404 | 410 => return Err(FetchError::NotFound(status)),
             s => return Err(FetchError::Status(s)),
         }
-        let want = req.range.map(|r| r.len());
-        // A server ignoring Range answers 200 with the whole file: cut our range out of it.
-        let skip = if status == 200 {
-            req.range.map(|r| r.start).unwrap_or(0)
-        } else {
-            0
-        };
-        let limit = want.unwrap_or(max_bytes).min(max_bytes);
+        // A server ignoring Range answers 200 with the whole resource: cut ours out of it.
+        let skip = if status == 200 { first } else { 0 };
+        let want = want_range.or_else(|| {
+            resp.content_length()
+                .map(|n| n.saturating_sub(if status == 200 { first } else { 0 }))
+        });
         if want.is_some_and(|w| w > max_bytes) {
             return Err(FetchError::TooLarge(max_bytes));
         }
-        let mut body = resp.bytes_stream();
-        let mut buf = BytesMut::new();
-        let mut seen = 0u64;
-        loop {
-            let chunk = tokio::time::timeout(self.policy.stall_timeout, body.next())
-                .await
-                .map_err(|_| FetchError::Stalled(self.policy.stall_timeout))?;
-            let Some(chunk) = chunk else { break };
-            let chunk = chunk.map_err(|e| FetchError::Network(without_url(&e)))?;
-            let start = seen;
-            seen += chunk.len() as u64;
-            if seen <= skip {
-                continue;
-            }
-            let from = skip.saturating_sub(start) as usize;
-            buf.extend_from_slice(&chunk[from..]);
-            if buf.len() as u64 >= limit {
-                if want.is_none() && buf.len() as u64 > max_bytes {
-                    return Err(FetchError::TooLarge(max_bytes));
-                }
-                buf.truncate(limit as usize);
-                if want.is_some() {
-                    break;
-                }
-            }
-        }
-        if let Some(w) = want {
-            if (buf.len() as u64) < w {
-                return Err(FetchError::Short {
-                    got: buf.len() as u64,
-                    want: w,
-                });
-            }
-        }
-        Ok(Fetched {
-            data: buf.freeze(),
+        Ok(Body {
+            stream: Some(resp.bytes_stream().boxed()),
+            file: None,
             ttfb,
-            total: started.elapsed(),
+            stall: self.policy.stall_timeout,
+            skip,
+            seen: 0,
+            want,
+            max_bytes,
+            got: 0,
+            done: false,
         })
     }
 }
@@ -244,16 +341,17 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
+/// Bytes `first..=last` (or to the end) of a `file://` URL.
 async fn fetch_file(
-    req: &Request,
+    url: &Url,
+    first: u64,
+    last: Option<u64>,
     max_bytes: u64,
-    started: Instant,
-) -> Result<Fetched, FetchError> {
+) -> Result<Bytes, FetchError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let path = req
-        .url
+    let path = url
         .to_file_path()
-        .map_err(|_| FetchError::File(format!("bad file URL {}", req.url)))?;
+        .map_err(|_| FetchError::File(format!("bad file URL {url}")))?;
     let mut f = tokio::fs::File::open(&path)
         .await
         .map_err(|e| match e.kind() {
@@ -265,17 +363,17 @@ async fn fetch_file(
         .await
         .map_err(|e| FetchError::File(e.to_string()))?
         .len();
-    let (start, n) = match req.range {
-        Some(r) => (r.start, r.len()),
-        None => (0, len),
+    let n = match last {
+        Some(l) => (l + 1).saturating_sub(first),
+        None => len.saturating_sub(first),
     };
     if n > max_bytes {
         return Err(FetchError::TooLarge(max_bytes));
     }
-    f.seek(std::io::SeekFrom::Start(start))
+    f.seek(std::io::SeekFrom::Start(first))
         .await
         .map_err(|e| FetchError::File(e.to_string()))?;
-    let mut buf = vec![0u8; n.min(len.saturating_sub(start)) as usize];
+    let mut buf = vec![0u8; n.min(len.saturating_sub(first)) as usize];
     f.read_exact(&mut buf)
         .await
         .map_err(|e| FetchError::File(e.to_string()))?;
@@ -285,11 +383,7 @@ async fn fetch_file(
             want: n,
         });
     }
-    Ok(Fetched {
-        data: buf.into(),
-        ttfb: started.elapsed(),
-        total: started.elapsed(),
-    })
+    Ok(buf.into())
 }
 
 #[cfg(test)]

@@ -63,6 +63,27 @@ fn server_errors_truncation_and_stalls_are_retried() {
     let out = play_desc(&open(&emu, "stall-timeout=1"), None);
     assert!(out.error.is_none(), "{:?}", out.error);
     amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(TRACK, "flac-44k16"), 4, "retried");
+    // Segments stream downstream as they arrive: the retry after the truncated body asks only
+    // for the rest (a Range from byte 1000), so nothing is pushed twice.
+    let ranges: Vec<Option<String>> = emu
+        .running
+        .state
+        .log
+        .since(0)
+        .into_iter()
+        .filter(|r| r.path.contains("/open/B0EMUHD001/flac-44k16/00004"))
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "range")
+                .and_then(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![None, Some("bytes=1000-".to_string())],
+        "requests for the truncated segment"
+    );
     let stats = out.stats.unwrap();
     assert!(stats.get::<u64>("retries").unwrap() >= 4, "{stats}");
     assert!(stats.get::<u64>("stalls").unwrap() >= 1, "{stats}");

@@ -101,6 +101,10 @@ struct State {
     /// Marks clear-lead fragments of constant-IV tracks as clear (`clear_lead.rs`); set from
     /// each init segment.
     clear_lead: Option<ClearLeadMarker>,
+    /// Start and duration of the fragment whose first buffer is still to be pushed.
+    fragment_time: Option<(Duration, Duration)>,
+    /// The first fragment of a new stream, gathered whole (see `push_piece`).
+    held: bytes::BytesMut,
 }
 
 pub struct AmzDashDemux {
@@ -440,9 +444,12 @@ impl AmzDashDemux {
     }
 
     fn start_download(&self, ctx: Arc<Context>, position: Duration) {
-        self.shared.clear();
+        let epoch = self.shared.clear();
+        // Nothing flows until the first fragment after this (re)start: waiting for it is
+        // start-up, not an underrun.
+        self.shared.playing.store(false, Ordering::SeqCst);
         self.flushing.store(false, Ordering::SeqCst);
-        let handle = RUNTIME.spawn(engine::run(ctx, position));
+        let handle = RUNTIME.spawn(engine::run(ctx, position, epoch));
         if let Some(old) = self.state.lock().unwrap().task.replace(handle) {
             old.abort();
         }
@@ -468,6 +475,7 @@ impl AmzDashDemux {
     fn next_item(&self) -> Result<Item, Option<EngineError>> {
         let mut q = self.shared.queue.lock().unwrap();
         let mut waiting_since: Option<std::time::Instant> = None;
+        let mut counted = false;
         loop {
             if self.flushing.load(Ordering::SeqCst) {
                 return Err(None);
@@ -484,7 +492,16 @@ impl AmzDashDemux {
             // An empty queue right after taking an item is normal with a fast consumer; only
             // a wait longer than this is an underrun worth telling the application about.
             let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-            self.report_level(since.elapsed() >= UNDERRUN);
+            let underrun = since.elapsed() >= UNDERRUN;
+            self.report_level(underrun);
+            if underrun && !counted && self.shared.playing.load(Ordering::SeqCst) {
+                // Playback ran dry: the selector decides the next segment as a rebuffer.
+                counted = true;
+                let ctx = self.state.lock().unwrap().ctx.clone();
+                if let Some(ctx) = ctx {
+                    ctx.on_underrun();
+                }
+            }
             q = self.shared.queue.lock().unwrap();
             if q.items.is_empty() && q.error.is_none() {
                 q = self
@@ -636,7 +653,60 @@ impl AmzDashDemux {
         self.push_protection_events(ctx);
     }
 
-    /// Pushes a media fragment. Right after a codec change, decodebin3 (1.22) links the new
+    /// Pushes a piece of a media segment (a fragment arrives in many, in order). The first
+    /// buffer of a fragment carries its start as PTS, since qtdemux takes an upstream TIME
+    /// buffer's PTS as the fragment's time; the pieces after it carry none.
+    fn push_piece(
+        &self,
+        data: bytes::Bytes,
+        start: Duration,
+        duration: Duration,
+        first: bool,
+        last: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (data, stamp, discont) = {
+            let mut st = self.state.lock().unwrap();
+            if first {
+                st.fragment_time = Some((start, duration));
+                st.position = Some(to_clock(start));
+            }
+            // (The marker may hold bytes back while it gathers a moof: the stamp waits for
+            // the first buffer that leaves.)
+            let mut data = match st.clear_lead.as_mut() {
+                Some(marker) => marker.feed(data),
+                None => data,
+            };
+            if st.new_stream {
+                // After a codec change the first fragment goes whole, since push_media may
+                // have to push it again until the new chain is linked.
+                st.held.extend_from_slice(&data);
+                if !last {
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                data = st.held.split().freeze();
+            }
+            if data.is_empty() {
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            let stamp = st.fragment_time.take();
+            (data, stamp, std::mem::take(&mut st.discont))
+        };
+        let mut buf = gst::Buffer::from_slice(data);
+        {
+            let b = buf.get_mut().unwrap();
+            if let Some((start, duration)) = stamp {
+                b.set_pts(to_clock(start));
+                b.set_duration(to_clock(duration));
+            }
+            if discont {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
+        }
+        self.shared.playing.store(true, Ordering::SeqCst);
+        self.push_media(buf)
+    }
+
+    /// Pushes a media buffer. Right after a codec change, decodebin3 (1.22) links the new
     /// chain parsebin exposes a little after data starts flowing, and qtdemux answers
     /// not-linked without having output any sample of the fragment; the fragment is pushed
     /// again until the new chain is linked (bounded), so no audio is lost at the switch.
@@ -746,6 +816,7 @@ impl AmzDashDemux {
                 data,
                 candidate,
                 codec,
+                ..
             } => {
                 let previous = self.state.lock().unwrap().codec.replace(codec.clone());
                 if previous.is_some_and(|p| p != codec) {
@@ -769,26 +840,10 @@ impl AmzDashDemux {
                 data,
                 start,
                 duration,
+                first,
+                last,
                 ..
-            } => {
-                let data = match self.state.lock().unwrap().clear_lead.as_mut() {
-                    Some(marker) => marker.feed(data),
-                    None => data,
-                };
-                let mut buf = gst::Buffer::from_slice(data);
-                {
-                    let b = buf.get_mut().unwrap();
-                    // qtdemux takes an upstream TIME buffer's PTS as the fragment's start.
-                    b.set_pts(to_clock(start));
-                    b.set_duration(to_clock(duration));
-                    if std::mem::take(&mut self.state.lock().unwrap().discont) {
-                        b.set_flags(gst::BufferFlags::DISCONT);
-                    }
-                }
-                self.state.lock().unwrap().position = Some(to_clock(start));
-                self.shared.playing.store(true, Ordering::SeqCst);
-                self.push_media(buf)
-            }
+            } => self.push_piece(data, start, duration, first, last),
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
                 self.report_level(false);
@@ -990,6 +1045,8 @@ impl AmzDashDemux {
             .field("segments", s.segments)
             .field("refreshes", s.refreshes)
             .field("retries", s.retries)
+            .field("abandons", s.abandons)
+            .field("underruns", s.underruns)
             .build()
     }
 }
