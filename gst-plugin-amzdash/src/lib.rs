@@ -4,6 +4,7 @@
 use gst::glib;
 
 pub mod abr;
+pub mod amzdashbin;
 pub mod amzdashdemux;
 pub mod clear_lead;
 pub mod engine;
@@ -12,7 +13,8 @@ pub mod mpd;
 pub mod segments;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    amzdashdemux::register(plugin)
+    amzdashdemux::register(plugin)?;
+    amzdashbin::register(plugin)
 }
 
 gst::plugin_define!(
