@@ -1,14 +1,22 @@
 //! The gapless album: B0EMUALB01's three tracks are cut from one continuous recording, so
 //! played back to back (playbin3 queueing the next track on about-to-finish, as amzmusic-play
 //! does) the decoded FLAC must equal the concatenated source samples, not one sample missing or
-//! repeated at either join.
+//! repeated at either join. And the next track is fetched (manifest, first segment, license)
+//! while the current one still plays.
 
 use amzmusic_tests::*;
 use gst::prelude::*;
 use serde_json::Value;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One test at a time: they share the emulator, and the prefetch test reads its request log.
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn env() -> &'static EmulatorEnv {
     static E: OnceLock<EmulatorEnv> = OnceLock::new();
@@ -59,6 +67,7 @@ fn locate(got: &[u8], joins: &[usize]) -> String {
 
 #[test]
 fn playbin3_album_joins_are_sample_exact() {
+    let _serial = serial();
     let _ = env();
     let tracks = album();
     assert_eq!(tracks.len(), 3);
@@ -111,6 +120,7 @@ fn playbin3_album_joins_are_sample_exact() {
 
 #[test]
 fn amzmusic_play_writes_the_whole_album_to_one_wav() {
+    let _serial = serial();
     let e = env();
     let tracks = album();
     let tmp = temp_dir("album-wav");
@@ -137,5 +147,213 @@ fn amzmusic_play_writes_the_whole_album_to_one_wav() {
     assert!(
         frames.abs_diff(want) <= 48,
         "{frames} frames in the WAV for {total_ms} ms at 48 kHz"
+    );
+}
+
+/// The emulator's request log as JSON (headers included, which `LoggedRequest` leaves out).
+fn request_log(e: &EmulatorEnv) -> Vec<Value> {
+    let (status, body) = http("GET", &e.url("/_emulator/requests"), None).unwrap();
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn field<'a>(r: &'a Value, k: &str) -> &'a str {
+    r[k].as_str().unwrap_or("")
+}
+
+fn range_of(r: &Value) -> Option<&str> {
+    r["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == "range")
+        .and_then(|h| h[1].as_str())
+}
+
+/// When the last buffer of track `join` (1-based) has been rendered, this many requests of the
+/// next track had reached the emulator: the manifest, the first media segment and the license.
+fn prefetched_before(log: &[Value], next_id: &str, marker: &Value) -> Vec<String> {
+    let at = |r: &Value| r["at_ms"].as_u64().unwrap();
+    let cdn = format!("/cdn/{next_id}/");
+    let manifest = log
+        .iter()
+        .find(|r| field(r, "path").starts_with(&format!("{cdn}manifest")))
+        .unwrap_or_else(|| panic!("{next_id}: no manifest request in the log"));
+    // The init segment is the range from byte 0; media segments come after it.
+    let first_media = log
+        .iter()
+        .find(|r| {
+            let p = field(r, "path");
+            p.starts_with(&cdn)
+                && !p.starts_with(&format!("{cdn}manifest"))
+                && range_of(r).is_some_and(|g| !g.starts_with("bytes=0-"))
+        })
+        .unwrap_or_else(|| panic!("{next_id}: no media segment request in the log"));
+    let license = log
+        .iter()
+        .find(|r| field(r, "service") == "license" && r["seq"].as_u64() > manifest["seq"].as_u64())
+        .unwrap_or_else(|| panic!("{next_id}: no license request after its manifest"));
+    let mut late = Vec::new();
+    for (what, r) in [
+        ("manifest", manifest),
+        ("first media segment", first_media),
+        ("license", license),
+    ] {
+        let margin = at(marker) as i64 - at(r) as i64;
+        eprintln!("{next_id}: {what} {margin} ms before the previous track's last buffer");
+        if margin <= 0 {
+            late.push(format!("{what} ({} ms late)", -margin));
+        }
+    }
+    late
+}
+
+/// The next track is prefetched: for each join, its manifest, first media segment and license
+/// request reach the emulator before a clock-synced sink has rendered the current track's last
+/// buffer. Each track is entered 4 s before its end (a seek), so the test runs ~10 s.
+#[test]
+fn the_next_track_is_fetched_before_the_current_one_ends() {
+    let _serial = serial();
+    let e = env();
+    let tracks = album();
+    let first_seq = request_log(e)
+        .last()
+        .and_then(|r| r["seq"].as_u64())
+        .unwrap_or(0);
+    let uris: Vec<String> = tracks
+        .iter()
+        .map(|(id, _)| format!("amazonmusic://track/{id}"))
+        .collect();
+    init_gst();
+    let pb = gst::ElementFactory::make("playbin3")
+        .property("uri", &uris[0])
+        .build()
+        .unwrap();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", true)
+        .build()
+        .unwrap();
+    pb.set_property("audio-sink", &sink);
+    pb.set_property(
+        "video-sink",
+        gst::ElementFactory::make("fakesink").build().unwrap(),
+    );
+    set_source_properties(&pb, Some("hd"), None);
+    let queue = Arc::new(Mutex::new(
+        uris[1..].iter().cloned().collect::<VecDeque<_>>(),
+    ));
+    {
+        let queue = queue.clone();
+        pb.connect("about-to-finish", false, move |args| {
+            let pb = args[0].get::<gst::Element>().unwrap();
+            if let Some(next) = queue.lock().unwrap().pop_front() {
+                pb.set_property("uri", next);
+            }
+            None
+        });
+    }
+    // The sink's streaming thread: a new group id at its pad is the next track, whose
+    // stream-start comes right after the previous track's last buffer was rendered; a marker
+    // request there puts that moment into the emulator's log, on the emulator's clock.
+    let track = Arc::new(AtomicUsize::new(0));
+    let marker_errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let buffers = Arc::new(AtomicUsize::new(0));
+    {
+        let track = track.clone();
+        let buffers = buffers.clone();
+        let marker_url = e.url("/_emulator/requests?since=18446744073709551615&join=");
+        let marker_errors = marker_errors.clone();
+        let group = Mutex::new(None);
+        sink.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(ev)) => {
+                        if let gst::EventView::StreamStart(s) = ev.view() {
+                            let mut g = group.lock().unwrap();
+                            if *g != Some(s.group_id()) {
+                                *g = Some(s.group_id());
+                                let n = track.fetch_add(1, Ordering::SeqCst);
+                                if n > 0 {
+                                    if let Err(e) = http("GET", &format!("{marker_url}{n}"), None) {
+                                        marker_errors.lock().unwrap().push(format!("{e:#}"));
+                                    }
+                                }
+                                buffers.store(0, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    Some(gst::PadProbeData::Buffer(_)) => {
+                        buffers.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+    let bus = pb.bus().unwrap();
+    let seek_near_end = |duration_ms: u64| {
+        let to = gst::ClockTime::from_mseconds(duration_ms - 4_000);
+        pb.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, to)
+            .expect("seek near the end of the track");
+    };
+    pb.set_state(gst::State::Paused).unwrap();
+    assert!(
+        pb.state(gst::ClockTime::from_seconds(20)).0.is_ok(),
+        "playbin3 did not preroll"
+    );
+    seek_near_end(tracks[0].1);
+    pb.set_state(gst::State::Playing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut entered = 1;
+    let mut error = None;
+    loop {
+        if Instant::now() > deadline {
+            error = Some("timed out after 40 s".to_string());
+            break;
+        }
+        let (t, b) = (track.load(Ordering::SeqCst), buffers.load(Ordering::SeqCst));
+        // Track `t` is rendering: enter it near its end, or stop once the last one plays.
+        if t > entered && b > 2 {
+            if t == tracks.len() {
+                break;
+            }
+            seek_near_end(tracks[t - 1].1);
+            entered = t;
+        }
+        if let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(50),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        ) {
+            error = Some(format!("{msg:?}"));
+            break;
+        }
+    }
+    pb.set_state(gst::State::Null).unwrap();
+    if let Some(err) = error {
+        panic!("playback stopped before the last track: {err}");
+    }
+    let marker_errors = marker_errors.lock().unwrap().clone();
+    assert!(
+        marker_errors.is_empty(),
+        "marker requests: {marker_errors:?}"
+    );
+    let log: Vec<Value> = request_log(e)
+        .into_iter()
+        .filter(|r| r["seq"].as_u64().unwrap_or(0) > first_seq)
+        .collect();
+    let mut late = Vec::new();
+    for (join, (next_id, _)) in tracks.iter().enumerate().skip(1) {
+        let marker = log
+            .iter()
+            .find(|r| field(r, "path").ends_with(&format!("&join={join}")))
+            .unwrap_or_else(|| panic!("no marker for join {join}"));
+        for l in prefetched_before(&log, next_id, marker) {
+            late.push(format!("join {join}: {l}"));
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "not fetched before the previous track's last buffer: {late:?}"
     );
 }
