@@ -1141,15 +1141,27 @@ impl Context {
 
     /// Asks the selector whether to abandon the download in flight; only while none of it went
     /// downstream (its pieces are still queued, or not queued at all), and never when a
-    /// representation is pinned. Holds the queue so that the streaming thread cannot take a
+    /// representation is pinned (then it only reports the progress). Holds the queue so that the streaming thread cannot take a
     /// piece between the decision and the retraction.
     fn check_abandon(&self, f: &InFlightNow) -> Option<Streamed> {
-        if self.pinned.lock().unwrap().is_some() {
-            return None;
-        }
         let total = f.total?;
         let mut q = self.shared.queue.lock().unwrap();
-        if q.popped_tag >= f.tag {
+        let in_flight = |rep| abr::InFlight {
+            rep,
+            segment: f.index,
+            bytes_total: total,
+            bytes_received: f.received,
+            elapsed: f.elapsed,
+            ttfb: f.ttfb,
+        };
+        if q.popped_tag >= f.tag || self.pinned.lock().unwrap().is_some() {
+            // Too late to abandon (or not ours to choose), but the selector still follows the
+            // progress: an outage that starts mid-download shows there.
+            drop(q);
+            let mut abr = self.abr.lock().unwrap();
+            let a = abr.as_mut()?;
+            let rep = a.map.iter().position(|c| *c == f.cand)?;
+            a.selector.on_progress(&in_flight(rep));
             return None;
         }
         let level = abr::BufferLevel {
@@ -1164,18 +1176,9 @@ impl Context {
             let mut abr = self.abr.lock().unwrap();
             let a = abr.as_mut()?;
             let rep = a.map.iter().position(|c| *c == f.cand)?;
-            let choice = a.selector.check_abandon(
-                &abr::InFlight {
-                    rep,
-                    segment: f.index,
-                    bytes_total: total,
-                    bytes_received: f.received,
-                    elapsed: f.elapsed,
-                    ttfb: f.ttfb,
-                },
-                &level,
-                self.epoch.elapsed(),
-            )?;
+            let choice = a
+                .selector
+                .check_abandon(&in_flight(rep), &level, self.epoch.elapsed())?;
             a.map[choice.rep]
         };
         let init_retracted = self.shared.retract(&mut q, f.tag)?;
@@ -1447,6 +1450,89 @@ mod tests {
         ao.expires = Some(10);
         ao.schedule_refresh(now);
         assert_eq!(ao.refresh_at, Some(now));
+    }
+
+    fn piece(total: Option<u64>) -> Piece {
+        Piece {
+            cand: 0,
+            tag: 1,
+            start: Duration::from_secs(10),
+            duration: Duration::from_secs(10),
+            total,
+            queued: 0,
+            queued_time: Duration::ZERO,
+            pending: BytesMut::new(),
+        }
+    }
+
+    fn times(p: &mut Piece, sizes: &[usize]) -> Vec<(Duration, bool)> {
+        let n = sizes.len();
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, len)| {
+                p.pending.extend_from_slice(&vec![0u8; *len]);
+                match p.take(i + 1 == n) {
+                    Item::Media { time, first, .. } => (time, first),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pieces_share_the_segment_duration_exactly() {
+        // Size known: shares in proportion to bytes, adding up to the duration exactly.
+        let t = times(&mut piece(Some(3000)), &[1000, 1000, 999, 1]);
+        let third = Duration::from_nanos(3_333_333_333);
+        assert_eq!(t[0], (third, true));
+        assert_eq!(t[1], (third, false));
+        let sum: Duration = t.iter().map(|(d, _)| *d).sum();
+        assert_eq!(sum, Duration::from_secs(10));
+        // Size unknown: the segment counts once complete.
+        let t = times(&mut piece(None), &[5000, 5000, 0]);
+        assert_eq!(
+            t.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+            [Duration::ZERO, Duration::ZERO, Duration::from_secs(10)]
+        );
+    }
+
+    #[test]
+    fn a_download_is_retracted_only_while_nothing_of_it_went_downstream() {
+        let shared = Shared::default();
+        let epoch = shared.clear();
+        let (a, b) = (shared.new_tag(), shared.new_tag());
+        let media = |tag, n: usize| Item::Media {
+            candidate: 0,
+            data: Bytes::from(vec![0u8; n]),
+            start: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            time: Duration::from_millis(100),
+            first: false,
+            last: false,
+            tag,
+        };
+        shared.push(epoch, media(a, 10));
+        shared.push(
+            epoch,
+            Item::Init {
+                candidate: 1,
+                codec: "flac".into(),
+                data: Bytes::from(vec![0u8; 5]),
+                tag: b,
+            },
+        );
+        shared.push(epoch, media(b, 20));
+        shared.push(epoch, media(b, 20));
+        // A stale play's task queues nothing.
+        shared.push(epoch - 1, media(b, 1000));
+        let mut q = shared.queue.lock().unwrap();
+        assert_eq!((q.bytes, q.time), (55, Duration::from_millis(300)));
+        assert!(matches!(shared.pop(&mut q), Some(Item::Media { tag, .. }) if tag == a));
+        // Download a went downstream: too late for it; b is taken back whole, init included.
+        assert_eq!(shared.retract(&mut q, a), None);
+        assert_eq!(shared.retract(&mut q, b), Some(true));
+        assert_eq!((q.items.len(), q.bytes, q.time), (0, 0, Duration::ZERO));
     }
 
     #[test]

@@ -195,3 +195,46 @@ fn switch_flac_to_opus_as_a_new_stream_in_decodebin3() {
     let secs = bytes as f64 / (48000.0 * 4.0);
     assert!((secs - 60.0).abs() < 0.1, "{secs} s");
 }
+
+/// Segments stream downstream as their bytes arrive: on a 2 Mb/s link the first segment (1 or
+/// 2 MB, 4 to 8 s at that rate) is still downloading when the first audio comes out.
+#[test]
+fn first_audio_comes_before_the_first_segment_is_downloaded() {
+    use amzmusic_emulator::shaping::Schedule;
+    use gst::prelude::*;
+    init();
+    let emu = Emulator::start(Addressing::Template);
+    let url = format!("{}/open/B0EMUHD001/manifest.mpd", emu.base());
+    let _ = emu.get(&url); // content generated before shaping slows everything
+    emu.running
+        .state
+        .shaper
+        .set(Some(Schedule::from_trace("slow", "600 2000 20").unwrap()));
+    let pipeline = gst::parse::launch(&format!(
+        "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! flacparse ! flacdec ! \
+         appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let demux = pipeline.by_name("demux").unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let started = std::time::Instant::now();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
+    let waited = started.elapsed();
+    let stats = demux.property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    emu.running.state.shaper.set(None);
+    eprintln!("first audio after {waited:?}");
+    assert!(first.is_some(), "no audio in 10 s: {stats}");
+    assert_eq!(stats.get::<u64>("segments").unwrap(), 0, "{stats}");
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "first audio after {waited:?}: {stats}"
+    );
+}

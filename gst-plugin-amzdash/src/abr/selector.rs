@@ -357,6 +357,13 @@ impl QualitySelector {
         }
     }
 
+    /// Call instead of [`check_abandon`](Self::check_abandon) while a media segment that can
+    /// no longer be abandoned downloads (its first bytes already went downstream): it follows
+    /// the progress the same way, so an outage that starts mid-download is still seen.
+    pub fn on_progress(&mut self, f: &InFlight) {
+        self.track_progress(f);
+    }
+
     /// Never answer above candidate `max_rep` (the element's `max-bitrate`/`max-quality`, which
     /// may change while playing); `None` lifts the cap.
     pub fn set_cap(&mut self, max_rep: Option<usize>) {
