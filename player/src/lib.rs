@@ -140,6 +140,53 @@ pub fn clock(ns: Option<u64>) -> String {
     }
 }
 
+/// Position and duration of the track playing, from playbin3's answers, which in gapless mode
+/// describe the whole queue: the position keeps counting from the first track, and the
+/// duration is the next track's as soon as that one is prefetched.
+#[derive(Debug, Default)]
+pub struct TrackClock {
+    /// The tracks before this one, in ns (their latched durations).
+    before: u64,
+    /// This track's duration: the first answer after it started.
+    duration: Option<u64>,
+    /// Whether the position counts from the first track; decided at this track's first answer.
+    cumulative: Option<bool>,
+}
+
+/// A position within this much of the previous tracks' total is taken for a queue position.
+const CUMULATIVE_SLACK_NS: u64 = 1_000_000_000;
+
+impl TrackClock {
+    /// The next track started (playbin3's stream-start message).
+    pub fn next_track(&mut self) {
+        self.before += self.duration.take().unwrap_or(0);
+        self.cumulative = None;
+    }
+
+    /// This track's (position, duration) from playbin3's (position, duration), in ns.
+    pub fn track_times(
+        &mut self,
+        pos: Option<u64>,
+        dur: Option<u64>,
+    ) -> (Option<u64>, Option<u64>) {
+        if self.duration.is_none() {
+            self.duration = dur;
+        }
+        let before = self.before;
+        let pos = pos.map(|p| {
+            let cumulative = *self
+                .cumulative
+                .get_or_insert(before > 0 && p + CUMULATIVE_SLACK_NS >= before);
+            if cumulative {
+                p.saturating_sub(before)
+            } else {
+                p
+            }
+        });
+        (pos, self.duration)
+    }
+}
+
 /// `1.9 Mb/s`, `320 kb/s`.
 pub fn rate(bits_per_second: u64) -> String {
     if bits_per_second >= 1_000_000 {
@@ -187,6 +234,45 @@ mod tests {
         assert_eq!(parse_track_list(&v).unwrap(), ["t2", "t1", "t3"]);
         assert!(parse_track_list(&serde_json::json!({"tracks": []})).is_err());
         assert!(parse_track_list(&serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn track_times_count_from_each_track_start() {
+        const S: u64 = 1_000_000_000;
+        // playbin3 counting from the first track, announcing the next duration early.
+        let mut c = TrackClock::default();
+        c.next_track();
+        assert_eq!(c.track_times(Some(0), None), (Some(0), None));
+        assert_eq!(
+            c.track_times(Some(S), Some(24 * S)),
+            (Some(S), Some(24 * S))
+        );
+        assert_eq!(
+            c.track_times(Some(23 * S), Some(37 * S)),
+            (Some(23 * S), Some(24 * S))
+        );
+        c.next_track();
+        assert_eq!(
+            c.track_times(Some(24 * S + S / 2), Some(37 * S)),
+            (Some(S / 2), Some(37 * S))
+        );
+        assert_eq!(
+            c.track_times(Some(50 * S), Some(37 * S)),
+            (Some(26 * S), Some(37 * S))
+        );
+        // ... or restarting at each track: nothing is taken off.
+        let mut c = TrackClock::default();
+        c.next_track();
+        c.track_times(Some(S), Some(24 * S));
+        c.next_track();
+        assert_eq!(
+            c.track_times(Some(S / 2), Some(37 * S)),
+            (Some(S / 2), Some(37 * S))
+        );
+        assert_eq!(
+            c.track_times(Some(30 * S), None),
+            (Some(30 * S), Some(37 * S))
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `amzmusic-play`: plays a track, an album or a playlist through `playbin3`, queueing the next
 //! track on `about-to-finish` so albums play gapless, and shows what is playing.
 
-use amzmusic_player::{clock, list_tracks, rate, track_uri, ApiAccess, Item};
+use amzmusic_player::{clock, list_tracks, rate, track_uri, ApiAccess, Item, TrackClock};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use gst::prelude::*;
@@ -193,6 +193,20 @@ fn say(line: &str) {
     println!("\r\x1b[K{line}");
 }
 
+fn show_title(shown: &mut String, new: Option<String>) {
+    if let Some(t) = new.filter(|t| t != shown) {
+        say(&format!("  title:  {t}"));
+        *shown = t;
+    }
+}
+
+fn show_artist(shown: &mut String, new: Option<String>) {
+    if let Some(a) = new.filter(|a| a != shown) {
+        say(&format!("  artist: {a}"));
+        *shown = a;
+    }
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     gst::init()?;
@@ -226,14 +240,22 @@ fn run() -> Result<()> {
         playbin.set_property("audio-sink", make("autoaudiosink")?);
     }
     playbin.set_property("video-sink", make("fakesink")?);
-    if let Some(q) = cli.quality.clone() {
+    // The sources playbin3 creates, in queue order. A source posts its track's title and artist
+    // when it starts, which for the next track (prefetched) is while the current one plays.
+    let sources: Arc<Mutex<Vec<gst::glib::WeakRef<gst::Element>>>> = Arc::default();
+    {
+        let sources = sources.clone();
+        let quality = cli.quality.clone();
         playbin.connect("source-setup", false, move |args| {
             let src = args[1]
                 .get::<gst::Element>()
                 .expect("source-setup gives the source");
-            if src.find_property("quality").is_some() {
-                src.set_property_from_str("quality", &q);
+            if let Some(q) = &quality {
+                if src.find_property("quality").is_some() {
+                    src.set_property_from_str("quality", q);
+                }
             }
+            sources.lock().unwrap().push(src.downgrade());
             None
         });
     }
@@ -262,6 +284,9 @@ fn run() -> Result<()> {
     let mut track_no = 0usize;
     let mut title = String::new();
     let mut artist = String::new();
+    // (title, artist) each source posted, by queue position, until its track plays.
+    let mut track_tags: Vec<(Option<String>, Option<String>)> = vec![(None, None); total];
+    let mut times = TrackClock::default();
     let mut codec = String::new();
     let mut last_rep: Option<String> = None;
     let mut last_status = Instant::now() - Duration::from_secs(1);
@@ -284,22 +309,35 @@ fn run() -> Result<()> {
                 }
                 MessageView::StreamStart(_) => {
                     track_no += 1;
+                    times.next_track();
                     title.clear();
                     artist.clear();
                     say(&format!("▶ track {track_no}/{total}"));
+                    if let Some((t, a)) = track_tags.get(track_no - 1).cloned() {
+                        show_title(&mut title, t);
+                        show_artist(&mut artist, a);
+                    }
                 }
                 MessageView::Tag(t) => {
                     let tags = t.tags();
-                    if let Some(v) = tags.get::<gst::tags::Title>() {
-                        if title != v.get() {
-                            title = v.get().to_string();
-                            say(&format!("  title:  {title}"));
+                    let t_title = tags.get::<gst::tags::Title>().map(|v| v.get().to_string());
+                    let t_artist = tags.get::<gst::tags::Artist>().map(|v| v.get().to_string());
+                    let from = msg.src().map(|s| s.as_ptr());
+                    let source_no = sources.lock().unwrap().iter().position(|w| {
+                        w.upgrade()
+                            .is_some_and(|e| Some(e.upcast_ref::<gst::Object>().as_ptr()) == from)
+                    });
+                    match source_no {
+                        // A track still queued: shown when it starts.
+                        Some(n) if n + 1 > track_no => {
+                            if let Some(slot) = track_tags.get_mut(n) {
+                                slot.0 = t_title.or(slot.0.take());
+                                slot.1 = t_artist.or(slot.1.take());
+                            }
                         }
-                    }
-                    if let Some(v) = tags.get::<gst::tags::Artist>() {
-                        if artist != v.get() {
-                            artist = v.get().to_string();
-                            say(&format!("  artist: {artist}"));
+                        _ => {
+                            show_title(&mut title, t_title);
+                            show_artist(&mut artist, t_artist);
                         }
                     }
                     if let Some(v) = tags.get::<gst::tags::AudioCodec>() {
@@ -324,12 +362,14 @@ fn run() -> Result<()> {
         }
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
-            let pos = playbin
-                .query_position::<gst::ClockTime>()
-                .map(|t| t.nseconds());
-            let dur = playbin
-                .query_duration::<gst::ClockTime>()
-                .map(|t| t.nseconds());
+            let (pos, dur) = times.track_times(
+                playbin
+                    .query_position::<gst::ClockTime>()
+                    .map(|t| t.nseconds()),
+                playbin
+                    .query_duration::<gst::ClockTime>()
+                    .map(|t| t.nseconds()),
+            );
             let (demux, rep) = demux_status(&pipeline).unwrap_or_default();
             if rep.is_some() && last_rep.is_some() && rep != last_rep {
                 say(&format!(
