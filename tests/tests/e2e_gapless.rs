@@ -357,3 +357,56 @@ fn the_next_track_is_fetched_before_the_current_one_ends() {
         "not fetched before the previous track's last buffer: {late:?}"
     );
 }
+
+/// A join where the next track starts in another codec (FLAC, then Opus: here the second track is
+/// held to the SD tier) plays through: both tracks whole, the second decoded from Opus.
+#[test]
+#[ignore = "amzdashdemux inside urisourcebin: the next track's first fragment is another codec, \
+            so qtdemux adds a new pad that 1.22's parsebin never exposes after the previous one \
+            drained (the same stall as the album had); passes with amzdashbin ranked above it"]
+fn playbin3_join_from_flac_to_opus_plays_both_tracks() {
+    let _serial = serial();
+    let _ = env();
+    let tracks = album();
+    let uris: Vec<String> = tracks
+        .iter()
+        .map(|(id, _)| format!("amazonmusic://track/{id}"))
+        .collect();
+    let (pb, sink) = playbin3(&uris[0], None, None).unwrap();
+    let demuxers = AtomicUsize::new(0);
+    pb.connect("element-setup", false, move |args| {
+        let e = args[1].get::<gst::Element>().unwrap();
+        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
+            // The first track in FLAC 44.1 kHz, the second in Opus (48 kHz).
+            match demuxers.fetch_add(1, Ordering::SeqCst) {
+                0 => e.set_property("max-bitrate", 1_000_000u64),
+                _ => e.set_property("max-quality", "SD"),
+            }
+        }
+        None
+    });
+    let next = Mutex::new(Some(uris[1].clone()));
+    pb.connect("about-to-finish", false, move |args| {
+        let pb = args[0].get::<gst::Element>().unwrap();
+        if let Some(next) = next.lock().unwrap().take() {
+            pb.set_property("uri", next);
+        }
+        None
+    });
+    let p = play_to_end(&pb, &sink, Duration::from_secs(30), |_| {});
+    p.ok().unwrap();
+    let want_ms = tracks[0].1 + tracks[1].1;
+    let got_ms = p.sample_duration_ns() / 1_000_000;
+    assert!(
+        got_ms.abs_diff(want_ms) <= 50,
+        "{got_ms} ms of audio for {want_ms} ms of tracks"
+    );
+    let rate = |c: &gst::Caps| c.structure(0).and_then(|s| s.get::<i32>("rate").ok());
+    assert_eq!(rate(&p.caps[0].0), Some(44_100), "{:?}", p.caps);
+    assert_eq!(
+        p.last_caps_field::<i32>("rate"),
+        Some(48_000),
+        "{:?}",
+        p.caps
+    );
+}
