@@ -500,8 +500,11 @@ pub struct Context {
     pub plans: Mutex<HashMap<String, Arc<RepPlan>>>,
     pub inits: Mutex<HashMap<String, Bytes>>,
     pub throughput: Mutex<Throughput>,
-    /// Codec family the engine stays in (switching across codecs needs a new stream).
+    /// Codec family the engine starts in, and stays in unless `codec_switching`.
     pub family: String,
+    /// The selector may choose another codec family (a new stream downstream): set when the
+    /// element downstream takes a codec change (amzdashbin).
+    pub codec_switching: bool,
     /// The quality selector (crate::abr) over the family's candidates, built once the
     /// segment plans are known; None falls back to [`choose`].
     pub abr: Mutex<Option<Abr>>,
@@ -576,8 +579,9 @@ impl Context {
         }
     }
 
-    /// Builds the selector over the family's candidates (planning each: exact segment sizes
-    /// come from SegmentList ranges or the sidx). Kept across seeks.
+    /// Builds the selector over the family's candidates, or every candidate with
+    /// `codec_switching` (planning each: exact segment sizes come from SegmentList ranges or
+    /// the sidx). Kept across seeks.
     async fn build_abr(&self) -> Result<(), EngineError> {
         if let Some(a) = self.abr.lock().unwrap().as_mut() {
             a.selector.on_seek();
@@ -585,7 +589,7 @@ impl Context {
         }
         let p = self.presentation.lock().unwrap().clone();
         let family: Vec<usize> = (0..p.candidates.len())
-            .filter(|i| p.candidates[*i].codec == self.family)
+            .filter(|i| self.codec_switching || p.candidates[*i].codec == self.family)
             .collect();
         let plans = futures::future::join_all(family.iter().map(|c| self.plan(*c))).await;
         let plans = plans.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -631,6 +635,11 @@ impl Context {
             max_buffer: self.limits.buffer_time,
             max_buffer_bytes: self.limits.buffer_bytes,
             resume_gap: (self.limits.buffer_time / 6).min(Duration::from_secs(10)),
+            // Across codecs, start in the manifest's preferred family (FLAC for a lossless
+            // track): Opus is the fallback the measured link or a rebuffer calls for.
+            start_codec: self
+                .codec_switching
+                .then(|| abr::CodecFamily::from_codecs(&self.family)),
             ..Default::default()
         };
         let selector =

@@ -21,6 +21,7 @@ struct Run {
 /// properties. Returns the runs and every gap or overlap (> 1 ms) between buffers.
 fn play_runs(
     desc: &str,
+    setup: impl FnOnce(&gst::Element),
     mut at_output: impl FnMut(u64, &gst::Element),
 ) -> (Vec<Run>, Vec<(u64, u64)>) {
     init();
@@ -29,6 +30,7 @@ fn play_runs(
         .downcast::<gst::Pipeline>()
         .unwrap();
     let demux: gst::Element = pipeline.by_name("bin").unwrap().property("demuxer");
+    setup(&demux);
     let sink = pipeline
         .by_name("sink")
         .unwrap()
@@ -101,10 +103,12 @@ fn flac_to_opus_and_back_in_decodebin3_is_continuous() {
             "souphttpsrc location={url} ! amzdashbin name=bin ! decodebin3 ! audioconvert ! \
              audio/x-raw,format=S16LE,channels=2 ! appsink name=sink sync=false max-buffers=4"
         ),
+        |demux| {
+            demux.set_property("buffer-time", 5_000_000_000u64);
+            demux.set_property("representation", "flac-44k16");
+        },
         |end, demux| {
             if step == 0 {
-                demux.set_property("buffer-time", 5_000_000_000u64);
-                demux.set_property("representation", "flac-44k16");
                 step = 1;
             } else if step == 1 && end >= 12_000_000_000 {
                 demux.set_property("representation", "opus-320k");

@@ -330,6 +330,19 @@ impl EmulatorEnv {
         serde_json::from_slice(&body).context("request log is not the documented JSON")
     }
 
+    /// `POST /_emulator/shaping` with a trace (`seconds kbit/s rtt_ms` per line), whose
+    /// clock starts now.
+    pub fn configure_shaping(&self, trace: &str) {
+        let body = serde_json::json!({ "trace": trace }).to_string();
+        let (status, text) = http("POST", &self.url("/_emulator/shaping"), Some(&body))
+            .expect("POST /_emulator/shaping");
+        assert!(
+            (200..300).contains(&status),
+            "POST /_emulator/shaping: HTTP {status} {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+
     /// `POST /_emulator/config` with a JSON object such as `{"audio_object_lifetime_s": 3600}`.
     pub fn configure(&self, json: &str) -> Result<()> {
         let (status, body) = http("POST", &self.url("/_emulator/config"), Some(json))?;

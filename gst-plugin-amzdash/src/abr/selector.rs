@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::bola::Bola;
 use super::estimator::{ThroughputEstimator, OUTAGE_TTFB_S};
-use super::ladder::Ladder;
+use super::ladder::{CodecFamily, Ladder};
 
 /// Tunables. The defaults are chosen for audio (10 s segments, tracks of minutes).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +50,10 @@ pub struct AbrConfig {
     pub cross_codec_margin: f64,
     /// Minimum time between two codec family changes unless a deadline forces one.
     pub cross_codec_min_interval: Duration,
+    /// The family the first choice stays in (its lowest rung when none fits the start-up
+    /// budget), when the ladder spans several: the manifest's preferred one. Leaving it is
+    /// then the measured throughput's or a rebuffer's call, not a cold estimate's. None: any.
+    pub start_codec: Option<CodecFamily>,
     /// Pause fetching at this much buffered or this many bytes (whole tracks fit by default).
     pub max_buffer: Duration,
     pub max_buffer_bytes: u64,
@@ -78,6 +82,7 @@ impl Default for AbrConfig {
             end_game_horizon: Duration::from_secs(60),
             cross_codec_margin: 0.2,
             cross_codec_min_interval: Duration::from_secs(20),
+            start_codec: None,
             max_buffer: Duration::from_secs(600),
             max_buffer_bytes: 32 * 1024 * 1024,
             resume_gap: Duration::from_secs(10),
@@ -502,10 +507,13 @@ impl QualitySelector {
         // buffered before the first play (the pipeline is prerolling), decide as if playing.
         if !buffer.playing && (self.played || buffer.ahead.is_zero()) {
             let choice = if !self.played {
+                let allowed = |r: usize| c.start_codec.is_none_or(|f| self.ladder.codec(r) == f);
+                let lowest = (0..n).find(|&r| allowed(r)).unwrap_or(0);
                 let r = (0..n)
                     .rev()
+                    .filter(|&r| allowed(r))
                     .find(|&r| self.fetch_time(r, k, bps) <= secs(c.startup_budget))
-                    .unwrap_or(0);
+                    .unwrap_or(lowest);
                 Choice {
                     rep: r,
                     reason: Reason::Startup,
@@ -867,6 +875,27 @@ mod tests {
         let mut q = QualitySelector::new(ladder(6), AbrConfig::default()).with_previous(Some(prev));
         assert_eq!(q.choose(0, &stopped, Duration::ZERO).rep, 2);
         assert_eq!(q.session_estimate(), Some(prev));
+    }
+
+    #[test]
+    fn start_codec_keeps_the_first_choice_in_the_preferred_family() {
+        let stopped = BufferLevel {
+            ahead: Duration::ZERO,
+            bytes: 0,
+            playing: false,
+        };
+        let flac_first = AbrConfig {
+            start_codec: Some(CodecFamily::Flac),
+            ..AbrConfig::default()
+        };
+        // Cold, nothing FLAC fits the budget: the lowest FLAC, not the Opus that would.
+        let mut q = QualitySelector::new(ladder(6), flac_first.clone());
+        assert_eq!(q.choose(0, &stopped, Duration::ZERO).rep, 3);
+        // A rebuffer may still fall back to the lowest rung of any family.
+        let mut q = QualitySelector::new(ladder(6), flac_first);
+        q.choose(0, &stopped, Duration::ZERO);
+        q.choose(1, &playing(5), S);
+        assert_eq!(q.choose(2, &stopped, 2 * S).rep, 0);
     }
 
     #[test]

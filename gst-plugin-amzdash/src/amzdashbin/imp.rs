@@ -470,20 +470,43 @@ impl ObjectImpl for AmzDashBin {
 
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecObject::builder::<gst::Element>("demuxer")
-                .nick("Demuxer")
-                .blurb(
-                    "The amzdashdemux inside (read-only): set its max-bitrate, max-quality, \
+            vec![
+                glib::ParamSpecBoolean::builder("codec-switching")
+                    .nick("Codec switching")
+                    .blurb(
+                        "Let the adaptive choice leave the starting codec (FLAC down to Opus when \
+                         the link or a stall calls for it, and back up). A pinned representation \
+                         of another codec, or a gapless next track in another codec, plays \
+                         through this bin either way",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecObject::builder::<gst::Element>("demuxer")
+                    .nick("Demuxer")
+                    .blurb(
+                        "The amzdashdemux inside (read-only): set its max-bitrate, max-quality, \
                      representation or buffer properties, or read its stats",
-                )
-                .read_only()
-                .build()]
+                    )
+                    .read_only()
+                    .build(),
+            ]
         });
         PROPS.as_ref()
     }
 
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        match pspec.name() {
+            "codec-switching" => self
+                .demux
+                .set_property("codec-switching", value.get::<bool>().unwrap()),
+            _ => unimplemented!(),
+        }
+    }
+
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
+            "codec-switching" => self.demux.property_value("codec-switching"),
             "demuxer" => self.demux.to_value(),
             _ => unimplemented!(),
         }

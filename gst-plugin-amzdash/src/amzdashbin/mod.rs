@@ -22,7 +22,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
         Some(plugin),
         "amzdashbin",
-        gst::Rank::NONE, // PRIMARY + 3 once validated
+        gst::Rank::PRIMARY + 3,
         AmzDashBin::static_type(),
     )
 }

@@ -62,6 +62,7 @@ struct Settings {
     retries: u32,
     connect_timeout: u32,
     stall_timeout: u32,
+    codec_switching: bool,
 }
 
 impl Default for Settings {
@@ -76,6 +77,7 @@ impl Default for Settings {
             retries: DEFAULT_RETRIES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            codec_switching: false,
         }
     }
 }
@@ -414,6 +416,7 @@ impl AmzDashDemux {
             inits: Mutex::new(HashMap::new()),
             throughput: Mutex::new(engine::Throughput::new()),
             family,
+            codec_switching: settings.codec_switching,
             abr: Mutex::new(None),
             refresh_lock: tokio::sync::Mutex::new(()),
             swap_lock: std::sync::RwLock::new(()),
@@ -599,12 +602,14 @@ impl AmzDashDemux {
         }
     }
 
-    fn push_initial_events(&self, ctx: &Context) {
+    /// `codec`: the family of the first init segment (the adaptive choice may start in
+    /// another family than the manifest's preferred one when codec switching is on).
+    fn push_initial_events(&self, ctx: &Context, codec: &str) {
         let (segment, seqnum) = {
             let st = self.state.lock().unwrap();
             (st.segment.clone(), st.seqnum)
         };
-        let stream_id = stream_id(&ctx.family);
+        let stream_id = stream_id(codec);
         if self
             .srcpad
             .sticky_event::<gst::event::StreamStart>(0)
@@ -809,7 +814,11 @@ impl AmzDashDemux {
         };
         let need = std::mem::take(&mut self.state.lock().unwrap().need_events);
         if need {
-            self.push_initial_events(&ctx);
+            let codec = match &item {
+                Item::Init { codec, .. } => codec.clone(),
+                _ => ctx.family.clone(),
+            };
+            self.push_initial_events(&ctx, &codec);
         }
         let res = match item {
             Item::Init {
@@ -1124,9 +1133,15 @@ impl ObjectImpl for AmzDashDemux {
                     .build(),
                 glib::ParamSpecString::builder("representation")
                     .nick("Representation")
-                    .blurb("Play this Representation id instead of choosing adaptively (empty = adaptive; must share the starting codec)")
+                    .blurb("Play this Representation id instead of choosing adaptively (empty = adaptive); another codec than the current one starts a new stream (see codec-switching)")
                     .default_value(Some(""))
                     .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("codec-switching")
+                    .nick("Codec switching")
+                    .blurb("Let the adaptive choice change codec mid-stream (FLAC <-> Opus), each change a new stream on the source pad. Only for a downstream that takes that: amzdashbin sets it; one qtdemux cannot change codec")
+                    .default_value(false)
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("max-quality")
                     .nick("Maximum quality")
@@ -1209,6 +1224,7 @@ impl ObjectImpl for AmzDashDemux {
             "max-quality" => {
                 s.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
+            "codec-switching" => s.codec_switching = value.get().unwrap(),
             "buffer-time" => s.buffer_time = gst::ClockTime::from_nseconds(value.get().unwrap()),
             "buffer-bytes" => s.buffer_bytes = value.get().unwrap(),
             "low-watermark-time" => {
@@ -1227,6 +1243,7 @@ impl ObjectImpl for AmzDashDemux {
             "max-bitrate" => s.max_bitrate.to_value(),
             "max-quality" => s.max_quality.to_value(),
             "representation" => s.representation.to_value(),
+            "codec-switching" => s.codec_switching.to_value(),
             "buffer-time" => s.buffer_time.nseconds().to_value(),
             "buffer-bytes" => s.buffer_bytes.to_value(),
             "low-watermark-time" => s.low_watermark.nseconds().to_value(),

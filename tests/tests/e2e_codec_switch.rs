@@ -1,0 +1,227 @@
+//! FLAC down to Opus and back up while `playbin3` plays an amazonmusic:// track, against a real
+//! emulator process: urisourcebin plugs `amzdashbin`, whose demuxer may change codec (a new
+//! qtdemux and parser behind the same decryptor), and decodebin3 swaps flacdec for opusdec and
+//! back. The audio must stay continuous (no gap, no overlap), last the whole track, and the FLAC
+//! parts must be the source's samples at their times.
+
+use amzmusic_tests::*;
+use gst::prelude::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const HD: &str = "B0EMUHD001";
+
+/// What one decoder output: (decoder, pts, duration, samples).
+type Decoded = Vec<(String, u64, u64, Vec<u8>)>;
+
+#[test]
+fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
+    let e = EmulatorEnv::start(&[]).unwrap();
+    e.apply();
+    let (pb, sink) = playbin3(&format!("amazonmusic://track/{HD}"), Some("hd"), None).unwrap();
+    // The demuxer inside amzdashbin, pinned to flac-44k16, then opus-320k, then flac-44k16
+    // (the pin takes the adaptive choice's place; the codec change is the same).
+    let demux: Arc<Mutex<Option<gst::Element>>> = Arc::default();
+    let plugged: Arc<Mutex<Vec<String>>> = Arc::default();
+    // What the decoders output, in order: (decoder, pts, duration, samples).
+    let decoded: Arc<Mutex<Decoded>> = Arc::default();
+    let (d2, p2, dec2) = (demux.clone(), plugged.clone(), decoded.clone());
+    pb.connect("deep-element-added", false, move |args| {
+        let el = args[2].get::<gst::Element>().unwrap();
+        if let Some(f) = el.factory() {
+            if f.name() == "amzdashdemux" {
+                el.set_property("representation", "flac-44k16");
+                el.set_property("buffer-time", 4_000_000_000u64);
+                *d2.lock().unwrap() = Some(el.clone());
+            }
+            if matches!(f.name().as_str(), "flacdec" | "opusdec") {
+                let (dec, name) = (dec2.clone(), f.name().to_string());
+                el.static_pad("src").unwrap().add_probe(
+                    gst::PadProbeType::BUFFER,
+                    move |_, info| {
+                        if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                            let bytes = b.map_readable().map(|m| m.to_vec()).unwrap_or_default();
+                            dec.lock().unwrap().push((
+                                name.clone(),
+                                b.pts().map_or(u64::MAX, |t| t.nseconds()),
+                                b.duration().map_or(0, |t| t.nseconds()),
+                                bytes,
+                            ));
+                        }
+                        gst::PadProbeReturn::Ok
+                    },
+                );
+            }
+            p2.lock().unwrap().push(f.name().to_string());
+        }
+        None
+    });
+    let mut step = 0;
+    let p = play_to_end(&pb, &sink, Duration::from_secs(60), |p| {
+        let end = p.end_ns().unwrap_or(0);
+        let next = match (step, end) {
+            (0, e) if e >= 12_000_000_000 => Some("opus-320k"),
+            (1, e) if e >= 32_000_000_000 => Some("flac-44k16"),
+            _ => None,
+        };
+        if let Some(rep) = next {
+            step += 1;
+            if let Some(d) = demux.lock().unwrap().as_ref() {
+                d.set_property("representation", rep);
+            }
+        }
+        // Hold the output near real time so the cap acts on what is still to download.
+        std::thread::sleep(Duration::from_micros(200));
+    });
+    if let Err(err) = p.ok() {
+        panic!("{err}");
+    }
+    let plugged = plugged.lock().unwrap().clone();
+    assert!(
+        plugged.iter().any(|f| f == "amzdashbin"),
+        "urisourcebin plugs amzdashbin: {plugged:?}"
+    );
+    assert!(
+        plugged.iter().any(|f| f == "opusdec"),
+        "it switched to Opus: {plugged:?}"
+    );
+    let jumps = timestamp_jumps(&p.timestamps);
+    eprintln!(
+        "sink: {} bytes, caps {:?}, sample duration {} ns",
+        p.bytes.len(),
+        p.caps,
+        p.sample_duration_ns()
+    );
+    assert!(jumps.is_empty(), "gaps or overlaps at the sink: {jumps:?}");
+    assert_eq!(p.first_pts_ns(), Some(0));
+    let end = p.end_ns().unwrap();
+    assert!(
+        end.abs_diff(60_000_000_000) < 25_000_000,
+        "ends at {end} ns"
+    );
+    // At the decoders: FLAC, then Opus, then FLAC again, each run starting where the last
+    // ended.
+    let decoded = decoded.lock().unwrap();
+    let mut runs: Vec<(String, u64, u64, Vec<u8>)> = Vec::new();
+    for (name, pts, dur, bytes) in decoded.iter() {
+        match runs.last_mut() {
+            Some(r) if r.0 == *name => {
+                assert!(
+                    pts.abs_diff(r.2) < 1_000_000,
+                    "{name}: gap at {pts} after {}",
+                    r.2
+                );
+                r.2 = pts + dur;
+                r.3.extend_from_slice(bytes);
+            }
+            _ => {
+                if let Some(r) = runs.last() {
+                    assert!(
+                        pts.abs_diff(r.2) < 1_000_000,
+                        "{name} starts at {pts}, {} ended at {}",
+                        r.0,
+                        r.2
+                    );
+                }
+                runs.push((name.clone(), *pts, pts + dur, bytes.clone()));
+            }
+        }
+    }
+    let summary: Vec<_> = runs
+        .iter()
+        .map(|r| (r.0.as_str(), r.1 as f64 / 1e9, r.2 as f64 / 1e9))
+        .collect();
+    eprintln!("decoder runs {summary:?}");
+    assert_eq!(
+        runs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        vec!["flacdec", "opusdec", "flacdec"],
+        "{summary:?}"
+    );
+    // The FLAC runs are the source's samples at their times.
+    let src = source_pcm(HD, "flac-44k16");
+    for r in runs.iter().filter(|r| r.0 == "flacdec") {
+        let from = (r.1 as u128 * 44100 / 1_000_000_000) as usize * 4;
+        let to = (from + r.3.len()).min(src.len());
+        assert_same_pcm(&r.3, &src[from..to], 4, &format!("FLAC from {} ns", r.1));
+    }
+}
+
+/// The adaptive choice itself, in real time (60 s, so not in CI: run it with
+/// `cargo test -p amzmusic-tests --test e2e_codec_switch -- --ignored`): with
+/// `codec-switching=true` on amzdashbin and a 10 s buffer, the link drops from 3 Mb/s to
+/// 250 kb/s (below the lowest FLAC, 794 kb/s) for 25 s, then recovers. Playback must go FLAC ->
+/// Opus -> FLAC with no stall (no underrun in the demuxer's stats) and no gap at the decoders.
+#[test]
+#[ignore = "real time: 60 s; and not met yet: measured FLAC 0-10 s then Opus to the end (the \
+            selector leaves FLAC at the first segment and does not come back), see issue 8"]
+fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
+    let e = EmulatorEnv::start(&[]).unwrap();
+    e.apply();
+    let (pb, sink) = playbin3(&format!("amazonmusic://track/{HD}"), Some("hd"), None).unwrap();
+    sink.set_sync(true);
+    let demux: Arc<Mutex<Option<gst::Element>>> = Arc::default();
+    let decoders: Arc<Mutex<Vec<(String, u64, u64)>>> = Arc::default();
+    let (d2, dec2) = (demux.clone(), decoders.clone());
+    pb.connect("deep-element-added", false, move |args| {
+        let el = args[2].get::<gst::Element>().unwrap();
+        let f = el.factory()?;
+        match f.name().as_str() {
+            "amzdashbin" => el.set_property("codec-switching", true),
+            "amzdashdemux" => {
+                el.set_property("buffer-time", 10_000_000_000u64);
+                *d2.lock().unwrap() = Some(el.clone());
+            }
+            name @ ("flacdec" | "opusdec") => {
+                let (dec, name) = (dec2.clone(), name.to_string());
+                el.static_pad("src").unwrap().add_probe(
+                    gst::PadProbeType::BUFFER,
+                    move |_, info| {
+                        if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                            let pts = b.pts().map_or(0, |t| t.nseconds());
+                            let end = pts + b.duration().map_or(0, |t| t.nseconds());
+                            let mut d = dec.lock().unwrap();
+                            match d.last_mut() {
+                                Some(r) if r.0 == name => r.2 = end,
+                                _ => d.push((name.clone(), pts, end)),
+                            }
+                        }
+                        gst::PadProbeReturn::Ok
+                    },
+                );
+            }
+            _ => {}
+        }
+        None
+    });
+    e.configure_shaping("20 3000 20\n25 250 20\n3600 3000 20\n");
+    // The demuxer's stats while it plays (they reset when it stops).
+    let mut stats: Option<gst::Structure> = None;
+    let p = play_to_end(&pb, &sink, Duration::from_secs(100), |_| {
+        if let Some(d) = demux.lock().unwrap().as_ref() {
+            stats = Some(d.property("stats"));
+        }
+    });
+    if let Err(err) = p.ok() {
+        panic!("{err}");
+    }
+    let runs = decoders.lock().unwrap().clone();
+    let summary: Vec<_> = runs
+        .iter()
+        .map(|r| (r.0.as_str(), r.1 as f64 / 1e9, r.2 as f64 / 1e9))
+        .collect();
+    eprintln!("decoder runs {summary:?}");
+    let stats = stats.expect("stats while playing");
+    eprintln!("stats {stats}");
+    assert_eq!(
+        runs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        vec!["flacdec", "opusdec", "flacdec"],
+        "{summary:?}"
+    );
+    for w in runs.windows(2) {
+        assert!(
+            w[1].1.abs_diff(w[0].2) < 1_000_000,
+            "gap between runs: {summary:?}"
+        );
+    }
+    assert_eq!(stats.get::<u64>("underruns").unwrap_or(0), 0, "{stats}");
+}
