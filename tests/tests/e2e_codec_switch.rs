@@ -154,7 +154,7 @@ fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
 /// demuxer's stats) and no gap at the decoders.
 #[test]
 #[ignore = "real time: 90 s; and not met yet: measured FLAC 0-10 s, then opus-64k to the end, no \
-            underrun; the estimate was 1.0 Mb/s on the 3 Mb/s link (80 KB Opus segments measure \
+            underrun; the estimate was 1.0 Mb/s on the 3 Mb/s link (80 KB Opus segments likely measure \
             latency more than throughput), so the cross-codec up-switch (794 kb/s needs <= \
             0.85/1.2 of the estimate) stays refused; see issue 8"]
 fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
