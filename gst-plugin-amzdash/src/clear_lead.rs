@@ -70,6 +70,13 @@ impl ClearLeadMarker {
     /// empty while a `moof` is being gathered). Bytes come out in order, none added except the
     /// auxiliary information of clear fragments.
     pub fn feed(&mut self, mut data: Bytes) -> Bytes {
+        // The common case, inside an mdat (or after a box running to the end): no copy.
+        if self.pending.is_empty() && (self.to_end || self.passthrough >= data.len() as u64) {
+            if !self.to_end {
+                self.passthrough -= data.len() as u64;
+            }
+            return data;
+        }
         let mut out = BytesMut::new();
         while !data.is_empty() {
             if self.to_end {
