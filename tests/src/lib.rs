@@ -643,6 +643,13 @@ pub fn play_to_end(
 /// Parses a launch line whose audio ends in `appsink name=sink` and plays it (see
 /// [`play_to_end`]); the appsink holds one buffer at a time.
 pub fn play_launch(desc: &str, timeout: Duration, hook: impl FnMut(&Played)) -> Result<Played> {
+    let (pipeline, sink) = launch_holding(desc)?;
+    Ok(play_to_end(&pipeline, &sink, timeout, hook))
+}
+
+/// Parses a launch line whose audio ends in `appsink name=sink`: the pipeline, and its sink
+/// set to hold one buffer at a time, unclocked (for tests that watch the bus themselves).
+pub fn launch_holding(desc: &str) -> Result<(gst::Element, gst_app::AppSink)> {
     init_gst();
     let pipeline = gst::parse::launch(desc).with_context(|| format!("parsing {desc}"))?;
     let sink = pipeline
@@ -653,7 +660,7 @@ pub fn play_launch(desc: &str, timeout: Duration, hook: impl FnMut(&Played)) -> 
     sink.set_sync(false);
     sink.set_max_buffers(1);
     sink.set_drop(false);
-    Ok(play_to_end(&pipeline, &sink, timeout, hook))
+    Ok((pipeline, sink))
 }
 
 /// A `playbin3` (or `uridecodebin3`-based) player whose audio goes to a holding appsink.

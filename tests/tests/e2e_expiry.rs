@@ -249,17 +249,7 @@ fn license_is_fetched_once_during_the_clear_lead() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
     e.apply();
-    init_gst();
-    let pipeline = gst::parse::launch(&pipeline("")).unwrap();
-    let sink = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    sink.set_sync(false);
-    sink.set_max_buffers(1);
+    let (pipeline, sink) = launch_holding(&pipeline("")).unwrap();
     let waits = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
     let w = waits.clone();
     pipeline.bus().unwrap().set_sync_handler(move |_, msg| {

@@ -28,20 +28,12 @@ struct Outcome {
 }
 
 fn play() -> Outcome {
-    init_gst();
     let desc = format!(
         "amazonmusicsrc track-id={HD} ! amzdashdemux max-bitrate=1000000 ! qtdemux ! \
          widevinedecrypt ! flacparse ! flacdec ! audio/x-raw,format=S16LE ! \
-         appsink name=sink sync=false"
+         appsink name=sink"
     );
-    let pipeline = gst::parse::launch(&desc).unwrap();
-    let sink = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = launch_holding(&desc).unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut out = Outcome {
