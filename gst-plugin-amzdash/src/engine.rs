@@ -150,8 +150,6 @@ pub enum Item {
         time: Duration,
         /// The segment's first piece: it carries the fragment's timestamp downstream.
         first: bool,
-        /// The segment's last piece.
-        last: bool,
         tag: u64,
     },
     Eos,
@@ -483,7 +481,6 @@ impl Piece {
             duration: self.duration,
             time,
             first,
-            last,
             tag: self.tag,
         }
     }
@@ -1518,7 +1515,6 @@ mod tests {
             duration: Duration::from_secs(1),
             time: Duration::from_millis(100),
             first: false,
-            last: false,
             tag,
         };
         shared.push(epoch, media(a, 10));

@@ -98,15 +98,11 @@ struct State {
     started: bool,
     /// Codec family of the last init segment pushed.
     codec: Option<String>,
-    /// A new stream started and its first fragment is not through yet.
-    new_stream: bool,
     /// Marks clear-lead fragments of constant-IV tracks as clear (`clear_lead.rs`); set from
     /// each init segment.
     clear_lead: Option<ClearLeadMarker>,
     /// Start and duration of the fragment whose first buffer is still to be pushed.
     fragment_time: Option<(Duration, Duration)>,
-    /// The first fragment of a new stream, gathered whole (see `push_piece`).
-    held: bytes::BytesMut,
 }
 
 pub struct AmzDashDemux {
@@ -667,7 +663,6 @@ impl AmzDashDemux {
         start: Duration,
         duration: Duration,
         first: bool,
-        last: bool,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let (data, stamp, discont) = {
             let mut st = self.state.lock().unwrap();
@@ -677,19 +672,10 @@ impl AmzDashDemux {
             }
             // (The marker may hold bytes back while it gathers a moof: the stamp waits for
             // the first buffer that leaves.)
-            let mut data = match st.clear_lead.as_mut() {
+            let data = match st.clear_lead.as_mut() {
                 Some(marker) => marker.feed(data),
                 None => data,
             };
-            if st.new_stream {
-                // After a codec change the first fragment goes whole, since push_media may
-                // have to push it again until the new chain is linked.
-                st.held.extend_from_slice(&data);
-                if !last {
-                    return Ok(gst::FlowSuccess::Ok);
-                }
-                data = st.held.split().freeze();
-            }
             if data.is_empty() {
                 return Ok(gst::FlowSuccess::Ok);
             }
@@ -708,28 +694,7 @@ impl AmzDashDemux {
             }
         }
         self.shared.playing.store(true, Ordering::SeqCst);
-        self.push_media(buf)
-    }
-
-    /// Pushes a media buffer. Right after a codec change, decodebin3 (1.22) links the new
-    /// chain parsebin exposes a little after data starts flowing, and qtdemux answers
-    /// not-linked without having output any sample of the fragment; the fragment is pushed
-    /// again until the new chain is linked (bounded), so no audio is lost at the switch.
-    fn push_media(&self, buf: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let new_stream = std::mem::take(&mut self.state.lock().unwrap().new_stream);
-        if !new_stream {
-            return self.srcpad.push(buf);
-        }
-        for _ in 0..100 {
-            match self.srcpad.push(buf.clone()) {
-                Err(gst::FlowError::NotLinked) if !self.flushing.load(Ordering::SeqCst) => {
-                    gst::debug!(CAT, imp = self, "new stream not linked yet, pushing again");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                res => return res,
-            }
-        }
-        Err(gst::FlowError::NotLinked)
+        self.srcpad.push(buf)
     }
 
     /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
@@ -739,7 +704,6 @@ impl AmzDashDemux {
         let n = {
             let mut st = self.state.lock().unwrap();
             st.discont = true;
-            st.new_stream = true;
             st.segment.clone()
         };
         let stream_id = stream_id(codec);
@@ -850,9 +814,8 @@ impl AmzDashDemux {
                 start,
                 duration,
                 first,
-                last,
                 ..
-            } => self.push_piece(data, start, duration, first, last),
+            } => self.push_piece(data, start, duration, first),
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
                 self.report_level(false);
