@@ -45,22 +45,11 @@ fn pull_until(sink: &gst_app::AppSink, pts: gst::ClockTime, last: &mut Option<(u
 
 /// The explicit chain, pinned to flac-44k16, into a holding appsink.
 fn pinned_hd_explicit() -> (gst::Element, gst_app::AppSink) {
-    init_gst();
-    let pipeline = gst::parse::launch(
+    launch_holding(
         "amazonmusicsrc track-id=B0EMUHD001 ! amzdashdemux max-bitrate=1000000 ! qtdemux ! \
          widevinedecrypt ! flacparse ! flacdec ! appsink name=sink",
     )
-    .unwrap();
-    let sink = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    sink.set_sync(false);
-    sink.set_max_buffers(1);
-    (pipeline, sink)
+    .unwrap()
 }
 
 /// One play / pause / resume / stop-mid-track cycle.

@@ -207,21 +207,11 @@ fn playbin3_seek_into_the_encrypted_region_lands_there_and_plays_to_eos() {
 #[test]
 fn explicit_pipeline_seek_into_the_encrypted_region_lands_there_and_plays_to_eos() {
     let _ = env();
-    init_gst();
-    let pipeline = gst::parse::launch(
+    let (pipeline, sink) = launch_holding(
         "amazonmusicsrc track-id=B0EMUHD001 ! amzdashdemux max-bitrate=1000000 ! qtdemux ! \
          widevinedecrypt ! flacparse ! flacdec ! appsink name=sink",
     )
     .unwrap();
-    let sink = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    sink.set_sync(false);
-    sink.set_max_buffers(1);
     seek_into_the_encrypted_region(pipeline, sink);
 }
 
