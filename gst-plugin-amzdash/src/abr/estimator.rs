@@ -45,6 +45,14 @@ impl Ewma {
 pub const MIN_SAMPLE_BYTES: u64 = 16 * 1024;
 /// A first byte this much later than the usual latency means the link stalled (an outage).
 pub const OUTAGE_TTFB_S: f64 = 2.0;
+/// Time the link sat idle before a download counts towards that download's weight, up to this
+/// much. The averages are in seconds of measurement; once the buffer is full, downloads are
+/// short and ten seconds apart, and weighting a 0.2 s download of a small Opus segment by its
+/// transfer time alone keeps a rate from half a minute ago in the estimate for minutes (after a
+/// drop, FLAC never came back). The link is measured only while something downloads, so the
+/// latest download is the best account of the link now: after a quiet spell it outweighs the
+/// old samples like a download of up to this many seconds would.
+pub const IDLE_WEIGHT_CAP_S: f64 = 4.0;
 
 /// Transfer rate (fast/slow EWMA pair, Shaka's 2 s/5 s half-lives) and latency estimates.
 #[derive(Debug, Clone)]
@@ -58,6 +66,8 @@ pub struct ThroughputEstimator {
     bytes: u64,
     /// Longest link stall seen (first byte very late), seconds.
     longest_outage_s: f64,
+    /// When the last download that measured the rate ended, on the caller's clock (seconds).
+    last_end_s: Option<f64>,
     /// Share of the time the link answered (1) rather than stalled (0), over about a minute.
     availability: Ewma,
 }
@@ -74,6 +84,7 @@ impl ThroughputEstimator {
             latency: None,
             bytes: 0,
             longest_outage_s: 0.0,
+            last_end_s: None,
             availability: Ewma::new(AVAILABILITY_HALF_LIFE_S),
         }
     }
@@ -101,6 +112,20 @@ impl ThroughputEstimator {
     /// counts against the link's availability and as an outage, not as a slow transfer, so the
     /// rate stays what the link gives when it is up.
     pub fn add_stalled(&mut self, bytes: u64, ttfb_s: f64, total_s: f64, stalled_s: f64) {
+        self.add_stalled_at(bytes, ttfb_s, total_s, stalled_s, None);
+    }
+
+    /// [`add_stalled`](Self::add_stalled) for a download that ended at `end_s` on the caller's
+    /// (monotonic) clock: the time the link sat idle since the previous one ended counts
+    /// towards its weight, up to [`IDLE_WEIGHT_CAP_S`].
+    pub fn add_stalled_at(
+        &mut self,
+        bytes: u64,
+        ttfb_s: f64,
+        total_s: f64,
+        stalled_s: f64,
+        end_s: Option<f64>,
+    ) {
         if !(ttfb_s.is_finite() && total_s.is_finite()) || ttfb_s < 0.0 {
             return;
         }
@@ -134,9 +159,17 @@ impl ThroughputEstimator {
         if bytes < MIN_SAMPLE_BYTES || transfer_s <= 0.005 {
             return;
         }
+        let end_s = end_s.filter(|e| e.is_finite());
+        let idle_s = match (end_s, self.last_end_s) {
+            (Some(end), Some(last)) => (end - total_s - last).clamp(0.0, IDLE_WEIGHT_CAP_S),
+            _ => 0.0,
+        };
+        if end_s.is_some() {
+            self.last_end_s = end_s;
+        }
         let bps = bytes as f64 * 8.0 / transfer_s;
-        self.fast.sample(transfer_s, bps);
-        self.slow.sample(transfer_s, bps);
+        self.fast.sample(transfer_s + idle_s, bps);
+        self.slow.sample(transfer_s + idle_s, bps);
         self.bytes += bytes;
     }
 
@@ -290,5 +323,47 @@ mod tests {
         let mut t = ThroughputEstimator::new(2.0, 5.0);
         t.seed(f64::NAN, Some(-1.0));
         assert_eq!((t.estimate_bps(), t.latency_s()), (None, None));
+    }
+
+    #[test]
+    fn idle_time_lets_sparse_small_downloads_show_a_recovery() {
+        // 25 s of a 250 kb/s link (back-to-back 80 kB downloads), then the link is 3 Mb/s again
+        // while the full buffer spaces the downloads 10 s apart, each 0.21 s long.
+        let (mut timed, mut untimed) = (
+            ThroughputEstimator::new(2.0, 5.0),
+            ThroughputEstimator::new(2.0, 5.0),
+        );
+        let mut t = 0.0;
+        for _ in 0..10 {
+            let total = 0.02 + 80_000.0 * 8.0 / 250e3;
+            t += total;
+            timed.add_stalled_at(80_000, 0.02, total, 0.0, Some(t));
+            untimed.add(80_000, 0.02, total);
+        }
+        assert!((timed.estimate_bps().unwrap() - 250e3).abs() < 1.0);
+        let total = 0.02 + 80_000.0 * 8.0 / 3e6;
+        t += 10.0;
+        timed.add_stalled_at(80_000, 0.02, total, 0.0, Some(t));
+        untimed.add(80_000, 0.02, total);
+        // Without the idle time the old rate still dominates; with it, one download after the
+        // quiet spell already shows more than FLAC 44.1/16 needs with Shaka's margins.
+        assert!(
+            untimed.estimate_bps().unwrap() < 400e3,
+            "{:?}",
+            untimed.estimate_bps()
+        );
+        let e = timed.estimate_bps().unwrap();
+        assert!(e > 1.2e6 && e < 3e6, "{e}");
+        // Back-to-back downloads (no idle) weigh by transfer time as before, and a download
+        // that overlapped the previous one (init and first segment together) adds no idle.
+        let mut a = ThroughputEstimator::new(2.0, 5.0);
+        let mut b = ThroughputEstimator::new(2.0, 5.0);
+        a.add_stalled_at(400_000, 0.02, 1.02, 0.0, Some(1.02));
+        a.add_stalled_at(100_000, 0.02, 1.02, 0.0, Some(2.04));
+        a.add_stalled_at(100_000, 0.02, 1.02, 0.0, Some(2.5));
+        b.add(400_000, 0.02, 1.02);
+        b.add(100_000, 0.02, 1.02);
+        b.add(100_000, 0.02, 1.02);
+        assert!(close(a.estimate_bps().unwrap(), b.estimate_bps().unwrap()));
     }
 }

@@ -434,11 +434,14 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 let need = r.total as f64 - r.received;
                 if avail >= need {
                     let done_at = from + need / (p.bandwidth_bps / 8.0);
-                    abr.on_download(&Download {
-                        bytes: r.total,
-                        ttfb: Duration::from_secs_f64(r.first_byte - r.sent),
-                        total: Duration::from_secs_f64(done_at - r.sent),
-                    });
+                    abr.on_download_at(
+                        &Download {
+                            bytes: r.total,
+                            ttfb: Duration::from_secs_f64(r.first_byte - r.sent),
+                            total: Duration::from_secs_f64(done_at - r.sent),
+                        },
+                        Duration::from_secs_f64(done_at),
+                    );
                     match r.media {
                         None => manifest_done = true,
                         // An upgrade is swapped in only if its segment has not started.
