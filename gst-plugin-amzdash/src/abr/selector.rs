@@ -309,6 +309,18 @@ impl QualitySelector {
 
     /// Feed every finished download (media segments, init segments, indexes).
     pub fn on_download(&mut self, d: &Download) {
+        self.on_download_inner(d, None);
+    }
+
+    /// [`on_download`](Self::on_download) with the time it finished on the clock given to
+    /// [`choose`](Self::choose): the link's idle time before it then weighs in (see
+    /// [`IDLE_WEIGHT_CAP_S`](super::estimator::IDLE_WEIGHT_CAP_S)), so that a recovered link
+    /// shows in the estimate at the first download after a quiet spell.
+    pub fn on_download_at(&mut self, d: &Download, now: Duration) {
+        self.on_download_inner(d, Some(secs(now)));
+    }
+
+    fn on_download_inner(&mut self, d: &Download, end_s: Option<f64>) {
         // The media download whose progress was followed (same size, same first byte): its
         // stalls are outages, not rate.
         let stalled = match self.progress.take() {
@@ -325,7 +337,7 @@ impl QualitySelector {
             }
         };
         self.est
-            .add_stalled(d.bytes, secs(d.ttfb), secs(d.total), stalled);
+            .add_stalled_at(d.bytes, secs(d.ttfb), secs(d.total), stalled, end_s);
     }
 
     /// Follows the progress of the download in flight (see [`Progress`]).
@@ -586,6 +598,16 @@ impl QualitySelector {
                         <= self.ladder.duration_s(k) / c.build_speed
                 })
                 .unwrap_or(0);
+            // Building the buffer is no reason to change codec downwards (a new decoder chain,
+            // and FLAC gone while the link sustains it): then the current family's lowest rung.
+            // Leaving the family is the throughput rule's or a deadline's call.
+            let cap = match self.current {
+                Some(cur) if cap < cur && self.ladder.codec(cap) != self.ladder.codec(cur) => {
+                    let fam = self.ladder.codec(cur);
+                    (0..n).find(|&r| self.ladder.codec(r) == fam).unwrap_or(cap)
+                }
+                _ => cap,
+            };
             if target > cap {
                 target = cap;
                 reason = Reason::BufferBuild;
@@ -698,8 +720,13 @@ impl QualitySelector {
         let stalled = self.progress.take().map_or(0.0, |p| {
             p.stalled_s + p.gap_stall(secs(f.elapsed), f.bytes_received.saturating_sub(p.bytes))
         });
-        self.est
-            .add_stalled(f.bytes_received, ttfb, secs(f.elapsed), stalled);
+        self.est.add_stalled_at(
+            f.bytes_received,
+            ttfb,
+            secs(f.elapsed),
+            stalled,
+            Some(secs(now)),
+        );
         self.abandoned_segment = Some(f.segment);
         self.stats.abandons += 1;
         Some(self.commit(
