@@ -12,6 +12,7 @@ use url::Url;
 use crate::abr;
 use crate::fetch::{FetchError, Fetched, Fetcher, Request};
 use crate::mpd::{sidx, Mpd, Representation, SegmentScheme};
+use crate::playhead::{PlayClock, Playhead};
 use crate::segments::{self, InitRef, SegmentPlan, SegmentRef};
 
 /// No single response may be larger than this (a 10 s 192 kHz/24 bit FLAC segment is ~8 MB).
@@ -223,9 +224,24 @@ pub struct Shared {
     /// Which play (start or seek) may queue: an aborted download task can still run until its
     /// next await, and nothing of it may land in the next play's queue.
     epoch: std::sync::atomic::AtomicU64,
+    /// The listener's model position in what went downstream (see [`crate::playhead`]).
+    pub playhead: Mutex<Playhead>,
+    /// Time the element spent PLAYING: the playhead's clock.
+    pub play_clock: Mutex<PlayClock>,
 }
 
 impl Shared {
+    /// The playhead's clock now.
+    pub fn play_time(&self) -> Duration {
+        self.play_clock.lock().unwrap().at(Instant::now())
+    }
+
+    /// Media pushed downstream that a listener in real time has not heard yet.
+    pub fn downstream_ahead(&self) -> Duration {
+        let clock = self.play_time();
+        self.playhead.lock().unwrap().ahead(clock)
+    }
+
     fn new_tag(&self) -> u64 {
         self.next_tag
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -316,6 +332,7 @@ impl Shared {
         let mut q = self.queue.lock().unwrap();
         // (popped_tag back to 0 is safe: the next download's tag is above every earlier one.)
         *q = Queue::default();
+        self.playhead.lock().unwrap().reset();
         let epoch = self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.complete
             .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -547,7 +564,7 @@ impl Context {
         }
         let abr_estimate = self.abr.lock().unwrap().as_mut().and_then(|a| {
             a.selector
-                .on_download(&abr::Download { bytes, ttfb, total });
+                .on_download_at(&abr::Download { bytes, ttfb, total }, self.epoch.elapsed());
             let est = a.selector.session_estimate();
             *LAST_SESSION.lock().unwrap() = est;
             a.selector.stats().estimate_bps
@@ -564,10 +581,13 @@ impl Context {
         }
     }
 
+    /// The buffer the selector decides on: the demuxer's queue and what went downstream that
+    /// the listener has not heard yet.
     fn buffer_level(&self) -> abr::BufferLevel {
+        let downstream = self.shared.downstream_ahead();
         let q = self.shared.queue.lock().unwrap();
         abr::BufferLevel {
-            ahead: q.time,
+            ahead: q.time + downstream,
             bytes: q.bytes,
             playing: self
                 .shared
@@ -628,7 +648,17 @@ impl Context {
                     .expect("ladder holds our candidates")
             })
             .collect();
+        // The selector's buffer levels are for the default minute of buffer; a smaller
+        // buffer-time scales them down, or an up-switch (10 s buffered) could never happen.
+        let d = abr::AbrConfig::default();
+        let within =
+            |level: Duration, share: f64| level.min(self.limits.buffer_time.mul_f64(share));
         let config = abr::AbrConfig {
+            min_buffer_for_up: within(d.min_buffer_for_up, 0.5),
+            build_buffer: within(d.build_buffer, 0.75),
+            bola_low: within(d.bola_low, 0.5),
+            bola_high: within(d.bola_high, 0.9),
+            hold_buffer: within(d.hold_buffer, 0.9),
             max_buffer: self.limits.buffer_time,
             max_buffer_bytes: self.limits.buffer_bytes,
             resume_gap: (self.limits.buffer_time / 6).min(Duration::from_secs(10)),
@@ -1171,7 +1201,7 @@ impl Context {
             return None;
         }
         let level = abr::BufferLevel {
-            ahead: q.time,
+            ahead: q.time + self.shared.downstream_ahead(),
             bytes: q.bytes,
             playing: self
                 .shared
@@ -1204,7 +1234,13 @@ impl Context {
 
     async fn wait_for_space(&self) {
         loop {
-            let level = self.buffer_level();
+            // Only the demuxer's own queue: it is what the byte and time budgets bound, and a
+            // consumer far ahead of real time (a file sink) must not pause the downloads.
+            let queued = self.shared.queue.lock().unwrap().time;
+            let level = abr::BufferLevel {
+                ahead: queued,
+                ..self.buffer_level()
+            };
             let advice = self
                 .abr
                 .lock()
@@ -1250,6 +1286,14 @@ impl Context {
         if let Some(a) = self.abr.lock().unwrap().as_mut() {
             self.apply_cap(a);
             let choice = a.selector.choose(k, &level, self.epoch.elapsed());
+            let est = a.selector.stats().estimate_bps.unwrap_or(0.0);
+            (self.log)(&format!(
+                "segment {k}: {} ({:?}) with {:.1} s buffered, estimate {:.0} kb/s",
+                plan_id(self, a.map[choice.rep]),
+                choice.reason,
+                level.ahead.as_secs_f64(),
+                est / 1000.0
+            ));
             return a.map[choice.rep];
         }
         let p = self.presentation.lock().unwrap().clone();

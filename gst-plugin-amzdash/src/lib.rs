@@ -10,6 +10,7 @@ pub mod clear_lead;
 pub mod engine;
 pub mod fetch;
 pub mod mpd;
+pub mod playhead;
 pub mod segments;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

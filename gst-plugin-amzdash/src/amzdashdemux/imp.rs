@@ -8,7 +8,7 @@ use gst::subclass::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use url::Url;
 
 use super::audio_object::{
@@ -103,6 +103,8 @@ struct State {
     clear_lead: Option<ClearLeadMarker>,
     /// Start and duration of the fragment whose first buffer is still to be pushed.
     fragment_time: Option<(Duration, Duration)>,
+    /// Media time up to which pieces went downstream (for the playhead).
+    pushed_to: Duration,
 }
 
 pub struct AmzDashDemux {
@@ -491,11 +493,19 @@ impl AmzDashDemux {
             // An empty queue right after taking an item is normal with a fast consumer; only
             // a wait longer than this is an underrun worth telling the application about.
             let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-            let underrun = since.elapsed() >= UNDERRUN;
+            // It is an underrun only once a listener in real time has heard everything pushed
+            // (see crate::playhead): a consumer that is not clocked waits here on every
+            // download without anyone waiting for audio.
+            let underrun = since.elapsed() >= UNDERRUN && {
+                let clock = self.shared.play_time();
+                self.shared.playhead.lock().unwrap().caught_up(clock)
+            };
             self.report_level(underrun);
             if underrun && !counted && self.shared.playing.load(Ordering::SeqCst) {
-                // Playback ran dry: the selector decides the next segment as a rebuffer.
+                // Playback ran dry: the selector decides the next segment as a rebuffer, and
+                // the listener waits where it is until the next piece.
                 counted = true;
+                self.shared.playhead.lock().unwrap().stalled();
                 let ctx = self.state.lock().unwrap().ctx.clone();
                 if let Some(ctx) = ctx {
                     ctx.on_underrun();
@@ -662,14 +672,21 @@ impl AmzDashDemux {
         data: bytes::Bytes,
         start: Duration,
         duration: Duration,
+        time: Duration,
         first: bool,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (data, stamp, discont) = {
+        let (data, stamp, discont, span) = {
             let mut st = self.state.lock().unwrap();
             if first {
                 st.fragment_time = Some((start, duration));
                 st.position = Some(to_clock(start));
+                st.pushed_to = start;
             }
+            // The media this piece accounts for, from where playback starts (a seek lands
+            // inside a segment, and what precedes it is clipped downstream).
+            let from = Duration::from_nanos(st.segment.start().map_or(0, |t| t.nseconds()));
+            let span = (st.pushed_to.max(from), (st.pushed_to + time).max(from));
+            st.pushed_to += time;
             // (The marker may hold bytes back while it gathers a moof: the stamp waits for
             // the first buffer that leaves.)
             let data = match st.clear_lead.as_mut() {
@@ -680,7 +697,7 @@ impl AmzDashDemux {
                 return Ok(gst::FlowSuccess::Ok);
             }
             let stamp = st.fragment_time.take();
-            (data, stamp, std::mem::take(&mut st.discont))
+            (data, stamp, std::mem::take(&mut st.discont), span)
         };
         let mut buf = gst::Buffer::from_slice(data);
         {
@@ -694,7 +711,16 @@ impl AmzDashDemux {
             }
         }
         self.shared.playing.store(true, Ordering::SeqCst);
-        self.srcpad.push(buf)
+        let res = self.srcpad.push(buf);
+        if res.is_ok() {
+            let clock = self.shared.play_time();
+            self.shared
+                .playhead
+                .lock()
+                .unwrap()
+                .pushed(span.0, span.1, clock);
+        }
+        res
     }
 
     /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
@@ -813,9 +839,10 @@ impl AmzDashDemux {
                 data,
                 start,
                 duration,
+                time,
                 first,
                 ..
-            } => self.push_piece(data, start, duration, first),
+            } => self.push_piece(data, start, duration, time, first),
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
                 self.report_level(false);
@@ -1274,6 +1301,15 @@ impl ElementImpl for AmzDashDemux {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::PausedToPlaying => {
+                self.shared.play_clock.lock().unwrap().start(Instant::now())
+            }
+            gst::StateChange::PlayingToPaused => {
+                self.shared.play_clock.lock().unwrap().stop(Instant::now())
+            }
+            _ => {}
+        }
         if transition == gst::StateChange::PausedToReady {
             let _guard = self.seek_lock.lock().unwrap();
             self.stop_download();
