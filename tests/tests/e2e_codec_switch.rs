@@ -14,8 +14,14 @@ const HD: &str = "B0EMUHD001";
 /// What one decoder output: (decoder, pts, duration, samples).
 type Decoded = Vec<(String, u64, u64, Vec<u8>)>;
 
+/// One test at a time: each points the process-wide `AMAZONMUSIC_*` environment at its own
+/// emulator (run side by side, one test's playbin3 reached the other's emulator, which was
+/// gone once that test ended: connection refused).
+static SERIAL: Mutex<()> = Mutex::new(());
+
 #[test]
 fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
     e.apply();
     let (pb, sink) = playbin3(&format!("amazonmusic://track/{HD}"), Some("hd"), None).unwrap();
@@ -146,19 +152,15 @@ fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
     }
 }
 
-/// The adaptive choice itself, in real time (90 s, so not in CI: run it with
-/// `cargo test -p amzmusic-tests --test e2e_codec_switch -- --ignored`): the first 90 s of the
-/// hour-long track (flac-44k16 at 794 kb/s, opus-64k) with `codec-switching=true` on amzdashbin
-/// and a 20 s buffer; the link drops from 3 Mb/s to 250 kb/s (below the FLAC rung) for 25 s,
-/// then recovers. Playback must go FLAC -> Opus -> FLAC with no stall (no underrun in the
-/// demuxer's stats) and no gap at the decoders.
+/// The adaptive choice itself, in real time (about a minute): the hour-long track (flac-44k16
+/// at 794 kb/s, opus-64k) through playbin3, whose amzdashbin lets the demuxer choose across
+/// codecs by default, with a 10 s buffer at a clocked sink; the link drops from 3 Mb/s to
+/// 250 kb/s (below the FLAC rung) for 12 s, then recovers. Playback must go FLAC -> Opus ->
+/// FLAC with no stall (no underrun in the demuxer's stats) and no gap at the decoders.
 #[test]
-#[ignore = "real time: 90 s; and not met yet: measured FLAC 0-10 s, then opus-64k to the end, no \
-            underrun; the estimate was 1.0 Mb/s on the 3 Mb/s link (80 KB Opus segments likely measure \
-            latency more than throughput), so the cross-codec up-switch (794 kb/s needs <= \
-            0.85/1.2 of the estimate) stays refused; see issue 8"]
 fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
     const LONG: &str = "B0EMULNG01";
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
     e.apply();
     let (pb, sink) = playbin3(&format!("amazonmusic://track/{LONG}"), Some("hd"), None).unwrap();
@@ -170,9 +172,8 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
         let el = args[2].get::<gst::Element>().unwrap();
         let f = el.factory()?;
         match f.name().as_str() {
-            "amzdashbin" => el.set_property("codec-switching", true),
             "amzdashdemux" => {
-                el.set_property("buffer-time", 20_000_000_000u64);
+                el.set_property("buffer-time", 10_000_000_000u64);
                 *d2.lock().unwrap() = Some(el.clone());
             }
             name @ ("flacdec" | "opusdec") => {
@@ -197,11 +198,11 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
         }
         None
     });
-    e.configure_shaping("20 3000 20\n25 250 20\n3600 3000 20\n");
+    e.configure_shaping("10 3000 20\n12 250 20\n3600 3000 20\n");
     // The demuxer's stats while it plays (they reset when it stops). The run ends by its
-    // timeout, some 90 s into the hour-long track.
+    // timeout, some 70 s into the hour-long track.
     let mut stats: Option<gst::Structure> = None;
-    let p = play_to_end(&pb, &sink, Duration::from_secs(95), |_| {
+    let p = play_to_end(&pb, &sink, Duration::from_secs(70), |_| {
         if let Some(d) = demux.lock().unwrap().as_ref() {
             stats = Some(d.property("stats"));
         }
@@ -213,7 +214,7 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
         _ => {}
     }
     assert!(
-        p.end_ns().unwrap_or(0) > 75_000_000_000,
+        p.end_ns().unwrap_or(0) > 50_000_000_000,
         "played to {:?}",
         p.end_ns()
     );

@@ -433,6 +433,9 @@ impl ObjectImpl for AmzDashBin {
     fn constructed(&self) {
         self.parent_constructed();
         let obj = self.obj();
+        // This bin takes a codec change (see the module documentation): the demuxer may choose
+        // across codecs unless the application says otherwise.
+        self.demux.set_property("codec-switching", true);
         obj.add(&self.demux).unwrap();
         self.sinkpad
             .set_target(Some(&self.demux.static_pad("sink").unwrap()))
@@ -475,11 +478,12 @@ impl ObjectImpl for AmzDashBin {
                     .nick("Codec switching")
                     .blurb(
                         "Let the adaptive choice leave the starting codec (FLAC down to Opus when \
-                         the link or a stall calls for it, and back up). A pinned representation \
-                         of another codec, or a gapless next track in another codec, plays \
-                         through this bin either way",
+                         the link or a stall calls for it, and back up). Off: the choice stays \
+                         in the manifest's preferred codec. A pinned representation of another \
+                         codec, or a gapless next track in another codec, plays through this bin \
+                         either way",
                     )
-                    .default_value(false)
+                    .default_value(true)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecObject::builder::<gst::Element>("demuxer")
