@@ -337,9 +337,24 @@ struct Opened {
     current: Current,
     manifest: Vec<u8>,
     metadata: Result<TrackMetadata, String>,
-    cover: Option<(Vec<u8>, String)>,
+    cover: Cover,
     token: Option<Secret>,
 }
+
+type CoverBytes = Option<(Vec<u8>, String)>;
+
+/// The cover image, fetched beside the manifest.
+enum Cover {
+    /// None to fetch, or it came (or failed) with the manifest.
+    Here(CoverBytes),
+    /// Still on its way when the manifest came: it goes out in a tag message once it arrives.
+    Late(tokio::task::JoinHandle<CoverBytes>),
+}
+
+/// How long the manifest waits for a cover fetched beside it. The two leave together, so the
+/// cover usually comes within this; a cover that does not (a large image on a slow link) must
+/// not hold back the first audio.
+const COVER_WAIT: Duration = Duration::from_millis(50);
 
 enum OpenError {
     Api(ApiError),
@@ -350,16 +365,37 @@ async fn open(session: Arc<Session>) -> Result<Opened, OpenError> {
     // Metadata does not wait for the audio object, nor the other way round.
     let (current, metadata) = tokio::join!(session.refresh(0), session.metadata());
     let current = current.map_err(OpenError::Api)?;
-    let manifest = session
-        .manifest(&current)
-        .await
-        .map_err(OpenError::Manifest)?;
-    let cover = match metadata.as_ref().ok().and_then(|m| m.cover_url()) {
-        Some(url) => match session.cover(url).await {
-            Ok((bytes, Some(kind))) => Some((bytes, kind)),
-            _ => None,
+    // Nor does the manifest wait for the cover: fetched one after the other, the cover was a
+    // round trip on the way to the first audio.
+    let cover = metadata
+        .as_ref()
+        .ok()
+        .and_then(|m| m.cover_url())
+        .map(|url| {
+            let (s, url) = (session.clone(), url.to_string());
+            RUNTIME.spawn(async move {
+                match s.cover(&url).await {
+                    Ok((bytes, Some(kind))) => Some((bytes, kind)),
+                    _ => None,
+                }
+            })
+        });
+    let manifest = session.manifest(&current).await;
+    let manifest = match manifest {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(c) = cover {
+                c.abort();
+            }
+            return Err(OpenError::Manifest(e));
+        }
+    };
+    let cover = match cover {
+        None => Cover::Here(None),
+        Some(mut c) => match tokio::time::timeout(COVER_WAIT, &mut c).await {
+            Ok(r) => Cover::Here(r.ok().flatten()),
+            Err(_) => Cover::Late(c),
         },
-        None => None,
     };
     let token = session.tokens.peek().await;
     Ok(Opened {
@@ -577,9 +613,14 @@ impl AmazonMusicSrc {
         self.push_audio_object_event(&session, &opened.current, opened.token.as_ref());
         match &opened.metadata {
             Ok(meta) => {
-                let cover = opened
-                    .cover
-                    .map(|(bytes, kind)| tags::image_sample(bytes, &kind));
+                let cover = match opened.cover {
+                    Cover::Here(c) => c,
+                    Cover::Late(c) => {
+                        self.post_late_cover(meta.clone(), c);
+                        None
+                    }
+                };
+                let cover = cover.map(|(bytes, kind)| tags::image_sample(bytes, &kind));
                 let tags = tags::tag_list(meta, cover);
                 gst::debug!(CAT, imp = self, "tags {:?}", tags);
                 // As an event for downstream, and as a message so that the application (and
@@ -609,6 +650,23 @@ impl AmazonMusicSrc {
             opened.current.generation
         );
         Ok(gst::Buffer::from_mut_slice(opened.manifest))
+    }
+
+    /// The tags again, with the cover, in a message once a late cover arrives (the manifest,
+    /// and with it the tag event, went on without it).
+    fn post_late_cover(&self, meta: TrackMetadata, cover: tokio::task::JoinHandle<CoverBytes>) {
+        let weak = self.obj().downgrade();
+        RUNTIME.spawn(async move {
+            let Ok(Some((bytes, kind))) = cover.await else {
+                return;
+            };
+            let Some(obj) = weak.upgrade() else {
+                return;
+            };
+            let tags = tags::tag_list(&meta, Some(tags::image_sample(bytes, &kind)));
+            gst::debug!(CAT, obj = obj, "late cover: {:?}", tags);
+            let _ = obj.post_message(gst::message::Tag::builder(tags).src(&obj).build());
+        });
     }
 
     fn start_refresher(&self, session: Arc<Session>) {
