@@ -43,6 +43,8 @@ impl Ewma {
 
 /// Downloads shorter than this say more about TCP and the server than about the link.
 pub const MIN_SAMPLE_BYTES: u64 = 16 * 1024;
+/// Transfers shorter than this are timed as this long (a lower bound on the rate).
+pub const MIN_TRANSFER_S: f64 = 0.005;
 /// A first byte this much later than the usual latency means the link stalled (an outage).
 pub const OUTAGE_TTFB_S: f64 = 2.0;
 /// Time the link sat idle before a download counts towards that download's weight, up to this
@@ -155,10 +157,13 @@ impl ThroughputEstimator {
                 Some(l) => 0.7 * l + 0.3 * ttfb_s,
             });
         }
-        let transfer_s = total_s - ttfb_s - stalled_s;
-        if bytes < MIN_SAMPLE_BYTES || transfer_s <= 0.005 {
+        if bytes < MIN_SAMPLE_BYTES || total_s - ttfb_s - stalled_s < 0.0 {
             return;
         }
+        // A download too quick to time (a local or very fast link: a megabyte in a
+        // millisecond) still says the link is at least that fast. Dropping it left no estimate
+        // at all, so the default guess (1 Mb/s) took FLAC away on a loopback link.
+        let transfer_s = (total_s - ttfb_s - stalled_s).max(MIN_TRANSFER_S);
         let end_s = end_s.filter(|e| e.is_finite());
         let idle_s = match (end_s, self.last_end_s) {
             (Some(end), Some(last)) => (end - total_s - last).clamp(0.0, IDLE_WEIGHT_CAP_S),
@@ -365,5 +370,12 @@ mod tests {
         b.add(100_000, 0.02, 1.02);
         b.add(100_000, 0.02, 1.02);
         assert!(close(a.estimate_bps().unwrap(), b.estimate_bps().unwrap()));
+    }
+
+    #[test]
+    fn a_download_too_quick_to_time_gives_a_lower_bound() {
+        let mut t = ThroughputEstimator::new(2.0, 5.0);
+        t.add(1_000_000, 0.0005, 0.0012);
+        assert!(close(t.estimate_bps().unwrap(), 8e6 / MIN_TRANSFER_S));
     }
 }
