@@ -69,15 +69,21 @@ fn print_run(scenario: &str, r: &SimResult) {
 /// seeds 1–20; whole-segment playback, then progressive. The figures of ABR.md.
 #[test]
 fn abr_scenario_scores() {
-    for progressive in [false, true] {
+    // The element streams progressively and, choosing across codecs, starts in the manifest's
+    // preferred family (FLAC here).
+    let element = AbrConfig {
+        start_codec: Some(CodecFamily::Flac),
+        ..AbrConfig::default()
+    };
+    for (mode, progressive, config) in [
+        ("whole segments", false, AbrConfig::default()),
+        ("progressive", true, AbrConfig::default()),
+        ("as the element (progressive, FLAC start)", true, element),
+    ] {
         let opts = SimOptions {
             progressive,
+            config,
             ..SimOptions::default()
-        };
-        let mode = if progressive {
-            "progressive"
-        } else {
-            "whole segments"
         };
         println!("== {mode}, seed 1 (vinyl: stable-high 0.902, stable-low 0.610, wifi-to-4g 0.878, outage 0.368, noisy-mobile 0.719)");
         for (scenario, r) in run_scenarios(1, &opts) {
