@@ -156,22 +156,26 @@ fn market_reaches_the_license_server() {
         base = emu.proc.base_url,
         tf = token_file.display(),
     );
-    let got = amzmusic_tests::run_pipeline(&desc, Duration::from_secs(60)).unwrap();
-    assert!(got.error.is_none(), "{:?}", got.error);
-    amzmusic_tests::assert_same_pcm(&got.bytes, &want, 4, "JP track in market JP");
-    // The track is all clear lead, so the pipeline may reach EOS before the license answer
-    // (which the emulator logs once it has answered): wait for it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let licenses = loop {
-        let l: Vec<u16> = emu
-            .calls("POST", "/license/")
+    // The track is all clear lead, so the pipeline could reach EOS, and stop, before the
+    // decryptor's license request has even left (under load it did: no request at all). The
+    // output is held at its first buffer until the emulator has answered the license.
+    let licenses = || -> Vec<u16> {
+        emu.calls("POST", "/license/")
             .into_iter()
             .map(|(_, s)| s)
-            .collect();
-        if !l.is_empty() || Instant::now() > deadline {
-            break l;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+            .collect()
     };
+    let (pipeline, sink) = amzmusic_tests::launch_holding(&desc).unwrap();
+    let mut held = false;
+    let got = amzmusic_tests::play_to_end(&pipeline, &sink, Duration::from_secs(60), |_| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !held && licenses().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        held = true;
+    });
+    assert!(got.error.is_none(), "{:?}", got.error);
+    amzmusic_tests::assert_same_pcm(&got.bytes, &want, 4, "JP track in market JP");
+    let licenses = licenses();
     assert_eq!(licenses, vec![200], "the license server saw market JP");
 }
