@@ -27,6 +27,9 @@ pub const CHUNK_BYTES: usize = 16 * 1024;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the selector is asked whether to abandon the download in flight.
 pub const ABANDON_CHECK: Duration = Duration::from_millis(250);
+/// At start-up, the first piece waits for this much of the body (or a whole piece) so that the
+/// start check measures a rate, not a burst.
+pub const START_SAMPLE: Duration = Duration::from_millis(100);
 
 /// The audio object as the demuxer uses it; values are secret, `Debug` prints none.
 #[derive(Clone, Default)]
@@ -1042,7 +1045,7 @@ impl Context {
         index: usize,
         tag: u64,
         epoch: u64,
-        mut gate: Option<tokio::sync::oneshot::Receiver<()>>,
+        mut gate: Option<tokio::sync::oneshot::Receiver<Item>>,
     ) -> Result<Streamed, EngineError> {
         let plan = self.plan(cand).await?;
         let seg = plan
@@ -1068,6 +1071,16 @@ impl Context {
         let mut last_flush = Instant::now();
         let mut next_check = started + ABANDON_CHECK;
         let (mut attempt, mut refreshed) = (0u32, false);
+        // A switch's init segment (from `gate`) is queued with the first piece, not before:
+        // until then nothing of this download is downstream, and the start check may drop it.
+        let had_init = gate.is_some();
+        let mut held_init: Option<Item> = None;
+        let queue = |item: Item, held: &mut Option<Item>| {
+            if let Some(init) = held.take() {
+                self.shared.push(epoch, init);
+            }
+            self.shared.push(epoch, item);
+        };
         'attempts: loop {
             self.maybe_refresh_expiring().await?;
             let build = |c: &Context| c.media_request(cand, index);
@@ -1108,7 +1121,7 @@ impl Context {
                                 attempt = 1;
                             }
                             if gate.is_none() && !piece.pending.is_empty() {
-                                self.shared.push(epoch, piece.take(false));
+                                queue(piece.take(false), &mut held_init);
                             }
                             self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
                                 .await?;
@@ -1120,7 +1133,7 @@ impl Context {
                             attempt = 1;
                         }
                         if gate.is_none() && !piece.pending.is_empty() {
-                            self.shared.push(epoch, piece.take(false));
+                            queue(piece.take(false), &mut held_init);
                         }
                         let e = FetchError::Stalled(self.fetcher.policy.stall_timeout);
                         self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
@@ -1130,20 +1143,52 @@ impl Context {
                     r = async { gate.as_mut().expect("enabled only with a gate").await },
                         if gate.is_some() =>
                     {
-                        if r.is_err() {
-                            return Err(EngineError::Network(format!(
-                                "{what}: the init segment did not come"
-                            )));
+                        match r {
+                            Ok(init) => held_init = Some(init),
+                            Err(_) => {
+                                return Err(EngineError::Network(format!(
+                                    "{what}: the init segment did not come"
+                                )))
+                            }
                         }
                         gate = None;
                     }
                     _ = tick.tick() => {}
                 }
+                let startup = piece.queued == 0
+                    && !self
+                        .shared
+                        .playing
+                        .load(std::sync::atomic::Ordering::SeqCst);
+                // The start check needs a fair sample: a full piece, or the bytes of
+                // START_SAMPLE (on a slow link only; a fast one fills the piece sooner).
+                let sampled = piece.pending.len() >= CHUNK_BYTES
+                    || ttfb.is_some_and(|t| started.elapsed() >= t + START_SAMPLE);
                 if gate.is_none()
+                    && (!startup || sampled)
                     && (piece.pending.len() >= CHUNK_BYTES
                         || (!piece.pending.is_empty() && last_flush.elapsed() >= FLUSH_INTERVAL))
                 {
-                    self.shared.push(epoch, piece.take(false));
+                    if startup {
+                        // Start-up: the first bytes are about to go downstream. Still time to
+                        // trade the candidate for one the measured rate keeps in real time.
+                        let f = InFlightNow {
+                            cand,
+                            index,
+                            tag,
+                            total: piece.total,
+                            received,
+                            elapsed: started.elapsed(),
+                            ttfb,
+                        };
+                        if let Some(to) = self.check_start(&f) {
+                            return Ok(Streamed::Abandoned {
+                                to,
+                                init_retracted: had_init,
+                            });
+                        }
+                    }
+                    queue(piece.take(false), &mut held_init);
                     last_flush = Instant::now();
                 }
                 if Instant::now() >= next_check && gate.is_none() {
@@ -1158,21 +1203,65 @@ impl Context {
                         ttfb,
                     };
                     if let Some(out) = self.check_abandon(&f) {
-                        return Ok(out);
+                        // Nothing queued yet: the init segment is still held here.
+                        return Ok(match out {
+                            Streamed::Abandoned { to, init_retracted } => Streamed::Abandoned {
+                                to,
+                                init_retracted: init_retracted || (had_init && piece.queued == 0),
+                            },
+                            done => done,
+                        });
                     }
                 }
             }
         }
         if let Some(g) = gate {
-            g.await.map_err(|_| {
+            held_init = Some(g.await.map_err(|_| {
                 EngineError::Network(format!("{what}: the init segment did not come"))
-            })?;
+            })?);
         }
-        self.shared.push(epoch, piece.take(true));
+        queue(piece.take(true), &mut held_init);
         self.shared.stats.lock().unwrap().segments += 1;
         let ttfb = ttfb.unwrap_or_default();
         self.measure(received, ttfb, started.elapsed());
         Ok(Streamed::Done)
+    }
+
+    /// At start-up, before the first piece of the download in flight goes downstream: asks the
+    /// selector whether the rate its bytes come at keeps it ahead of real time, and which
+    /// candidate to fetch instead when not (never with a pinned representation).
+    fn check_start(&self, f: &InFlightNow) -> Option<usize> {
+        let total = f.total?;
+        if self.pinned.lock().unwrap().is_some() {
+            return None;
+        }
+        let to = {
+            let mut abr = self.abr.lock().unwrap();
+            let a = abr.as_mut()?;
+            let rep = a.map.iter().position(|c| *c == f.cand)?;
+            let flight = abr::InFlight {
+                rep,
+                segment: f.index,
+                bytes_total: total,
+                bytes_received: f.received,
+                elapsed: f.elapsed,
+                ttfb: f.ttfb,
+            };
+            let choice = a.selector.check_start(&flight, self.epoch.elapsed())?;
+            a.map[choice.rep]
+        };
+        self.shared.stats.lock().unwrap().abandons += 1;
+        (self.log)(&format!(
+            "start-up: segment {} of {} comes too slowly for real time ({} of {} bytes in {:?}): \
+             {} instead",
+            f.index,
+            plan_id(self, f.cand),
+            f.received,
+            total,
+            f.elapsed,
+            plan_id(self, to)
+        ));
+        Some(to)
     }
 
     /// Asks the selector whether to abandon the download in flight; only while none of it went
@@ -1386,16 +1475,13 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
             let (tx, rx) = tokio::sync::oneshot::channel();
             let init = async {
                 let data = ctx.init_bytes(chosen).await?;
-                ctx.shared.push(
-                    epoch,
-                    Item::Init {
-                        candidate: chosen,
-                        codec,
-                        data,
-                        tag,
-                    },
-                );
-                let _ = tx.send(());
+                // Queued by the media download, with its first piece.
+                let _ = tx.send(Item::Init {
+                    candidate: chosen,
+                    codec,
+                    data,
+                    tag,
+                });
                 Ok::<(), EngineError>(())
             };
             let media = ctx.stream_segment(chosen, index, tag, epoch, Some(rx));

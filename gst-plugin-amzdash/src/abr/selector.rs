@@ -40,6 +40,9 @@ pub struct AbrConfig {
     pub build_speed: f64,
     /// The first segment must be expected to arrive within this, so start-up stays fast.
     pub startup_budget: Duration,
+    /// Played as it arrives, the first segment must come this much faster than real time
+    /// (0.25: in 80 % of its duration), or [`QualitySelector::check_start`] drops it.
+    pub start_margin: f64,
     /// Media time over which exact segment sizes give the rate a candidate needs.
     pub rate_window: Duration,
     /// Within this much media of the end of the track, the buffer may be spent on quality that
@@ -78,6 +81,7 @@ impl Default for AbrConfig {
             build_buffer: Duration::from_secs(20),
             build_speed: 3.0,
             startup_budget: Duration::from_secs(1),
+            start_margin: 0.25,
             rate_window: Duration::from_secs(30),
             end_game_horizon: Duration::from_secs(60),
             cross_codec_margin: 0.2,
@@ -677,6 +681,56 @@ impl QualitySelector {
         choice
     }
 
+    /// At start-up (the first segment of a play, or after a seek), when the first bytes of the
+    /// segment in flight are about to go downstream: played as it arrives, the segment must come
+    /// faster than real time with `start_margin` to spare, at the rate its bytes are coming.
+    /// `Some` means it will not: drop it before anything of it goes downstream and fetch it from
+    /// the returned candidate (the best one that would). The start candidate is chosen on an
+    /// estimate that, cold, is only a guess (FLAC on a 500 kb/s link stalled for 6 s in its
+    /// first segment); this is the first download's measurement correcting it at no cost to
+    /// the start-up. At most once per segment, and only before the first play.
+    pub fn check_start(&mut self, f: &InFlight, now: Duration) -> Option<Choice> {
+        if self.played || f.rep == 0 || f.bytes_total == 0 {
+            return None;
+        }
+        if self.abandoned_segment == Some(f.segment) {
+            return None;
+        }
+        let ttfb = secs(f.ttfb?);
+        let flowing = secs(f.elapsed) - ttfb;
+        if flowing <= 0.0 || f.bytes_received == 0 {
+            return None;
+        }
+        let rate = f.bytes_received as f64 * 8.0 / flowing;
+        let k = f.segment.min(self.ladder.segment_count() - 1);
+        let budget = self.ladder.duration_s(k) / (1.0 + self.config.start_margin);
+        let left_s = f.bytes_total.saturating_sub(f.bytes_received) as f64 * 8.0 / rate;
+        if secs(f.elapsed) + left_s <= budget {
+            return None;
+        }
+        let r = (0..f.rep)
+            .rev()
+            .find(|&r| self.fetch_time(r, k, rate) <= budget)
+            .unwrap_or(0);
+        self.progress = None;
+        self.est.add_stalled_at(
+            f.bytes_received,
+            ttfb,
+            secs(f.elapsed),
+            0.0,
+            Some(secs(now)),
+        );
+        self.abandoned_segment = Some(f.segment);
+        self.stats.abandons += 1;
+        Some(self.commit(
+            Choice {
+                rep: r,
+                reason: Reason::Abandon,
+            },
+            now,
+        ))
+    }
+
     /// Call while a media segment downloads (every few hundred ms; not once its audio is being
     /// played, when segments are streamed downstream as they arrive): `Some` means drop it and
     /// fetch the same segment from the returned candidate, which arrives sooner (the bytes that
@@ -1151,6 +1205,48 @@ mod tests {
         assert_eq!((c.rep, c.reason), (1, Reason::Deadline));
         assert_eq!(q.choose(3, &playing(40), 110 * S).reason, Reason::CodecCost);
         assert_eq!(q.choose(4, &playing(40), 126 * S).rep, 3);
+    }
+
+    #[test]
+    fn a_start_too_slow_for_real_time_is_dropped_before_it_plays() {
+        // Cold, the first segment is the FLAC rung (1 MB for 10 s). On a 500 kb/s link its
+        // first bytes come at that rate: it would take 16 s, so it goes to the best Opus rung
+        // that comes within 8 s at that rate (400 kb/s would need 8.1 s), before it plays.
+        let cfg = AbrConfig {
+            start_codec: Some(CodecFamily::Flac),
+            ..AbrConfig::default()
+        };
+        let stopped = BufferLevel {
+            ahead: Duration::ZERO,
+            bytes: 0,
+            playing: false,
+        };
+        let mut q = QualitySelector::new(ladder(6), cfg.clone());
+        let c = q.choose(0, &stopped, Duration::ZERO);
+        assert_eq!((c.rep, c.reason), (3, Reason::Startup));
+        let at = |bps: f64| InFlight {
+            rep: 3,
+            segment: 0,
+            bytes_total: 1_000_000,
+            bytes_received: (bps / 8.0 * 0.05) as u64,
+            elapsed: Duration::from_millis(130),
+            ttfb: Some(Duration::from_millis(80)),
+        };
+        let c = q
+            .check_start(&at(500e3), Duration::from_millis(130))
+            .unwrap();
+        assert_eq!((c.rep, c.reason), (1, Reason::Abandon));
+        assert_eq!(q.stats().abandons, 1);
+        // Once per segment.
+        assert_eq!(q.check_start(&at(500e3), Duration::from_millis(200)), None);
+        // On a 10 Mb/s link it stays; and never once playing.
+        let mut q = QualitySelector::new(ladder(6), cfg);
+        q.choose(0, &stopped, Duration::ZERO);
+        assert_eq!(q.check_start(&at(10e6), Duration::from_millis(130)), None);
+        q.choose(1, &playing(9), S);
+        let mut f = at(100e3);
+        f.segment = 1;
+        assert_eq!(q.check_start(&f, S), None);
     }
 
     #[test]
