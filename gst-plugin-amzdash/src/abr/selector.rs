@@ -38,6 +38,11 @@ pub struct AbrConfig {
     /// outage seen), only candidates that download `build_speed` times faster than real time.
     pub build_buffer: Duration,
     pub build_speed: f64,
+    /// `build_speed` in the thin-buffer up-switch rule while the link has never stalled (no
+    /// outage seen): on a 10 Mb/s link, the segment after the first came about 9 s ahead of
+    /// playback, just short of 3 × its fetch time plus the reserve, and FLAC HD waited a
+    /// segment (against dashdemux2's one).
+    pub calm_build_speed: f64,
     /// The first segment must be expected to arrive within this, so start-up stays fast.
     pub startup_budget: Duration,
     /// Played as it arrives, the first segment must come this much faster than real time
@@ -80,6 +85,7 @@ impl Default for AbrConfig {
             reserve: Duration::from_secs(3),
             build_buffer: Duration::from_secs(20),
             build_speed: 3.0,
+            calm_build_speed: 2.0,
             startup_budget: Duration::from_secs(1),
             start_margin: 0.25,
             rate_window: Duration::from_secs(30),
@@ -454,6 +460,15 @@ impl QualitySelector {
         want.min(secs(self.config.max_buffer) - secs(self.config.resume_gap))
     }
 
+    /// How many times over a thin buffer must cover an up-switch's fetch.
+    fn quick_speed(&self) -> f64 {
+        if self.est.longest_outage_s() > 0.0 {
+            self.config.build_speed
+        } else {
+            self.config.calm_build_speed
+        }
+    }
+
     /// Whether segment `k` of `rep` arrives before the buffer falls below the reserve.
     fn in_time(&self, rep: usize, k: usize, buffer_s: f64, bps: f64) -> bool {
         self.fetch_time(rep, k, bps) <= buffer_s - secs(self.config.reserve)
@@ -620,7 +635,7 @@ impl QualitySelector {
         if let Some(cur) = self.current {
             // ExoPlayer's rule, except for a segment so quick to fetch that even a thin buffer
             // covers it `build_speed` times over (a fast link right after the first segment).
-            let quick = self.fetch_time(target, k, bps * c.up_factor) * c.build_speed
+            let quick = self.fetch_time(target, k, bps * c.up_factor) * self.quick_speed()
                 <= b - secs(c.reserve);
             if target > cur && b < secs(c.min_buffer_for_up) && !quick {
                 target = cur;

@@ -322,6 +322,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
     let mut decisions = Vec::new();
     let mut playing_bw: Option<u64> = None;
     let mut next_abandon_check = 0.0;
+    let mut start_checked = false;
 
     let send = |t: f64, media: Option<(usize, usize)>, total: u64, init: u64| Request {
         media,
@@ -394,6 +395,30 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                     let bytes = ladder.segment_bytes(c.rep, next_seg) as u64 + init;
                     req = Some(send(t, Some((next_seg, c.rep)), bytes, init));
                     next_abandon_check = t + 0.25;
+                }
+            }
+        }
+        // The element's start check (progressive only): before anything plays, once 100 ms of
+        // the first segment's body came, the rate it comes at must keep it in real time.
+        if opts.progressive && !started && !start_checked {
+            if let Some(r) = req.as_ref().filter(|r| !r.upgrade) {
+                if let Some((k, rep)) = r.media.filter(|_| t >= r.first_byte + 0.1) {
+                    start_checked = true;
+                    let f = InFlight {
+                        rep,
+                        segment: k,
+                        bytes_total: r.total - r.init,
+                        bytes_received: r.media_received() as u64,
+                        elapsed: Duration::from_secs_f64(t - r.sent),
+                        ttfb: Some(Duration::from_secs_f64(r.first_byte - r.sent)),
+                    };
+                    if let Some(c) = abr.check_start(&f, Duration::from_secs_f64(t)) {
+                        decisions.push((t, k, c.rep, c.reason));
+                        let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
+                        have_init[c.rep] = true;
+                        let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
+                        req = Some(send(t, Some((k, c.rep)), bytes, init));
+                    }
                 }
             }
         }
