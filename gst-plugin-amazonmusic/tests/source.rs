@@ -318,6 +318,60 @@ fn access_token_expiring_mid_run_is_refreshed_once_and_written_back() {
 }
 
 #[test]
+fn a_late_cover_does_not_hold_the_manifest_back() {
+    // The cover answers 3 s late: the manifest (and the tags without the image) go on at
+    // once, and the image follows in a tag message when it comes.
+    let emu = Emu::start(&[]);
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    assert_eq!(
+        emu.post_json(
+            "/_emulator/faults",
+            serde_json::json!({"path_contains": "/images/", "action": {"delay": {"ms": 3000}}})
+        ),
+        201
+    );
+    let t = std::time::Instant::now();
+    let run = Running::new(source(&emu, &token_file, HD));
+    run.manifest(WAIT).expect("manifest");
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t.elapsed()
+    );
+    let pad = run.sink.static_pad("sink").unwrap();
+    let tags = pad
+        .sticky_event::<gst::event::Tag>(0)
+        .expect("tag event")
+        .tag_owned();
+    assert_eq!(
+        tags.get::<gst::tags::Title>().unwrap().get(),
+        "Harbour Lights"
+    );
+    assert!(tags.get::<gst::tags::Image>().is_none());
+    let bus = run.pipeline.bus().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let image = loop {
+        assert!(std::time::Instant::now() < deadline, "no late cover");
+        let Some(m) =
+            bus.timed_pop_filtered(gst::ClockTime::from_mseconds(100), &[gst::MessageType::Tag])
+        else {
+            continue;
+        };
+        if let gst::MessageView::Tag(t) = m.view() {
+            if let Some(i) = t.tags().get::<gst::tags::Image>() {
+                break i.get().clone();
+            }
+        }
+    };
+    assert_eq!(
+        image.caps().unwrap().structure(0).unwrap().name(),
+        "image/png"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(3000));
+}
+
+#[test]
 fn network_failures_are_retried() {
     let emu = Emu::start(&[]);
     let dir = temp_dir();
