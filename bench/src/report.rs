@@ -406,11 +406,16 @@ pub fn markdown(r: &Results) -> String {
            playback in the same process right after. Median of {} processes per cell.\n\
          - **CPU and memory**: the track played as fast as the pipeline goes (`sync=false`), unshaped; CPU is \
            the process's user+system time (getrusage) from PLAYING to EOS, per minute of audio that reached \
-           the sink; peak RSS is the process's `ru_maxrss`.\n\
+           the sink; peak RSS is the process's `ru_maxrss`. The CPU row is the median of {} runs per player, \
+           alternating (one run is under a second of CPU, and single runs varied by 1.5x); the long track is \
+           one run each.\n\
          - **decryption**: widevinedecrypt's `cenc::decrypt_in_place` on 16 KiB samples, one thread; cenc is \
            AES-128-CTR over the whole sample, cbcs is the 1:9 pattern the emulator packages, so MB/s counts \
            sample bytes.\n",
-        r.top_bandwidth, r.opts.seed, r.opts.ttfa_repeats
+        r.top_bandwidth,
+        r.opts.seed,
+        r.opts.ttfa_repeats,
+        if r.opts.quick { 1 } else { crate::suite::CPU_REPEATS }
     );
 
     let _ = writeln!(
