@@ -461,6 +461,20 @@ struct InFlightNow {
     ttfb: Option<Duration>,
 }
 
+impl InFlightNow {
+    /// As the selector sees it: `rep` in its ladder, `total` bytes in all.
+    fn as_rep(&self, rep: usize, total: u64) -> abr::InFlight {
+        abr::InFlight {
+            rep,
+            segment: self.index,
+            bytes_total: total,
+            bytes_received: self.received,
+            elapsed: self.elapsed,
+            ttfb: self.ttfb,
+        }
+    }
+}
+
 /// The part of a media segment received and not yet queued, and the accounting of what was.
 struct Piece {
     cand: usize,
@@ -1074,6 +1088,15 @@ impl Context {
         // A switch's init segment (from `gate`) is queued with the first piece, not before:
         // until then nothing of this download is downstream, and the start check may drop it.
         let had_init = gate.is_some();
+        let in_flight = |total, received, ttfb| InFlightNow {
+            cand,
+            index,
+            tag,
+            total,
+            received,
+            elapsed: started.elapsed(),
+            ttfb,
+        };
         let mut held_init: Option<Item> = None;
         let queue = |item: Item, held: &mut Option<Item>| {
             if let Some(init) = held.take() {
@@ -1172,15 +1195,7 @@ impl Context {
                     if startup {
                         // Start-up: the first bytes are about to go downstream. Still time to
                         // trade the candidate for one the measured rate keeps in real time.
-                        let f = InFlightNow {
-                            cand,
-                            index,
-                            tag,
-                            total: piece.total,
-                            received,
-                            elapsed: started.elapsed(),
-                            ttfb,
-                        };
+                        let f = in_flight(piece.total, received, ttfb);
                         if let Some(to) = self.check_start(&f) {
                             return Ok(Streamed::Abandoned {
                                 to,
@@ -1193,15 +1208,7 @@ impl Context {
                 }
                 if Instant::now() >= next_check && gate.is_none() {
                     next_check = Instant::now() + ABANDON_CHECK;
-                    let f = InFlightNow {
-                        cand,
-                        index,
-                        tag,
-                        total: piece.total,
-                        received,
-                        elapsed: started.elapsed(),
-                        ttfb,
-                    };
+                    let f = in_flight(piece.total, received, ttfb);
                     if let Some(out) = self.check_abandon(&f) {
                         // Nothing queued yet: the init segment is still held here.
                         return Ok(match out {
@@ -1239,15 +1246,9 @@ impl Context {
             let mut abr = self.abr.lock().unwrap();
             let a = abr.as_mut()?;
             let rep = a.map.iter().position(|c| *c == f.cand)?;
-            let flight = abr::InFlight {
-                rep,
-                segment: f.index,
-                bytes_total: total,
-                bytes_received: f.received,
-                elapsed: f.elapsed,
-                ttfb: f.ttfb,
-            };
-            let choice = a.selector.check_start(&flight, self.epoch.elapsed())?;
+            let choice = a
+                .selector
+                .check_start(&f.as_rep(rep, total), self.epoch.elapsed())?;
             a.map[choice.rep]
         };
         self.shared.stats.lock().unwrap().abandons += 1;
@@ -1271,14 +1272,7 @@ impl Context {
     fn check_abandon(&self, f: &InFlightNow) -> Option<Streamed> {
         let total = f.total?;
         let mut q = self.shared.queue.lock().unwrap();
-        let in_flight = |rep| abr::InFlight {
-            rep,
-            segment: f.index,
-            bytes_total: total,
-            bytes_received: f.received,
-            elapsed: f.elapsed,
-            ttfb: f.ttfb,
-        };
+        let in_flight = |rep| f.as_rep(rep, total);
         if q.popped_tag >= f.tag || self.pinned.lock().unwrap().is_some() {
             // Too late to abandon (or not ours to choose), but the selector still follows the
             // progress: an outage that starts mid-download shows there.

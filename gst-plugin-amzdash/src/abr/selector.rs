@@ -728,22 +728,35 @@ impl QualitySelector {
             .find(|&r| self.fetch_time(r, k, rate) <= budget)
             .unwrap_or(0);
         self.progress = None;
+        Some(self.abandon(f, ttfb, 0.0, r, now))
+    }
+
+    /// Gives up the download in flight for candidate `r`: what did arrive is a measurement
+    /// (`stalled` seconds of it without bytes), and the segment is not given up twice.
+    fn abandon(
+        &mut self,
+        f: &InFlight,
+        ttfb: f64,
+        stalled: f64,
+        r: usize,
+        now: Duration,
+    ) -> Choice {
         self.est.add_stalled_at(
             f.bytes_received,
             ttfb,
             secs(f.elapsed),
-            0.0,
+            stalled,
             Some(secs(now)),
         );
         self.abandoned_segment = Some(f.segment);
         self.stats.abandons += 1;
-        Some(self.commit(
+        self.commit(
             Choice {
                 rep: r,
                 reason: Reason::Abandon,
             },
             now,
-        ))
+        )
     }
 
     /// Call while a media segment downloads (every few hundred ms; not once its audio is being
@@ -789,22 +802,7 @@ impl QualitySelector {
         let stalled = self.progress.take().map_or(0.0, |p| {
             p.stalled_s + p.gap_stall(secs(f.elapsed), f.bytes_received.saturating_sub(p.bytes))
         });
-        self.est.add_stalled_at(
-            f.bytes_received,
-            ttfb,
-            secs(f.elapsed),
-            stalled,
-            Some(secs(now)),
-        );
-        self.abandoned_segment = Some(f.segment);
-        self.stats.abandons += 1;
-        Some(self.commit(
-            Choice {
-                rep: r,
-                reason: Reason::Abandon,
-            },
-            now,
-        ))
+        Some(self.abandon(f, ttfb, stalled, r, now))
     }
 
     /// Spare bandwidth spent on quality: when every segment is fetched (nothing left for
