@@ -235,7 +235,7 @@ pub struct Shared {
 
 impl Shared {
     /// The playhead's clock now.
-    pub fn play_time(&self) -> Duration {
+    fn play_time(&self) -> Duration {
         self.play_clock.lock().unwrap().at(Instant::now())
     }
 
@@ -243,6 +243,18 @@ impl Shared {
     pub fn downstream_ahead(&self) -> Duration {
         let clock = self.play_time();
         self.playhead.lock().unwrap().ahead(clock)
+    }
+
+    /// Media `[from, to)` went downstream now.
+    pub fn pushed_downstream(&self, from: Duration, to: Duration) {
+        let clock = self.play_time();
+        self.playhead.lock().unwrap().pushed(from, to, clock);
+    }
+
+    /// Whether a listener in real time has heard everything pushed (a wait now is a stall).
+    pub fn listener_caught_up(&self) -> bool {
+        let clock = self.play_time();
+        self.playhead.lock().unwrap().caught_up(clock)
     }
 
     fn new_tag(&self) -> u64 {
@@ -601,7 +613,11 @@ impl Context {
     /// The buffer the selector decides on: the demuxer's queue and what went downstream that
     /// the listener has not heard yet.
     fn buffer_level(&self) -> abr::BufferLevel {
-        let downstream = self.shared.downstream_ahead();
+        self.level(self.shared.downstream_ahead())
+    }
+
+    /// The demuxer's queue, plus `downstream` ahead of the listener.
+    fn level(&self, downstream: Duration) -> abr::BufferLevel {
         let q = self.shared.queue.lock().unwrap();
         abr::BufferLevel {
             ahead: q.time + downstream,
@@ -1085,9 +1101,9 @@ impl Context {
         let mut last_flush = Instant::now();
         let mut next_check = started + ABANDON_CHECK;
         let (mut attempt, mut refreshed) = (0u32, false);
-        // A switch's init segment (from `gate`) is queued with the first piece, not before:
-        // until then nothing of this download is downstream, and the start check may drop it.
-        let had_init = gate.is_some();
+        // A switch's init segment (from `gate`) is held here and queued with the first piece,
+        // not before: until then nothing of this download is downstream, and the start check
+        // (or an abandon) may drop it with the rest.
         let in_flight = |total, received, ttfb| InFlightNow {
             cand,
             index,
@@ -1199,7 +1215,7 @@ impl Context {
                         if let Some(to) = self.check_start(&f) {
                             return Ok(Streamed::Abandoned {
                                 to,
-                                init_retracted: had_init,
+                                init_retracted: held_init.is_some(),
                             });
                         }
                     }
@@ -1209,14 +1225,11 @@ impl Context {
                 if Instant::now() >= next_check && gate.is_none() {
                     next_check = Instant::now() + ABANDON_CHECK;
                     let f = in_flight(piece.total, received, ttfb);
-                    if let Some(out) = self.check_abandon(&f) {
-                        // Nothing queued yet: the init segment is still held here.
-                        return Ok(match out {
-                            Streamed::Abandoned { to, init_retracted } => Streamed::Abandoned {
-                                to,
-                                init_retracted: init_retracted || (had_init && piece.queued == 0),
-                            },
-                            done => done,
+                    if let Some((to, init_retracted)) = self.check_abandon(&f) {
+                        // An init segment still held here goes with the download.
+                        return Ok(Streamed::Abandoned {
+                            to,
+                            init_retracted: init_retracted || held_init.is_some(),
                         });
                     }
                 }
@@ -1267,9 +1280,10 @@ impl Context {
 
     /// Asks the selector whether to abandon the download in flight; only while none of it went
     /// downstream (its pieces are still queued, or not queued at all), and never when a
-    /// representation is pinned (then it only reports the progress). Holds the queue so that the streaming thread cannot take a
-    /// piece between the decision and the retraction.
-    fn check_abandon(&self, f: &InFlightNow) -> Option<Streamed> {
+    /// representation is pinned (then it only reports the progress). Holds the queue so that
+    /// the streaming thread cannot take a piece between the decision and the retraction.
+    /// `Some((candidate, init_retracted))`: fetch the segment from that candidate instead.
+    fn check_abandon(&self, f: &InFlightNow) -> Option<(usize, bool)> {
         let total = f.total?;
         let mut q = self.shared.queue.lock().unwrap();
         let in_flight = |rep| f.as_rep(rep, total);
@@ -1312,18 +1326,14 @@ impl Context {
             f.elapsed,
             plan_id(self, to)
         ));
-        Some(Streamed::Abandoned { to, init_retracted })
+        Some((to, init_retracted))
     }
 
     async fn wait_for_space(&self) {
         loop {
             // Only the demuxer's own queue: it is what the byte and time budgets bound, and a
             // consumer far ahead of real time (a file sink) must not pause the downloads.
-            let queued = self.shared.queue.lock().unwrap().time;
-            let level = abr::BufferLevel {
-                ahead: queued,
-                ..self.buffer_level()
-            };
+            let level = self.level(Duration::ZERO);
             let advice = self
                 .abr
                 .lock()

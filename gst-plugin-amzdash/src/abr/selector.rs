@@ -727,12 +727,12 @@ impl QualitySelector {
             .rev()
             .find(|&r| self.fetch_time(r, k, rate) <= budget)
             .unwrap_or(0);
-        self.progress = None;
         Some(self.abandon(f, ttfb, 0.0, r, now))
     }
 
     /// Gives up the download in flight for candidate `r`: what did arrive is a measurement
-    /// (`stalled` seconds of it without bytes), and the segment is not given up twice.
+    /// (`stalled` seconds of it without bytes), its progress record goes, and the segment is
+    /// not given up twice.
     fn abandon(
         &mut self,
         f: &InFlight,
@@ -741,6 +741,7 @@ impl QualitySelector {
         r: usize,
         now: Duration,
     ) -> Choice {
+        self.progress = None;
         self.est.add_stalled_at(
             f.bytes_received,
             ttfb,

@@ -496,10 +496,7 @@ impl AmzDashDemux {
             // It is an underrun only once a listener in real time has heard everything pushed
             // (see crate::playhead): a consumer that is not clocked waits here on every
             // download without anyone waiting for audio.
-            let underrun = since.elapsed() >= UNDERRUN && {
-                let clock = self.shared.play_time();
-                self.shared.playhead.lock().unwrap().caught_up(clock)
-            };
+            let underrun = since.elapsed() >= UNDERRUN && self.shared.listener_caught_up();
             self.report_level(underrun);
             if underrun && !counted && self.shared.playing.load(Ordering::SeqCst) {
                 // Playback ran dry: the selector decides the next segment as a rebuffer, and
@@ -713,12 +710,7 @@ impl AmzDashDemux {
         self.shared.playing.store(true, Ordering::SeqCst);
         let res = self.srcpad.push(buf);
         if res.is_ok() {
-            let clock = self.shared.play_time();
-            self.shared
-                .playhead
-                .lock()
-                .unwrap()
-                .pushed(span.0, span.1, clock);
+            self.shared.pushed_downstream(span.0, span.1);
         }
         res
     }
