@@ -322,6 +322,7 @@ fn a_late_cover_does_not_hold_the_manifest_back() {
     // The cover answers 3 s late: the manifest (and the tags without the image) go on at
     // once, and the image follows in a tag message when it comes.
     let emu = Emu::start(&[]);
+    emu.proc.prepare(&[HD]).expect("preparing the track");
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     assert_eq!(

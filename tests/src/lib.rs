@@ -91,6 +91,29 @@ impl EmulatorProcess {
     }
 }
 
+impl EmulatorProcess {
+    /// `POST /_emulator/prepare`: packages the tracks' content now (the emulator otherwise
+    /// does it at the first request, which takes seconds per track on a fresh machine). Call it
+    /// before anything timed: a shaping trace (whose clock would otherwise run during the
+    /// packaging), a request that must answer quickly, a prefetch that must come early.
+    pub fn prepare(&self, tracks: &[&str]) -> Result<()> {
+        let body = serde_json::to_string(tracks)?;
+        let (status, text) = http_within(
+            "POST",
+            &format!("{}/_emulator/prepare", self.base_url),
+            Some(&body),
+            Duration::from_secs(600),
+        )?;
+        if !(200..300).contains(&status) {
+            bail!(
+                "POST /_emulator/prepare {body}: HTTP {status} {}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Drop for EmulatorProcess {
     fn drop(&mut self) {
         // EOF on the watchdog's stdin: it kills the emulator and exits.
@@ -330,6 +353,11 @@ impl EmulatorEnv {
         serde_json::from_slice(&body).context("request log is not the documented JSON")
     }
 
+    /// `POST /_emulator/prepare`: see [`EmulatorProcess::prepare`].
+    pub fn prepare(&self, tracks: &[&str]) -> Result<()> {
+        self.emu.prepare(tracks)
+    }
+
     /// `POST /_emulator/shaping` with a trace (`seconds kbit/s rtt_ms` per line), whose
     /// clock starts now.
     pub fn configure_shaping(&self, trace: &str) {
@@ -386,6 +414,16 @@ pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
 /// A minimal HTTP/1.1 request to a loopback server (the emulator's admin API), so the tests
 /// need no HTTP client crate. Returns the status and the body.
 pub fn http(method: &str, url: &str, json_body: Option<&str>) -> Result<(u16, Vec<u8>)> {
+    http_within(method, url, json_body, Duration::from_secs(10))
+}
+
+/// [`http`], waiting up to `timeout` for the answer.
+pub fn http_within(
+    method: &str,
+    url: &str,
+    json_body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let rest = url
         .strip_prefix("http://")
@@ -395,7 +433,7 @@ pub fn http(method: &str, url: &str, json_body: Option<&str>) -> Result<(u16, Ve
         None => (rest, "/"),
     };
     let mut s = std::net::TcpStream::connect(host).with_context(|| format!("connecting {host}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(timeout))?;
     let body = json_body.unwrap_or("");
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: amzmusic-tests\r\n");

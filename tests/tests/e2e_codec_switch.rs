@@ -163,6 +163,9 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
     const TRACK: &str = "B0EMUUHD01";
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
+    // The content first: packaging it at the first request takes about 10 s on a fresh
+    // machine, and the shaping clock below would run meanwhile (CI once started in the drop).
+    e.prepare(&[TRACK]).unwrap();
     e.apply();
     let (pb, sink) = playbin3(&format!("amazonmusic://track/{TRACK}"), Some("hd"), None).unwrap();
     sink.set_sync(true);

@@ -109,6 +109,7 @@ fn audio_object_expiring_mid_track_is_refreshed_once_with_no_gap() {
     // 35 s: the demuxer refreshes 30 s before expiry, i.e. 5 s after receipt (the source's own
     // schedule, 70 % of the lifetime, is 24.5 s away). The refreshed object lives an hour.
     let e = EmulatorEnv::start(&["--audio-object-lifetime", "35"]).unwrap();
+    e.prepare(&[HD]).unwrap();
     e.apply();
     let p = play_holding(
         &pipeline(""),
@@ -135,6 +136,7 @@ fn access_token_expiring_mid_track_is_refreshed_once_ahead_of_expiry() {
     // object refresh at 5 s then needs the new token.
     let e =
         EmulatorEnv::start(&["--token-lifetime", "4", "--audio-object-lifetime", "35"]).unwrap();
+    e.prepare(&[HD]).unwrap();
     e.apply();
     std::env::remove_var("AMAZONMUSIC_ACCESS_TOKEN");
     let p = play_holding(
@@ -178,6 +180,7 @@ fn access_token_unknown_lifetime_is_refreshed_once_on_401() {
     // expired (the audio object refresh at 5 s) gets 401, the element refreshes once and retries.
     let e =
         EmulatorEnv::start(&["--token-lifetime", "3", "--audio-object-lifetime", "35"]).unwrap();
+    e.prepare(&[HD]).unwrap();
     e.apply();
     let p = play_holding(
         &pipeline(""),
@@ -209,6 +212,7 @@ fn access_token_unknown_lifetime_is_refreshed_once_on_401() {
 fn license_expiring_mid_track_is_renewed_once_with_no_gap() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
+    e.prepare(&[HD]).unwrap();
     e.apply();
     // A 6 s license is renewed at 80 % (4.8 s); the hold lasts until the first license has
     // expired, so the encrypted half decrypts with the renewed keys only. The next renewal
@@ -248,6 +252,7 @@ fn license_expiring_mid_track_is_renewed_once_with_no_gap() {
 fn license_is_fetched_once_during_the_clear_lead() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
+    e.prepare(&[HD]).unwrap();
     e.apply();
     let (pipeline, sink) = launch_holding(&pipeline("")).unwrap();
     let waits = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));

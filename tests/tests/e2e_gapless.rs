@@ -22,6 +22,10 @@ fn env() -> &'static EmulatorEnv {
     static E: OnceLock<EmulatorEnv> = OnceLock::new();
     E.get_or_init(|| {
         let e = EmulatorEnv::start(&[]).expect("emulator");
+        // Packaged before anything is timed (the prefetch test wants the next track early).
+        let ids: Vec<String> = album().into_iter().map(|(id, _)| id).collect();
+        e.prepare(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+            .expect("preparing the album");
         e.apply();
         e
     })
