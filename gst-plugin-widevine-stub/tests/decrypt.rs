@@ -12,6 +12,9 @@ use gstwidevinestub::protocol::{self, KeyId, LicenseError, LicensePolicy};
 
 const KID: &str = "0123456789abcdef0123456789abcdef";
 const KEY: &str = "00112233445566778899aabbccddeeff";
+/// A second track's key (the license server below knows both).
+const KID2: &str = "fedcba9876543210fedcba9876543210";
+const KEY2: &str = "ffeeddccbbaa99887766554433221100";
 
 fn init() {
     static INIT: OnceLock<()> = OnceLock::new();
@@ -403,11 +406,14 @@ fn a_waiting_sample_is_woken_by_a_state_change() {
     );
 }
 
+/// One POST to the license server: when, the kind of request, the key ids it asked for.
+type Posted = (Instant, String, Vec<String>);
+
 /// A loopback license server speaking docs/license-protocol.md with the crate's server half.
 struct LicenseServer {
     url: String,
-    /// (arrival, kind of request) per POST.
-    log: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// (arrival, kind of request, key ids asked for) per POST.
+    log: Arc<Mutex<Vec<Posted>>>,
 }
 
 /// `answer(n, challenge kind)` decides the n-th request's fate (0-based): Ok(policy) or an error.
@@ -417,7 +423,7 @@ fn license_server(
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/widevine/license", listener.local_addr().unwrap());
-    let log: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let log: Arc<Mutex<Vec<Posted>>> = Arc::default();
     let log2 = log.clone();
     std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
@@ -452,12 +458,27 @@ fn license_server(
                 .as_ref()
                 .map(|(_, p)| format!("{:?}", p.kind))
                 .unwrap_or_else(|_| "malformed".into());
-            log2.lock().unwrap().push((arrived, kind.clone()));
-            let key: KeyId = KID.parse().unwrap();
-            let key_bytes: [u8; 16] = hex::decode(KEY).unwrap().try_into().unwrap();
+            let kids = challenge
+                .as_ref()
+                .map(|(_, p)| p.key_ids.clone())
+                .unwrap_or_default();
+            log2.lock().unwrap().push((arrived, kind.clone(), kids));
+            let keys: Vec<(KeyId, [u8; 16])> = [(KID, KEY), (KID2, KEY2)]
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.parse().unwrap(),
+                        hex::decode(v).unwrap().try_into().unwrap(),
+                    )
+                })
+                .collect();
             let result = answer(n, &kind).and_then(|policy| {
                 let (c, _) = challenge?;
-                protocol::issue_license(&c, |k| (*k == key).then_some(key_bytes), &policy)
+                protocol::issue_license(
+                    &c,
+                    |k| keys.iter().find(|(id, _)| id == k).map(|(_, v)| *v),
+                    &policy,
+                )
             });
             let (status, extra, body) = match result {
                 Ok(license) => (
@@ -561,7 +582,7 @@ fn renewal_keeps_audio_continuous() {
     assert!(stats.get::<u64>("renewals").unwrap() >= 3, "{stats}");
     let log = server.log.lock().unwrap();
     assert_eq!(log[0].1, "License");
-    assert!(log[1..].iter().all(|(_, k)| k == "Renewal"));
+    assert!(log[1..].iter().all(|(_, k, _)| k == "Renewal"));
 }
 
 #[test]
@@ -793,4 +814,94 @@ fn manifest_protection_event_supplies_pssh_and_license_url() {
     assert!(out.error.is_none(), "{}", out.error_text);
     assert_same(&out.pcm, &want, "license URL from the manifest event");
     assert_eq!(server.log.lock().unwrap().len(), 1);
+}
+
+/// One decryptor, two streams one after the other (the next track of a gapless album through
+/// the same element): once the second stream asks for its license, the first stream's session
+/// is closed, so its license is no longer renewed (nor its keys kept) while the album plays on.
+#[test]
+fn a_new_stream_closes_the_previous_streams_session() {
+    init();
+    // A renewal a second after each license: the first stream's would come within the wait.
+    let server = license_server(|_, _| {
+        Ok(LicensePolicy {
+            license_duration_secs: 3,
+            renewal_delay_secs: 1,
+            can_renew: true,
+        })
+    });
+    let mut h = gst_check::Harness::new("widevinedecrypt");
+    h.element()
+        .unwrap()
+        .set_property("license-url", &server.url);
+    let licensed = |kid: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = server.log.lock().unwrap();
+            if let Some(e) = log
+                .iter()
+                .find(|(_, kind, kids)| kind == "License" && kids.iter().any(|k| k == kid))
+            {
+                return e.0;
+            }
+            drop(log);
+            assert!(Instant::now() < deadline, "no license request for {kid}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut first_license = None;
+    for (stream, kid) in [("track-1", KID), ("track-2", KID2)] {
+        h.push_event(gst::event::StreamStart::new(stream));
+        h.push_event(gst::event::Caps::new(
+            &gst::Caps::builder("application/x-cenc")
+                .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
+                .field("original-media-type", "audio/x-flac")
+                .build(),
+        ));
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()));
+        let pssh = protocol::WidevinePsshData {
+            key_ids: vec![kid.parse().unwrap()],
+            content_id: stream.as_bytes().to_vec(),
+            provider: None,
+        }
+        .to_pssh_box();
+        h.push_event(
+            gst::event::Protection::builder(
+                protocol::WIDEVINE_SYSTEM_ID_STR,
+                &gst::Buffer::from_slice(pssh),
+            )
+            .origin("dash/mpd")
+            .build(),
+        );
+        // The stream's first (clear) sample: the license request starts here.
+        assert_eq!(
+            h.push(gst::Buffer::from_slice(vec![0u8; 64])),
+            Ok(gst::FlowSuccess::Ok)
+        );
+        h.pull().unwrap();
+        let at = licensed(kid);
+        first_license.get_or_insert(at);
+    }
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("sessions").unwrap(), 1, "{stats}");
+    // Two seconds after the first license: its renewal (due after one) never came.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(first_license.unwrap().elapsed()));
+    let log = server.log.lock().unwrap();
+    let asked: Vec<(&str, &[String])> = log
+        .iter()
+        .map(|(_, kind, kids)| (kind.as_str(), kids.as_slice()))
+        .collect();
+    let for_first = asked
+        .iter()
+        .filter(|(_, kids)| kids.iter().any(|k| k == KID))
+        .count();
+    assert_eq!(for_first, 1, "the first stream's license only: {asked:?}");
+    assert!(
+        asked
+            .iter()
+            .any(|(kind, kids)| *kind == "Renewal" && kids.iter().any(|k| k == KID2)),
+        "the second stream's license is renewed: {asked:?}"
+    );
 }

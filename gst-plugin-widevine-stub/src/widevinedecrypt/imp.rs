@@ -80,6 +80,23 @@ struct Stats {
     last_latency: Option<Duration>,
 }
 
+/// A license session, the key ids it asked for, and the task that fetches and renews its
+/// license.
+struct OpenSession {
+    id: SessionId,
+    kids: Vec<KeyId>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl OpenSession {
+    fn close(self, cdm: &dyn Cdm) {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+        cdm.close_session(&self.id);
+    }
+}
+
 /// Licensing state, shared between the streaming thread and the network tasks.
 #[derive(Default)]
 struct State {
@@ -96,8 +113,9 @@ struct State {
     /// Key ids some session asked for (or that cannot be asked for: no license URL).
     requested: HashSet<KeyId>,
     no_license_url: bool,
-    sessions: Vec<SessionId>,
-    tasks: Vec<tokio::task::AbortHandle>,
+    /// Open license sessions, the current stream's and (until its first license request)
+    /// the previous one's.
+    sessions: Vec<OpenSession>,
     /// A license failure ended playback (its error message is already posted).
     fatal: bool,
     renewal_failure: Option<String>,
@@ -352,6 +370,7 @@ impl WidevineDecrypt {
             .unwrap_or_default();
         let extra_outside_pssh = extra.filter(|k| !wanted.contains(k));
         wanted.extend(extra_outside_pssh);
+        self.close_sessions_outside(&mut state, &wanted);
         wanted.retain(|k| !settings.keys.contains_key(k) && !state.requested.contains(k));
         if wanted.is_empty() {
             return;
@@ -393,7 +412,6 @@ impl WidevineDecrypt {
         };
         let kids = self.cdm.session_key_ids(&session).unwrap_or(wanted);
         state.requested.extend(kids.iter().copied());
-        state.sessions.push(session.clone());
         drop(state);
         drop(settings);
 
@@ -410,12 +428,43 @@ impl WidevineDecrypt {
             self.cdm.clone(),
             self.shared.clone(),
             url,
-            session,
+            session.clone(),
             message.payload,
             headers,
-            kids,
+            kids.clone(),
         ));
-        self.shared.lock().tasks.push(handle.abort_handle());
+        self.shared.lock().sessions.push(OpenSession {
+            id: session,
+            kids,
+            task: Some(handle.abort_handle()),
+        });
+    }
+
+    /// Closes the sessions that cover none of `current`, the key ids of the stream now
+    /// playing: a gapless album reuses this element, and the previous track's session would
+    /// otherwise keep its keys and renew its license for as long as the album plays. Its
+    /// samples have all gone through (the new stream's first buffer is here).
+    fn close_sessions_outside(&self, state: &mut State, current: &[KeyId]) {
+        if current.is_empty() {
+            return;
+        }
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.sessions)
+            .into_iter()
+            .partition(|s| !s.kids.iter().any(|k| current.contains(k)));
+        state.sessions = kept;
+        for session in stale {
+            gst::info!(
+                CAT,
+                imp = self,
+                "closing session {} (key ids {}): the stream now playing does not use them",
+                session.id,
+                kid_list(&session.kids)
+            );
+            for k in &session.kids {
+                state.requested.remove(k);
+            }
+            session.close(self.cdm.as_ref());
+        }
     }
 
     fn set_fatal(&self) {
@@ -878,7 +927,9 @@ impl ObjectImpl for WidevineDecrypt {
                     .nick("Statistics")
                     .blurb(
                         "licenses-requested, renewals, failures (failed HTTP attempts), \
-                         last-license-latency-ms (0 before the first license)",
+                         last-license-latency-ms (0 before the first license), sessions \
+                         (license sessions open: the stream's, and a previous stream's \
+                         until the new one asks for its license)",
                     )
                     .read_only()
                     .build(),
@@ -935,8 +986,12 @@ impl ObjectImpl for WidevineDecrypt {
                 .license_expiration_secs
                 .to_value(),
             "stats" => {
-                let s = self.shared.lock().stats;
+                let (s, sessions) = {
+                    let state = self.shared.lock();
+                    (state.stats, state.sessions.len() as u64)
+                };
                 gst::Structure::builder("widevinedecrypt-stats")
+                    .field("sessions", sessions)
                     .field("licenses-requested", s.licenses_requested)
                     .field("renewals", s.renewals)
                     .field("failures", s.failures)
@@ -1040,11 +1095,8 @@ impl BaseTransformImpl for WidevineDecrypt {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let old = std::mem::take(&mut *self.shared.lock());
-        for task in old.tasks {
-            task.abort();
-        }
-        for session in &old.sessions {
-            self.cdm.close_session(session);
+        for session in old.sessions {
+            session.close(self.cdm.as_ref());
         }
         Ok(())
     }
