@@ -361,52 +361,6 @@ pub struct Limits {
     pub buffer_bytes: u64,
 }
 
-/// Throughput from a fast and a slow EWMA (weighted by download time), taking the lower, so a
-/// drop is believed at once and a burst only slowly.
-#[derive(Debug, Clone)]
-pub struct Throughput {
-    fast: (f64, f64),
-    slow: (f64, f64),
-}
-
-impl Throughput {
-    const FAST_HALF_LIFE: f64 = 2.0;
-    const SLOW_HALF_LIFE: f64 = 5.0;
-
-    pub fn new() -> Self {
-        Throughput {
-            fast: (0.0, 0.0),
-            slow: (0.0, 0.0),
-        }
-    }
-
-    pub fn add(&mut self, bytes: u64, seconds: f64) {
-        let seconds = seconds.max(0.001);
-        let bps = bytes as f64 * 8.0 / seconds;
-        for (est, hl) in [
-            (&mut self.fast, Self::FAST_HALF_LIFE),
-            (&mut self.slow, Self::SLOW_HALF_LIFE),
-        ] {
-            let alpha = 0.5f64.powf(seconds / hl);
-            est.0 = alpha * est.0 + (1.0 - alpha) * bps;
-            est.1 = alpha * est.1 + (1.0 - alpha);
-        }
-    }
-
-    pub fn estimate(&self) -> Option<f64> {
-        if self.fast.1 <= 0.0 {
-            return None;
-        }
-        Some((self.fast.0 / self.fast.1).min(self.slow.0 / self.slow.1))
-    }
-}
-
-impl Default for Throughput {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The best candidate of `family` whose bandwidth fits 85 % of the estimate (and the cap);
 /// the lowest of the family when none does.
 pub fn choose(
@@ -542,7 +496,8 @@ pub struct Context {
     pub refresher: Option<Arc<dyn Refresher>>,
     pub plans: Mutex<HashMap<String, Arc<RepPlan>>>,
     pub inits: Mutex<HashMap<String, Bytes>>,
-    pub throughput: Mutex<Throughput>,
+    /// The rate estimate when no quality selector decides (it keeps its own).
+    pub throughput: Mutex<abr::ThroughputEstimator>,
     /// Codec family the engine starts in, and stays in unless `codec_switching`.
     pub family: String,
     /// The selector may choose another codec family (a new stream downstream): set when the
@@ -576,18 +531,18 @@ impl Context {
         self.throughput
             .lock()
             .unwrap()
-            .estimate()
+            .estimate_bps()
             .or(*LAST_ESTIMATE.lock().unwrap())
             .unwrap_or(DEFAULT_ESTIMATE_BPS)
     }
 
     /// One finished download (of `bytes` in all, over every attempt) for the estimates.
     fn measure(&self, bytes: u64, ttfb: Duration, total: Duration) {
-        // Tiny responses measure latency, not throughput.
-        if bytes >= 16 * 1024 {
+        {
+            // (Tiny responses measure latency only: the estimator leaves them out of the rate.)
             let mut t = self.throughput.lock().unwrap();
-            t.add(bytes, total.as_secs_f64());
-            if let Some(e) = t.estimate() {
+            t.add(bytes, ttfb.as_secs_f64(), total.as_secs_f64());
+            if let Some(e) = t.estimate_bps() {
                 *LAST_ESTIMATE.lock().unwrap() = Some(e);
             }
         }
@@ -1559,20 +1514,6 @@ mod tests {
         // Nothing fits: the lowest of the family, never another codec.
         assert_eq!(choose(&c, "flac", 100_000.0, 0), 0);
         assert_eq!(choose(&c, "opus", 10_000_000.0, 0), 2);
-    }
-
-    #[test]
-    fn throughput_takes_the_lower_ewma() {
-        let mut t = Throughput::new();
-        assert_eq!(t.estimate(), None);
-        for _ in 0..10 {
-            t.add(1_000_000, 1.0);
-        }
-        let high = t.estimate().unwrap();
-        assert!((high - 8_000_000.0).abs() < 1.0, "{high}");
-        t.add(100_000, 1.0);
-        let after_drop = t.estimate().unwrap();
-        assert!(after_drop < 6_000_000.0, "{after_drop}");
     }
 
     #[test]

@@ -412,7 +412,7 @@ impl AmzDashDemux {
             refresher,
             plans: Mutex::new(HashMap::new()),
             inits: Mutex::new(HashMap::new()),
-            throughput: Mutex::new(engine::Throughput::new()),
+            throughput: Mutex::new(crate::abr::ThroughputEstimator::new(2.0, 5.0)),
             family,
             codec_switching: settings.codec_switching,
             abr: Mutex::new(None),
