@@ -905,3 +905,58 @@ fn a_new_stream_closes_the_previous_streams_session() {
         "the second stream's license is renewed: {asked:?}"
     );
 }
+
+/// Within one stream, a session is never closed for another: when the PSSH names no key id,
+/// each sample's key id opens its own session (KID, then KID2), and both stay open, so samples
+/// of either key keep decrypting without a new license round trip.
+#[test]
+fn sessions_of_the_current_stream_stay_open() {
+    init();
+    let server = license_server(|_, _| Ok(LicensePolicy::default()));
+    let mut h = gst_check::Harness::new("widevinedecrypt");
+    h.element()
+        .unwrap()
+        .set_property("license-url", &server.url);
+    h.push_event(gst::event::StreamStart::new("track-1"));
+    h.push_event(gst::event::Caps::new(
+        &gst::Caps::builder("application/x-cenc")
+            .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
+            .field("original-media-type", "audio/x-flac")
+            .build(),
+    ));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    // A PSSH with a content id and no key id.
+    let pssh = protocol::WidevinePsshData {
+        key_ids: vec![],
+        content_id: b"track-1".to_vec(),
+        provider: None,
+    }
+    .to_pssh_box();
+    h.push_event(
+        gst::event::Protection::builder(
+            protocol::WIDEVINE_SYSTEM_ID_STR,
+            &gst::Buffer::from_slice(pssh),
+        )
+        .origin("dash/mpd")
+        .build(),
+    );
+    for kid in [KID, KID2, KID] {
+        let mut buf = gst::Buffer::from_slice(vec![0u8; 64]);
+        let info = gst::Structure::builder("application/x-cenc")
+            .field("encrypted", true)
+            .field("kid", gst::Buffer::from_slice(hex::decode(kid).unwrap()))
+            .field("iv_size", 8u32)
+            .field("iv", gst::Buffer::from_slice(vec![0u8; 8]))
+            .field("subsample_count", 0u32)
+            .build();
+        gst::meta::ProtectionMeta::add(buf.get_mut().unwrap(), info);
+        assert_eq!(h.push(buf), Ok(gst::FlowSuccess::Ok), "sample of {kid}");
+        h.pull().unwrap();
+    }
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("sessions").unwrap(), 2, "{stats}");
+    let log = server.log.lock().unwrap();
+    assert_eq!(log.len(), 2, "one license per key id, none asked twice");
+}

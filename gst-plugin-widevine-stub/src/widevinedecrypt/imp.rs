@@ -85,6 +85,8 @@ struct Stats {
 struct OpenSession {
     id: SessionId,
     kids: Vec<KeyId>,
+    /// The stream ([`State::stream`]) it was opened for.
+    stream: u64,
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -116,6 +118,8 @@ struct State {
     /// Open license sessions, the current stream's and (until its first license request)
     /// the previous one's.
     sessions: Vec<OpenSession>,
+    /// Counts stream-starts: which stream a session was opened for.
+    stream: u64,
     /// A license failure ended playback (its error message is already posted).
     fatal: bool,
     renewal_failure: Option<String>,
@@ -132,6 +136,12 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap()
+    }
+
+    /// Whether `session` is still open (closing one is final: a task that finds its session
+    /// closed has nothing left to do or to report).
+    fn is_open(&self, session: &SessionId) -> bool {
+        self.lock().sessions.iter().any(|s| &s.id == session)
     }
 }
 
@@ -412,6 +422,14 @@ impl WidevineDecrypt {
         };
         let kids = self.cdm.session_key_ids(&session).unwrap_or(wanted);
         state.requested.extend(kids.iter().copied());
+        // Open before its task starts, which reports nothing once its session is closed.
+        let stream = state.stream;
+        state.sessions.push(OpenSession {
+            id: session.clone(),
+            kids: kids.clone(),
+            stream,
+            task: None,
+        });
         drop(state);
         drop(settings);
 
@@ -431,26 +449,33 @@ impl WidevineDecrypt {
             session.clone(),
             message.payload,
             headers,
-            kids.clone(),
-        ));
-        self.shared.lock().sessions.push(OpenSession {
-            id: session,
             kids,
-            task: Some(handle.abort_handle()),
-        });
+        ));
+        if let Some(open) = self
+            .shared
+            .lock()
+            .sessions
+            .iter_mut()
+            .find(|s| s.id == session)
+        {
+            open.task = Some(handle.abort_handle());
+        }
     }
 
-    /// Closes the sessions that cover none of `current`, the key ids of the stream now
-    /// playing: a gapless album reuses this element, and the previous track's session would
-    /// otherwise keep its keys and renew its license for as long as the album plays. Its
-    /// samples have all gone through (the new stream's first buffer is here).
+    /// Closes the sessions of earlier streams that cover none of `current`, the key ids of
+    /// the stream now playing: a gapless album reuses this element, and the previous track's
+    /// session would otherwise keep its keys and renew its license for as long as the album
+    /// plays. Its samples have all gone through (the new stream's first buffer is here).
+    /// Sessions of the current stream stay, whatever key ids they cover (a sample may carry
+    /// one its PSSHs do not name).
     fn close_sessions_outside(&self, state: &mut State, current: &[KeyId]) {
         if current.is_empty() {
             return;
         }
+        let stream = state.stream;
         let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.sessions)
             .into_iter()
-            .partition(|s| !s.kids.iter().any(|k| current.contains(k)));
+            .partition(|s| s.stream != stream && !s.kids.iter().any(|k| current.contains(k)));
         state.sessions = kept;
         for session in stale {
             gst::info!(
@@ -461,7 +486,9 @@ impl WidevineDecrypt {
                 kid_list(&session.kids)
             );
             for k in &session.kids {
-                state.requested.remove(k);
+                if !state.sessions.iter().any(|s| s.kids.contains(k)) {
+                    state.requested.remove(k);
+                }
             }
             session.close(self.cdm.as_ref());
         }
@@ -735,6 +762,11 @@ async fn license_task(
     shared.lock().stats.licenses_requested += 1;
     let fetched = fetch_license(&HTTP, &url, &challenge, headers.clone(), &policy, refresh).await;
     let Some(obj) = element.upgrade() else { return };
+    // Closed while the request was out (the stream it was for has ended): nothing to report.
+    // Checked again below on failure, as closing can also come between here and the update.
+    if !shared.is_open(&session) {
+        return;
+    }
     let update = match fetched {
         Ok(f) => {
             {
@@ -744,6 +776,7 @@ async fn license_task(
             }
             match cdm.update(&session, &f.license) {
                 Ok(u) => u,
+                Err(_) if !shared.is_open(&session) => return,
                 Err(e) => {
                     gst::element_error!(
                         obj,
@@ -756,6 +789,9 @@ async fn license_task(
             }
         }
         Err(e) => {
+            if !shared.is_open(&session) {
+                return;
+            }
             shared.lock().stats.failures += match &e {
                 FetchError::Server { attempts, .. } | FetchError::Transport { attempts, .. } => {
                     u64::from(*attempts)
@@ -812,6 +848,7 @@ async fn renew_loop(
         tokio::time::sleep_until(renew_at.into()).await;
         let message = match cdm.renewal_request(&session) {
             Ok(m) => m,
+            Err(_) if !shared.is_open(&session) => return,
             Err(e) => {
                 shared.lock().renewal_failure = Some(e.to_string());
                 return;
@@ -853,6 +890,7 @@ async fn renew_loop(
                 shared.changed.notify_all();
                 update = u;
             }
+            Err(_) if !shared.is_open(&session) => return,
             Err(why) => {
                 gst::warning!(CAT, obj = obj, "license renewal failed: {why}");
                 shared.lock().renewal_failure = Some(why);
@@ -1191,7 +1229,9 @@ impl BaseTransformImpl for WidevineDecrypt {
                 // A new stream (the next track of a gapless album reuses this element) brings
                 // its own PSSHs: a session over the previous stream's too would ask for keys
                 // the new track's key token does not cover, and the server refuses it all.
-                self.shared.lock().pssh_boxes.clear();
+                let mut state = self.shared.lock();
+                state.pssh_boxes.clear();
+                state.stream += 1;
             }
             gst::EventView::FlushStart(_) => self.set_flushing(true),
             gst::EventView::FlushStop(_) => self.set_flushing(false),
