@@ -816,6 +816,35 @@ fn manifest_protection_event_supplies_pssh_and_license_url() {
     assert_eq!(server.log.lock().unwrap().len(), 1);
 }
 
+/// Starts stream `id` on a harnessed decryptor: stream-start, cenc FLAC caps, a segment, and a
+/// manifest protection event whose Widevine PSSH names `kids` (and `id` as content id).
+fn start_stream(h: &mut gst_check::Harness, id: &str, kids: &[&str]) {
+    h.push_event(gst::event::StreamStart::new(id));
+    h.push_event(gst::event::Caps::new(
+        &gst::Caps::builder("application/x-cenc")
+            .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
+            .field("original-media-type", "audio/x-flac")
+            .build(),
+    ));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    let pssh = protocol::WidevinePsshData {
+        key_ids: kids.iter().map(|k| k.parse().unwrap()).collect(),
+        content_id: id.as_bytes().to_vec(),
+        provider: None,
+    }
+    .to_pssh_box();
+    h.push_event(
+        gst::event::Protection::builder(
+            protocol::WIDEVINE_SYSTEM_ID_STR,
+            &gst::Buffer::from_slice(pssh),
+        )
+        .origin("dash/mpd")
+        .build(),
+    );
+}
+
 /// One decryptor, two streams one after the other (the next track of a gapless album through
 /// the same element): once the second stream asks for its license, the first stream's session
 /// is closed, so its license is no longer renewed (nor its keys kept) while the album plays on.
@@ -851,30 +880,7 @@ fn a_new_stream_closes_the_previous_streams_session() {
     };
     let mut first_license = None;
     for (stream, kid) in [("track-1", KID), ("track-2", KID2)] {
-        h.push_event(gst::event::StreamStart::new(stream));
-        h.push_event(gst::event::Caps::new(
-            &gst::Caps::builder("application/x-cenc")
-                .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
-                .field("original-media-type", "audio/x-flac")
-                .build(),
-        ));
-        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()));
-        let pssh = protocol::WidevinePsshData {
-            key_ids: vec![kid.parse().unwrap()],
-            content_id: stream.as_bytes().to_vec(),
-            provider: None,
-        }
-        .to_pssh_box();
-        h.push_event(
-            gst::event::Protection::builder(
-                protocol::WIDEVINE_SYSTEM_ID_STR,
-                &gst::Buffer::from_slice(pssh),
-            )
-            .origin("dash/mpd")
-            .build(),
-        );
+        start_stream(&mut h, stream, &[kid]);
         // The stream's first (clear) sample: the license request starts here.
         assert_eq!(
             h.push(gst::Buffer::from_slice(vec![0u8; 64])),
@@ -917,31 +923,8 @@ fn sessions_of_the_current_stream_stay_open() {
     h.element()
         .unwrap()
         .set_property("license-url", &server.url);
-    h.push_event(gst::event::StreamStart::new("track-1"));
-    h.push_event(gst::event::Caps::new(
-        &gst::Caps::builder("application/x-cenc")
-            .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
-            .field("original-media-type", "audio/x-flac")
-            .build(),
-    ));
-    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::ClockTime,
-    >::new()));
     // A PSSH with a content id and no key id.
-    let pssh = protocol::WidevinePsshData {
-        key_ids: vec![],
-        content_id: b"track-1".to_vec(),
-        provider: None,
-    }
-    .to_pssh_box();
-    h.push_event(
-        gst::event::Protection::builder(
-            protocol::WIDEVINE_SYSTEM_ID_STR,
-            &gst::Buffer::from_slice(pssh),
-        )
-        .origin("dash/mpd")
-        .build(),
-    );
+    start_stream(&mut h, "track-1", &[]);
     for kid in [KID, KID2, KID] {
         let mut buf = gst::Buffer::from_slice(vec![0u8; 64]);
         let info = gst::Structure::builder("application/x-cenc")
