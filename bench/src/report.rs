@@ -217,8 +217,14 @@ fn targets(r: &Results) -> Vec<Target> {
             },
             why: match (o, d) {
                 (Some(a), Some(b)) => format!(
-                    "{a:.3} s vs {b:.3} s per audio minute ({:.2}×); fetched: ours {}, dashdemux2 {}",
+                    "{a:.3} s vs {b:.3} s per audio minute ({:.2}×{}); fetched: ours {}, dashdemux2 {}",
                     a / b,
+                    row.ratio_range()
+                        .map(|(lo, hi)| format!(
+                            "; {lo:.2}–{hi:.2}× over the {} pairs of runs",
+                            row.pair_ratios.len()
+                        ))
+                        .unwrap_or_default(),
                     row.ours.fetched,
                     row.dash.fetched
                 ),
@@ -301,9 +307,12 @@ fn cpu_table(out: &mut String, rows: &[CpuRow]) {
         }
         let _ = writeln!(
             out,
-            "| {} | {limit} | **ratio ours/dashdemux2** | | | {} | {} | |",
+            "| {} | {limit} | **ratio ours/dashdemux2** | | | {}{} | {} | |",
             row.track,
             ratio(row.ours.cpu_per_audio_min(), row.dash.cpu_per_audio_min()),
+            row.ratio_range()
+                .map(|(lo, hi)| format!(" (pairs of runs: {lo:.2}–{hi:.2}×)"))
+                .unwrap_or_default(),
             ratio(
                 (row.ours.peak_rss_kb > 0).then_some(row.ours.peak_rss_kb as f64),
                 (row.dash.peak_rss_kb > 0).then_some(row.dash.peak_rss_kb as f64)
@@ -407,8 +416,9 @@ pub fn markdown(r: &Results) -> String {
          - **CPU and memory**: the track played as fast as the pipeline goes (`sync=false`), unshaped; CPU is \
            the process's user+system time (getrusage) from PLAYING to EOS, per minute of audio that reached \
            the sink; peak RSS is the process's `ru_maxrss`. The CPU row is the median of {} runs per player, \
-           alternating (one run is under a second of CPU, and single runs varied by 1.5x); the long track is \
-           one run each.\n\
+           alternating (one run is under a second of CPU, and single runs varied by 1.5x), and its ratio \
+           row also gives the lowest and highest ratio over the alternating pairs of runs; the long \
+           track is one run each.\n\
          - **decryption**: widevinedecrypt's `cenc::decrypt_in_place` on 16 KiB samples, one thread; cenc is \
            AES-128-CTR over the whole sample, cbcs is the 1:9 pattern the emulator packages, so MB/s counts \
            sample bytes.\n",

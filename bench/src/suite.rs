@@ -169,6 +169,22 @@ pub struct CpuRow {
     pub limit_s: Option<f64>,
     pub ours: CpuCell,
     pub dash: CpuCell,
+    /// Ours ÷ dashdemux2 in CPU per audio minute, for each alternating pair of runs that both
+    /// measured (empty for a row of single runs): how far the ratio moves between runs.
+    pub pair_ratios: Vec<f64>,
+}
+
+impl CpuRow {
+    /// The lowest and highest ratio over the pairs of runs, when there were several.
+    pub fn ratio_range(&self) -> Option<(f64, f64)> {
+        (self.pair_ratios.len() > 1).then(|| {
+            self.pair_ratios
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+                    (lo.min(*r), hi.max(*r))
+                })
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -519,6 +535,14 @@ impl TtfaCell {
 /// Runs per player for the CPU row (the median is reported).
 pub const CPU_REPEATS: usize = 5;
 
+/// Ours ÷ dashdemux2 for each pair of runs made one after the other, where both measured.
+fn pair_ratios(ours: &[CpuCell], dash: &[CpuCell]) -> Vec<f64> {
+    ours.iter()
+        .zip(dash)
+        .filter_map(|(o, d)| Some(o.cpu_per_audio_min()? / d.cpu_per_audio_min()?))
+        .collect()
+}
+
 /// The run with the median CPU per audio minute; the first failed run if any failed.
 fn median_cell(mut cells: Vec<CpuCell>) -> CpuCell {
     if let Some(i) = cells.iter().position(|c| c.cpu_per_audio_min().is_none()) {
@@ -753,12 +777,14 @@ pub fn run(opts: Options) -> Result<Results> {
                 None,
             ));
         }
+        let pair_ratios = pair_ratios(&ours, &dash);
         let (ours, dash) = (median_cell(ours), median_cell(dash));
         res.cpu.push(CpuRow {
             track: track.into(),
             limit_s: limit,
             ours,
             dash,
+            pair_ratios,
         });
         if opts.skip_long {
             res.long_skipped = Some(if opts.quick {
@@ -787,6 +813,7 @@ pub fn run(opts: Options) -> Result<Results> {
                     limit_s: limit,
                     ours,
                     dash,
+                    pair_ratios: Vec::new(),
                 });
             }
         }
@@ -951,6 +978,37 @@ mod tests {
             ..RunResult::default()
         };
         assert!(timeline(&run, &BTreeMap::new(), &ladder()).is_err());
+    }
+
+    #[test]
+    fn cpu_pairs_give_the_ratio_range() {
+        let cell = |cpu_s: f64, error: Option<&str>| CpuCell {
+            cpu_s,
+            audio_s: 60.0,
+            error: error.map(String::from),
+            ..Default::default()
+        };
+        let ours = [cell(1.0, None), cell(1.2, None), cell(0.9, Some("failed"))];
+        let dash = [cell(1.0, None), cell(1.0, None), cell(1.0, None)];
+        let ratios = pair_ratios(&ours, &dash);
+        assert_eq!(ratios.len(), 2, "a failed run makes no pair");
+        let row = CpuRow {
+            track: "t".into(),
+            limit_s: None,
+            ours: median_cell(ours.to_vec()),
+            dash: median_cell(dash.to_vec()),
+            pair_ratios: ratios,
+        };
+        let (lo, hi) = row.ratio_range().unwrap();
+        assert!(
+            (lo - 1.0).abs() < 1e-9 && (hi - 1.2).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        let single = CpuRow {
+            pair_ratios: vec![1.1],
+            ..row
+        };
+        assert_eq!(single.ratio_range(), None);
     }
 
     #[test]
