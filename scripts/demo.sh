@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --locked
 
-target=target/debug
+# Where cargo put the build (CARGO_TARGET_DIR, if set, relative to the workspace as cargo reads it).
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target=$PWD/$target ;; esac
+target=$target/debug
 work=$(mktemp -d /tmp/amzmusic-demo.XXXXXX)
 emulator_pid=
 cleanup() {
@@ -33,7 +36,7 @@ set -a
 # shellcheck disable=SC1091
 . "$work/env"
 set +a
-export GST_PLUGIN_PATH="$PWD/$target${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+export GST_PLUGIN_PATH="$target${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 
 uris=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do uris+=("$1"); shift; done
