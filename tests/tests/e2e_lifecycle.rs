@@ -5,7 +5,14 @@
 
 use amzmusic_tests::*;
 use gst::prelude::*;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One test at a time: each points the process-wide `AMAZONMUSIC_*` environment at its own
+/// emulator (a test that finished first stopped the emulator the others' next pipelines were
+/// reading: CI saw both explicit-pipeline tests get no buffer in 20 s), and the thread and
+/// connection counts are the whole process's.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// playbin3 for the HD track with amzdashdemux pinned to flac-44k16 (element-setup).
 fn pinned_hd_playbin3() -> (gst::Element, gst_app::AppSink) {
@@ -20,10 +27,22 @@ fn pinned_hd_playbin3() -> (gst::Element, gst_app::AppSink) {
     (pb, sink)
 }
 
-/// Pulls buffers until one reaches `pts`, or fails.
-fn pull_until(sink: &gst_app::AppSink, pts: gst::ClockTime, last: &mut Option<(u64, u64)>) {
+/// Pulls buffers until one reaches `pts`, or fails (naming the pipeline's error if it posted
+/// one).
+fn pull_until(
+    pipeline: &gst::Element,
+    sink: &gst_app::AppSink,
+    pts: gst::ClockTime,
+    last: &mut Option<(u64, u64)>,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let bus = pipeline.bus().unwrap();
     loop {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                panic!("waiting for {pts}: {} ({:?})", e.error(), e.debug());
+            }
+        }
         assert!(Instant::now() < deadline, "no buffer reached {pts} in time");
         let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -57,12 +76,12 @@ fn pause_resume_stop_cycle(make: fn() -> (gst::Element, gst_app::AppSink)) {
     let (pb, sink) = make();
     pb.set_state(gst::State::Playing).unwrap();
     let mut last = None;
-    pull_until(&sink, gst::ClockTime::from_seconds(1), &mut last);
+    pull_until(&pb, &sink, gst::ClockTime::from_seconds(1), &mut last);
     pb.set_state(gst::State::Paused).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     pb.set_state(gst::State::Playing).unwrap();
     // Resuming continues where it paused: no jump, no repeat.
-    pull_until(&sink, gst::ClockTime::from_seconds(2), &mut last);
+    pull_until(&pb, &sink, gst::ClockTime::from_seconds(2), &mut last);
     assert_eq!(
         pb.set_state(gst::State::Null).unwrap(),
         gst::StateChangeSuccess::Success
@@ -91,6 +110,7 @@ fn no_thread_or_connection_left(
     make: fn() -> (gst::Element, gst_app::AppSink),
     allowed_idle: usize,
 ) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let e = EmulatorEnv::start(&[]).unwrap();
     e.apply();
     let port = port_of(&e.emu.base_url);
