@@ -108,12 +108,8 @@ fn rate_limited_queries_wait_and_succeed() {
 #[test]
 fn payload_too_large_splits_the_query() {
     let emu = Emu::start(&[]);
-    assert_eq!(
-        emu.post_json(
-            "/_emulator/faults",
-            serde_json::json!({"path_contains": "/graphql", "count": 1, "action": {"status": 413}})
-        ),
-        201
+    emu.fault(
+        serde_json::json!({"path_contains": "/graphql", "count": 1, "action": {"status": 413}}),
     );
     let mut c = client(&emu);
     c.market = "JP".into();

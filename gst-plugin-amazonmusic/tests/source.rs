@@ -325,13 +325,7 @@ fn a_late_cover_does_not_hold_the_manifest_back() {
     emu.proc.prepare(&[HD]).expect("preparing the track");
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
-    assert_eq!(
-        emu.post_json(
-            "/_emulator/faults",
-            serde_json::json!({"path_contains": "/images/", "action": {"delay": {"ms": 3000}}})
-        ),
-        201
-    );
+    emu.fault(serde_json::json!({"path_contains": "/images/", "action": {"delay": {"ms": 3000}}}));
     let t = std::time::Instant::now();
     let run = Running::new(source(&emu, &token_file, HD));
     run.manifest(WAIT).expect("manifest");
@@ -377,12 +371,8 @@ fn network_failures_are_retried() {
     let emu = Emu::start(&[]);
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
-    assert_eq!(
-        emu.post_json(
-            "/_emulator/faults",
-            serde_json::json!({"path_contains": "/v1/tracks/", "count": 2, "action": {"status": 503}})
-        ),
-        201
+    emu.fault(
+        serde_json::json!({"path_contains": "/v1/tracks/", "count": 2, "action": {"status": 503}}),
     );
     let run = Running::new(source(&emu, &token_file, HD));
     run.manifest(WAIT).expect("third attempt succeeds");
@@ -395,13 +385,7 @@ fn network_failure_after_retries_is_open_read() {
     let emu = Emu::start(&[]);
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
-    assert_eq!(
-        emu.post_json(
-            "/_emulator/faults",
-            serde_json::json!({"path_contains": "/v1/tracks/", "count": 100, "action": "reset"})
-        ),
-        201
-    );
+    emu.fault(serde_json::json!({"path_contains": "/v1/tracks/", "count": 100, "action": "reset"}));
     let run = Running::new(source(&emu, &token_file, HD));
     let (err, debug) = run.error(WAIT);
     assert!(err.matches(gst::ResourceError::OpenRead), "{err:?}");
@@ -508,12 +492,8 @@ fn stopping_interrupts_a_stalled_request_at_once() {
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     // The music API never answers (until the request timeout, 15 s).
-    assert_eq!(
-        emu.post_json(
-            "/_emulator/faults",
-            serde_json::json!({"path_contains": "/v1/tracks/", "action": {"stall": {"seconds": 60}}})
-        ),
-        201
+    emu.fault(
+        serde_json::json!({"path_contains": "/v1/tracks/", "action": {"stall": {"seconds": 60}}}),
     );
     let run = Running::new(source(&emu, &token_file, HD));
     std::thread::sleep(Duration::from_millis(500));

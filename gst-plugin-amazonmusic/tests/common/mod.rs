@@ -48,6 +48,15 @@ impl Emu {
         })
     }
 
+    /// Adds a fault rule (`POST /_emulator/faults`), which the emulator must accept.
+    pub fn fault(&self, rule: Value) {
+        assert_eq!(
+            self.post_json("/_emulator/faults", rule.clone()),
+            201,
+            "{rule}"
+        );
+    }
+
     pub fn get_json(&self, path: &str) -> Value {
         let req = self.http.get(self.url(path));
         RUNTIME.block_on(async {
