@@ -538,8 +538,8 @@ impl Context {
 
     /// One finished download (of `bytes` in all, over every attempt) for the estimates.
     fn measure(&self, bytes: u64, ttfb: Duration, total: Duration) {
+        // The fallback estimate (the estimator counts tiny responses for latency only).
         {
-            // (Tiny responses measure latency only: the estimator leaves them out of the rate.)
             let mut t = self.throughput.lock().unwrap();
             t.add(bytes, ttfb.as_secs_f64(), total.as_secs_f64());
             if let Some(e) = t.estimate_bps() {
@@ -1210,19 +1210,17 @@ impl Context {
         if self.pinned.lock().unwrap().is_some() {
             return None;
         }
-        let to = {
-            let mut abr = self.abr.lock().unwrap();
-            let a = abr.as_mut()?;
-            let rep = a.map.iter().position(|c| *c == f.cand)?;
-            let choice = a
-                .selector
-                .check_start(&f.as_rep(rep, total), self.epoch.elapsed())?;
-            a.map[choice.rep]
-        };
+        let now = self.epoch.elapsed();
+        let to = self.with_selector(f.cand, |s, rep| s.check_start(&f.as_rep(rep, total), now))?;
+        self.count_abandon("start-up, too slow for real time:", f, total, to);
+        Some(to)
+    }
+
+    /// Counts a download given up for candidate `to`, with one debug line saying `why`.
+    fn count_abandon(&self, why: &str, f: &InFlightNow, total: u64, to: usize) {
         self.shared.stats.lock().unwrap().abandons += 1;
         (self.log)(&format!(
-            "start-up: segment {} of {} comes too slowly for real time ({} of {} bytes in {:?}): \
-             {} instead",
+            "{why} segment {} of {} after {} of {} bytes in {:?}: {} instead",
             f.index,
             plan_id(self, f.cand),
             f.received,
@@ -1230,7 +1228,21 @@ impl Context {
             f.elapsed,
             plan_id(self, to)
         ));
-        Some(to)
+    }
+
+    /// Runs `ask` on the quality selector with candidate `cand`'s ladder index; a choice it
+    /// returns comes back as a candidate index. None without a selector, or for a candidate
+    /// outside its ladder.
+    fn with_selector(
+        &self,
+        cand: usize,
+        ask: impl FnOnce(&mut abr::QualitySelector, usize) -> Option<abr::Choice>,
+    ) -> Option<usize> {
+        let mut abr = self.abr.lock().unwrap();
+        let a = abr.as_mut()?;
+        let rep = a.map.iter().position(|c| *c == cand)?;
+        let choice = ask(&mut a.selector, rep)?;
+        Some(a.map[choice.rep])
     }
 
     /// Asks the selector whether to abandon the download in flight; only while none of it went
@@ -1246,10 +1258,10 @@ impl Context {
             // Too late to abandon (or not ours to choose), but the selector still follows the
             // progress: an outage that starts mid-download shows there.
             drop(q);
-            let mut abr = self.abr.lock().unwrap();
-            let a = abr.as_mut()?;
-            let rep = a.map.iter().position(|c| *c == f.cand)?;
-            a.selector.on_progress(&in_flight(rep));
+            self.with_selector(f.cand, |s, rep| {
+                s.on_progress(&in_flight(rep));
+                None
+            });
             return None;
         }
         let level = abr::BufferLevel {
@@ -1260,27 +1272,13 @@ impl Context {
                 .playing
                 .load(std::sync::atomic::Ordering::SeqCst),
         };
-        let to = {
-            let mut abr = self.abr.lock().unwrap();
-            let a = abr.as_mut()?;
-            let rep = a.map.iter().position(|c| *c == f.cand)?;
-            let choice = a
-                .selector
-                .check_abandon(&in_flight(rep), &level, self.epoch.elapsed())?;
-            a.map[choice.rep]
-        };
+        let now = self.epoch.elapsed();
+        let to = self.with_selector(f.cand, |s, rep| {
+            s.check_abandon(&in_flight(rep), &level, now)
+        })?;
         let init_retracted = self.shared.retract(&mut q, f.tag)?;
         drop(q);
-        self.shared.stats.lock().unwrap().abandons += 1;
-        (self.log)(&format!(
-            "abandoning segment {} of {} after {} of {} bytes in {:?}: {} instead",
-            f.index,
-            plan_id(self, f.cand),
-            f.received,
-            total,
-            f.elapsed,
-            plan_id(self, to)
-        ));
+        self.count_abandon("abandoning", f, total, to);
         Some((to, init_retracted))
     }
 

@@ -333,6 +333,17 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
         received: 0.0,
         upgrade: false,
     };
+    // A media request for segment `k` of `rep`, with its init segment the first time.
+    let fetch = |t: f64, k: usize, rep: usize, have_init: &mut [bool]| {
+        let init = if have_init[rep] { 0 } else { init_of(rep) };
+        have_init[rep] = true;
+        send(
+            t,
+            Some((k, rep)),
+            ladder.segment_bytes(rep, k) as u64 + init,
+            init,
+        )
+    };
 
     while !ended && t < opts.max_time_s {
         // Media time playable: whole segments, plus (progressive) what arrived of the next.
@@ -378,10 +389,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 let position = Duration::from_secs_f64(playhead);
                 if let Some((k, c)) = abr.upgrade(position, &buffered, &buffer) {
                     decisions.push((t, k, c.rep, c.reason));
-                    let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
-                    have_init[c.rep] = true;
-                    let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
-                    let mut r = send(t, Some((k, c.rep)), bytes, init);
+                    let mut r = fetch(t, k, c.rep, &mut have_init);
                     r.upgrade = true;
                     req = Some(r);
                 }
@@ -390,10 +398,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 if abr.fetch_advice(&buffer) == FetchAdvice::Fetch {
                     let c = abr.choose(next_seg, &buffer, Duration::from_secs_f64(t));
                     decisions.push((t, next_seg, c.rep, c.reason));
-                    let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
-                    have_init[c.rep] = true;
-                    let bytes = ladder.segment_bytes(c.rep, next_seg) as u64 + init;
-                    req = Some(send(t, Some((next_seg, c.rep)), bytes, init));
+                    req = Some(fetch(t, next_seg, c.rep, &mut have_init));
                     next_abandon_check = t + 0.25;
                 }
             }
@@ -414,10 +419,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                     };
                     if let Some(c) = abr.check_start(&f, Duration::from_secs_f64(t)) {
                         decisions.push((t, k, c.rep, c.reason));
-                        let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
-                        have_init[c.rep] = true;
-                        let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
-                        req = Some(send(t, Some((k, c.rep)), bytes, init));
+                        req = Some(fetch(t, k, c.rep, &mut have_init));
                     }
                 }
             }
@@ -441,10 +443,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 let buffer = level(playing, playhead);
                 if let Some(c) = abr.check_abandon(&f, &buffer, Duration::from_secs_f64(t)) {
                     decisions.push((t, k, c.rep, c.reason));
-                    let init = if have_init[c.rep] { 0 } else { init_of(c.rep) };
-                    have_init[c.rep] = true;
-                    let bytes = ladder.segment_bytes(c.rep, k) as u64 + init;
-                    req = Some(send(t, Some((k, c.rep)), bytes, init));
+                    req = Some(fetch(t, k, c.rep, &mut have_init));
                 }
             }
         }

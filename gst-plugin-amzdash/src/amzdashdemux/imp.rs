@@ -412,7 +412,14 @@ impl AmzDashDemux {
             refresher,
             plans: Mutex::new(HashMap::new()),
             inits: Mutex::new(HashMap::new()),
-            throughput: Mutex::new(crate::abr::ThroughputEstimator::new(2.0, 5.0)),
+            throughput: Mutex::new({
+                // The selector's half-lives, for the estimate used without one.
+                let d = crate::abr::AbrConfig::default();
+                crate::abr::ThroughputEstimator::new(
+                    d.fast_half_life.as_secs_f64(),
+                    d.slow_half_life.as_secs_f64(),
+                )
+            }),
             family,
             codec_switching: settings.codec_switching,
             abr: Mutex::new(None),
