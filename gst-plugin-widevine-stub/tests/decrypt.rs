@@ -426,6 +426,15 @@ fn license_server(
     let log: Arc<Mutex<Vec<Posted>>> = Arc::default();
     let log2 = log.clone();
     std::thread::spawn(move || {
+        let keys: Vec<(KeyId, [u8; 16])> = [(KID, KEY), (KID2, KEY2)]
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.parse().unwrap(),
+                    hex::decode(v).unwrap().try_into().unwrap(),
+                )
+            })
+            .collect();
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
             let arrived = Instant::now();
@@ -463,15 +472,6 @@ fn license_server(
                 .map(|(_, p)| p.key_ids.clone())
                 .unwrap_or_default();
             log2.lock().unwrap().push((arrived, kind.clone(), kids));
-            let keys: Vec<(KeyId, [u8; 16])> = [(KID, KEY), (KID2, KEY2)]
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.parse().unwrap(),
-                        hex::decode(v).unwrap().try_into().unwrap(),
-                    )
-                })
-                .collect();
             let result = answer(n, &kind).and_then(|policy| {
                 let (c, _) = challenge?;
                 protocol::issue_license(

@@ -463,9 +463,9 @@ impl WidevineDecrypt {
     }
 
     /// Closes the sessions of earlier streams that cover none of `current`, the key ids of
-    /// the stream now playing: a gapless album reuses this element, and the previous track's
-    /// session would otherwise keep its keys and renew its license for as long as the album
-    /// plays. Its samples have all gone through (the new stream's first buffer is here).
+    /// the stream now playing: fed one stream after another (the next track through the same
+    /// element), the previous stream's session would otherwise keep its keys and renew its
+    /// license for as long as this element plays. Its samples have all gone through (the new stream's first buffer is here).
     /// Sessions of the current stream stay, whatever key ids they cover (a sample may carry
     /// one its PSSHs do not name).
     fn close_sessions_outside(&self, state: &mut State, current: &[KeyId]) {
@@ -762,11 +762,7 @@ async fn license_task(
     shared.lock().stats.licenses_requested += 1;
     let fetched = fetch_license(&HTTP, &url, &challenge, headers.clone(), &policy, refresh).await;
     let Some(obj) = element.upgrade() else { return };
-    // Closed while the request was out (the stream it was for has ended): nothing to report.
-    // Checked again below on failure, as closing can also come between here and the update.
-    if !shared.is_open(&session) {
-        return;
-    }
+    // A failure for a session closed meanwhile (its stream has ended) is nothing to report.
     let update = match fetched {
         Ok(f) => {
             {
