@@ -89,9 +89,7 @@ impl EmulatorProcess {
             .to_string();
         Ok(EmulatorProcess { child, base_url })
     }
-}
 
-impl EmulatorProcess {
     /// `POST /_emulator/prepare`: packages the tracks' content now (the emulator otherwise
     /// does it at the first request, which takes seconds per track on a fresh machine). Call it
     /// before anything timed: a shaping trace (whose clock would otherwise run during the
