@@ -64,11 +64,7 @@ fn manifest_event_and_tags_reach_downstream() {
     assert_eq!(status, 200);
 
     // Tags, before the MPD buffer (sticky on the appsink's pad).
-    let pad = run.sink.static_pad("sink").unwrap();
-    let tags = pad
-        .sticky_event::<gst::event::Tag>(0)
-        .expect("tag event")
-        .tag_owned();
+    let tags = run.tags();
     assert_eq!(
         tags.get::<gst::tags::Title>().unwrap().get(),
         "Harbour Lights"
@@ -117,13 +113,7 @@ fn explicit_flag_and_market() {
     src.set_property("market", "jp");
     let run = Running::new(src);
     run.manifest(WAIT).expect("JP track plays in market JP");
-    let tags = run
-        .sink
-        .static_pad("sink")
-        .unwrap()
-        .sticky_event::<gst::event::Tag>(0)
-        .unwrap()
-        .tag_owned();
+    let tags = run.tags();
     assert!(tags
         .generic("amazonmusic-explicit")
         .unwrap()
@@ -334,11 +324,7 @@ fn a_late_cover_does_not_hold_the_manifest_back() {
         "{:?}",
         t.elapsed()
     );
-    let pad = run.sink.static_pad("sink").unwrap();
-    let tags = pad
-        .sticky_event::<gst::event::Tag>(0)
-        .expect("tag event")
-        .tag_owned();
+    let tags = run.tags();
     assert_eq!(
         tags.get::<gst::tags::Title>().unwrap().get(),
         "Harbour Lights"

@@ -160,6 +160,16 @@ pub struct Running {
 }
 
 impl Running {
+    /// The tags the source sent before the manifest (sticky on the appsink's pad).
+    pub fn tags(&self) -> gst::TagList {
+        self.sink
+            .static_pad("sink")
+            .unwrap()
+            .sticky_event::<gst::event::Tag>(0)
+            .expect("tag event")
+            .tag_owned()
+    }
+
     pub fn new(src: gst::Element) -> Running {
         let pipeline = gst::Pipeline::new();
         let sink = gst_app::AppSink::builder().sync(false).build();
