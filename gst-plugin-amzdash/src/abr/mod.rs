@@ -43,7 +43,7 @@
 //! // When playback runs dry: abr.on_stall(); after a flushing seek: abr.on_seek();
 //! // A request timed out before its first byte: abr.on_request_timeout(waited).
 //! // When max-bitrate/max-quality change: abr.set_cap(Some(index)).
-//! // Everything fetched and the link idle: abr.upgrade(position, &buffered, &buffer).
+//! // Everything fetched and the link idle: abr.upgrade(&buffered, &buffer).
 //! // For the `stats` property: abr.stats(); at the end, persist abr.session_estimate().
 //! ```
 //!
@@ -64,6 +64,6 @@ pub use bola::Bola;
 pub use estimator::{Ewma, ThroughputEstimator};
 pub use ladder::{Candidate, CodecFamily, Ladder, LadderError};
 pub use selector::{
-    AbrConfig, AbrStats, BufferLevel, Choice, Download, FetchAdvice, InFlight, QualitySelector,
-    Reason, SessionEstimate,
+    AbrConfig, AbrStats, BufferLevel, Buffered, Choice, Download, FetchAdvice, InFlight,
+    QualitySelector, Reason, SessionEstimate,
 };

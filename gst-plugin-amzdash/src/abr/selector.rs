@@ -135,6 +135,16 @@ pub struct InFlight {
     pub ttfb: Option<Duration>,
 }
 
+/// A buffered segment, for [`QualitySelector::upgrade`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Buffered {
+    pub segment: usize,
+    pub rep: usize,
+    /// How soon its first byte goes downstream, after which it can no longer be swapped
+    /// (zero: it already is, e.g. the segment playing).
+    pub due_in: Duration,
+}
+
 /// Why a candidate was chosen (for logs and stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -807,17 +817,16 @@ impl QualitySelector {
     }
 
     /// Spare bandwidth spent on quality: when every segment is fetched (nothing left for
-    /// [`choose`](Self::choose)) and the link would sit idle, a buffered segment not yet playing
-    /// to fetch again from a better candidate, as `(segment, choice)`. `position` is the playback
-    /// position in the track; `buffered` lists `(segment, candidate)` for every buffered segment
-    /// in order, from the one playing. The latest segments are upgraded first (the most time to
-    /// arrive, and a codec change moved to the end rather than added), each only if it is
-    /// expected with the reserve to spare before it plays and it adds no codec change. Swap it
-    /// in only if it arrives before its segment starts playing; otherwise drop it.
+    /// [`choose`](Self::choose)) and the link would sit idle, a buffered segment to fetch again
+    /// from a better candidate, as `(segment, choice)`. `buffered` lists every buffered segment
+    /// in order, from the one playing (its `due_in` zero). The latest segments are upgraded
+    /// first (the most time to arrive, and a codec change moved to the end rather than added),
+    /// each only if it is expected `reserve` before it is due and it adds no codec change.
+    /// Swap it in only if nothing of its segment went downstream meanwhile; otherwise drop it
+    /// (the buffered one plays: a late upgrade costs bandwidth, never audio).
     pub fn upgrade(
         &mut self,
-        position: Duration,
-        buffered: &[(usize, usize)],
+        buffered: &[Buffered],
         buffer: &BufferLevel,
     ) -> Option<(usize, Choice)> {
         let c = &self.config;
@@ -828,32 +837,33 @@ impl QualitySelector {
         let count = self.ladder.segment_count();
         let top = self.cap.unwrap_or(usize::MAX).min(self.ladder.len() - 1);
         let bps = self.estimate() * self.est.availability() * c.keep_factor;
-        let start_of = |k: usize| self.ladder.remaining_s(0) - self.ladder.remaining_s(k);
-        let pos = secs(position);
+        let fam_of = |r: usize| self.ladder.codec(r);
         for i in (0..buffered.len()).rev() {
-            let (k, rep) = buffered[i];
+            let Buffered {
+                segment: k,
+                rep,
+                due_in,
+            } = buffered[i];
             if k >= count || rep >= top {
                 continue;
             }
-            let starts_in = start_of(k) - pos;
-            let fam_of = |r: usize| self.ladder.codec(r);
-            let before = (i > 0).then(|| fam_of(buffered[i - 1].1));
-            let after = buffered.get(i + 1).map(|&(_, r)| fam_of(r));
+            let before = (i > 0).then(|| fam_of(buffered[i - 1].rep));
+            let after = buffered.get(i + 1).map(|s| fam_of(s.rep));
             let changes =
                 |f| before.is_some_and(|b| b != f) as u8 + after.is_some_and(|a| a != f) as u8;
             let now_changes = changes(fam_of(rep));
             let best = (rep + 1..=top).rev().find(|&r| {
                 changes(fam_of(r)) <= now_changes
-                    && self.fetch_time(r, k, bps) <= starts_in - secs(c.reserve)
+                    && self.fetch_time(r, k, bps) <= secs(due_in) - secs(c.reserve)
                     && buffer.bytes as f64 + self.ladder.segment_bytes(r, k)
                         <= c.max_buffer_bytes as f64
             });
             if let Some(r) = best {
+                self.stats.upgrades += 1;
                 let choice = Choice {
                     rep: r,
                     reason: Reason::Upgrade,
                 };
-                self.stats.upgrades += 1;
                 return Some((k, choice));
             }
         }
@@ -1340,27 +1350,38 @@ mod tests {
         assert_eq!(q.choose(32, &playing(40), S).rep, 3);
     }
 
+    /// Segments `(segment, rep)` buffered at 20 s into the track, the first one playing.
+    fn at_20s(segs: &[(usize, usize)]) -> Vec<Buffered> {
+        segs.iter()
+            .map(|&(segment, rep)| Buffered {
+                segment,
+                rep,
+                due_in: (segment as u32 * 10).saturating_sub(20) * S,
+            })
+            .collect()
+    }
+
     #[test]
     fn idle_link_upgrades_buffered_segments_from_the_end() {
         let mut q = measured(ladder(6), throughput_only(), 1e6);
         // At 20 s, segments 2 (playing) to 5 buffered at 100 kb/s Opus: the last one first, and
         // not to FLAC (that would add a codec change): 400 kb/s Opus.
-        let all_low = [(2, 0), (3, 0), (4, 0), (5, 0)];
-        let (k, c) = q.upgrade(20 * S, &all_low, &playing(40)).unwrap();
+        let all_low = at_20s(&[(2, 0), (3, 0), (4, 0), (5, 0)]);
+        let (k, c) = q.upgrade(&all_low, &playing(40)).unwrap();
         assert_eq!((k, c.rep, c.reason), (5, 2, Reason::Upgrade));
         // FLAC already at the end: segment 3 may become FLAC (no extra change) but 800 kb/s
         // (8.4 s at 0.95 Mb/s) does not arrive 3 s before it plays in 10 s; 400 kb/s does.
-        let flac_end = [(2, 0), (3, 0), (4, 3), (5, 3)];
-        let (k, c) = q.upgrade(20 * S, &flac_end, &playing(40)).unwrap();
+        let flac_end = at_20s(&[(2, 0), (3, 0), (4, 3), (5, 3)]);
+        let (k, c) = q.upgrade(&flac_end, &playing(40)).unwrap();
         assert_eq!((k, c.rep), (3, 2));
         // Nothing while rebuffering, nothing above the cap.
         let stalled = BufferLevel {
             playing: false,
             ..playing(40)
         };
-        assert_eq!(q.upgrade(20 * S, &all_low, &stalled), None);
+        assert_eq!(q.upgrade(&all_low, &stalled), None);
         q.set_cap(Some(0));
-        assert_eq!(q.upgrade(20 * S, &all_low, &playing(40)), None);
+        assert_eq!(q.upgrade(&all_low, &playing(40)), None);
         assert_eq!(q.stats().upgrades, 2);
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::ladder::{Candidate, CodecFamily, Ladder};
 pub use super::qoe::{score, Event, Sample, Score};
 use super::selector::{
-    AbrConfig, AbrStats, BufferLevel, Download, FetchAdvice, InFlight, QualitySelector, Reason,
-    SessionEstimate,
+    AbrConfig, AbrStats, BufferLevel, Buffered, Download, FetchAdvice, InFlight, QualitySelector,
+    Reason, SessionEstimate,
 };
 
 /// The link over one stretch of time (the emulator's `shaping::Phase`).
@@ -230,6 +230,9 @@ pub struct SimOptions {
     /// Once everything is fetched, fetch buffered segments again at a better quality
     /// ([`QualitySelector::upgrade`]) while the link would sit idle.
     pub upgrades: bool,
+    /// Media held downstream ahead of the playhead: a segment can be swapped for its upgrade
+    /// only until the playhead is this far from it (0: until it plays, as an MSE player can).
+    pub downstream_s: f64,
 }
 
 impl Default for SimOptions {
@@ -242,6 +245,7 @@ impl Default for SimOptions {
             progressive: false,
             progressive_start_s: 0.2,
             upgrades: true,
+            downstream_s: 0.0,
         }
     }
 }
@@ -382,12 +386,18 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 req = Some(send(t, None, track.manifest_bytes, 0));
             } else if next_seg >= count && opts.upgrades {
                 let buffer = level(playing, playhead);
-                let from = seg_at(playhead);
-                let buffered: Vec<(usize, usize)> = (from..count)
-                    .filter_map(|k| seg_rep[k].map(|r| (k, r)))
+                let buffered: Vec<Buffered> = (seg_at(playhead)..count)
+                    .filter_map(|k| {
+                        seg_rep[k].map(|rep| Buffered {
+                            segment: k,
+                            rep,
+                            due_in: Duration::from_secs_f64(
+                                (starts[k] - opts.downstream_s - playhead).max(0.0),
+                            ),
+                        })
+                    })
                     .collect();
-                let position = Duration::from_secs_f64(playhead);
-                if let Some((k, c)) = abr.upgrade(position, &buffered, &buffer) {
+                if let Some((k, c)) = abr.upgrade(&buffered, &buffer) {
                     decisions.push((t, k, c.rep, c.reason));
                     let mut r = fetch(t, k, c.rep, &mut have_init);
                     r.upgrade = true;
@@ -402,6 +412,14 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                     next_abandon_check = t + 0.25;
                 }
             }
+        }
+        // An upgrade that can no longer be swapped in is dropped (the element aborts it).
+        if req.as_ref().is_some_and(|r| {
+            r.upgrade
+                && r.media
+                    .is_some_and(|(k, _)| playhead >= starts[k] - opts.downstream_s)
+        }) {
+            req = None;
         }
         // The element's start check (progressive only): before anything plays, once 100 ms of
         // the first segment's body came, the rate it comes at must keep it in real time.
@@ -470,7 +488,7 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                         None => manifest_done = true,
                         // An upgrade is swapped in only if its segment has not started.
                         Some((k, rep)) if r.upgrade => {
-                            if playhead < starts[k] {
+                            if playhead < starts[k] - opts.downstream_s {
                                 seg_rep[k] = Some(rep);
                             }
                         }
