@@ -188,6 +188,20 @@ pub struct Queue {
     /// Tag of the last item the streaming thread took: tags grow, so a download whose tag is
     /// above it has sent nothing downstream yet.
     pub popped_tag: u64,
+    /// Candidate of the last init or media item the streaming thread took.
+    pub popped_candidate: Option<usize>,
+}
+
+/// A media segment in the queue, as [`Shared::queued_segments`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedSegment {
+    pub candidate: usize,
+    pub start: Duration,
+    pub tag: u64,
+    /// How soon the streaming thread takes its first piece: the media queued before it (once
+    /// downstream is full, the queue drains at the pace of playback). Zero when part of it
+    /// already went downstream.
+    pub due_in: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -204,6 +218,12 @@ pub struct Stats {
     pub abandons: u64,
     /// Times playback ran dry (the streaming thread waited for data after audio had flowed).
     pub underruns: u64,
+    /// Buffered segments fetched again from a better candidate and swapped in before they
+    /// went downstream (the selector's upgrade, once everything is fetched).
+    pub upgrades: u64,
+    /// Such upgrades that came too late (or failed) and were dropped: the buffered segment
+    /// played.
+    pub upgrades_dropped: u64,
 }
 
 /// What the engine and the element's streaming thread share.
@@ -314,6 +334,9 @@ impl Shared {
         if let Some(t) = item.tag() {
             q.popped_tag = q.popped_tag.max(t);
         }
+        if let Item::Init { candidate, .. } | Item::Media { candidate, .. } = &item {
+            q.popped_candidate = Some(*candidate);
+        }
         self.space.notify_one();
         Some(item)
     }
@@ -340,6 +363,121 @@ impl Shared {
             }
         }
         Some(init)
+    }
+
+    /// Every media segment in the queue, in order (the first one may be going downstream).
+    pub fn queued_segments(&self) -> Vec<QueuedSegment> {
+        let q = self.queue.lock().unwrap();
+        let mut out: Vec<QueuedSegment> = Vec::new();
+        let mut before = Duration::ZERO;
+        for item in &q.items {
+            if let Item::Media {
+                candidate,
+                start,
+                time,
+                tag,
+                ..
+            } = item
+            {
+                if out.last().is_none_or(|s| s.tag != *tag) {
+                    out.push(QueuedSegment {
+                        candidate: *candidate,
+                        start: *start,
+                        tag: *tag,
+                        due_in: if q.popped_tag >= *tag {
+                            Duration::ZERO
+                        } else {
+                            before
+                        },
+                    });
+                }
+                before += *time;
+            }
+        }
+        out
+    }
+
+    /// Swaps the queued download `tag` (a media segment, with the init segment of its switch
+    /// if it had one) for `media`, the same segment from candidate `cand` tagged `tag`, if
+    /// nothing of it went downstream yet and the play is still `epoch`. Init segments keep the
+    /// stream right: `init_of(c, tag)` is queued before the new media unless `cand` was
+    /// already current there, and before what follows when that is another candidate's
+    /// media; init segments made redundant by the swap go. Returns whether it swapped.
+    fn replace(
+        &self,
+        epoch: u64,
+        tag: u64,
+        cand: usize,
+        media: Vec<Item>,
+        init_of: &dyn Fn(usize, u64) -> Option<Item>,
+    ) -> bool {
+        let mut q = self.queue.lock().unwrap();
+        if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) || q.popped_tag >= tag {
+            return false;
+        }
+        let Some(mut from) = q.items.iter().position(|i| i.tag() == Some(tag)) else {
+            return false;
+        };
+        let mut to = from
+            + q.items
+                .iter()
+                .skip(from)
+                .take_while(|i| i.tag() == Some(tag))
+                .count();
+        // An init segment right before it (an earlier swap's) serves only this segment.
+        if from > 0 && matches!(q.items[from - 1], Item::Init { .. }) {
+            from -= 1;
+        }
+        let candidate_of = |i: &Item| match i {
+            Item::Init { candidate, .. } | Item::Media { candidate, .. } => Some(*candidate),
+            Item::Eos => None,
+        };
+        let before = q
+            .items
+            .iter()
+            .take(from)
+            .rev()
+            .find_map(candidate_of)
+            .or(q.popped_candidate);
+        let after = match q.items.get(to) {
+            Some(Item::Media { candidate, .. }) if *candidate != cand => Some(*candidate),
+            // What follows switches to `cand`: its init segment is now redundant.
+            Some(Item::Init { candidate, .. }) if *candidate == cand => {
+                to += 1;
+                None
+            }
+            _ => None,
+        };
+        let mut new: Vec<Item> = Vec::with_capacity(media.len() + 2);
+        if before != Some(cand) {
+            let Some(init) = init_of(cand, tag) else {
+                return false;
+            };
+            new.push(init);
+        }
+        new.extend(media);
+        if let Some(c) = after {
+            let Some(init) = init_of(c, tag) else {
+                return false;
+            };
+            new.push(init);
+        }
+        let weigh = |items: &mut dyn Iterator<Item = &Item>| {
+            items.fold((0u64, Duration::ZERO), |(b, t), i| match i {
+                Item::Media { data, time, .. } => (b + data.len() as u64, t + *time),
+                Item::Init { data, .. } => (b + data.len() as u64, t),
+                Item::Eos => (b, t),
+            })
+        };
+        let (old_bytes, old_time) = weigh(&mut q.items.range(from..to));
+        let (new_bytes, new_time) = weigh(&mut new.iter());
+        q.bytes = q.bytes - old_bytes + new_bytes;
+        q.time = q.time.saturating_sub(old_time) + new_time;
+        let tail = q.items.split_off(to);
+        q.items.truncate(from);
+        q.items.extend(new);
+        q.items.extend(tail);
+        true
     }
 
     /// Empties the queue for a new play and returns the play's epoch (for [`run`]).
@@ -1310,6 +1448,154 @@ impl Context {
         }
     }
 
+    /// The selector's upgrade for the queue as it is: `(segment, its index, candidate)`.
+    fn propose_upgrade(&self) -> Option<(QueuedSegment, usize, usize)> {
+        if self.pinned.lock().unwrap().is_some() {
+            return None;
+        }
+        let queued = self.shared.queued_segments();
+        let level = self.buffer_level();
+        let plans = self.plans.lock().unwrap().clone();
+        let index_of = |q: &QueuedSegment| {
+            let plan = plans.get(&plan_id(self, q.candidate))?;
+            Some(segments::segment_at(&plan.segments, q.start))
+        };
+        let indexes: Vec<usize> = queued.iter().map(index_of).collect::<Option<_>>()?;
+        let mut abr = self.abr.lock().unwrap();
+        let a = abr.as_mut()?;
+        self.apply_cap(a);
+        let rep_of = |c: usize| a.map.iter().position(|m| *m == c);
+        let buffered: Vec<abr::Buffered> = queued
+            .iter()
+            .zip(&indexes)
+            .map(|(q, &segment)| {
+                Some(abr::Buffered {
+                    segment,
+                    rep: rep_of(q.candidate)?,
+                    due_in: q.due_in,
+                })
+            })
+            .collect::<Option<_>>()?;
+        let (k, choice) = a.selector.upgrade(&buffered, &level)?;
+        let i = indexes.iter().position(|&x| x == k)?;
+        Some((queued[i], k, a.map[choice.rep]))
+    }
+
+    /// Everything is fetched and the link would sit idle until the next track: fetches
+    /// buffered segments again from better candidates while the selector proposes one. Each is
+    /// swapped in only if nothing of its segment went downstream meanwhile, and its download is
+    /// given up as soon as that happens. A failed or late upgrade is dropped (the buffered
+    /// segment plays): it never stops playback.
+    async fn upgrade_buffered(&self, epoch: u64) {
+        // Each proposal is swapped in or its segment is gone from the choices (downstream, or
+        // failed): this bound is only a guard.
+        let bound = self.shared.queued_segments().len() * 8;
+        for _ in 0..bound {
+            let Some((seg, index, to)) = self.propose_upgrade() else {
+                return;
+            };
+            let from = plan_id(self, seg.candidate);
+            let to_id = plan_id(self, to);
+            (self.log)(&format!(
+                "segment {index}: upgrading {from} -> {to_id}, due downstream in {:.1} s",
+                seg.due_in.as_secs_f64()
+            ));
+            match self.upgrade_segment(seg, index, to, epoch).await {
+                Ok(true) => {
+                    self.shared.stats.lock().unwrap().upgrades += 1;
+                    (self.log)(&format!("segment {index}: {to_id} swapped in"));
+                }
+                Ok(false) => {
+                    self.shared.stats.lock().unwrap().upgrades_dropped += 1;
+                    (self.log)(&format!(
+                        "segment {index}: the upgrade to {to_id} came too late, dropped"
+                    ));
+                }
+                Err(e) => {
+                    self.shared.stats.lock().unwrap().upgrades_dropped += 1;
+                    (self.log)(&format!(
+                        "segment {index}: the upgrade to {to_id} failed ({e:?}); no more upgrades"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fetches segment `index` from `to` and swaps it for the queued `seg`; `Ok(false)` when
+    /// part of `seg` went downstream first.
+    async fn upgrade_segment(
+        &self,
+        seg: QueuedSegment,
+        index: usize,
+        to: usize,
+        epoch: u64,
+    ) -> Result<bool, EngineError> {
+        let gone = || self.shared.queue.lock().unwrap().popped_tag >= seg.tag;
+        let what = format!("segment {index} of {}", plan_id(self, to));
+        let download = async {
+            self.init_bytes(to).await?;
+            let plan = self.plan(to).await?;
+            let f = self.fetch(&what, |c| c.media_request(to, index)).await?;
+            Ok::<_, EngineError>((f.data, plan))
+        };
+        let watch = async {
+            while !gone() {
+                tokio::time::sleep(FLUSH_INTERVAL).await;
+            }
+        };
+        let (data, plan) = tokio::select! {
+            r = download => r?,
+            () = watch => return Ok(false),
+        };
+        if data.is_empty() {
+            return Err(EngineError::Network(format!("{what}: empty response")));
+        }
+        let duration = plan
+            .segments
+            .get(index)
+            .map(|s| s.duration)
+            .ok_or_else(|| EngineError::Manifest(format!("no segment {index}")))?;
+        let mut piece = Piece {
+            cand: to,
+            tag: seg.tag,
+            start: seg.start,
+            duration,
+            total: Some(data.len() as u64),
+            queued: 0,
+            queued_time: Duration::ZERO,
+            pending: BytesMut::new(),
+        };
+        let mut media = Vec::new();
+        for chunk in data.chunks(CHUNK_BYTES) {
+            piece.pending.extend_from_slice(chunk);
+            let last = piece.queued + chunk.len() as u64 == data.len() as u64;
+            media.push(piece.take(last));
+        }
+        let init_of = |c: usize, tag: u64| {
+            let (id, codec) = {
+                let p = self.presentation.lock().unwrap();
+                (p.candidates[c].id.clone(), p.candidates[c].codec.clone())
+            };
+            let cached = self.inits.lock().unwrap().get(&id).cloned();
+            // (A candidate without an init segment queues an empty one, as on a switch.)
+            let data = match cached {
+                Some(d) => d,
+                None => match self.init_request(c) {
+                    Ok(None) => Bytes::new(),
+                    _ => return None,
+                },
+            };
+            Some(Item::Init {
+                candidate: c,
+                codec,
+                data,
+                tag,
+            })
+        };
+        Ok(self.shared.replace(epoch, seg.tag, to, media, &init_of))
+    }
+
     /// Any candidate of the family (all share one segment timeline).
     fn family_head(&self) -> usize {
         let p = self.presentation.lock().unwrap().clone();
@@ -1464,6 +1750,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
         }
     }
     ctx.shared.push(epoch, Item::Eos);
+    ctx.upgrade_buffered(epoch).await;
     Ok(())
 }
 
@@ -1611,6 +1898,124 @@ mod tests {
         assert_eq!(shared.retract(&mut q, a), None);
         assert_eq!(shared.retract(&mut q, b), Some(true));
         assert_eq!((q.items.len(), q.bytes, q.time), (0, 0, Duration::ZERO));
+    }
+
+    /// The queue as `(kind, candidate, tag, bytes)`, kind `I`nit, `M`edia or `E`os.
+    fn layout(shared: &Shared) -> Vec<(char, usize, u64, usize)> {
+        let q = shared.queue.lock().unwrap();
+        q.items
+            .iter()
+            .map(|i| match i {
+                Item::Init {
+                    candidate,
+                    data,
+                    tag,
+                    ..
+                } => ('I', *candidate, *tag, data.len()),
+                Item::Media {
+                    candidate,
+                    data,
+                    tag,
+                    ..
+                } => ('M', *candidate, *tag, data.len()),
+                Item::Eos => ('E', 0, 0, 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_buffered_segment_is_swapped_only_while_nothing_of_it_went_downstream() {
+        let shared = Shared::default();
+        let epoch = shared.clear();
+        let s = Duration::from_secs;
+        let init = |candidate, tag| Item::Init {
+            candidate,
+            codec: "flac".into(),
+            data: Bytes::from(vec![0u8; 7]),
+            tag,
+        };
+        let media = |candidate, k: u64, n: usize, first, tag| Item::Media {
+            candidate,
+            data: Bytes::from(vec![0u8; n]),
+            start: s(10 * k),
+            duration: s(10),
+            time: s(5),
+            first,
+            tag,
+        };
+        // Segments 0 to 3 from candidate 0, two pieces each, then the end.
+        let tags: Vec<u64> = (0..4).map(|_| shared.new_tag()).collect();
+        shared.push(epoch, init(0, tags[0]));
+        for (k, &tag) in tags.iter().enumerate() {
+            shared.push(epoch, media(0, k as u64, 100, true, tag));
+            shared.push(epoch, media(0, k as u64, 100, false, tag));
+        }
+        shared.push(epoch, Item::Eos);
+        // The init and segment 0's first piece went downstream.
+        {
+            let mut q = shared.queue.lock().unwrap();
+            shared.pop(&mut q);
+            shared.pop(&mut q);
+        }
+        let due: Vec<(u64, Duration)> = shared
+            .queued_segments()
+            .iter()
+            .map(|q| (q.tag, q.due_in))
+            .collect();
+        assert_eq!(
+            due,
+            vec![
+                (tags[0], s(0)),
+                (tags[1], s(5)),
+                (tags[2], s(15)),
+                (tags[3], s(25))
+            ]
+        );
+        let init_of = |c: usize, tag: u64| Some(init(c, tag));
+        let upgrade = |k: u64, tag| vec![media(1, k, 300, true, tag), media(1, k, 200, false, tag)];
+        // Segment 0 is playing: too late. A stale play swaps nothing.
+        assert!(!shared.replace(epoch, tags[0], 1, upgrade(0, tags[0]), &init_of));
+        assert!(!shared.replace(epoch + 1, tags[2], 1, upgrade(2, tags[2]), &init_of));
+        // Segment 2 from candidate 1: its init before it, candidate 0's again after it.
+        assert!(shared.replace(epoch, tags[2], 1, upgrade(2, tags[2]), &init_of));
+        // The last segment: no init after it (the end follows).
+        assert!(shared.replace(epoch, tags[3], 1, upgrade(3, tags[3]), &init_of));
+        let (t0, t1, t2, t3) = (tags[0], tags[1], tags[2], tags[3]);
+        assert_eq!(
+            layout(&shared),
+            vec![
+                ('M', 0, t0, 100),
+                ('M', 0, t1, 100),
+                ('M', 0, t1, 100),
+                ('I', 1, t2, 7),
+                ('M', 1, t2, 300),
+                ('M', 1, t2, 200),
+                // (Segment 2's swap put candidate 0's init here; segment 3's took it out.)
+                ('M', 1, t3, 300),
+                ('M', 1, t3, 200),
+                ('E', 0, 0, 0),
+            ]
+        );
+        {
+            let q = shared.queue.lock().unwrap();
+            assert_eq!((q.bytes, q.time), (100 + 200 + 1000 + 7, s(35)));
+        }
+        // Segment 1 from candidate 1: an init before it, and segment 2's init goes.
+        assert!(shared.replace(epoch, t1, 1, upgrade(1, t1), &init_of));
+        let kinds: String = layout(&shared).iter().map(|l| l.0).collect();
+        assert_eq!(kinds, "MIMMMMMME");
+        {
+            let q = shared.queue.lock().unwrap();
+            assert_eq!((q.bytes, q.time), (100 + 7 + 1500, s(35)));
+        }
+        // Once segment 1's first piece is taken, it stays as it is.
+        {
+            let mut q = shared.queue.lock().unwrap();
+            shared.pop(&mut q);
+            shared.pop(&mut q);
+            shared.pop(&mut q);
+        }
+        assert!(!shared.replace(epoch, t1, 0, upgrade(1, t1), &init_of));
     }
 
     #[test]

@@ -840,8 +840,14 @@ impl AmzDashDemux {
                 duration,
                 time,
                 first,
+                candidate,
                 ..
-            } => self.push_piece(data, start, duration, time, first),
+            } => {
+                if first {
+                    self.post_segment(&ctx, candidate, start, duration);
+                }
+                self.push_piece(data, start, duration, time, first)
+            }
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
                 self.report_level(false);
@@ -869,6 +875,26 @@ impl AmzDashDemux {
                 let _ = self.srcpad.pause_task();
             }
         }
+    }
+
+    /// Says which representation the segment now going downstream comes from (what plays is
+    /// known only here: a buffered segment can be swapped for an upgrade until this moment).
+    fn post_segment(&self, ctx: &Context, candidate: usize, start: Duration, duration: Duration) {
+        let (id, bandwidth) = {
+            let p = ctx.presentation.lock().unwrap();
+            match p.candidates.get(candidate) {
+                Some(c) => (c.id.clone(), c.bandwidth),
+                None => return,
+            }
+        };
+        let s = gst::Structure::builder("amzdashdemux-segment")
+            .field("start", start.as_nanos() as u64)
+            .field("duration", duration.as_nanos() as u64)
+            .field("representation", id)
+            .field("bandwidth", bandwidth)
+            .build();
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
     }
 
     fn post_engine_error(&self, e: EngineError) {
@@ -1045,6 +1071,8 @@ impl AmzDashDemux {
             .field("retries", s.retries)
             .field("abandons", s.abandons)
             .field("underruns", s.underruns)
+            .field("upgrades", s.upgrades)
+            .field("upgrades-dropped", s.upgrades_dropped)
             .build()
     }
 }
