@@ -64,6 +64,10 @@ pub struct RunResult {
     pub elements: Vec<String>,
     /// User + system CPU seconds of the whole process during the run.
     pub cpu_s: f64,
+    /// `(start s, representation)` of each segment as amzdashdemux sent it downstream (its
+    /// `amzdashdemux-segment` messages; none from dashdemux2).
+    #[serde(default)]
+    pub segments: Vec<(f64, String)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -241,6 +245,7 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
                 gst::MessageType::Error,
                 gst::MessageType::Eos,
                 gst::MessageType::Buffering,
+                gst::MessageType::Element,
             ],
         ) else {
             continue;
@@ -261,6 +266,15 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
                 if b.percent() < 100 && rec.lock().unwrap().first_render.is_some() =>
             {
                 out.buffering_dips += 1;
+            }
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure().filter(|s| s.name() == "amzdashdemux-segment") {
+                    if let (Ok(start), Ok(rep)) =
+                        (s.get::<u64>("start"), s.get::<String>("representation"))
+                    {
+                        out.segments.push((start as f64 / 1e9, rep));
+                    }
+                }
             }
             _ => {}
         }

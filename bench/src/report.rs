@@ -393,10 +393,12 @@ pub fn markdown(r: &Results) -> String {
         "Both players are measured identically, at a clocked `fakesink` (`sync=true`) that \
          stands for the sound card, from a child process that starts at the PLAYING request:\n\n\
          - **startup**: PLAYING request → first buffer the sink renders in PLAYING (vinyl: `play()` → first `playing`).\n\
-         - **which representation plays**: the sink's buffer timestamps say which segment is playing; the \
-           emulator's request log (`GET /_emulator/requests`) says which representation that segment was \
-           last fetched from (template URLs name the segment; our ranged requests are mapped through the \
-           service manifest's `mediaRange`s). Its `bandwidth` (open mirror manifest, top rung {} b/s) is the bitrate.\n\
+         - **which representation plays**: the sink's buffer timestamps say which segment is playing. For \
+           ours, amzdashdemux's `amzdashdemux-segment` message says which representation that segment went \
+           downstream from (a buffered segment may be fetched again better, and an upgrade that came too late \
+           is dropped: its fetch did not play). For dashdemux2, the emulator's request log \
+           (`GET /_emulator/requests`) says which representation the segment was last fetched from (template \
+           URLs name the segment). Its `bandwidth` (open mirror manifest, top rung {} b/s) is the bitrate.\n\
          - **rebuffer / stall**: the sink stands for a sound card holding {SINK_BUFFER_MS:.0} ms ahead \
            (audiobasesink's default `buffer-time`): a buffer that reaches it more than that after it was due \
            means the pipeline ran dry, and the listener hears a gap from due + {SINK_BUFFER_MS:.0} ms until it \

@@ -467,7 +467,16 @@ fn abr_one(
         }
     };
     let fetches = emulator::segment_fetches(&log, HD_TRACK, Some(list));
-    let per_seg = emulator::rep_per_segment(&fetches);
+    // What played: what amzdashdemux says went downstream (a buffered segment fetched again
+    // for an upgrade that came too late did not play), else the last fetch of each segment.
+    let per_seg = match open.reps.iter().find(|r| !r.segments.is_empty()) {
+        Some(grid) if !run.segments.is_empty() => run
+            .segments
+            .iter()
+            .filter_map(|(start, rep)| Some((grid.segment_at(*start + 1e-6)?, rep.clone())))
+            .collect(),
+        _ => emulator::rep_per_segment(&fetches),
+    };
     let played_segs: Vec<usize> = {
         let grid = open.reps.iter().find(|r| !r.segments.is_empty());
         let mut v: Vec<usize> = run
