@@ -8,14 +8,6 @@ use amzmusic_emulator::content::catalog::Addressing;
 use common::*;
 use gst::prelude::*;
 
-/// One run of output buffers with the same sample rate.
-struct Run {
-    rate: i32,
-    start: u64,
-    end: u64,
-    pcm: Vec<u8>,
-}
-
 /// Plays `desc` (with `amzdashbin name=bin` and `appsink name=sink`) to EOS; `at_output`
 /// runs after every buffer with the output end so far (ns) and may change the demuxer's
 /// properties. Returns the runs and every gap or overlap (> 1 ms) between buffers.
@@ -23,22 +15,13 @@ fn play_runs(
     desc: &str,
     setup: impl FnOnce(&gst::Element),
     mut at_output: impl FnMut(u64, &gst::Element),
-) -> (Vec<Run>, Vec<(u64, u64)>) {
-    init();
-    let pipeline = gst::parse::launch(desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+) -> (Vec<RateRun>, Vec<(u64, u64)>) {
+    let (pipeline, sink) = launch(desc);
     let demux: gst::Element = pipeline.by_name("bin").unwrap().property("demuxer");
     setup(&demux);
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut runs: Vec<Run> = Vec::new();
+    let mut runs: Vec<RateRun> = Vec::new();
     let mut gaps = Vec::new();
     while std::time::Instant::now() < deadline && !sink.is_eos() {
         let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) else {
@@ -52,37 +35,10 @@ fn play_runs(
             }
             continue;
         };
-        let b = s.buffer().unwrap();
-        let rate = s
-            .caps()
-            .unwrap()
-            .structure(0)
-            .unwrap()
-            .get::<i32>("rate")
-            .unwrap();
-        let (pts, dur) = (
-            b.pts().unwrap().nseconds(),
-            b.duration().unwrap().nseconds(),
-        );
-        if let Some(last) = runs.last() {
-            if pts.abs_diff(last.end) > 1_000_000 {
-                gaps.push((last.end, pts));
-            }
+        if let Some(gap) = add_to_runs(&mut runs, &s) {
+            gaps.push(gap);
         }
-        let map = b.map_readable().unwrap();
-        match runs.last_mut() {
-            Some(r) if r.rate == rate => {
-                r.end = pts + dur;
-                r.pcm.extend_from_slice(&map);
-            }
-            _ => runs.push(Run {
-                rate,
-                start: pts,
-                end: pts + dur,
-                pcm: map.to_vec(),
-            }),
-        }
-        at_output(pts + dur, &demux);
+        at_output(runs.last().unwrap().end, &demux);
     }
     assert!(sink.is_eos(), "no EOS within {TIMEOUT:?}");
     pipeline.set_state(gst::State::Null).unwrap();

@@ -37,23 +37,14 @@ fn switch_within_flac_is_gapless_and_sample_exact() {
     let emu = Emulator::start(Addressing::Template);
     let track = "B0EMUHD001";
     let url = format!("{}/open/{track}/manifest.mpd", emu.base());
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux representation=flac-44k16 \
          buffer-time=15000000000 ! qtdemux ! flacparse ! flacdec ! appsink name=sink sync=false \
          max-buffers=4"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let demux = pipeline.by_name("demux").unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    // (rate, first pts, bytes) per run of equal caps.
-    let mut runs: Vec<(i32, gst::ClockTime, Vec<u8>)> = Vec::new();
+    let mut runs: Vec<RateRun> = Vec::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
     let mut switched = false;
     while std::time::Instant::now() < deadline && !sink.is_eos() {
@@ -67,16 +58,8 @@ fn switch_within_flac_is_gapless_and_sample_exact() {
             }
             continue;
         };
-        let rate: i32 = s.caps().unwrap().structure(0).unwrap().get("rate").unwrap();
-        let b = s.buffer().unwrap();
-        if runs.last().is_none_or(|r| r.0 != rate) {
-            runs.push((rate, b.pts().unwrap(), Vec::new()));
-        }
-        runs.last_mut()
-            .unwrap()
-            .2
-            .extend_from_slice(&b.map_readable().unwrap());
-        if !switched && b.pts().unwrap() >= gst::ClockTime::from_seconds(5) {
+        add_to_runs(&mut runs, &s);
+        if !switched && runs.last().unwrap().end >= 5_000_000_000 {
             demux.set_property("representation", "flac-48k24");
             switched = true;
         }
@@ -88,22 +71,21 @@ fn switch_within_flac_is_gapless_and_sample_exact() {
         runs.len(),
         2,
         "{:?}",
-        runs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>()
+        runs.iter().map(|r| (r.rate, r.start)).collect::<Vec<_>>()
     );
     assert_eq!(stats.get::<u64>("switches").unwrap(), 1);
-    let (r0, t0, a) = &runs[0];
-    let (r1, t1, b) = &runs[1];
-    assert_eq!((*r0, *r1), (44100, 48000));
-    assert_eq!(*t0, gst::ClockTime::ZERO);
+    let (a, b) = (&runs[0].pcm, &runs[1].pcm);
+    assert_eq!((runs[0].rate, runs[1].rate), (44100, 48000));
+    assert_eq!(runs[0].start, 0);
     // The first run ends exactly where the second starts.
-    let a_secs = a.len() as f64 / (44100.0 * 4.0);
-    assert!((a_secs - t1.seconds_f64()).abs() < 1e-6, "{a_secs} vs {t1}");
+    let (a_secs, t1) = (a.len() as f64 / (44100.0 * 4.0), runs[1].start);
+    assert!((a_secs - t1 as f64 / 1e9).abs() < 1e-6, "{a_secs} vs {t1}");
     let src44 = source_pcm(track, "flac-44k16");
     amzmusic_tests::assert_same_pcm(a, &src44[..a.len()], 4, "before the switch");
     // S24_32LE out of flacdec, packed 3-byte little-endian in the source.
     let packed: Vec<u8> = b.chunks(4).flat_map(|s| s[..3].to_vec()).collect();
     let src48 = source_pcm(track, "flac-48k24");
-    let from = (t1.nseconds() as u128 * 48000 / 1_000_000_000) as usize * 6;
+    let from = (t1 as u128 * 48000 / 1_000_000_000) as usize * 6;
     amzmusic_tests::assert_same_pcm(&packed, &src48[from..], 6, "after the switch");
 }
 

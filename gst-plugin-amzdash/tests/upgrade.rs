@@ -40,19 +40,11 @@ fn buffered_segments_are_upgraded_before_they_play_and_stay_sample_exact() {
         .state
         .shaper
         .set(Some(Schedule::from_trace("link", "600 8000 5").unwrap()));
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux max-bitrate={low} ! qtdemux ! \
          flacparse ! flacdec ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let demux = pipeline.by_name("demux").unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
     let bus = pipeline.bus().unwrap();
     let stats = || demux.property::<gst::Structure>("stats");
     let count = |field: &str| stats().get::<u64>(field).unwrap();
@@ -89,23 +81,13 @@ fn buffered_segments_are_upgraded_before_they_play_and_stay_sample_exact() {
     demux.set_property("max-bitrate", 0u64);
     wait("an upgrade", &|| count("upgrades") >= 1);
     pipeline.set_state(gst::State::Playing).unwrap();
-    // (rate, first pts, bytes) per run of equal caps.
-    let mut runs: Vec<(i32, gst::ClockTime, Vec<u8>)> = Vec::new();
+    let mut runs: Vec<RateRun> = Vec::new();
     while !sink.is_eos() {
         assert!(Instant::now() < deadline, "timed out: {}", stats());
         drain();
-        let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) else {
-            continue;
-        };
-        let rate: i32 = s.caps().unwrap().structure(0).unwrap().get("rate").unwrap();
-        let b = s.buffer().unwrap();
-        if runs.last().is_none_or(|r| r.0 != rate) {
-            runs.push((rate, b.pts().unwrap(), Vec::new()));
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+            add_to_runs(&mut runs, &s);
         }
-        runs.last_mut()
-            .unwrap()
-            .2
-            .extend_from_slice(&b.map_readable().unwrap());
     }
     let upgrades = count("upgrades");
     drain();
@@ -130,22 +112,20 @@ fn buffered_segments_are_upgraded_before_they_play_and_stay_sample_exact() {
             expected.push((rate, *start));
         }
     }
-    let got: Vec<(i32, u64)> = runs.iter().map(|r| (r.0, r.1.nseconds())).collect();
+    let got: Vec<(i32, u64)> = runs.iter().map(|r| (r.rate, r.start)).collect();
     assert_eq!(got, expected, "{reps:?}");
     let src44 = source_pcm(TRACK, "flac-44k16");
     let src48 = source_pcm(TRACK, "flac-48k24");
-    for (rate, pts, pcm) in &runs {
-        let what = format!("{rate} Hz from {pts}");
-        let at = |frame: usize| {
-            (pts.nseconds() as u128 * *rate as u128 / 1_000_000_000) as usize * frame
-        };
-        if *rate == 44100 {
+    for r in &runs {
+        let what = format!("{} Hz from {} ns", r.rate, r.start);
+        let at = |frame: usize| (r.start as u128 * r.rate as u128 / 1_000_000_000) as usize * frame;
+        if r.rate == 44100 {
             let from = at(4);
-            let want = &src44[from..(from + pcm.len()).min(src44.len())];
-            amzmusic_tests::assert_same_pcm(pcm, want, 4, &what);
+            let want = &src44[from..(from + r.pcm.len()).min(src44.len())];
+            amzmusic_tests::assert_same_pcm(&r.pcm, want, 4, &what);
         } else {
             // S24_32LE out of flacdec, packed 3-byte little-endian in the source.
-            let packed: Vec<u8> = pcm.chunks(4).flat_map(|s| s[..3].to_vec()).collect();
+            let packed: Vec<u8> = r.pcm.chunks(4).flat_map(|s| s[..3].to_vec()).collect();
             let from = at(6);
             let want = &src48[from..(from + packed.len()).min(src48.len())];
             amzmusic_tests::assert_same_pcm(&packed, want, 6, &what);

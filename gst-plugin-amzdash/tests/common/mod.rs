@@ -92,6 +92,66 @@ pub fn source_pcm(track: &str, rep: &str) -> Vec<u8> {
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `desc` (with an `appsink name=sink`) as a pipeline, and its sink.
+pub fn launch(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    (pipeline, sink)
+}
+
+/// One run of output buffers with the same sample rate: its first timestamp and its end (ns),
+/// and its bytes.
+pub struct RateRun {
+    pub rate: i32,
+    pub start: u64,
+    pub end: u64,
+    pub pcm: Vec<u8>,
+}
+
+/// Adds an output sample to `runs`, in a new run where the rate changes. Returns the gap or
+/// overlap before it, as (end of the last buffer, start of this one), when over 1 ms.
+pub fn add_to_runs(runs: &mut Vec<RateRun>, s: &gst::Sample) -> Option<(u64, u64)> {
+    let b = s.buffer().unwrap();
+    let rate = s
+        .caps()
+        .unwrap()
+        .structure(0)
+        .unwrap()
+        .get::<i32>("rate")
+        .unwrap();
+    let (pts, dur) = (
+        b.pts().unwrap().nseconds(),
+        b.duration().unwrap().nseconds(),
+    );
+    let gap = runs
+        .last()
+        .filter(|last| pts.abs_diff(last.end) > 1_000_000)
+        .map(|last| (last.end, pts));
+    let map = b.map_readable().unwrap();
+    match runs.last_mut() {
+        Some(r) if r.rate == rate => {
+            r.end = pts + dur;
+            r.pcm.extend_from_slice(&map);
+        }
+        _ => runs.push(RateRun {
+            rate,
+            start: pts,
+            end: pts + dur,
+            pcm: map.to_vec(),
+        }),
+    }
+    gap
+}
+
 pub struct Played {
     pub pcm: Vec<u8>,
     pub error: Option<String>,
@@ -104,16 +164,7 @@ pub struct Played {
 /// optionally seeking first (flushing, accurate) once prerolled.
 pub fn play_desc(desc: &str, seek: Option<gst::ClockTime>) -> Played {
     use gst::prelude::*;
-    init();
-    let pipeline = gst::parse::launch(desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = launch(desc);
     sink.set_property("sync", false);
     let demux = pipeline.by_name("demux");
     let bus = pipeline.bus().unwrap();
