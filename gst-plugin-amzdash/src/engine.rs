@@ -251,6 +251,9 @@ pub struct Shared {
     pub playhead: Mutex<Playhead>,
     /// Time the element spent PLAYING: the playhead's clock.
     pub play_clock: Mutex<PlayClock>,
+    /// The streaming thread stopped taking from the queue (end of stream downstream, an error,
+    /// a flush) until the next play: nothing queued will go downstream.
+    taking_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -365,6 +368,18 @@ impl Shared {
         Some(init)
     }
 
+    /// The streaming thread takes nothing more from the queue until the next play.
+    pub fn stop_taking(&self) {
+        self.taking_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn taking(&self) -> bool {
+        !self
+            .taking_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Every media segment in the queue, in order (the first one may be going downstream).
     pub fn queued_segments(&self) -> Vec<QueuedSegment> {
         let q = self.queue.lock().unwrap();
@@ -424,7 +439,8 @@ impl Shared {
                 .skip(from)
                 .take_while(|i| i.tag() == Some(tag))
                 .count();
-        // An init segment right before it (an earlier swap's) serves only this segment.
+        // An init segment right before it (an earlier swap's) is taken out with it: `before`
+        // and `after` below put back whatever init this segment and the next one need.
         if from > 0 && matches!(q.items[from - 1], Item::Init { .. }) {
             from -= 1;
         }
@@ -488,6 +504,8 @@ impl Shared {
         self.playhead.lock().unwrap().reset();
         let epoch = self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.complete
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.taking_stopped
             .store(false, std::sync::atomic::Ordering::SeqCst);
         epoch
     }
@@ -1450,7 +1468,7 @@ impl Context {
 
     /// The selector's upgrade for the queue as it is: `(segment, its index, candidate)`.
     fn propose_upgrade(&self) -> Option<(QueuedSegment, usize, usize)> {
-        if self.pinned.lock().unwrap().is_some() {
+        if self.pinned.lock().unwrap().is_some() || !self.shared.taking() {
             return None;
         }
         let queued = self.shared.queued_segments();
@@ -1478,7 +1496,14 @@ impl Context {
             .collect::<Option<_>>()?;
         let (k, choice) = a.selector.upgrade(&buffered, &level)?;
         let i = indexes.iter().position(|&x| x == k)?;
-        Some((queued[i], k, a.map[choice.rep]))
+        let to = a.map[choice.rep];
+        // The segment's index in the new candidate's own plan, found by time: only one that
+        // covers exactly the same media can take its place (a candidate with another segment
+        // timeline, e.g. a short tail, cannot).
+        let q = queued[i];
+        let end = q.start + plans.get(&plan_id(self, q.candidate))?.segments[k].duration;
+        let index = same_media(&plans.get(&plan_id(self, to))?.segments, q.start, end)?;
+        Some((q, index, to))
     }
 
     /// Everything is fetched and the link would sit idle until the next track: fetches
@@ -1531,7 +1556,8 @@ impl Context {
         to: usize,
         epoch: u64,
     ) -> Result<bool, EngineError> {
-        let gone = || self.shared.queue.lock().unwrap().popped_tag >= seg.tag;
+        let gone =
+            || !self.shared.taking() || self.shared.queue.lock().unwrap().popped_tag >= seg.tag;
         let what = format!("segment {index} of {}", plan_id(self, to));
         let download = async {
             self.init_bytes(to).await?;
@@ -1551,15 +1577,21 @@ impl Context {
         if data.is_empty() {
             return Err(EngineError::Network(format!("{what}: empty response")));
         }
-        let duration = plan
+        let (start, duration) = plan
             .segments
             .get(index)
-            .map(|s| s.duration)
+            .map(|s| (s.start, s.duration))
             .ok_or_else(|| EngineError::Manifest(format!("no segment {index}")))?;
+        // Not if what may play changed meanwhile (a pinned representation, a lower cap).
+        let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
+        let bandwidth = self.presentation.lock().unwrap().candidates[to].bandwidth;
+        if self.pinned.lock().unwrap().is_some() || (max != 0 && bandwidth > max) {
+            return Ok(false);
+        }
         let mut piece = Piece {
             cand: to,
             tag: seg.tag,
-            start: seg.start,
+            start,
             duration,
             total: Some(data.len() as u64),
             queued: 0,
@@ -1752,6 +1784,14 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
     ctx.shared.push(epoch, Item::Eos);
     ctx.upgrade_buffered(epoch).await;
     Ok(())
+}
+
+/// The segment of `segments` covering exactly `[start, end)` (within 1 ms), if one does.
+fn same_media(segments: &[SegmentRef], start: Duration, end: Duration) -> Option<usize> {
+    let close = |a: Duration, b: Duration| a.abs_diff(b) <= Duration::from_millis(1);
+    segments
+        .iter()
+        .position(|s| close(s.start, start) && close(s.start + s.duration, end))
 }
 
 /// The segment of `plan` after `next_time`, or the one at `position` at the start.
@@ -2016,6 +2056,27 @@ mod tests {
             shared.pop(&mut q);
         }
         assert!(!shared.replace(epoch, t1, 0, upgrade(1, t1), &init_of));
+    }
+
+    #[test]
+    fn an_upgrade_takes_only_a_segment_covering_the_same_media() {
+        let ms = Duration::from_millis;
+        let seg = |start: u64, dur: u64| SegmentRef {
+            url: Url::parse("http://h/s").unwrap(),
+            range: None,
+            start: ms(start),
+            duration: ms(dur),
+            size: None,
+        };
+        // FLAC: 10 s segments, the last one 10.02 s; Opus: the same, but a 20 ms tail of its own.
+        let flac = [seg(0, 10_000), seg(10_000, 10_020)];
+        let opus = [seg(0, 10_000), seg(10_000, 10_000), seg(20_000, 20)];
+        assert_eq!(same_media(&flac, ms(0), ms(10_000)), Some(0));
+        assert_eq!(same_media(&opus, ms(10_000), ms(20_020)), None);
+        assert_eq!(same_media(&flac, ms(10_000), ms(20_000)), None);
+        assert_eq!(same_media(&flac, ms(20_000), ms(20_020)), None);
+        // Rounding within a millisecond is the same media.
+        assert_eq!(same_media(&flac, ms(10_001), ms(20_020)), Some(1));
     }
 
     #[test]

@@ -413,12 +413,16 @@ pub fn simulate(track: &SimTrack, trace: &NetworkTrace, opts: &SimOptions) -> Si
                 }
             }
         }
-        // An upgrade that can no longer be swapped in is dropped (the element aborts it).
-        if req.as_ref().is_some_and(|r| {
+        // An upgrade that can no longer be swapped in is dropped (the element aborts it), with
+        // the init segment it carried if that had not all come.
+        if let Some(r) = req.as_ref().filter(|r| {
             r.upgrade
                 && r.media
                     .is_some_and(|(k, _)| playhead >= starts[k] - opts.downstream_s)
         }) {
+            if let Some((_, rep)) = r.media.filter(|_| r.init > 0 && r.received < r.init as f64) {
+                have_init[rep] = false;
+            }
             req = None;
         }
         // The element's start check (progressive only): before anything plays, once 100 ms of

@@ -783,22 +783,29 @@ impl AmzDashDemux {
         }
     }
 
+    /// Pauses the streaming task: nothing more is taken from the queue until the next play,
+    /// which the download task must know (a buffered segment is then never due).
+    fn pause(&self) {
+        self.shared.stop_taking();
+        let _ = self.srcpad.pause_task();
+    }
+
     fn loop_fn(&self) {
         let item = match self.next_item() {
             Ok(i) => i,
             Err(None) => {
-                let _ = self.srcpad.pause_task();
+                self.pause();
                 return;
             }
             Err(Some(e)) => {
                 self.post_engine_error(e);
                 self.srcpad.push_event(gst::event::Eos::new());
-                let _ = self.srcpad.pause_task();
+                self.pause();
                 return;
             }
         };
         let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
-            let _ = self.srcpad.pause_task();
+            self.pause();
             return;
         };
         let need = std::mem::take(&mut self.state.lock().unwrap().need_events);
@@ -852,18 +859,18 @@ impl AmzDashDemux {
                 gst::debug!(CAT, imp = self, "end of presentation");
                 self.report_level(false);
                 self.srcpad.push_event(gst::event::Eos::new());
-                let _ = self.srcpad.pause_task();
+                self.pause();
                 return;
             }
         };
         match res {
             Ok(_) => {}
             Err(gst::FlowError::Flushing) => {
-                let _ = self.srcpad.pause_task();
+                self.pause();
             }
             Err(gst::FlowError::Eos) => {
                 self.srcpad.push_event(gst::event::Eos::new());
-                let _ = self.srcpad.pause_task();
+                self.pause();
             }
             Err(e) => {
                 gst::element_imp_error!(
@@ -872,7 +879,7 @@ impl AmzDashDemux {
                     ["Internal data flow error: {:?}", e]
                 );
                 self.srcpad.push_event(gst::event::Eos::new());
-                let _ = self.srcpad.pause_task();
+                self.pause();
             }
         }
     }
