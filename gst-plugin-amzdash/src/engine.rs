@@ -160,6 +160,15 @@ pub enum Item {
 }
 
 impl Item {
+    /// What it counts in the queue's level: its bytes, and the media time it accounts for.
+    fn weight(&self) -> (u64, Duration) {
+        match self {
+            Item::Media { data, time, .. } => (data.len() as u64, *time),
+            Item::Init { data, .. } => (data.len() as u64, Duration::ZERO),
+            Item::Eos => (0, Duration::ZERO),
+        }
+    }
+
     fn tag(&self) -> Option<u64> {
         match self {
             Item::Init { tag, .. } | Item::Media { tag, .. } => Some(*tag),
@@ -202,6 +211,22 @@ pub struct QueuedSegment {
     /// downstream is full, the queue drains at the pace of playback). Zero when part of it
     /// already went downstream.
     pub due_in: Duration,
+}
+
+impl Queue {
+    /// Counts an item added to the queue in its level.
+    fn put_in(&mut self, item: &Item) {
+        let (bytes, time) = item.weight();
+        self.bytes += bytes;
+        self.time += time;
+    }
+
+    /// Takes an item removed from the queue out of its level.
+    fn take_out(&mut self, item: &Item) {
+        let (bytes, time) = item.weight();
+        self.bytes -= bytes;
+        self.time = self.time.saturating_sub(time);
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -291,13 +316,7 @@ impl Shared {
         if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        if let Item::Media { data, time, .. } = &item {
-            q.bytes += data.len() as u64;
-            q.time += *time;
-        }
-        if let Item::Init { data, .. } = &item {
-            q.bytes += data.len() as u64;
-        }
+        q.put_in(&item);
         let done = matches!(item, Item::Eos);
         if done {
             self.complete
@@ -326,14 +345,7 @@ impl Shared {
     /// Takes the next item, keeping the accounting right.
     pub fn pop(&self, q: &mut Queue) -> Option<Item> {
         let item = q.items.pop_front()?;
-        match &item {
-            Item::Media { data, time, .. } => {
-                q.bytes -= data.len() as u64;
-                q.time = q.time.saturating_sub(*time);
-            }
-            Item::Init { data, .. } => q.bytes -= data.len() as u64,
-            Item::Eos => {}
-        }
+        q.take_out(&item);
         if let Some(t) = item.tag() {
             q.popped_tag = q.popped_tag.max(t);
         }
@@ -353,16 +365,9 @@ impl Shared {
         }
         let mut init = false;
         while q.items.back().and_then(Item::tag) == Some(tag) {
-            match q.items.pop_back() {
-                Some(Item::Media { data, time, .. }) => {
-                    q.bytes -= data.len() as u64;
-                    q.time = q.time.saturating_sub(time);
-                }
-                Some(Item::Init { data, .. }) => {
-                    q.bytes -= data.len() as u64;
-                    init = true;
-                }
-                _ => {}
+            if let Some(item) = q.items.pop_back() {
+                q.take_out(&item);
+                init |= matches!(item, Item::Init { .. });
             }
         }
         Some(init)
@@ -478,20 +483,14 @@ impl Shared {
             };
             new.push(init);
         }
-        let weigh = |items: &mut dyn Iterator<Item = &Item>| {
-            items.fold((0u64, Duration::ZERO), |(b, t), i| match i {
-                Item::Media { data, time, .. } => (b + data.len() as u64, t + *time),
-                Item::Init { data, .. } => (b + data.len() as u64, t),
-                Item::Eos => (b, t),
-            })
-        };
-        let (old_bytes, old_time) = weigh(&mut q.items.range(from..to));
-        let (new_bytes, new_time) = weigh(&mut new.iter());
-        q.bytes = q.bytes - old_bytes + new_bytes;
-        q.time = q.time.saturating_sub(old_time) + new_time;
         let tail = q.items.split_off(to);
-        q.items.truncate(from);
-        q.items.extend(new);
+        for item in q.items.split_off(from) {
+            q.take_out(&item);
+        }
+        for item in new {
+            q.put_in(&item);
+            q.items.push_back(item);
+        }
         q.items.extend(tail);
         true
     }
