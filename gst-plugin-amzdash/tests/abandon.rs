@@ -37,19 +37,11 @@ fn a_download_that_would_arrive_too_late_is_abandoned_and_audio_stays_sample_exa
     let low = bandwidth(&emu.get(&url), "flac-44k16");
     let shaper = &emu.running.state.shaper;
     shaper.set(Some(Schedule::from_trace("fast", "600 16000 5").unwrap()));
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! flacparse ! flacdec ! \
          audio/x-raw,format=S16LE ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let demux = pipeline.by_name("demux").unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Paused).unwrap();
     let stats = || demux.property::<gst::Structure>("stats");

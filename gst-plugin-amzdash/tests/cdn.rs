@@ -366,19 +366,11 @@ fn cbcs_opus_clear_lead_decodes_identical_to_the_clear_packaging() {
 }
 
 fn decode_file(path: &std::path::Path) -> Vec<u8> {
-    let p = gst::parse::launch(&format!(
+    let (p, sink) = launch(&format!(
         "filesrc location={} ! qtdemux ! opusparse ! opusdec ! audio/x-raw,format=S16LE ! \
          appsink name=sink sync=false",
         path.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = p
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
     p.set_state(gst::State::Playing).unwrap();
     let mut pcm = Vec::new();
     while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {

@@ -103,19 +103,11 @@ fn first_audio_comes_before_the_first_segment_is_downloaded() {
         .state
         .shaper
         .set(Some(Schedule::from_trace("slow", "600 2000 20").unwrap()));
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! flacparse ! flacdec ! \
          appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let demux = pipeline.by_name("demux").unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
     let started = std::time::Instant::now();
     pipeline.set_state(gst::State::Playing).unwrap();
     let first = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
