@@ -4,7 +4,9 @@
 use std::time::Duration;
 use url::Url;
 
-use crate::mpd::{sidx::Sidx, ByteRange, MpdError, Representation, SegmentInfo, SegmentScheme};
+use crate::mpd::{
+    sidx::Sidx, ByteRange, MpdError, Representation, SegmentInfo, SegmentScheme, MAX_PRESENTATION,
+};
 
 /// Refuse more segments than this for one representation (a 10 h file at 1 s segments).
 const MAX_SEGMENTS: usize = 36_000;
@@ -121,8 +123,36 @@ pub fn expand_template(
     Ok(out)
 }
 
-fn ticks(v: u64, timescale: u64) -> Duration {
-    Duration::from_nanos(((v as u128 * 1_000_000_000) / timescale as u128) as u64)
+/// `v` ticks of `timescale` as a Duration, or `None` past [`MAX_PRESENTATION`] (the MPD parser
+/// refuses a timescale of 0).
+fn ticks(v: u64, timescale: u64) -> Option<Duration> {
+    let ns = (v as u128 * 1_000_000_000) / timescale.max(1) as u128;
+    (ns <= MAX_PRESENTATION.as_nanos()).then(|| Duration::from_nanos(ns as u64))
+}
+
+/// [`ticks`], with an error naming `what` for a value past [`MAX_PRESENTATION`].
+fn time(rep: &Representation, what: &str, v: u64, timescale: u64) -> Result<Duration, MpdError> {
+    ticks(v, timescale).ok_or_else(|| {
+        invalid(
+            rep,
+            format!(
+                "{what} = {v} (timescale {timescale}) is past the {} h this demuxer accepts",
+                MAX_PRESENTATION.as_secs() / 3600
+            ),
+        )
+    })
+}
+
+/// Segment `i`'s start tick, `pto + i * d`, refusing what overflows.
+fn nth_start(rep: &Representation, pto: u64, i: u64, d: u64) -> Result<u64, MpdError> {
+    i.checked_mul(d)
+        .and_then(|x| x.checked_add(pto))
+        .ok_or_else(|| {
+            invalid(
+                rep,
+                format!("segment {} starts past the end of time", i + 1),
+            )
+        })
 }
 
 /// Expands a SegmentTimeline into (time, duration) pairs, resolving negative repeat counts
@@ -135,13 +165,26 @@ fn expand_timeline(
 ) -> Result<Vec<(u64, u64)>, MpdError> {
     let tl = info.timeline.as_deref().unwrap_or_default();
     let pto = info.presentation_time_offset.unwrap_or(0);
-    let period_end =
-        period_duration.map(|d| pto + (d.as_nanos() * timescale as u128 / 1_000_000_000) as u64);
+    let overflow = || invalid(rep, "SegmentTimeline runs past the end of time");
+    let period_end = period_duration
+        .map(|d| {
+            u64::try_from(d.as_nanos() * timescale as u128 / 1_000_000_000)
+                .ok()
+                .and_then(|x| x.checked_add(pto))
+                .ok_or_else(overflow)
+        })
+        .transpose()?;
     let mut out = Vec::new();
     let mut t = 0u64;
     for (i, s) in tl.iter().enumerate() {
         if let Some(st) = s.t {
             t = st;
+        }
+        if s.d == 0 {
+            return Err(invalid(
+                rep,
+                format!("SegmentTimeline entry {} has d=0", i + 1),
+            ));
         }
         let count: u64 = if s.r >= 0 {
             s.r as u64 + 1
@@ -160,7 +203,7 @@ fn expand_timeline(
         };
         for _ in 0..count {
             out.push((t, s.d));
-            t += s.d;
+            t = t.checked_add(s.d).ok_or_else(overflow)?;
             if out.len() > MAX_SEGMENTS {
                 return Err(invalid(rep, "too many segments"));
             }
@@ -224,13 +267,18 @@ pub fn plan(
             if urls.is_empty() {
                 return Err(invalid(rep, "SegmentList without SegmentURL"));
             }
+            // A list longer than the period is clipped below; only what can play is planned.
+            let urls = &urls[..urls.len().min(MAX_SEGMENTS + 1)];
             let times: Vec<(u64, u64)> = if info.timeline.is_some() {
                 expand_timeline(info, ts, period_duration, rep)?
             } else {
                 let d = info
                     .duration
+                    .filter(|d| *d > 0)
                     .ok_or_else(|| invalid(rep, "SegmentList without duration or timeline"))?;
-                (0..urls.len() as u64).map(|i| (pto + i * d, d)).collect()
+                (0..urls.len() as u64)
+                    .map(|i| Ok((nth_start(rep, pto, i, d)?, d)))
+                    .collect::<Result<_, MpdError>>()?
             };
             let mut segments = Vec::with_capacity(urls.len());
             for (i, u) in urls.iter().enumerate() {
@@ -245,11 +293,12 @@ pub fn plan(
                 segments.push(SegmentRef {
                     url,
                     range: u.media_range,
-                    start: period_start + ticks(t.saturating_sub(pto), ts),
-                    duration: ticks(d, ts),
+                    start: period_start + time(rep, "segment start", t.saturating_sub(pto), ts)?,
+                    duration: time(rep, "segment duration", d, ts)?,
                     size: u.media_range.map(|r| r.len()),
                 });
             }
+            clip_to_period(rep, &mut segments, period_start, period_duration)?;
             Ok(SegmentPlan::Ready {
                 init: init_of(info)?,
                 segments,
@@ -276,41 +325,89 @@ pub fn plan(
                         "SegmentTemplate@duration needs a known period duration",
                     )
                 })?;
-                let total_ticks = (total.as_nanos() * ts as u128 / 1_000_000_000) as u64;
-                let n = total_ticks.div_ceil(d) as usize;
-                if n > MAX_SEGMENTS {
+                let total_ticks = total.as_nanos() * ts as u128 / 1_000_000_000;
+                let n = total_ticks.div_ceil(d as u128);
+                if n > MAX_SEGMENTS as u128 {
                     return Err(invalid(rep, "too many segments"));
                 }
-                (0..n as u64).map(|i| (pto + i * d, d)).collect()
+                (0..n as u64)
+                    .map(|i| Ok((nth_start(rep, pto, i, d)?, d)))
+                    .collect::<Result<_, MpdError>>()?
             };
             let mut segments = Vec::with_capacity(times.len());
             for (i, (t, d)) in times.into_iter().enumerate() {
-                let name =
-                    expand_template(media, &rep.id, start_number + i as u64, t, rep.bandwidth)
-                        .map_err(|e| invalid(rep, e))?;
+                let number = start_number
+                    .checked_add(i as u64)
+                    .ok_or_else(|| invalid(rep, "startNumber overflows the segment numbers"))?;
+                let name = expand_template(media, &rep.id, number, t, rep.bandwidth)
+                    .map_err(|e| invalid(rep, e))?;
                 segments.push(SegmentRef {
                     url: join(&base, rep, &name)?,
                     range: None,
-                    start: period_start + ticks(t.saturating_sub(pto), ts),
-                    duration: ticks(d, ts),
+                    start: period_start + time(rep, "segment start", t.saturating_sub(pto), ts)?,
+                    duration: time(rep, "segment duration", d, ts)?,
                     size: None,
                 });
             }
-            if let Some(total) = period_duration {
-                // Without a timeline the last segment is usually shorter than @duration.
-                if let Some(last) = segments.last_mut() {
-                    let end = period_start + total;
-                    if last.start < end && last.start + last.duration > end {
-                        last.duration = end - last.start;
-                    }
-                }
-            }
+            // Without a timeline the last segment is usually shorter than @duration.
+            clip_to_period(rep, &mut segments, period_start, period_duration)?;
             Ok(SegmentPlan::Ready {
                 init: init_of(info)?,
                 segments,
             })
         }
     }
+}
+
+/// Clips `segments` to the period: segments that start at or after its end are dropped (they
+/// would never be presented) and the last one ends with it. A segment declared longer than the
+/// whole period, among several, means the manifest's timing is wrong (its media would be cut
+/// off silently), and is refused.
+fn clip_to_period(
+    rep: &Representation,
+    segments: &mut Vec<SegmentRef>,
+    period_start: Duration,
+    period_duration: Option<Duration>,
+) -> Result<(), MpdError> {
+    let Some(total) = period_duration else {
+        if segments.len() > MAX_SEGMENTS {
+            return Err(invalid(rep, "too many segments"));
+        }
+        return Ok(());
+    };
+    if segments.len() > 1 {
+        if let Some((i, s)) = segments
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.duration > total + Duration::from_secs(1))
+        {
+            return Err(invalid(
+                rep,
+                format!(
+                    "segment {} lasts {:.3} s, longer than the whole Period ({:.3} s): the \
+                     segment duration or timeline does not fit the Period",
+                    i + 1,
+                    s.duration.as_secs_f64(),
+                    total.as_secs_f64()
+                ),
+            ));
+        }
+    }
+    let end = period_start + total;
+    let playing = segments.iter().take_while(|s| s.start < end).count();
+    if playing == 0 && total > Duration::ZERO {
+        return Err(invalid(rep, "no segment starts inside the Period"));
+    }
+    segments.truncate(playing.max(1));
+    if segments.len() > MAX_SEGMENTS {
+        return Err(invalid(rep, "too many segments"));
+    }
+    if let Some(last) = segments.last_mut() {
+        if last.start < end && last.start + last.duration > end {
+            last.duration = end - last.start;
+        }
+    }
+    Ok(())
 }
 
 /// The segments of a SegmentBase representation once its `sidx` is known.
@@ -321,7 +418,9 @@ pub fn from_sidx(
     pto_timescale: u64,
     period_start: Duration,
 ) -> Vec<SegmentRef> {
-    let pto = ticks(presentation_time_offset, pto_timescale.max(1));
+    // The index's times are bounded by `sidx::parse`; a presentationTimeOffset past the limit
+    // can only shift every segment to the start.
+    let pto = ticks(presentation_time_offset, pto_timescale).unwrap_or(MAX_PRESENTATION);
     sidx.references
         .iter()
         .map(|r| SegmentRef {
@@ -330,8 +429,11 @@ pub fn from_sidx(
                 start: r.offset,
                 end: r.offset + r.size - 1,
             }),
-            start: period_start + ticks(r.start, sidx.timescale).saturating_sub(pto),
-            duration: ticks(r.duration, sidx.timescale),
+            start: period_start
+                + ticks(r.start, sidx.timescale)
+                    .unwrap_or(MAX_PRESENTATION)
+                    .saturating_sub(pto),
+            duration: ticks(r.duration, sidx.timescale).unwrap_or(MAX_PRESENTATION),
             size: Some(r.size),
         })
         .collect()

@@ -12,6 +12,11 @@ use xml::Node;
 /// The largest manifest accepted. A 1 h SegmentList manifest with 6 representations is ~1 MB.
 pub const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 
+/// The latest presentation time accepted anywhere in a manifest or a segment index: a week, far
+/// beyond any track, album or audiobook. Every time is checked against it where it is read, so
+/// that sums of such times (a period start plus a segment end) can never overflow later on.
+pub const MAX_PRESENTATION: Duration = Duration::from_secs(7 * 86_400);
+
 pub const WIDEVINE_SYSTEM_ID: &str = "edef8ba9-79d6-4ace-a3c8-27dcd51d21ed";
 
 /// Why a manifest cannot be used.
@@ -309,8 +314,22 @@ impl Mpd {
                 };
                 pdur = end.and_then(|e| e.checked_sub(start));
             }
+            // Nothing plays past the presentation's end: a period that says it lasts longer is
+            // clipped to it (its segment lists are clipped to the period in turn).
+            if let (Some(total), Some(d)) = (duration, pdur) {
+                pdur = Some(d.min(total.saturating_sub(start)));
+            }
+            let end = start + pdur.unwrap_or_default();
+            if end > MAX_PRESENTATION {
+                return Err(MpdError::Invalid(format!(
+                    "Period {} ends at {:.0} s, past the {} h this demuxer accepts",
+                    i + 1,
+                    end.as_secs_f64(),
+                    MAX_PRESENTATION.as_secs() / 3600
+                )));
+            }
             let period = parse_period(p, &mpd_bases, start, pdur)?;
-            next_start = start + pdur.unwrap_or_default();
+            next_start = end;
             periods.push(period);
         }
         if periods.is_empty() {
@@ -366,8 +385,16 @@ fn base_urls(n: &Node) -> Vec<String> {
 fn opt_duration(n: &Node, attr: &str) -> Result<Option<Duration>, MpdError> {
     n.attr(attr)
         .map(|v| {
-            parse_iso_duration(v)
-                .ok_or_else(|| MpdError::Invalid(format!("bad duration {attr}={v:?}")))
+            let d = parse_iso_duration(v)
+                .ok_or_else(|| MpdError::Invalid(format!("bad duration {attr}={v:?}")))?;
+            if d > MAX_PRESENTATION {
+                return Err(MpdError::Invalid(format!(
+                    "{attr}={v:?} in <{}> is longer than the {} h this demuxer accepts",
+                    n.name,
+                    MAX_PRESENTATION.as_secs() / 3600
+                )));
+            }
+            Ok(d)
         })
         .transpose()
 }
@@ -430,10 +457,11 @@ pub fn parse_iso_duration(s: &str) -> Option<Duration> {
             _ => return None,
         }
     }
-    if !num.is_empty() || !any || !secs.is_finite() || secs < 0.0 {
+    if !num.is_empty() || !any {
         return None;
     }
-    Some(Duration::from_secs_f64(secs))
+    // Refuses what no Duration can hold (negative, not finite, or beyond u64 seconds).
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 fn parse_segment_info(n: &Node) -> Result<SegmentInfo, MpdError> {

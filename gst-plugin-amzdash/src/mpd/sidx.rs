@@ -67,7 +67,19 @@ pub fn parse(data: &[u8], data_offset: u64) -> Result<Sidx, String> {
             "sidx announces {count} references but the index range holds fewer"
         ));
     }
-    let mut offset = data_offset + pos as u64 + box_size + first_offset;
+    // Every offset and time is checked here, so that the segments built from them need no
+    // checks of their own: an end past u64, or past the longest presentation accepted, is refused.
+    let limit = (crate::mpd::MAX_PRESENTATION.as_secs() as u128 * timescale as u128)
+        .min(u64::MAX as u128) as u64;
+    let overflow = |what: &str| format!("sidx {what} runs past the end of the file or of time");
+    let mut offset = data_offset
+        .checked_add(pos as u64)
+        .and_then(|o| o.checked_add(box_size))
+        .and_then(|o| o.checked_add(first_offset))
+        .ok_or_else(|| overflow("first_offset"))?;
+    if earliest > limit {
+        return Err(overflow("earliest_presentation_time"));
+    }
     let mut start = earliest;
     let mut references = Vec::with_capacity(count);
     for _ in 0..count {
@@ -78,6 +90,12 @@ pub fn parse(data: &[u8], data_offset: u64) -> Result<Sidx, String> {
             );
         }
         let size = word & 0x7fff_ffff;
+        if size == 0 {
+            return Err(format!(
+                "sidx reference {} has size 0",
+                references.len() + 1
+            ));
+        }
         let duration = be(data, at + 4, 4)?;
         references.push(SidxReference {
             offset,
@@ -85,8 +103,13 @@ pub fn parse(data: &[u8], data_offset: u64) -> Result<Sidx, String> {
             start,
             duration,
         });
-        offset += size;
-        start += duration;
+        offset = offset
+            .checked_add(size)
+            .ok_or_else(|| overflow("reference size"))?;
+        start = start
+            .checked_add(duration)
+            .filter(|s| *s <= limit)
+            .ok_or_else(|| overflow("subsegment duration"))?;
         at += 12;
     }
     Ok(Sidx {
@@ -130,6 +153,48 @@ mod tests {
         assert_eq!(s.references[1].offset, end + 1000);
         assert_eq!(s.references[2].start, 192000);
         assert_eq!(s.references[2].size, 500);
+    }
+
+    /// A version-1 sidx (64-bit earliest time and first offset) with one reference.
+    fn build_v1(earliest: u64, first_offset: u64, size: u32, duration: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(52u32.to_be_bytes());
+        b.extend(b"sidx");
+        b.extend([1, 0, 0, 0]);
+        b.extend(1u32.to_be_bytes());
+        b.extend(48000u32.to_be_bytes());
+        b.extend(earliest.to_be_bytes());
+        b.extend(first_offset.to_be_bytes());
+        b.extend([0, 0]);
+        b.extend(1u16.to_be_bytes());
+        b.extend(size.to_be_bytes());
+        b.extend(duration.to_be_bytes());
+        b.extend(0x9000_0000u32.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn impossible_offsets_and_times_are_refused() {
+        assert_eq!(
+            parse(&build_v1(0, 0, 1000, 96000), 0)
+                .unwrap()
+                .references
+                .len(),
+            1
+        );
+        let e = parse(&build_v1(0, u64::MAX, 1000, 96000), 0).unwrap_err();
+        assert!(e.contains("first_offset"), "{e}");
+        let e = parse(&build_v1(u64::MAX, 0, 1000, 96000), 0).unwrap_err();
+        assert!(e.contains("earliest_presentation_time"), "{e}");
+        // The last byte of the last reference past u64.
+        let e = parse(&build_v1(0, u64::MAX - 1000, 0x7fff_ffff, 96000), 0).unwrap_err();
+        assert!(e.contains("first_offset") || e.contains("size"), "{e}");
+        // A start just under the week's limit, and a duration that takes it past.
+        let limit = crate::mpd::MAX_PRESENTATION.as_secs() * 48000;
+        let e = parse(&build_v1(limit - 10, 0, 1000, 96000), 0).unwrap_err();
+        assert!(e.contains("duration"), "{e}");
+        let e = parse(&build(48000, 0, 0, &[(0, 96000)]), 0).unwrap_err();
+        assert!(e.contains("size 0"), "{e}");
     }
 
     #[test]

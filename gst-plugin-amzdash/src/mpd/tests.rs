@@ -96,7 +96,8 @@ fn segment_list_with_media_ranges_gives_exact_sizes() {
     );
     assert_eq!(segments[1].size, Some(800));
     assert_eq!(segments[1].start, Duration::from_secs(2));
-    assert_eq!(segments[2].duration, Duration::from_secs(2));
+    // Declared 2 s like the others, the last segment ends with the 5 s presentation.
+    assert_eq!(segments[2].duration, Duration::from_secs(1));
 }
 
 #[test]
@@ -309,4 +310,148 @@ fn unknown_essential_property_drops_the_set_only() {
         .flat_map(|(_, a)| a.representations.iter().map(|r| r.id.as_str()))
         .collect();
     assert_eq!(ids, ["b"]);
+}
+
+/// A one-Representation manifest lasting `duration` whose Representation holds `addressing`.
+fn hostile(duration: &str, addressing: &str) -> String {
+    format!(
+        r#"<MPD type="static" mediaPresentationDuration="{duration}"><Period>
+      <AdaptationSet contentType="audio"><Representation id="r" bandwidth="1">{addressing}
+      </Representation></AdaptationSet></Period></MPD>"#
+    )
+}
+
+fn plan_of(doc: &str) -> Result<Vec<crate::segments::SegmentRef>, String> {
+    let m = Mpd::parse(doc.as_bytes()).map_err(|e| e.to_string())?;
+    let p = &m.periods[0];
+    let r = &p.adaptation_sets[0].representations[0];
+    match plan(&manifest_url(), r, p.start, p.duration).map_err(|e| e.to_string())? {
+        SegmentPlan::Ready { segments, .. } => Ok(segments),
+        SegmentPlan::NeedsIndex { .. } => Err("needs index".into()),
+    }
+}
+
+fn urls(n: usize) -> String {
+    "<SegmentURL mediaRange=\"0-9\"/>".repeat(n)
+}
+
+#[test]
+fn impossible_times_are_errors_naming_the_field_not_panics() {
+    let cases = [
+        (
+            hostile(
+                "PT75S",
+                &format!(
+                    r#"<SegmentList duration="9223372036854775808">{}</SegmentList>"#,
+                    urls(3)
+                ),
+            ),
+            "segment 3 starts past the end of time",
+        ),
+        (
+            hostile(
+                "PT75S",
+                r#"<SegmentTemplate media="$Time$"><SegmentTimeline><S t="18446744073709551610" d="5" r="3"/></SegmentTimeline></SegmentTemplate>"#,
+            ),
+            "SegmentTimeline runs past the end of time",
+        ),
+        (
+            hostile(
+                "PT75S",
+                r#"<SegmentTemplate media="$Number$" duration="10" presentationTimeOffset="18446744073709551615"/>"#,
+            ),
+            "past the end of time",
+        ),
+        (
+            hostile(
+                "PT75S",
+                r#"<SegmentTemplate media="$Number$" duration="10" startNumber="18446744073709551615"/>"#,
+            ),
+            "startNumber",
+        ),
+        (
+            hostile(
+                "PT75S",
+                r#"<SegmentList timescale="0" duration="10"><SegmentURL/></SegmentList>"#,
+            ),
+            "timescale 0",
+        ),
+        (
+            hostile(
+                "PT75S",
+                r#"<SegmentTemplate media="$Time$"><SegmentTimeline><S d="0" r="-1"/></SegmentTimeline></SegmentTemplate>"#,
+            ),
+            "d=0",
+        ),
+        (
+            hostile("PT100000000000000000000000S", "<BaseURL>a.mp4</BaseURL>"),
+            "mediaPresentationDuration",
+        ),
+        (
+            hostile("PT1000000H", "<BaseURL>a.mp4</BaseURL>"),
+            "longer than the 168 h",
+        ),
+        (
+            hostile(
+                "PT75S",
+                &format!(
+                    r#"<SegmentList timescale="1" duration="1099511627776">{}</SegmentList>"#,
+                    urls(3)
+                ),
+            ),
+            "past the 168 h",
+        ),
+    ];
+    for (doc, want) in cases {
+        let e = plan_of(&doc).unwrap_err();
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
+    // Periods whose starts add up past any presentation.
+    let doc = r#"<MPD type="static"><Period duration="P6D"/><Period duration="P6D"><AdaptationSet contentType="audio"><Representation id="r" bandwidth="1"/></AdaptationSet></Period></MPD>"#;
+    let e = Mpd::parse(doc.as_bytes()).unwrap_err().to_string();
+    assert!(e.contains("Period 2 ends"), "{e}");
+}
+
+#[test]
+fn segment_lists_are_clipped_to_the_period() {
+    // 14 segments of 6 s declared in a 75 s presentation: 13 play, the 13th ends at 75 s.
+    let doc = hostile(
+        "PT75S",
+        &format!(
+            r#"<SegmentList timescale="1000" duration="6000">{}</SegmentList>"#,
+            urls(14)
+        ),
+    );
+    let segs = plan_of(&doc).unwrap();
+    assert_eq!(segs.len(), 13);
+    let last = segs.last().unwrap();
+    assert_eq!(last.start + last.duration, Duration::from_secs(75));
+    // 190,000 SegmentURLs in a 75 s presentation play 75 s, not 320 hours.
+    let doc = hostile(
+        "PT75S",
+        &format!(
+            r#"<SegmentList timescale="1000" duration="6000">{}</SegmentList>"#,
+            urls(190_000)
+        ),
+    );
+    assert_eq!(plan_of(&doc).unwrap().len(), 13);
+    // A period that says it outlasts the presentation is clipped to it too.
+    let doc = r#"<MPD type="static" mediaPresentationDuration="PT12S"><Period duration="PT60S"><AdaptationSet contentType="audio"><Representation id="r" bandwidth="1"><SegmentTemplate media="$Number$" timescale="1" duration="10"/></Representation></AdaptationSet></Period></MPD>"#;
+    let segs = plan_of(doc).unwrap();
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].duration, Duration::from_secs(2));
+}
+
+#[test]
+fn a_segment_longer_than_the_whole_period_is_refused() {
+    // 3 segments of 30 s each declared 10^5 s long: clipping would silently play 30 of 75 s.
+    let doc = hostile(
+        "PT75S",
+        &format!(
+            r#"<SegmentList timescale="1" duration="100000">{}</SegmentList>"#,
+            urls(3)
+        ),
+    );
+    let e = plan_of(&doc).unwrap_err();
+    assert!(e.contains("longer than the whole Period"), "{e}");
 }

@@ -111,8 +111,12 @@ impl Cdm for StubCdm {
             .ok_or_else(|| CdmError::NoSuchSession(session.clone()))?;
         let license = s.client.accept_license(response)?;
         let now = Instant::now();
-        let expires_at = license.policy.duration().map(|d| now + d);
-        let renew_at = license.policy.renewal_after().map(|d| now + d);
+        // A time further off than an Instant can hold (a policy of 2^64-1 s) is "never".
+        let expires_at = license.policy.duration().and_then(|d| now.checked_add(d));
+        let renew_at = license
+            .policy
+            .renewal_after()
+            .and_then(|d| now.checked_add(d));
         s.policy = Some(license.policy);
 
         let mut keys = self.keys.lock().unwrap();
@@ -304,6 +308,25 @@ mod tests {
             cdm.decrypt(&KID, &prot, &mut [0u8; 32]),
             Err(CdmError::KeyExpired { .. })
         ));
+    }
+
+    #[test]
+    fn a_policy_beyond_any_instant_means_never_not_a_panic() {
+        let cdm = StubCdm::new();
+        let (sid, msg) = cdm.create_session(InitDataType::Cenc, &pssh()).unwrap();
+        let policy = LicensePolicy {
+            license_duration_secs: u64::MAX,
+            renewal_delay_secs: u64::MAX,
+            can_renew: true,
+        };
+        let up = cdm
+            .update(&sid, &issue_license(&msg.payload, server, &policy).unwrap())
+            .unwrap();
+        assert_eq!((up.expires_at, up.renew_at), (None, None));
+        assert_eq!(cdm.key_status(&KID), Some(KeyStatus::Usable));
+        // The CDM's locks are not poisoned: the session still closes.
+        cdm.close_session(&sid);
+        assert_eq!(cdm.key_status(&KID), None);
     }
 
     #[test]
