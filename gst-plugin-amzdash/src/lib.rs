@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod mpd;
 pub mod playhead;
 pub mod segments;
+pub mod url_policy;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     amzdashdemux::register(plugin)?;

@@ -7,6 +7,7 @@ use url::Url;
 use crate::mpd::{
     sidx::Sidx, ByteRange, MpdError, Representation, SegmentInfo, SegmentScheme, MAX_PRESENTATION,
 };
+use crate::url_policy;
 
 /// Refuse more segments than this for one representation (a 10 h file at 1 s segments).
 const MAX_SEGMENTS: usize = 36_000;
@@ -47,7 +48,8 @@ fn invalid(rep: &Representation, why: impl std::fmt::Display) -> MpdError {
     MpdError::Invalid(format!("Representation {}: {why}", rep.id))
 }
 
-/// The representation's base URL resolved against the manifest URI.
+/// The representation's base URL resolved against the manifest URI, if the manifest may send
+/// the demuxer there ([`url_policy`]).
 pub fn base_url(manifest: &Url, rep: &Representation) -> Result<Url, MpdError> {
     let mut u = manifest.clone();
     for b in &rep.base_urls {
@@ -55,12 +57,20 @@ pub fn base_url(manifest: &Url, rep: &Representation) -> Result<Url, MpdError> {
             .join(b.trim())
             .map_err(|e| invalid(rep, format!("bad BaseURL {b:?}: {e}")))?;
     }
+    allowed(manifest, rep, u)
+}
+
+fn allowed(manifest: &Url, rep: &Representation, u: Url) -> Result<Url, MpdError> {
+    url_policy::check(manifest, &u).map_err(|e| invalid(rep, e))?;
     Ok(u)
 }
 
-fn join(base: &Url, rep: &Representation, s: &str) -> Result<Url, MpdError> {
-    base.join(s)
-        .map_err(|e| invalid(rep, format!("bad URL {s:?}: {e}")))
+/// `s` resolved against `base`, if the manifest may send the demuxer there.
+fn join(manifest: &Url, base: &Url, rep: &Representation, s: &str) -> Result<Url, MpdError> {
+    let u = base
+        .join(s)
+        .map_err(|e| invalid(rep, format!("bad URL {s:?}: {e}")))?;
+    allowed(manifest, rep, u)
 }
 
 /// Expands `$RepresentationID$`, `$Number$`, `$Time$`, `$Bandwidth$` (with `%0Nd` widths) and
@@ -228,7 +238,7 @@ pub fn plan(
                     Some(u) => {
                         let u = expand_template(u, &rep.id, 0, 0, rep.bandwidth)
                             .map_err(|e| invalid(rep, e))?;
-                        join(&base, rep, &u)?
+                        join(manifest, &base, rep, &u)?
                     }
                     None => base.clone(),
                 };
@@ -287,7 +297,7 @@ pub fn plan(
                     .copied()
                     .ok_or_else(|| invalid(rep, "SegmentTimeline shorter than SegmentList"))?;
                 let url = match &u.media {
-                    Some(m) => join(&base, rep, m)?,
+                    Some(m) => join(manifest, &base, rep, m)?,
                     None => base.clone(),
                 };
                 segments.push(SegmentRef {
@@ -342,7 +352,7 @@ pub fn plan(
                 let name = expand_template(media, &rep.id, number, t, rep.bandwidth)
                     .map_err(|e| invalid(rep, e))?;
                 segments.push(SegmentRef {
-                    url: join(&base, rep, &name)?,
+                    url: join(manifest, &base, rep, &name)?,
                     range: None,
                     start: period_start + time(rep, "segment start", t.saturating_sub(pto), ts)?,
                     duration: time(rep, "segment duration", d, ts)?,

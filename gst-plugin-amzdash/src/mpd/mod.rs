@@ -55,6 +55,12 @@ impl ByteRange {
         if end < start {
             return Err(bad());
         }
+        // No file is 8 EiB long; refusing such ends keeps `len()` and `end + 1` from overflowing.
+        if end >= i64::MAX as u64 {
+            return Err(MpdError::Invalid(format!(
+                "byte range {s:?} ends past the end of any file"
+            )));
+        }
         Ok(ByteRange { start, end })
     }
 }

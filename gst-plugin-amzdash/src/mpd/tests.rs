@@ -402,6 +402,13 @@ fn impossible_times_are_errors_naming_the_field_not_panics() {
             "past the 168 h",
         ),
     ];
+    let cases = cases.into_iter().chain([(
+        hostile(
+            "PT75S",
+            r#"<SegmentList duration="1"><SegmentURL mediaRange="0-9"/><SegmentURL mediaRange="10-18446744073709551615"/></SegmentList>"#,
+        ),
+        "ends past the end of any file",
+    )]);
     for (doc, want) in cases {
         let e = plan_of(&doc).unwrap_err();
         assert!(e.contains(want), "{want:?} not in {e:?}");
@@ -454,4 +461,26 @@ fn a_segment_longer_than_the_whole_period_is_refused() {
     );
     let e = plan_of(&doc).unwrap_err();
     assert!(e.contains("longer than the whole Period"), "{e}");
+}
+
+#[test]
+fn a_remote_manifest_never_names_a_local_file_or_a_private_address() {
+    // manifest_url() is https://cdn.example/…: a public address.
+    for (addressing, want) in [
+        (
+            "<BaseURL>file:///etc/passwd</BaseURL>",
+            "file:///etc/passwd",
+        ),
+        (
+            r#"<SegmentList duration="1"><SegmentURL media="http://127.0.0.1:8080/admin"/></SegmentList>"#,
+            "on a loopback address",
+        ),
+        (
+            r#"<SegmentTemplate media="http://169.254.169.254/$Number$" duration="10"/>"#,
+            "on a private address",
+        ),
+    ] {
+        let e = plan_of(&hostile("PT75S", addressing)).unwrap_err();
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
 }
