@@ -6,6 +6,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod sample;
 
 glib::wrapper! {
     pub struct WidevineDecrypt(ObjectSubclass<imp::WidevineDecrypt>)
