@@ -134,4 +134,14 @@ mod tests {
         assert_eq!(info.subsamples.len(), 1);
         assert_eq!(info.scheme, Scheme::Cbcs);
     }
+
+    #[test]
+    fn keys_parse_and_never_echo_the_key() {
+        let kid = "0123456789abcdef0123456789abcdef";
+        let keys = parse_keys(&format!("{kid}:00112233445566778899aabbccddeeff ;")).unwrap();
+        assert!(keys.contains_key(&kid.parse().unwrap()));
+        let err = parse_keys(&format!("{kid}:0011secret")).err().unwrap();
+        assert!(err.contains(kid) && !err.contains("secret"), "{err}");
+        assert!(parse_keys("no-colon").is_err());
+    }
 }
