@@ -382,10 +382,11 @@ impl LicenseManager {
 impl Drop for LicenseManager {
     /// Session tasks outliving their element would renew licenses nobody uses.
     fn drop(&mut self) {
-        for session in &self.shared.lock().sessions {
-            if let Some(task) = &session.task {
-                task.abort();
-            }
+        let Ok(state) = self.shared.state.lock() else {
+            return;
+        };
+        for task in state.sessions.iter().filter_map(|s| s.task.as_ref()) {
+            task.abort();
         }
     }
 }
