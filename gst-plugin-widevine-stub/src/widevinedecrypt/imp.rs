@@ -12,10 +12,11 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
 use crate::cdm::{CdmError, KeyStatus, StubCdm};
 use crate::cenc::{self, Pattern, SampleProtection, Scheme};
-use crate::fetch::{bearer, RequestHeaders};
+use crate::fetch::RequestHeaders;
 use crate::license::{Failure, Host, KeySources, LicenseManager, WaitError};
 use crate::protocol::{parse_pssh_boxes, KeyId, WIDEVINE_SYSTEM_ID_STR};
 use crate::CAT;
@@ -26,8 +27,6 @@ const DEFAULT_KEY_TIMEOUT_MS: u32 = 20_000;
 const DEFAULT_LICENSE_EXPIRATION_SECS: u32 = 0;
 /// Name of the element message posted while a sample waits for its key.
 const WAITING_MESSAGE: &str = "widevinedecrypt-waiting-for-key";
-/// The upstream query of docs/element-contract.md section 2.
-const AUDIO_OBJECT_QUERY: &str = "amazonmusic-audio-object";
 
 struct Settings {
     /// From the `keys` property; used directly, never requested.
@@ -99,41 +98,9 @@ impl WidevineDecrypt {
     /// The current token, User-Agent and key headers from `amazonmusicsrc` (contract section
     /// 2), or defaults when nobody upstream answers.
     fn lookup_credentials(&self) -> RequestHeaders {
-        let mut headers = RequestHeaders {
-            user_agent: concat!("gst-widevine-stub/", env!("CARGO_PKG_VERSION")).into(),
-            ..Default::default()
-        };
-        let mut query = gst::query::Custom::new(
-            gst::Structure::builder(AUDIO_OBJECT_QUERY)
-                .field("reason", "lookup")
-                .field("generation", 0u32)
-                .build(),
-        );
-        let answered = self.obj().sink_pad().peer_query(&mut query);
-        let creds = answered
-            .then(|| query.structure())
-            .flatten()
-            .and_then(|s| s.get::<glib::Object>("credentials").ok());
-        if let Some(creds) = creds {
-            if let Some(auth) = string_property(&creds, "authorization") {
-                headers.authorization = Some(bearer(&auth));
-            }
-            if let Some(ua) = string_property(&creds, "user-agent") {
-                headers.user_agent = ua;
-            }
-            let key_headers = creds.find_property("key-headers").and_then(|_| {
-                creds
-                    .property_value("key-headers")
-                    .get::<gst::Structure>()
-                    .ok()
-            });
-            if let Some(key_headers) = key_headers {
-                for (name, value) in key_headers.iter() {
-                    if let Ok(v) = value.get::<String>() {
-                        headers.extra.push((name.to_string(), v));
-                    }
-                }
-            }
+        let creds = credentials::query(self.obj().sink_pad());
+        let mut headers = credentials::request_headers(creds.as_ref());
+        if creds.is_some() {
             gst::debug!(
                 CAT,
                 imp = self,
@@ -321,14 +288,6 @@ impl WidevineDecrypt {
         };
         !(decrypted && crate::flac::starts_with_frame_header(&first))
     }
-}
-
-fn string_property(obj: &glib::Object, name: &str) -> Option<String> {
-    obj.find_property(name)?;
-    obj.property_value(name)
-        .get::<Option<String>>()
-        .ok()
-        .flatten()
 }
 
 #[glib::object_subclass]

@@ -5,6 +5,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod credentials;
 mod imp;
 mod sample;
 
