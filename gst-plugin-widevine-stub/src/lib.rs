@@ -1,14 +1,26 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Common Encryption decryptor behind a CDM interface, with a software stub CDM
 
+use std::sync::LazyLock;
+
 use gst::glib;
 
 pub mod cdm;
 pub mod cenc;
 pub mod fetch;
 pub mod flac;
+pub mod license;
 pub mod protocol;
 mod widevinedecrypt;
+
+/// The element's debug category, shared by the license manager's logs.
+pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "widevinedecrypt",
+        gst::DebugColorFlags::empty(),
+        Some("Widevine (stub CDM) CENC decryptor"),
+    )
+});
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     widevinedecrypt::register(plugin)

@@ -943,3 +943,66 @@ fn sessions_of_the_current_stream_stay_open() {
     let log = server.log.lock().unwrap();
     assert_eq!(log.len(), 2, "one license per key id, none asked twice");
 }
+
+/// Through the element, with the default retry policy: a first request and a renewal that meet
+/// a license server answering 503 make as many requests as each other, and `stats` counts each
+/// failed attempt of both (a failed renewal used to count as one failure).
+#[test]
+fn a_failed_renewal_counts_its_attempts_like_a_failed_first_request() {
+    init();
+    // (requests the failing exchange made, stats failures, stats renewals)
+    let run = |renewal: bool| -> (usize, u64, u64) {
+        let server = license_server(move |n, _| {
+            if renewal && n == 0 {
+                Ok(LicensePolicy {
+                    license_duration_secs: 60,
+                    renewal_delay_secs: 1,
+                    can_renew: true,
+                })
+            } else {
+                Err(LicenseError::Unavailable {
+                    retry_after_secs: None,
+                })
+            }
+        });
+        let mut h = gst_check::Harness::new("widevinedecrypt");
+        h.element()
+            .unwrap()
+            .set_property("license-url", &server.url);
+        start_stream(&mut h, "track-1", &[KID]);
+        assert_eq!(
+            h.push(gst::Buffer::from_slice(vec![0u8; 64])),
+            Ok(gst::FlowSuccess::Ok)
+        );
+        h.pull().unwrap();
+        let stats = || h.element().unwrap().property::<gst::Structure>("stats");
+        // Five attempts with backoff take at most 11.25 s; a renewal starts a second in.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stats().get::<u64>("failures").unwrap() < 5 {
+            assert!(Instant::now() < deadline, "{}", stats());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Nothing more comes (a failed renewal is tried again only 5 s later).
+        std::thread::sleep(Duration::from_millis(500));
+        let s = stats();
+        let log = server.log.lock().unwrap();
+        let failing = log.len() - usize::from(renewal);
+        if renewal {
+            assert_eq!(log[0].1, "License");
+            assert!(log[1..].iter().all(|(_, k, _)| k == "Renewal"), "{log:?}");
+        }
+        (
+            failing,
+            s.get::<u64>("failures").unwrap(),
+            s.get::<u64>("renewals").unwrap(),
+        )
+    };
+    let (first, renewed) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| run(false));
+        let renewed = scope.spawn(|| run(true));
+        (first.join().unwrap(), renewed.join().unwrap())
+    });
+    println!("first request: {first:?}; renewal: {renewed:?} (requests, failures, renewals)");
+    assert_eq!(first, (5, 5, 0));
+    assert_eq!(renewed, (5, 5, 1));
+}

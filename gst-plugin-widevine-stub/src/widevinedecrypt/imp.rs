@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Element glue for `widevinedecrypt`: caps x-cenc → original type, protection meta → CENC
-//! decryption through the CDM, license requests on a tokio runtime, interruptible key waits.
+//! Element glue for `widevinedecrypt`: caps x-cenc → original type, protection events and meta
+//! into the license manager (`crate::license`) and CENC decryption, its errors as messages.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -12,37 +12,14 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::cdm::{Cdm, CdmError, InitDataType, KeyStatus, LicenseUpdate, SessionId, StubCdm};
-use crate::cenc::{self, Pattern, SampleProtection, Scheme, Subsample};
-use crate::fetch::{bearer, fetch_license, FetchError, RequestHeaders, RetryPolicy};
+use super::credentials;
+use super::sample::{parse_keys, sample_info, SampleInfo};
+use crate::cdm::{CdmError, KeyStatus, StubCdm};
+use crate::cenc::{self, Pattern, SampleProtection, Scheme};
+use crate::fetch::RequestHeaders;
+use crate::license::{Failure, Host, KeySources, LicenseManager, WaitError};
 use crate::protocol::{parse_pssh_boxes, KeyId, WIDEVINE_SYSTEM_ID_STR};
-
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "widevinedecrypt",
-        gst::DebugColorFlags::empty(),
-        Some("Widevine (stub CDM) CENC decryptor"),
-    )
-});
-
-/// One small runtime for the whole plugin: license traffic is a few requests per track.
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("widevinedecrypt-net")
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-});
-
-/// License requests are rare (one per session, then renewals minutes apart): keeping no idle
-/// connection means a stopped pipeline leaves nothing open to the license server.
-static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap_or_default()
-});
+use crate::CAT;
 
 /// Original media types this element restores.
 const MEDIA_TYPES: [&str; 4] = ["audio/x-flac", "audio/x-opus", "audio/x-eac3", "audio/mpeg"];
@@ -50,8 +27,6 @@ const DEFAULT_KEY_TIMEOUT_MS: u32 = 20_000;
 const DEFAULT_LICENSE_EXPIRATION_SECS: u32 = 0;
 /// Name of the element message posted while a sample waits for its key.
 const WAITING_MESSAGE: &str = "widevinedecrypt-waiting-for-key";
-/// The upstream query of docs/element-contract.md section 2.
-const AUDIO_OBJECT_QUERY: &str = "amazonmusic-audio-object";
 
 struct Settings {
     /// From the `keys` property; used directly, never requested.
@@ -72,237 +47,60 @@ impl Default for Settings {
     }
 }
 
-#[derive(Default, Clone, Copy)]
-struct Stats {
-    licenses_requested: u64,
-    renewals: u64,
-    failures: u64,
-    last_latency: Option<Duration>,
-}
-
-/// A license session, the key ids it asked for, and the task that fetches and renews its
-/// license.
-struct OpenSession {
-    id: SessionId,
-    kids: Vec<KeyId>,
-    /// The stream ([`State::stream`]) it was opened for.
-    stream: u64,
-    task: Option<tokio::task::AbortHandle>,
-}
-
-impl OpenSession {
-    fn close(self, cdm: &dyn Cdm) {
-        if let Some(task) = self.task {
-            task.abort();
-        }
-        cdm.close_session(&self.id);
-    }
-}
-
-/// Licensing state, shared between the streaming thread and the network tasks.
+/// Per-stream state of the glue (licensing state lives in the [`LicenseManager`]).
 #[derive(Default)]
 struct State {
-    flushing: bool,
     /// The stream is FLAC: lets cbcs clear-lead samples be recognised (README).
     flac: bool,
-    /// Widevine `pssh` boxes seen (protection events), deduplicated.
-    pssh_boxes: Vec<Vec<u8>>,
-    /// `license-url` of the manifest's ContentProtection (protection event field).
-    manifest_license_url: Option<String>,
-    /// A PSSH arrived that no session covers yet; the request starts at the next buffer, when
-    /// every sticky protection event of this stream has been seen (one request for all tiers).
-    request_pending: bool,
-    /// Key ids some session asked for (or that cannot be asked for: no license URL).
-    requested: HashSet<KeyId>,
-    no_license_url: bool,
-    /// Open license sessions, the current stream's and (until its first license request)
-    /// the previous one's.
-    sessions: Vec<OpenSession>,
-    /// Counts stream-starts: which stream a session was opened for.
-    stream: u64,
-    /// A license failure ended playback (its error message is already posted).
-    fatal: bool,
-    renewal_failure: Option<String>,
-    stats: Stats,
-}
-
-#[derive(Default)]
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled when keys arrive, a license fails, or a flush/state change wants waiters out.
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
-    }
-
-    /// Whether `session` is still open (closing one is final: a task that finds its session
-    /// closed has nothing left to do or to report).
-    fn is_open(&self, session: &SessionId) -> bool {
-        self.lock().sessions.iter().any(|s| &s.id == session)
-    }
-}
-
-pub struct WidevineDecrypt {
-    settings: Mutex<Settings>,
-    shared: Arc<Shared>,
-    cdm: Arc<dyn Cdm>,
     /// The FLAC `streamheader` of the stream's clear sample entry. 1.22's qtdemux drops it for
     /// the `enca` entry, so at the clear-lead → encrypted switch the caps would lose it and
     /// flacparse would re-send its headers mid-stream (flacdec then re-stamps frames, a 300 ms
     /// jump back): the encrypted caps get the same header. Reset at each stream-start.
-    flac_streamheader: Mutex<Option<glib::SendValue>>,
+    flac_streamheader: Option<glib::SendValue>,
+}
+
+pub struct WidevineDecrypt {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    licenses: LicenseManager,
 }
 
 impl Default for WidevineDecrypt {
     fn default() -> Self {
         WidevineDecrypt {
             settings: Mutex::default(),
-            shared: Arc::default(),
+            state: Mutex::default(),
             // A licensed CDM would be constructed here instead (docs/cdm.md).
-            cdm: Arc::new(StubCdm::new()),
-            flac_streamheader: Mutex::default(),
+            licenses: LicenseManager::new(Arc::new(StubCdm::new())),
         }
     }
 }
 
-/// What the protection meta of one buffer says (copied out: the meta is removed afterwards).
-struct SampleInfo {
-    kid: KeyId,
-    scheme: Scheme,
-    iv: Vec<u8>,
-    subsamples: Vec<Subsample>,
-    pattern: Pattern,
-}
+/// The element as the license manager sees it: credentials from upstream, errors to the bus.
+struct ElementHost(glib::WeakRef<super::WidevineDecrypt>);
 
-fn parse_keys(value: &str) -> Result<HashMap<KeyId, cenc::Key>, String> {
-    let mut keys = HashMap::new();
-    for pair in value
-        .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-    {
-        let (kid, key) = pair
-            .split_once(':')
-            .ok_or_else(|| "each entry must be KID:KEY".to_owned())?;
-        let kid: KeyId = kid.parse().map_err(|_| format!("bad key id {kid:?}"))?;
-        // The key itself is never echoed in the message.
-        let key: [u8; 16] = hex::decode(key)
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| format!("key for {kid} is not 32 hex digits"))?;
-        keys.insert(kid, cenc::Key::new(key));
+impl Host for ElementHost {
+    fn credentials(&self) -> RequestHeaders {
+        self.0
+            .upgrade()
+            .map(|e| e.imp().lookup_credentials())
+            .unwrap_or_default()
     }
-    Ok(keys)
-}
 
-fn buffer_bytes(s: &gst::StructureRef, field: &str) -> Option<Vec<u8>> {
-    let buf = s.get::<gst::Buffer>(field).ok()?;
-    let map = buf.map_readable().ok()?;
-    Some(map.as_slice().to_vec())
-}
-
-fn uint(s: &gst::StructureRef, field: &str) -> Option<u32> {
-    s.get::<u32>(field)
-        .ok()
-        .or_else(|| s.get::<i32>(field).ok().map(|v| v as u32))
-}
-
-/// Reads qtdemux's protection meta; `Ok(None)` for a clear sample.
-fn sample_info(s: &gst::StructureRef) -> Result<Option<SampleInfo>, String> {
-    if !s.get::<bool>("encrypted").unwrap_or(true) {
-        return Ok(None);
-    }
-    let kid = buffer_bytes(s, "kid")
-        .and_then(|k| KeyId::from_slice(&k))
-        .ok_or("protection meta has no 16-byte kid")?;
-    let scheme = match s.get::<&str>("cipher-mode").unwrap_or("cenc") {
-        "cenc" => Scheme::Cenc,
-        "cbcs" => Scheme::Cbcs,
-        other => return Err(format!("unsupported cipher mode {other:?}")),
-    };
-    // cbcs with a constant IV (tenc) has iv_size 0; qtdemux 1.22 then puts the constant IV in
-    // `iv` (with constant_iv_size), other versions in `constant_iv`.
-    let iv = match uint(s, "iv_size").unwrap_or(0) {
-        0 => buffer_bytes(s, "constant_iv").or_else(|| buffer_bytes(s, "iv")),
-        _ => buffer_bytes(s, "iv"),
-    }
-    .ok_or("protection meta has no iv")?;
-    let count = uint(s, "subsample_count").unwrap_or(0) as usize;
-    let mut subsamples = Vec::with_capacity(count);
-    if count > 0 {
-        let raw = buffer_bytes(s, "subsamples").ok_or("protection meta has no subsamples")?;
-        if raw.len() < count * 6 {
-            return Err(format!(
-                "{count} subsamples announced, {} bytes given",
-                raw.len()
-            ));
-        }
-        for e in raw.chunks_exact(6).take(count) {
-            subsamples.push(Subsample {
-                clear: u16::from_be_bytes([e[0], e[1]]).into(),
-                protected: u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
-            });
+    fn post(&self, failure: &Failure) {
+        if let Some(e) = self.0.upgrade() {
+            e.post_error_message(failure.error_message());
         }
     }
-    if count > 0 && subsamples.iter().all(|s| s.protected == 0) {
-        // Every byte in the clear: a clear-lead sample described explicitly (amzdashdemux
-        // marks constant-IV clear lead this way, see its clear_lead.rs). No key needed.
-        return Ok(None);
-    }
-    let pattern = Pattern {
-        crypt: uint(s, "crypt_byte_block").unwrap_or(0).min(255) as u8,
-        skip: uint(s, "skip_byte_block").unwrap_or(0).min(255) as u8,
-    };
-    Ok(Some(SampleInfo {
-        kid,
-        scheme,
-        iv,
-        subsamples,
-        pattern,
-    }))
 }
 
 impl WidevineDecrypt {
     /// The current token, User-Agent and key headers from `amazonmusicsrc` (contract section
     /// 2), or defaults when nobody upstream answers.
     fn lookup_credentials(&self) -> RequestHeaders {
-        let mut headers = RequestHeaders {
-            user_agent: concat!("gst-widevine-stub/", env!("CARGO_PKG_VERSION")).into(),
-            ..Default::default()
-        };
-        let mut query = gst::query::Custom::new(
-            gst::Structure::builder(AUDIO_OBJECT_QUERY)
-                .field("reason", "lookup")
-                .field("generation", 0u32)
-                .build(),
-        );
-        let answered = self.obj().sink_pad().peer_query(&mut query);
-        let creds = answered
-            .then(|| query.structure())
-            .flatten()
-            .and_then(|s| s.get::<glib::Object>("credentials").ok());
-        if let Some(creds) = creds {
-            if let Some(auth) = string_property(&creds, "authorization") {
-                headers.authorization = Some(bearer(&auth));
-            }
-            if let Some(ua) = string_property(&creds, "user-agent") {
-                headers.user_agent = ua;
-            }
-            let key_headers = creds.find_property("key-headers").and_then(|_| {
-                creds
-                    .property_value("key-headers")
-                    .get::<gst::Structure>()
-                    .ok()
-            });
-            if let Some(key_headers) = key_headers {
-                for (name, value) in key_headers.iter() {
-                    if let Ok(v) = value.get::<String>() {
-                        headers.extra.push((name.to_string(), v));
-                    }
-                }
-            }
+        let creds = credentials::query(self.obj().sink_pad());
+        let mut headers = credentials::request_headers(creds.as_ref());
+        if creds.is_some() {
             gst::debug!(
                 CAT,
                 imp = self,
@@ -352,236 +150,64 @@ impl WidevineDecrypt {
         let url = event
             .structure()
             .and_then(|s| s.get::<String>("license-url").ok());
-        let mut state = self.shared.lock();
-        if let Some(url) = url {
-            state.manifest_license_url = Some(url);
-        }
-        if !state.pssh_boxes.contains(&bytes) {
+        let len = bytes.len();
+        if self.licenses.add_pssh(bytes, url) {
             gst::info!(
                 CAT,
                 imp = self,
-                "Widevine pssh from {origin:?} ({} bytes)",
-                bytes.len()
+                "Widevine pssh from {origin:?} ({len} bytes)"
             );
-            state.pssh_boxes.push(bytes);
-            state.request_pending = true;
         }
+    }
+
+    fn host(&self) -> Arc<dyn Host> {
+        Arc::new(ElementHost(self.obj().downgrade()))
     }
 
     /// Starts a license request for every known key id that no session or `keys` entry covers
     /// (plus `extra`, a key id seen on a sample but in no PSSH).
     fn request_missing_keys(&self, extra: Option<KeyId>) {
-        let settings = self.settings.lock().unwrap();
-        let mut state = self.shared.lock();
-        state.request_pending = false;
-        let init_data: Vec<u8> = state.pssh_boxes.concat();
-        let mut wanted: Vec<KeyId> = crate::protocol::widevine_init_data(&init_data)
-            .map(|d| d.key_ids)
-            .unwrap_or_default();
-        let extra_outside_pssh = extra.filter(|k| !wanted.contains(k));
-        wanted.extend(extra_outside_pssh);
-        self.close_sessions_outside(&mut state, &wanted);
-        wanted.retain(|k| !settings.keys.contains_key(k) && !state.requested.contains(k));
-        if wanted.is_empty() {
-            return;
-        }
-        let Some(url) = settings
-            .license_url
-            .clone()
-            .or_else(|| state.manifest_license_url.clone())
-        else {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "no license URL (property license-url, or the manifest's): key ids {} can only come from the keys property",
-                kid_list(&wanted)
-            );
-            state.requested.extend(wanted);
-            state.no_license_url = true;
-            return;
+        let (fixed, license_url) = {
+            let settings = self.settings.lock().unwrap();
+            let fixed: HashSet<KeyId> = settings.keys.keys().copied().collect();
+            (fixed, settings.license_url.clone())
         };
-        let created = if extra_outside_pssh.is_none() {
-            self.cdm.create_session(InitDataType::Cenc, &init_data)
-        } else {
-            let ids: Vec<u8> = wanted.iter().flat_map(|k| k.0).collect();
-            self.cdm.create_session(InitDataType::KeyIds, &ids)
+        let sources = KeySources {
+            fixed: &|k| fixed.contains(k),
+            license_url,
         };
-        let (session, message) = match created {
-            Ok(s) => s,
-            Err(e) => {
-                drop(state);
-                drop(settings);
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Decrypt,
-                    ["The CDM cannot start a license session: {}", e]
-                );
-                self.set_fatal();
-                return;
-            }
-        };
-        let kids = self.cdm.session_key_ids(&session).unwrap_or(wanted);
-        state.requested.extend(kids.iter().copied());
-        // Open before its task starts, which reports nothing once its session is closed.
-        let stream = state.stream;
-        state.sessions.push(OpenSession {
-            id: session.clone(),
-            kids: kids.clone(),
-            stream,
-            task: None,
-        });
-        drop(state);
-        drop(settings);
-
-        gst::info!(
-            CAT,
-            imp = self,
-            "requesting a license for key ids {} (session {session})",
-            kid_list(&kids)
-        );
-        let headers = self.lookup_credentials();
-        let element = self.obj().downgrade();
-        let handle = RUNTIME.spawn(license_task(
-            element,
-            self.cdm.clone(),
-            self.shared.clone(),
-            url,
-            session.clone(),
-            message.payload,
-            headers,
-            kids,
-        ));
-        if let Some(open) = self
-            .shared
-            .lock()
-            .sessions
-            .iter_mut()
-            .find(|s| s.id == session)
-        {
-            open.task = Some(handle.abort_handle());
-        }
+        self.licenses
+            .request_missing_keys(sources, extra, &self.host());
     }
 
-    /// Closes the sessions of earlier streams that cover none of `current`, the key ids of
-    /// the stream now playing: fed one stream after another (the next track through the same
-    /// element), the previous stream's session would otherwise keep its keys and renew its
-    /// license for as long as this element plays. Its samples have all gone through (the new stream's first buffer is here).
-    /// Sessions of the current stream stay, whatever key ids they cover (a sample may carry
-    /// one its PSSHs do not name).
-    fn close_sessions_outside(&self, state: &mut State, current: &[KeyId]) {
-        if current.is_empty() {
-            return;
-        }
-        let stream = state.stream;
-        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.sessions)
-            .into_iter()
-            .partition(|s| s.stream != stream && !s.kids.iter().any(|k| current.contains(k)));
-        state.sessions = kept;
-        for session in stale {
-            gst::info!(
-                CAT,
-                imp = self,
-                "closing session {} (key ids {}): the stream now playing does not use them",
-                session.id,
-                kid_list(&session.kids)
-            );
-            for k in &session.kids {
-                if !state.sessions.iter().any(|s| s.kids.contains(k)) {
-                    state.requested.remove(k);
-                }
-            }
-            session.close(self.cdm.as_ref());
-        }
-    }
-
-    fn set_fatal(&self) {
-        self.shared.lock().fatal = true;
-        self.shared.changed.notify_all();
-    }
-
-    fn set_flushing(&self, flushing: bool) {
-        self.shared.lock().flushing = flushing;
-        self.shared.changed.notify_all();
+    /// Posts `failure`'s error: playback ends.
+    fn fail(&self, failure: Failure) -> gst::FlowError {
+        self.post_error_message(failure.error_message());
+        gst::FlowError::Error
     }
 
     /// Blocks until `kid` is usable, the key timeout passes, or a flush/state change wakes it.
     fn wait_for_key(&self, kid: KeyId) -> Result<(), gst::FlowError> {
         let timeout = self.settings.lock().unwrap().key_timeout;
-        let deadline = Instant::now() + timeout;
-        let mut announced = false;
-        loop {
-            let status = self.cdm.key_status(&kid);
-            if status == Some(KeyStatus::Usable) {
-                return Ok(());
-            }
-            let state = self.shared.lock();
-            if state.flushing {
-                return Err(gst::FlowError::Flushing);
-            }
-            if state.fatal {
-                return Err(gst::FlowError::Error);
-            }
-            if status == Some(KeyStatus::Expired) {
-                if let Some(why) = state.renewal_failure.clone() {
-                    drop(state);
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::DecryptNokey,
-                        [
-                            "The license for key id {} expired and its renewal failed: {}",
-                            kid,
-                            why
-                        ]
-                    );
-                    return Err(gst::FlowError::Error);
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let why = if state.no_license_url {
-                    "no license URL is known and the keys property does not hold it"
-                } else if state.requested.contains(&kid) {
-                    "the license did not arrive in time"
-                } else {
-                    "no license names it"
-                };
-                drop(state);
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::DecryptNokey,
-                    [
-                        "No key for key id {} after waiting {} ms: {}",
-                        kid,
-                        timeout.as_millis(),
-                        why
-                    ]
-                );
-                return Err(gst::FlowError::Error);
-            }
-            if !announced {
-                announced = true;
-                drop(state);
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "waiting up to {timeout:?} for key id {kid}"
-                );
-                let _ = self.obj().post_message(
-                    gst::message::Element::builder(
-                        gst::Structure::builder(WAITING_MESSAGE)
-                            .field("kid", kid.to_string())
-                            .field("timeout-ms", timeout.as_millis() as u64)
-                            .build(),
-                    )
-                    .src(&*self.obj())
-                    .build(),
-                );
-                continue;
-            }
-            // Bounded so an expiring license is noticed without a notification.
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            let _ = self.shared.changed.wait_timeout(state, wait).unwrap();
-        }
+        let announce = || {
+            let _ = self.obj().post_message(
+                gst::message::Element::builder(
+                    gst::Structure::builder(WAITING_MESSAGE)
+                        .field("kid", kid.to_string())
+                        .field("timeout-ms", timeout.as_millis() as u64)
+                        .build(),
+                )
+                .src(&*self.obj())
+                .build(),
+            );
+        };
+        self.licenses
+            .wait_for_key(kid, timeout, announce)
+            .map_err(|e| match e {
+                WaitError::Flushing => gst::FlowError::Flushing,
+                WaitError::Fatal => gst::FlowError::Error,
+                WaitError::Failed(failure) => self.fail(failure),
+            })
     }
 
     fn decrypt(&self, info: &SampleInfo, data: &mut [u8]) -> Result<(), gst::FlowError> {
@@ -600,16 +226,17 @@ impl WidevineDecrypt {
             );
             return Ok(());
         }
+        let cdm = self.licenses.cdm();
         let result = match fixed_key {
             Some(key) => cenc::decrypt_in_place(&key, &protection, data).map_err(CdmError::from),
             None => {
-                if self.cdm.key_status(&info.kid) != Some(KeyStatus::Usable) {
-                    if !self.shared.lock().requested.contains(&info.kid) {
+                if cdm.key_status(&info.kid) != Some(KeyStatus::Usable) {
+                    if !self.licenses.is_requested(&info.kid) {
                         self.request_missing_keys(Some(info.kid));
                     }
                     self.wait_for_key(info.kid)?;
                 }
-                self.cdm.decrypt(&info.kid, &protection, data)
+                cdm.decrypt(&info.kid, &protection, data)
             }
         };
         match result {
@@ -617,11 +244,10 @@ impl WidevineDecrypt {
             Err(CdmError::KeyExpired { kid, .. }) => {
                 // Raced with expiry: wait for the renewal (or fail clearly).
                 self.wait_for_key(kid)?;
-                self.cdm
-                    .decrypt(&kid, &protection, data)
-                    .map_err(|e| self.decrypt_error(e))
+                cdm.decrypt(&kid, &protection, data)
+                    .map_err(|e| self.fail(Failure::Decrypt(e)))
             }
-            Err(e) => Err(self.decrypt_error(e)),
+            Err(e) => Err(self.fail(Failure::Decrypt(e))),
         }
     }
 
@@ -638,7 +264,7 @@ impl WidevineDecrypt {
     ) -> bool {
         if info.scheme != Scheme::Cbcs
             || info.subsamples.first().is_some_and(|s| s.clear != 0)
-            || !self.shared.lock().flac
+            || !self.state.lock().unwrap().flac
             || !crate::flac::starts_with_frame_header(data)
             || data.len() < 16
         {
@@ -651,262 +277,16 @@ impl WidevineDecrypt {
             pattern: Pattern::default(),
             ..*protection
         };
+        let cdm = self.licenses.cdm();
         let decrypted = match fixed_key {
             Some(key) => cenc::decrypt_in_place(key, &one_block, &mut first).is_ok(),
-            None if self.cdm.key_status(&info.kid) == Some(KeyStatus::Usable) => {
-                self.cdm.decrypt(&info.kid, &one_block, &mut first).is_ok()
+            None if cdm.key_status(&info.kid) == Some(KeyStatus::Usable) => {
+                cdm.decrypt(&info.kid, &one_block, &mut first).is_ok()
             }
             // No key yet: a valid header is taken as clear, so the clear lead never waits.
             None => return true,
         };
         !(decrypted && crate::flac::starts_with_frame_header(&first))
-    }
-
-    fn decrypt_error(&self, e: CdmError) -> gst::FlowError {
-        gst::element_imp_error!(
-            self,
-            gst::StreamError::Decrypt,
-            ["Cannot decrypt sample: {}", e]
-        );
-        gst::FlowError::Error
-    }
-}
-
-fn string_property(obj: &glib::Object, name: &str) -> Option<String> {
-    obj.find_property(name)?;
-    obj.property_value(name)
-        .get::<Option<String>>()
-        .ok()
-        .flatten()
-}
-
-fn kid_list(kids: &[KeyId]) -> String {
-    kids.iter()
-        .map(KeyId::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Posts the GStreamer error of docs/license-protocol.md's table for a failed license fetch.
-fn post_fetch_error(
-    element: &super::WidevineDecrypt,
-    err: &FetchError,
-    kids: &[KeyId],
-    renewal: bool,
-) {
-    let what = if renewal {
-        "license renewal"
-    } else {
-        "license request"
-    };
-    let msg = match err {
-        FetchError::Server { error, .. } => match error.status() {
-            404 => gst::error_msg!(
-                gst::StreamError::DecryptNokey,
-                (
-                    "The license server has no key for key ids {}: {}",
-                    kid_list(kids),
-                    err
-                )
-            ),
-            401 | 403 => gst::error_msg!(
-                gst::ResourceError::NotAuthorized,
-                ("The license server refused the {}: {}", what, err)
-            ),
-            429 | 500..=599 => gst::error_msg!(
-                gst::ResourceError::Read,
-                (
-                    "The license server stayed unavailable for the {}: {}",
-                    what,
-                    err
-                )
-            ),
-            _ => gst::error_msg!(
-                gst::StreamError::Decrypt,
-                ("The license server rejected the {}: {}", what, err)
-            ),
-        },
-        FetchError::Transport { .. } => gst::error_msg!(
-            gst::ResourceError::Read,
-            (
-                "The license server could not be reached for the {}: {}",
-                what,
-                err
-            )
-        ),
-        FetchError::BadBody(_) => gst::error_msg!(
-            gst::StreamError::Decrypt,
-            ("The {} got an answer that is not a license: {}", what, err)
-        ),
-    };
-    element.post_error_message(msg);
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn license_task(
-    element: glib::WeakRef<super::WidevineDecrypt>,
-    cdm: Arc<dyn Cdm>,
-    shared: Arc<Shared>,
-    url: String,
-    session: SessionId,
-    challenge: Vec<u8>,
-    headers: RequestHeaders,
-    kids: Vec<KeyId>,
-) {
-    let policy = RetryPolicy::default();
-    let refresh = || {
-        element
-            .upgrade()
-            .and_then(|e| e.imp().lookup_credentials().authorization)
-    };
-    shared.lock().stats.licenses_requested += 1;
-    let fetched = fetch_license(&HTTP, &url, &challenge, headers.clone(), &policy, refresh).await;
-    let Some(obj) = element.upgrade() else { return };
-    // A failure for a session closed meanwhile (its stream has ended) is nothing to report.
-    let update = match fetched {
-        Ok(f) => {
-            {
-                let mut state = shared.lock();
-                state.stats.failures += u64::from(f.failures);
-                state.stats.last_latency = Some(f.latency);
-            }
-            match cdm.update(&session, &f.license) {
-                Ok(u) => u,
-                Err(_) if !shared.is_open(&session) => return,
-                Err(e) => {
-                    gst::element_error!(
-                        obj,
-                        gst::StreamError::Decrypt,
-                        ["The license was rejected by the CDM: {}", e]
-                    );
-                    obj.imp().set_fatal();
-                    return;
-                }
-            }
-        }
-        Err(e) => {
-            if !shared.is_open(&session) {
-                return;
-            }
-            shared.lock().stats.failures += match &e {
-                FetchError::Server { attempts, .. } | FetchError::Transport { attempts, .. } => {
-                    u64::from(*attempts)
-                }
-                FetchError::BadBody(_) => 1,
-            };
-            gst::warning!(CAT, obj = obj, "license request failed: {e}");
-            post_fetch_error(&obj, &e, &kids, false);
-            obj.imp().set_fatal();
-            return;
-        }
-    };
-    log_update(&obj, &update, "license");
-    shared.changed.notify_all();
-    drop(obj);
-    renew_loop(element, cdm, shared, url, session, headers, kids, update).await;
-}
-
-fn log_update(obj: &super::WidevineDecrypt, update: &LicenseUpdate, what: &str) {
-    let usable = update
-        .key_statuses
-        .iter()
-        .filter(|(_, s)| *s == KeyStatus::Usable)
-        .count();
-    gst::info!(
-        CAT,
-        obj = obj,
-        "{what} accepted: {usable}/{} key(s) usable, expires in {:?}, renewal in {:?}",
-        update.key_statuses.len(),
-        update
-            .expires_at
-            .map(|t| t.saturating_duration_since(Instant::now())),
-        update
-            .renew_at
-            .map(|t| t.saturating_duration_since(Instant::now()))
-    );
-}
-
-/// Renews before expiry. A failed renewal is retried while the license is valid; when it
-/// expires the streaming thread errors out (`wait_for_key`) rather than output garbage.
-#[allow(clippy::too_many_arguments)]
-async fn renew_loop(
-    element: glib::WeakRef<super::WidevineDecrypt>,
-    cdm: Arc<dyn Cdm>,
-    shared: Arc<Shared>,
-    url: String,
-    session: SessionId,
-    headers: RequestHeaders,
-    kids: Vec<KeyId>,
-    mut update: LicenseUpdate,
-) {
-    let policy = RetryPolicy::default();
-    while let Some(renew_at) = update.renew_at {
-        tokio::time::sleep_until(renew_at.into()).await;
-        let message = match cdm.renewal_request(&session) {
-            Ok(m) => m,
-            Err(_) if !shared.is_open(&session) => return,
-            Err(e) => {
-                shared.lock().renewal_failure = Some(e.to_string());
-                return;
-            }
-        };
-        shared.lock().stats.renewals += 1;
-        let refresh = || {
-            element
-                .upgrade()
-                .and_then(|e| e.imp().lookup_credentials().authorization)
-        };
-        let fetched = fetch_license(
-            &HTTP,
-            &url,
-            &message.payload,
-            headers.clone(),
-            &policy,
-            refresh,
-        )
-        .await;
-        let Some(obj) = element.upgrade() else { return };
-        let result = match fetched {
-            Ok(f) => {
-                let mut state = shared.lock();
-                state.stats.failures += u64::from(f.failures);
-                state.stats.last_latency = Some(f.latency);
-                drop(state);
-                cdm.update(&session, &f.license).map_err(|e| e.to_string())
-            }
-            Err(e) => {
-                shared.lock().stats.failures += 1;
-                Err(e.to_string())
-            }
-        };
-        match result {
-            Ok(u) => {
-                log_update(&obj, &u, "renewal");
-                shared.lock().renewal_failure = None;
-                shared.changed.notify_all();
-                update = u;
-            }
-            Err(_) if !shared.is_open(&session) => return,
-            Err(why) => {
-                gst::warning!(CAT, obj = obj, "license renewal failed: {why}");
-                shared.lock().renewal_failure = Some(why);
-                shared.changed.notify_all();
-                // Try again while the keys still work; give up once they expired.
-                let retry_at = Instant::now() + Duration::from_secs(5);
-                match update.expires_at {
-                    Some(exp) if retry_at < exp => update.renew_at = Some(retry_at),
-                    _ => {
-                        gst::warning!(
-                            CAT,
-                            obj = obj,
-                            "giving up renewing key ids {}: the license expires first",
-                            kid_list(&kids)
-                        );
-                        return;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -1020,12 +400,9 @@ impl ObjectImpl for WidevineDecrypt {
                 .license_expiration_secs
                 .to_value(),
             "stats" => {
-                let (s, sessions) = {
-                    let state = self.shared.lock();
-                    (state.stats, state.sessions.len() as u64)
-                };
+                let s = self.licenses.stats();
                 gst::Structure::builder("widevinedecrypt-stats")
-                    .field("sessions", sessions)
+                    .field("sessions", s.sessions)
                     .field("licenses-requested", s.licenses_requested)
                     .field("renewals", s.renewals)
                     .field("failures", s.failures)
@@ -1107,10 +484,10 @@ impl ElementImpl for WidevineDecrypt {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         // Wake a sample waiting for its key before the streaming thread is joined.
         if transition == gst::StateChange::PausedToReady {
-            self.set_flushing(true);
+            self.licenses.set_flushing(true);
         }
         if transition == gst::StateChange::ReadyToPaused {
-            self.set_flushing(false);
+            self.licenses.set_flushing(false);
         }
         self.parent_change_state(transition)
     }
@@ -1123,15 +500,14 @@ impl BaseTransformImpl for WidevineDecrypt {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        *self.shared.lock() = State::default();
+        self.state.lock().unwrap().flac = false;
+        self.licenses.reset();
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        let old = std::mem::take(&mut *self.shared.lock());
-        for session in old.sessions {
-            session.close(self.cdm.as_ref());
-        }
+        self.state.lock().unwrap().flac = false;
+        self.licenses.stop();
         Ok(())
     }
 
@@ -1165,7 +541,7 @@ impl BaseTransformImpl for WidevineDecrypt {
                             "cipher-mode",
                         ]);
                         if n.name() == "audio/x-flac" && !n.has_field("streamheader") {
-                            if let Some(h) = self.flac_streamheader.lock().unwrap().as_ref() {
+                            if let Some(h) = self.state.lock().unwrap().flac_streamheader.as_ref() {
                                 n.set_value("streamheader", h.clone());
                             }
                         }
@@ -1200,16 +576,18 @@ impl BaseTransformImpl for WidevineDecrypt {
         let flac = outcaps
             .structure(0)
             .is_some_and(|s| s.name() == "audio/x-flac");
+        let mut state = self.state.lock().unwrap();
         if flac {
             if let Some(h) = incaps
                 .structure(0)
                 .and_then(|s| s.value("streamheader").ok())
             {
-                *self.flac_streamheader.lock().unwrap() = Some(h.clone());
+                state.flac_streamheader = Some(h.clone());
             }
         }
+        state.flac = flac;
+        drop(state);
         gst::debug!(CAT, imp = self, "caps {incaps} -> {outcaps}");
-        self.shared.lock().flac = flac;
         Ok(())
     }
 
@@ -1221,23 +599,19 @@ impl BaseTransformImpl for WidevineDecrypt {
                 return true;
             }
             gst::EventView::StreamStart(_) => {
-                *self.flac_streamheader.lock().unwrap() = None;
-                // A new stream (the next track of a gapless album reuses this element) brings
-                // its own PSSHs: a session over the previous stream's too would ask for keys
-                // the new track's key token does not cover, and the server refuses it all.
-                let mut state = self.shared.lock();
-                state.pssh_boxes.clear();
-                state.stream += 1;
+                self.state.lock().unwrap().flac_streamheader = None;
+                // The next track of a gapless album reuses this element with its own PSSHs.
+                self.licenses.stream_start();
             }
-            gst::EventView::FlushStart(_) => self.set_flushing(true),
-            gst::EventView::FlushStop(_) => self.set_flushing(false),
+            gst::EventView::FlushStart(_) => self.licenses.set_flushing(true),
+            gst::EventView::FlushStop(_) => self.licenses.set_flushing(false),
             _ => {}
         }
         self.parent_sink_event(event)
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if self.shared.lock().request_pending {
+        if self.licenses.request_pending() {
             self.request_missing_keys(None);
         }
         let Some(meta) = buf.meta::<gst::meta::ProtectionMeta>() else {
@@ -1252,14 +626,7 @@ impl BaseTransformImpl for WidevineDecrypt {
         let info = match info {
             Ok(Some(info)) => info,
             Ok(None) => return Ok(gst::FlowSuccess::Ok),
-            Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Decrypt,
-                    ["Bad protection metadata: {}", e]
-                );
-                return Err(gst::FlowError::Error);
-            }
+            Err(e) => return Err(self.fail(Failure::BadMeta(e))),
         };
         let mut map = buf.map_writable().map_err(|_| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ["Cannot map buffer writable"]);
@@ -1267,38 +634,5 @@ impl BaseTransformImpl for WidevineDecrypt {
         })?;
         self.decrypt(&info, map.as_mut_slice())?;
         Ok(gst::FlowSuccess::Ok)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(subsamples: &[(u16, u32)]) -> gst::Structure {
-        gst::init().unwrap();
-        let raw: Vec<u8> = subsamples
-            .iter()
-            .flat_map(|(c, p)| [c.to_be_bytes().to_vec(), p.to_be_bytes().to_vec()].concat())
-            .collect();
-        gst::Structure::builder("application/x-cenc")
-            .field("iv_size", 16u32)
-            .field("encrypted", true)
-            .field("kid", gst::Buffer::from_slice([7u8; 16]))
-            .field("iv", gst::Buffer::from_slice([1u8; 16]))
-            .field("cipher-mode", "cbcs")
-            .field("subsample_count", subsamples.len() as u32)
-            .field("subsamples", gst::Buffer::from_slice(raw))
-            .build()
-    }
-
-    #[test]
-    fn a_sample_with_no_protected_byte_is_clear() {
-        assert!(sample_info(&meta(&[(800, 0)])).unwrap().is_none());
-        assert!(sample_info(&meta(&[(65535, 0), (4465, 0)]))
-            .unwrap()
-            .is_none());
-        let info = sample_info(&meta(&[(0, 800)])).unwrap().unwrap();
-        assert_eq!(info.subsamples.len(), 1);
-        assert_eq!(info.scheme, Scheme::Cbcs);
     }
 }

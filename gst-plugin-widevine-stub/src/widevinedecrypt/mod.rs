@@ -5,7 +5,9 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod credentials;
 mod imp;
+mod sample;
 
 glib::wrapper! {
     pub struct WidevineDecrypt(ObjectSubclass<imp::WidevineDecrypt>)

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One license session's network life: the first license, then renewals before expiry, all
+//! through one fetch-and-update path, on the plugin's tokio runtime.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use crate::cdm::{Cdm, KeyStatus, LicenseUpdate, SessionId};
+use crate::fetch::{fetch_license, FetchError, Fetched, RequestHeaders, RetryPolicy};
+use crate::protocol::KeyId;
+use crate::CAT;
+
+use super::{kid_list, Failure, Host, Phase, Shared};
+
+/// One small runtime for the whole plugin: license traffic is a few requests per track.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("widevinedecrypt-net")
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+});
+
+/// License requests are rare (one per session, then renewals minutes apart): keeping no idle
+/// connection means a stopped pipeline leaves nothing open to the license server.
+static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default()
+});
+
+/// A failed renewal is tried again this much later, while the license is still valid.
+const RENEWAL_RETRY: Duration = Duration::from_secs(5);
+
+/// Everything a session's requests need; every exchange, first or renewal, goes through
+/// [`LicenseSession::exchange`].
+pub(super) struct LicenseSession {
+    pub id: SessionId,
+    pub kids: Vec<KeyId>,
+    pub url: String,
+    /// Looked up when the session opened; a 401 refreshes the token for that exchange.
+    pub headers: RequestHeaders,
+    pub policy: RetryPolicy,
+    pub cdm: Arc<dyn Cdm>,
+    pub shared: Arc<Shared>,
+    pub host: Arc<dyn Host>,
+}
+
+/// Starts the session's task: its first license from `challenge`, then its renewals.
+pub(super) fn spawn(session: LicenseSession, challenge: Vec<u8>) -> tokio::task::AbortHandle {
+    RUNTIME.spawn(session.run(challenge)).abort_handle()
+}
+
+impl LicenseSession {
+    async fn run(self, challenge: Vec<u8>) {
+        let mut update = match self.exchange(Phase::First, &challenge).await {
+            Ok(u) => u,
+            // A failure for a session closed meanwhile (its stream has ended) is nothing to
+            // report.
+            Err(_) if !self.shared.is_open(&self.id) => return,
+            Err(failure) => {
+                gst::warning!(CAT, "license request failed: {}", failure.reason());
+                self.report(failure).await;
+                return;
+            }
+        };
+        log_update(&update, "license");
+        self.shared.changed.notify_all();
+        while let Some(renew_at) = update.renew_at {
+            tokio::time::sleep_until(renew_at.into()).await;
+            let message = match self.cdm.renewal_request(&self.id) {
+                Ok(m) => m,
+                Err(_) if !self.shared.is_open(&self.id) => return,
+                Err(e) => {
+                    self.shared.lock().renewal_failure = Some(e.to_string());
+                    return;
+                }
+            };
+            match self.exchange(Phase::Renewal, &message.payload).await {
+                Ok(u) => {
+                    log_update(&u, "renewal");
+                    self.shared.lock().renewal_failure = None;
+                    self.shared.changed.notify_all();
+                    update = u;
+                }
+                Err(_) if !self.shared.is_open(&self.id) => return,
+                Err(failure) => {
+                    let why = failure.reason();
+                    gst::warning!(CAT, "license renewal failed: {why}");
+                    self.shared.lock().renewal_failure = Some(why);
+                    self.shared.changed.notify_all();
+                    // Try again while the keys still work; once they expire the streaming
+                    // thread fails (`wait_for_key`) rather than output garbage.
+                    let retry_at = Instant::now() + RENEWAL_RETRY;
+                    match update.expires_at {
+                        Some(exp) if retry_at < exp => update.renew_at = Some(retry_at),
+                        _ => {
+                            gst::warning!(
+                                CAT,
+                                "giving up renewing key ids {}: the license expires first",
+                                kid_list(&self.kids)
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The one license exchange: POST `challenge` with the session's headers under the retry
+    /// policy, count it, and hand the license to the CDM.
+    async fn exchange(&self, phase: Phase, challenge: &[u8]) -> Result<LicenseUpdate, Failure> {
+        {
+            let mut state = self.shared.lock();
+            match phase {
+                Phase::First => state.stats.licenses_requested += 1,
+                Phase::Renewal => state.stats.renewals += 1,
+            }
+        }
+        let fetched = self.fetch(challenge).await;
+        let mut state = self.shared.lock();
+        match fetched {
+            Ok(f) => {
+                state.stats.failures += u64::from(f.failures);
+                state.stats.last_latency = Some(f.latency);
+                drop(state);
+                self.cdm
+                    .update(&self.id, &f.license)
+                    .map_err(Failure::LicenseRejected)
+            }
+            Err(error) => {
+                let failure = Failure::Fetch {
+                    error,
+                    kids: self.kids.clone(),
+                    phase,
+                };
+                state.stats.failures += u64::from(failure.attempts());
+                Err(failure)
+            }
+        }
+    }
+
+    /// [`fetch_license`], with the token refresh a 401 asks for run on the blocking pool: the
+    /// host's answer may wait on an HTTP token refresh upstream. The first pass stops at the
+    /// 401; the second continues with the fresh token from the same attempt count and backoff
+    /// step, so the pair behaves as one `fetch_license` whose refresh did not block.
+    async fn fetch(&self, challenge: &[u8]) -> Result<Fetched, FetchError> {
+        let start = Instant::now();
+        let wants_refresh = AtomicBool::new(false);
+        let first = fetch_license(
+            &HTTP,
+            &self.url,
+            challenge,
+            self.headers.clone(),
+            &self.policy,
+            || {
+                wants_refresh.store(true, Ordering::Relaxed);
+                None
+            },
+        )
+        .await;
+        let done = match first {
+            Err(FetchError::Server { attempts, .. }) if wants_refresh.load(Ordering::Relaxed) => {
+                attempts
+            }
+            other => return other,
+        };
+        let host = self.host.clone();
+        let fresh = tokio::task::spawn_blocking(move || host.credentials().authorization)
+            .await
+            .ok()
+            .flatten();
+        let Some(auth) = fresh.filter(|a| Some(a) != self.headers.authorization.as_ref()) else {
+            return first;
+        };
+        let mut headers = self.headers.clone();
+        headers.authorization = Some(auth);
+        let rest = RetryPolicy {
+            max_attempts: self.policy.max_attempts.saturating_sub(done).max(1),
+            base_delay: self.policy.base_delay.saturating_mul(1 << done.min(16)),
+            ..self.policy
+        };
+        match fetch_license(&HTTP, &self.url, challenge, headers, &rest, || None).await {
+            Ok(f) => Ok(Fetched {
+                failures: f.failures + done,
+                latency: start.elapsed(),
+                ..f
+            }),
+            Err(FetchError::Server { error, attempts }) => Err(FetchError::Server {
+                error,
+                attempts: attempts + done,
+            }),
+            Err(FetchError::Transport { message, attempts }) => Err(FetchError::Transport {
+                message,
+                attempts: attempts + done,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reports a failure that ends playback, off the runtime (posting runs the application's
+    /// bus sync handlers).
+    async fn report(&self, failure: Failure) {
+        let host = self.host.clone();
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            host.post(&failure);
+            shared.set_fatal();
+        })
+        .await;
+    }
+}
+
+fn log_update(update: &LicenseUpdate, what: &str) {
+    let usable = update
+        .key_statuses
+        .iter()
+        .filter(|(_, s)| *s == KeyStatus::Usable)
+        .count();
+    gst::info!(
+        CAT,
+        "{what} accepted: {usable}/{} key(s) usable, expires in {:?}, renewal in {:?}",
+        update.key_statuses.len(),
+        update
+            .expires_at
+            .map(|t| t.saturating_duration_since(Instant::now())),
+        update
+            .renew_at
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    );
+}
