@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Plays Amazon-style content as amazonmusicsrc would feed it: the contract's sticky audio
 //! object (credentials in a GObject's properties) and an answer to the refresh query.
 #![allow(dead_code)]
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use amzmusic_emulator::cdn::{issue_audio_object, AudioObject};
-use amzmusic_emulator::content::catalog::{Catalog, Tier};
+use amzmusic_emulator::content::catalog::Tier;
 
 use super::*;
 
@@ -149,26 +150,13 @@ pub fn play_decoded(
     before: impl FnOnce(&Emulator),
 ) -> Outcome {
     init();
-    let state = emu.running.state.clone();
+    let state = emu.state().clone();
     let mut ao = issue_audio_object(&state, track, tier, None).unwrap();
     if let Some(e) = expires {
         ao.expires = e;
     }
-    let (hk, hv) = ao.manifest_headers[0].clone();
-    let url = ao.manifest_url.clone();
-    let mpd = emu.rt.block_on(async move {
-        let r = reqwest::Client::new()
-            .get(&url)
-            .header(hk, hv)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        r.bytes().await.unwrap().to_vec()
-    });
-    let keys = amzmusic_emulator::export::keys(&Catalog::builtin(None), track)
-        .unwrap()
-        .join(",");
+    let mpd = manifest(emu, &ao);
+    let keys = source_keys(track).join(",");
     // "decodebin3 k=v …": autoplug, then set k=v on the amzdashdemux parsebin creates.
     let decodebin3 = demux_props.starts_with("decodebin3");
     let autoplugged_props: Vec<(String, String)> = demux_props
@@ -323,19 +311,11 @@ pub fn play_decoded(
 }
 
 pub fn bandwidth_of(emu: &Emulator, track: &str, rep: &str) -> u64 {
-    let ao = issue_audio_object(&emu.running.state, track, Tier::Hd, None).unwrap();
-    let (hk, hv) = ao.manifest_headers[0].clone();
-    let mpd = emu.rt.block_on(async move {
-        reqwest::Client::new()
-            .get(&ao.manifest_url)
-            .header(hk, hv)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec()
-    });
-    bandwidth(&mpd, rep)
+    let ao = issue_audio_object(emu.state(), track, Tier::Hd, None).unwrap();
+    bandwidth(&manifest(emu, &ao), rep)
+}
+
+/// The signed manifest of `ao`, fetched with its first manifest header.
+pub fn manifest(emu: &Emulator, ao: &AudioObject) -> Vec<u8> {
+    emu.get_with(&ao.manifest_url, &ao.manifest_headers[..1])
 }
