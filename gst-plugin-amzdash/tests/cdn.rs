@@ -226,15 +226,7 @@ fn protection_events_come_before_the_first_fragment() {
     src.set_active(true).unwrap();
     src.link(&demux.static_pad("sink").unwrap()).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_event(gst::event::StreamStart::new("t"));
-    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::format::Bytes,
-    >::new()));
-    src.push_event(gst::event::CustomDownstreamSticky::new(
-        audio_object_structure(&ao, 1),
-    ));
-    let _ = src.push(gst::Buffer::from_slice(mpd));
-    src.push_event(gst::event::Eos::new());
+    feed(&src, "t", None, &ao, mpd);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !seen.lock().unwrap().iter().any(|s| s == "buffer") {
         std::thread::sleep(Duration::from_millis(20));

@@ -97,6 +97,29 @@ pub fn audio_object_structure(ao: &AudioObject, generation: u32) -> gst::Structu
         .build()
 }
 
+/// What amazonmusicsrc sends down `src`: stream-start, the caps (if any), a bytes segment, the
+/// sticky audio object (generation 1), the manifest as one buffer, EOS.
+pub fn feed(
+    src: &gst::Pad,
+    stream_id: &str,
+    caps: Option<gst::Caps>,
+    ao: &AudioObject,
+    mpd: Vec<u8>,
+) {
+    src.push_event(gst::event::StreamStart::new(stream_id));
+    if let Some(caps) = caps {
+        src.push_event(gst::event::Caps::new(&caps));
+    }
+    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::format::Bytes,
+    >::new()));
+    src.push_event(gst::event::CustomDownstreamSticky::new(
+        audio_object_structure(ao, 1),
+    ));
+    let _ = src.push(gst::Buffer::from_slice(mpd));
+    src.push_event(gst::event::Eos::new());
+}
+
 pub struct Outcome {
     pub pcm: Vec<u8>,
     pub error: Option<String>,
@@ -248,20 +271,10 @@ pub fn play_decoded(
     }
     before(emu);
     pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_event(gst::event::StreamStart::new("amazonmusicsrc-test"));
-    src.push_event(gst::event::Caps::new(
-        &gst::Caps::builder("application/dash+xml")
-            .field("source", "amazonmusicsrc")
-            .build(),
-    ));
-    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::format::Bytes,
-    >::new()));
-    src.push_event(gst::event::CustomDownstreamSticky::new(
-        audio_object_structure(&ao, 1),
-    ));
-    let _ = src.push(gst::Buffer::from_slice(mpd));
-    src.push_event(gst::event::Eos::new());
+    let caps = gst::Caps::builder("application/dash+xml")
+        .field("source", "amazonmusicsrc")
+        .build();
+    feed(&src, "amazonmusicsrc-test", Some(caps), &ao, mpd);
 
     let mut out = Outcome {
         pcm: Vec::new(),
