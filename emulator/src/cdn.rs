@@ -17,11 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::content::catalog::{Addressing, Tier};
 use crate::content::mpd::{self, SelectError, UrlStyle};
 use crate::content::store::{PackagedRep, PackagedTrack, Variant};
-use crate::server::AppState;
 use crate::signing::{
     now_unix, random_id, DenyReason, Grant, TokenKind, KEY_TOKEN_HEADER, MANIFEST_TOKEN_HEADER,
     SEGMENT_TOKEN_HEADER,
 };
+use crate::state::AppState;
 
 /// The audio object the music API hands out: where the manifest is, until when, and the three
 /// header lists (name, value) the client must send.
@@ -73,7 +73,7 @@ pub fn issue_audio_object(
     // The license server hands out keys only for the tiers this audio object grants.
     state.services.record_audio_object(
         &ao,
-        crate::services::IssuedAudioObject {
+        crate::state::IssuedAudioObject {
             track_id: track_id.to_string(),
             top,
             expires: exp,

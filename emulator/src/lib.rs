@@ -2,6 +2,7 @@
 //! Content (synthesis, encoding, CMAF/CENC packaging, manifests) and the HTTP server live here.
 
 pub mod cdn;
+pub mod config;
 pub mod content;
 pub mod export;
 pub mod observe;
@@ -9,3 +10,4 @@ pub mod server;
 pub mod services;
 pub mod shaping;
 pub mod signing;
+pub mod state;

@@ -1,5 +1,7 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The HTTP server: CDN, services and admin endpoints on one port, every service response paced
-//! by the shaper, every request logged and open to fault injection.
+//! by the shaper, every request logged and open to fault injection. It composes the routers
+//! over one [`AppState`]; no service imports this module.
 
 use anyhow::{Context, Result};
 use axum::body::Body;
@@ -18,16 +20,18 @@ use serde::Deserialize;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cdn;
 use crate::content::catalog::{Addressing, Catalog};
 use crate::content::store::Store;
-use crate::observe::{self, FaultAction, FaultRule, Faults, LoggedRequest, RequestLog};
+use crate::observe::{self, FaultAction, FaultRule, LoggedRequest};
 use crate::services;
-use crate::shaping::{paced_body, Schedule, Shaper};
-use crate::signing::Signer;
+use crate::shaping::{paced_body, Schedule};
+
+pub use crate::config::Config;
+pub use crate::state::AppState;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -72,89 +76,6 @@ pub struct ServeArgs {
     /// Write shell exports pointing the plugins at this emulator to this file.
     #[arg(long)]
     pub env_file: Option<PathBuf>,
-}
-
-/// Settings tests may change while the emulator runs (`POST /_emulator/config`).
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
-pub struct Config {
-    pub audio_object_lifetime_s: u64,
-    pub token_lifetime_s: u64,
-    pub addressing: Addressing,
-    pub open_mirror: bool,
-    #[serde(default = "default_device_code_lifetime")]
-    pub device_code_lifetime_s: u64,
-    #[serde(default = "default_device_poll_interval")]
-    pub device_poll_interval_s: u64,
-    #[serde(default = "default_license_duration")]
-    pub license_duration_s: u64,
-    #[serde(default = "default_graphql_rate_limit")]
-    pub graphql_rate_limit: u32,
-}
-
-fn default_device_code_lifetime() -> u64 {
-    600
-}
-fn default_device_poll_interval() -> u64 {
-    5
-}
-fn default_license_duration() -> u64 {
-    3600
-}
-fn default_graphql_rate_limit() -> u32 {
-    25
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            audio_object_lifetime_s: 3600,
-            token_lifetime_s: 3600,
-            addressing: Addressing::List,
-            open_mirror: false,
-            device_code_lifetime_s: default_device_code_lifetime(),
-            device_poll_interval_s: default_device_poll_interval(),
-            license_duration_s: default_license_duration(),
-            graphql_rate_limit: default_graphql_rate_limit(),
-        }
-    }
-}
-
-pub struct AppState {
-    base_url: OnceLock<String>,
-    pub catalog: Arc<Catalog>,
-    pub store: Arc<Store>,
-    pub signer: Signer,
-    pub shaper: Arc<Shaper>,
-    pub faults: Faults,
-    pub log: RequestLog,
-    pub config: Mutex<Config>,
-    pub services: services::ServicesState,
-}
-
-impl AppState {
-    pub fn new(catalog: Arc<Catalog>, store: Arc<Store>, config: Config) -> Self {
-        AppState {
-            base_url: OnceLock::new(),
-            catalog,
-            store,
-            signer: Signer::random(),
-            shaper: Arc::new(Shaper::default()),
-            faults: Faults::default(),
-            log: RequestLog::default(),
-            config: Mutex::new(config),
-            services: services::ServicesState::default(),
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`, known once bound.
-    pub fn base_url(&self) -> &str {
-        self.base_url.get().map(|s| s.as_str()).unwrap_or("")
-    }
-
-    /// The license URL written into manifests as `<amz:LicenseUrl>`.
-    pub fn license_url(&self) -> String {
-        format!("{}{}", self.base_url(), services::LICENSE_PATH)
-    }
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
@@ -452,7 +373,7 @@ pub async fn start(addr: &str, state: Arc<AppState>) -> Result<Running> {
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let base = format!("http://{local}");
-    let _ = state.base_url.set(base.clone());
+    state.set_base_url(&base);
     let router = app(state.clone());
     let task = tokio::spawn(async move {
         loop {

@@ -11,7 +11,7 @@ use gstamazonmusic::firefly::{self, Auth};
 use gstamazonmusic::http::{self, RetryPolicy, Secret, RUNTIME};
 use gstamazonmusic::token::TokenFile;
 
-fn client(emu: &Emu) -> firefly::Client {
+fn client(emu: &Emulator) -> firefly::Client {
     firefly::Client {
         http: http::client("amazonmusic-tests", None).unwrap(),
         url: emu.url("/graphql"),
@@ -26,8 +26,8 @@ fn client(emu: &Emu) -> firefly::Client {
 }
 
 /// Header names of the last GraphQL request.
-fn last_graphql_headers(emu: &Emu) -> Vec<String> {
-    emu.requests()
+fn last_graphql_headers(emu: &Emulator) -> Vec<String> {
+    emu.request_log()
         .into_iter()
         .rfind(|r| r["service"] == "graphql")
         .unwrap()["headers"]
@@ -40,7 +40,7 @@ fn last_graphql_headers(emu: &Emu) -> Vec<String> {
 
 #[test]
 fn all_three_auth_modes_resolve_the_track() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token = TokenFile::load(&emu.sign_in(dir.path()))
         .unwrap()
@@ -87,7 +87,7 @@ fn all_three_auth_modes_resolve_the_track() {
 #[test]
 fn rate_limited_queries_wait_and_succeed() {
     // One request per second per API key.
-    let emu = Emu::start(&["--graphql-rate-limit", "1"]);
+    let emu = Emulator::start(&["--graphql-rate-limit", "1"]).unwrap();
     let c = client(&emu);
     let started = Instant::now();
     for _ in 0..3 {
@@ -107,7 +107,7 @@ fn rate_limited_queries_wait_and_succeed() {
 
 #[test]
 fn payload_too_large_splits_the_query() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     emu.fault(
         serde_json::json!({"path_contains": "/graphql", "count": 1, "action": {"status": 413}}),
     );

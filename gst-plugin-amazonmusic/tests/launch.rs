@@ -14,7 +14,7 @@ use common::*;
 fn gst_launch_shows_the_tags_with_only_the_environment() {
     let dir = temp_dir();
     let env_file = dir.path().join("amz.env");
-    let _emu = Emu::start(&["--env-file", env_file.to_str().unwrap()]);
+    let _emu = Emulator::start(&["--env-file", env_file.to_str().unwrap()]).unwrap();
     let plugin_dir = amzmusic_tests::target_profile_dir();
     if !plugin_dir.join("libgstamazonmusic.so").exists() {
         let msg = "target/debug/libgstamazonmusic.so is not built (cargo build -p gst-plugin-amazonmusic)";

@@ -20,11 +20,11 @@ struct Login {
 }
 
 impl Login {
-    fn start(emu: &Emu, token_file: &Path, extra: &[&str]) -> Login {
+    fn start(emu: &Emulator, token_file: &Path, extra: &[&str]) -> Login {
         let mut child = Command::new(env!("CARGO_BIN_EXE_amzmusic-login"))
-            .args(["--lwa-endpoint", &emu.proc.base_url])
+            .args(["--lwa-endpoint", &emu.base_url])
             .args(["--client-id", CLIENT_ID])
-            .args(["--api-endpoint", &emu.proc.base_url])
+            .args(["--api-endpoint", &emu.base_url])
             .args(["--graphql-endpoint", &emu.url("/graphql")])
             .args(["--api-key", API_KEY])
             .arg("--token-file")
@@ -74,7 +74,7 @@ impl Login {
     }
 }
 
-fn approve(emu: &Emu, code: &str) {
+fn approve(emu: &Emulator, code: &str) {
     assert_eq!(
         emu.post_json(
             "/_emulator/lwa/approve",
@@ -86,7 +86,7 @@ fn approve(emu: &Emu, code: &str) {
 
 #[test]
 fn login_writes_a_private_token_file_the_source_can_use() {
-    let emu = Emu::start(&["--device-poll-interval", "1"]);
+    let emu = Emulator::start(&["--device-poll-interval", "1"]).unwrap();
     let dir = temp_dir();
     let path = dir.path().join("amazonmusic").join("token.json");
     let login = Login::start(&emu, &path, &[]);
@@ -110,8 +110,8 @@ fn login_writes_a_private_token_file_the_source_can_use() {
         .starts_with("Atzr|"));
     assert_eq!(f.client_id.as_deref(), Some(CLIENT_ID));
     assert_eq!(f.scope.as_deref(), Some("amazon_music:access"));
-    assert_eq!(f.lwa_endpoint.as_deref(), Some(emu.proc.base_url.as_str()));
-    assert_eq!(f.api_endpoint.as_deref(), Some(emu.proc.base_url.as_str()));
+    assert_eq!(f.lwa_endpoint.as_deref(), Some(emu.base_url.as_str()));
+    assert_eq!(f.api_endpoint.as_deref(), Some(emu.base_url.as_str()));
     assert_eq!(f.expires_at - f.issued_at, 3600);
     // Only the token file, no temporary left behind.
     assert_eq!(
@@ -133,7 +133,7 @@ fn login_writes_a_private_token_file_the_source_can_use() {
 
 #[test]
 fn login_backs_off_on_slow_down() {
-    let emu = Emu::start(&["--device-poll-interval", "1"]);
+    let emu = Emulator::start(&["--device-poll-interval", "1"]).unwrap();
     let dir = temp_dir();
     let path = dir.path().join("token.json");
     // Polling every 0.3 s against an interval of 1 s earns slow_down.
@@ -155,7 +155,8 @@ fn login_backs_off_on_slow_down() {
 
 #[test]
 fn login_starts_over_when_the_code_expires() {
-    let emu = Emu::start(&["--device-poll-interval", "1", "--device-code-lifetime", "2"]);
+    let emu =
+        Emulator::start(&["--device-poll-interval", "1", "--device-code-lifetime", "2"]).unwrap();
     let dir = temp_dir();
     let path = dir.path().join("token.json");
     let login = Login::start(&emu, &path, &[]);
@@ -173,7 +174,8 @@ fn login_starts_over_when_the_code_expires() {
 
 #[test]
 fn login_gives_up_after_max_restarts() {
-    let emu = Emu::start(&["--device-poll-interval", "1", "--device-code-lifetime", "1"]);
+    let emu =
+        Emulator::start(&["--device-poll-interval", "1", "--device-code-lifetime", "1"]).unwrap();
     let dir = temp_dir();
     let path = dir.path().join("token.json");
     let login = Login::start(&emu, &path, &["--max-restarts", "1"]);

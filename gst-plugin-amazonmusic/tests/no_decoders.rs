@@ -24,7 +24,7 @@ fn remove_decoders() {
 #[test]
 fn missing_decoders_are_named() {
     remove_decoders();
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
 

@@ -36,7 +36,7 @@ fn hd_track_is_sample_identical_through_refreshes_mid_track() {
     // contract's rule), the source's own schedule (70 %) would come much later. Tokens live
     // 8 s and are refreshed at 7 s. At 5 Mbit/s the 5.9 MB FLAC takes ≈ 9.5 s to download:
     // both are renewed mid-track, and neither a second time (the next would be at 12 s and 14 s).
-    let emu = Emu::start(&["--audio-object-lifetime", "36", "--token-lifetime", "8"]);
+    let emu = Emulator::start(&["--audio-object-lifetime", "36", "--token-lifetime", "8"]).unwrap();
     let want = amzmusic_tests::emulator(&["pcm", HD, "--representation", "flac-44k16"])
         .expect("reference PCM");
     let dir = temp_dir();
@@ -54,14 +54,14 @@ fn hd_track_is_sample_identical_through_refreshes_mid_track() {
          graphql-endpoint={base}/graphql api-key={API_KEY} client-id={CLIENT_ID} \
          token-file={tf} ! amzdashdemux representation=flac-44k16 ! qtdemux ! \
          widevinedecrypt ! flacparse ! flacdec ! appsink name=sink",
-        base = emu.proc.base_url,
+        base = emu.base_url,
         tf = token_file.display(),
     );
     let started = Instant::now();
     let got = amzmusic_tests::run_pipeline(&desc, Duration::from_secs(60)).unwrap();
     let took = started.elapsed();
     let timeline: Vec<String> = emu
-        .requests()
+        .request_log()
         .iter()
         .filter(|r| r["service"] == "api" || r["service"] == "lwa")
         .map(|r| format!("{} {} {}", r["at_ms"], r["method"], r["path"]))
@@ -80,7 +80,7 @@ fn hd_track_is_sample_identical_through_refreshes_mid_track() {
     // Each renewal happens once per lifetime, never in a storm: however slow the machine
     // made the run, consecutive refreshes are a full refresh period apart.
     let at = |method: &str, part: &str| -> Vec<(u64, u64)> {
-        emu.requests()
+        emu.request_log()
             .iter()
             .filter(|r| r["method"] == method && r["path"].as_str().unwrap().contains(part))
             .map(|r| (r["at_ms"].as_u64().unwrap(), r["status"].as_u64().unwrap()))
@@ -143,7 +143,7 @@ fn market_reaches_the_license_server() {
     }
     // The JP-only track, played in market JP: the music API and the license server both
     // check the market; the source hands it to the decryptor with the key headers.
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let want = amzmusic_tests::emulator(&["pcm", "B0EMUJP001", "--representation", "flac-44k16"])
         .expect("reference PCM");
     let dir = temp_dir();
@@ -153,7 +153,7 @@ fn market_reaches_the_license_server() {
          graphql-endpoint={base}/graphql api-key={API_KEY} client-id={CLIENT_ID} \
          token-file={tf} ! amzdashdemux representation=flac-44k16 ! qtdemux ! \
          widevinedecrypt ! flacparse ! flacdec ! appsink name=sink",
-        base = emu.proc.base_url,
+        base = emu.base_url,
         tf = token_file.display(),
     );
     // The track is all clear lead, so the pipeline could reach EOS, and stop, before the

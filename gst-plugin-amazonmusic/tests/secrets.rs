@@ -64,7 +64,7 @@ fn nothing_secret_in_gst_debug_9() {
         "GST_DEBUG=*:9"
     );
 
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let token_file = emu.sign_in(dir.path());
     let signed_in = TokenFile::load(&token_file).unwrap();
     let bogus = "Atza|not-issued-so-401-then-refresh-7c1f";

@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn manifest_event_and_tags_reach_downstream() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let run = Running::new(source(&emu, &token_file, HD));
@@ -55,12 +55,8 @@ fn manifest_event_and_tags_reach_downstream() {
 
     // What the event carries works: the manifest URL with its headers is served.
     let uri = creds.property::<String>("manifest-uri");
-    let mut req = emu.http.get(&uri);
-    for (k, v) in headers(&creds, "manifest-headers") {
-        req = req.header(k, v);
-    }
-    let status = gstamazonmusic::http::RUNTIME
-        .block_on(async { req.send().await.unwrap().status().as_u16() });
+    let (status, _) =
+        amzmusic_tests::http_get_with(&uri, &headers(&creds, "manifest-headers")).unwrap();
     assert_eq!(status, 200);
 
     // Tags, before the MPD buffer (sticky on the appsink's pad).
@@ -106,7 +102,7 @@ fn manifest_event_and_tags_reach_downstream() {
 
 #[test]
 fn explicit_flag_and_market() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let src = source(&emu, &token_file, JP_ONLY);
@@ -126,7 +122,7 @@ fn explicit_flag_and_market() {
 
 #[test]
 fn jp_only_track_in_us_is_not_authorized_with_the_reason() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let run = Running::new(source(&emu, &token_file, JP_ONLY));
@@ -141,7 +137,7 @@ fn jp_only_track_in_us_is_not_authorized_with_the_reason() {
 
 #[test]
 fn unknown_track_is_not_found() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let run = Running::new(source(&emu, &token_file, "B0NOSUCH01"));
@@ -152,7 +148,7 @@ fn unknown_track_is_not_found() {
 
 #[test]
 fn refused_refresh_token_asks_to_run_amzmusic_login() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let path = dir.path().join("token.json");
     gstamazonmusic::token::TokenFile {
@@ -183,7 +179,7 @@ fn refused_refresh_token_asks_to_run_amzmusic_login() {
 
 #[test]
 fn unauthorized_token_is_refreshed_once_and_written_back() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let before = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
@@ -208,7 +204,7 @@ fn unauthorized_token_is_refreshed_once_and_written_back() {
 
 #[test]
 fn concurrent_askers_cause_one_refresh_and_lookups_none() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let run = Running::new(source(&emu, &token_file, HD));
@@ -256,7 +252,7 @@ fn short_lived_audio_object_is_refreshed_once_ahead_of_expiry() {
     // Lifetime 8 s (7-8 s once `expires` is truncated to the second): the source refreshes at
     // 70 %, 4.9-5.6 s in, and the next would come ≥ 4.9 s after that; at 7.5 s exactly one
     // refresh has happened, with ≈ 2 s of margin either way for a loaded machine.
-    let emu = Emu::start(&["--audio-object-lifetime", "8"]);
+    let emu = Emulator::start(&["--audio-object-lifetime", "8"]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let run = Running::new(source(&emu, &token_file, HD));
@@ -280,7 +276,7 @@ fn access_token_expiring_mid_run_is_refreshed_once_and_written_back() {
     // Tokens live 10 s; the source refreshes one fifth before expiry, 7-8 s after issue (the
     // file keeps whole seconds), and the next one 7 s later; at 10.5 s the first token has
     // expired and exactly one refresh happened, with ≥ 2.5 s of margin either way.
-    let emu = Emu::start(&["--token-lifetime", "10"]);
+    let emu = Emulator::start(&["--token-lifetime", "10"]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let before = gstamazonmusic::token::TokenFile::load(&token_file).unwrap();
@@ -311,8 +307,8 @@ fn access_token_expiring_mid_run_is_refreshed_once_and_written_back() {
 fn a_late_cover_does_not_hold_the_manifest_back() {
     // The cover answers 3 s late: the manifest (and the tags without the image) go on at
     // once, and the image follows in a tag message when it comes.
-    let emu = Emu::start(&[]);
-    emu.proc.prepare(&[HD]).expect("preparing the track");
+    let emu = Emulator::start(&[]).unwrap();
+    emu.prepare(&[HD]).expect("preparing the track");
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     emu.fault(serde_json::json!({"path_contains": "/images/", "action": {"delay": {"ms": 3000}}}));
@@ -354,7 +350,7 @@ fn a_late_cover_does_not_hold_the_manifest_back() {
 
 #[test]
 fn network_failures_are_retried() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     emu.fault(
@@ -368,7 +364,7 @@ fn network_failures_are_retried() {
 
 #[test]
 fn network_failure_after_retries_is_open_read() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     emu.fault(serde_json::json!({"path_contains": "/v1/tracks/", "count": 100, "action": "reset"}));
@@ -395,7 +391,7 @@ fn album_uris_are_refused_with_a_reason() {
 
 #[test]
 fn no_token_at_all_is_not_authorized() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let run = Running::new(source(&emu, &dir.path().join("missing.json"), HD));
     let (err, _) = run.error(WAIT);
@@ -409,7 +405,7 @@ fn no_token_at_all_is_not_authorized() {
 
 #[test]
 fn unreadable_ca_file_is_a_settings_error() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let src = source(&emu, &token_file, HD);
@@ -422,7 +418,7 @@ fn unreadable_ca_file_is_a_settings_error() {
 
 #[test]
 fn feature_flags_and_album_lists() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     let src = source(&emu, &token_file, HD);
@@ -430,7 +426,7 @@ fn feature_flags_and_album_lists() {
     let run = Running::new(src);
     run.manifest(WAIT).unwrap();
     let gql = emu
-        .requests()
+        .request_log()
         .into_iter()
         .rfind(|r| r["service"] == "graphql")
         .unwrap();
@@ -446,8 +442,8 @@ fn feature_flags_and_album_lists() {
     // The API client's album and playlist lookups (the player resolves albums with them).
     let cfg = gstamazonmusic::config::resolve(
         &gstamazonmusic::config::Overrides {
-            api_endpoint: Some(emu.proc.base_url.clone()),
-            lwa_endpoint: Some(emu.proc.base_url.clone()),
+            api_endpoint: Some(emu.base_url.clone()),
+            lwa_endpoint: Some(emu.base_url.clone()),
             api_key: Some(gstamazonmusic::http::Secret::new(API_KEY)),
             token_file: Some(token_file.clone()),
             ..Default::default()
@@ -474,7 +470,7 @@ fn feature_flags_and_album_lists() {
 
 #[test]
 fn stopping_interrupts_a_stalled_request_at_once() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start(&[]).unwrap();
     let dir = temp_dir();
     let token_file = emu.sign_in(dir.path());
     // The music API never answers (until the request timeout, 15 s).

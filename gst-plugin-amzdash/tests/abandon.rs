@@ -5,7 +5,6 @@
 mod common;
 
 use amzmusic_emulator::content::catalog::Addressing;
-use amzmusic_emulator::shaping::Schedule;
 use common::*;
 use gst::prelude::*;
 use std::time::{Duration, Instant};
@@ -13,8 +12,7 @@ use std::time::{Duration, Instant};
 const TRACK: &str = "B0EMUHD001";
 
 fn requested(emu: &Emulator, path: &str) -> Vec<u64> {
-    emu.running
-        .state
+    emu.state()
         .log
         .since(0)
         .into_iter()
@@ -31,12 +29,11 @@ fn requested(emu: &Emulator, path: &str) -> Vec<u64> {
 #[test]
 fn a_download_that_would_arrive_too_late_is_abandoned_and_audio_stays_sample_exact() {
     init();
-    let emu = Emulator::start(Addressing::Template);
-    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base());
+    let emu = Emulator::in_process(Addressing::Template);
+    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base_url);
     // (Also generates the content before the link is shaped.)
     let low = bandwidth(&emu.get(&url), "flac-44k16");
-    let shaper = &emu.running.state.shaper;
-    shaper.set(Some(Schedule::from_trace("fast", "600 16000 5").unwrap()));
+    emu.shape_trace("600 16000 5");
     let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! flacparse ! flacdec ! \
          audio/x-raw,format=S16LE ! appsink name=sink sync=false"
@@ -57,7 +54,7 @@ fn a_download_that_would_arrive_too_late_is_abandoned_and_audio_stays_sample_exa
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    shaper.set(Some(Schedule::from_trace("drop", "600 500 5").unwrap()));
+    emu.shape_trace("600 500 5");
     while stats().get::<u64>("abandons").unwrap() == 0 {
         assert!(
             Instant::now() < deadline,
@@ -69,7 +66,7 @@ fn a_download_that_would_arrive_too_late_is_abandoned_and_audio_stays_sample_exa
     }
     // The rest at flac-44k16 (so the output is one format), on a fast link again.
     demux.set_property("max-bitrate", low);
-    shaper.set(None);
+    emu.unshape();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut pcm = Vec::new();
     let deadline = Instant::now() + TIMEOUT;

@@ -50,9 +50,9 @@ fn play_runs(
 /// whole 60 s, and the FLAC runs equal to the source at their times.
 #[test]
 fn flac_to_opus_and_back_in_decodebin3_is_continuous() {
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     let track = "B0EMUHD001";
-    let url = format!("{}/open/{track}/manifest.mpd", emu.base());
+    let url = format!("{}/open/{track}/manifest.mpd", emu.base_url);
     let mut step = 0;
     let (runs, gaps) = play_runs(
         &format!(

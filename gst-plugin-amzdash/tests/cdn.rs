@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use amzmusic_emulator::cdn::issue_audio_object;
 use amzmusic_emulator::content::catalog::{Addressing, Catalog, Tier};
-use amzmusic_emulator::observe::{FaultAction, FaultRule};
 use common::amazon::*;
 use common::*;
 
 fn plays_identical(addressing: Addressing) {
-    let emu = Emulator::start(addressing);
+    let emu = Emulator::in_process(addressing);
     let track = "B0EMUHD001";
     let bw = bandwidth_of(&emu, track, "flac-44k16");
     let out = play(&emu, track, Tier::Hd, &format!("max-bitrate={bw}"), |_| {});
@@ -53,19 +52,17 @@ fn segment_base_with_sidx() {
 
 #[test]
 fn forbidden_segment_refreshes_once_and_continues_without_gap() {
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUHD001";
     let bw = bandwidth_of(&emu, track, "flac-44k16");
     let out = play(&emu, track, Tier::Hd, &format!("max-bitrate={bw}"), |emu| {
         // The third segment request (after init and two segments, all ranges of one file)
         // is refused as an expired URL would be.
-        emu.running.state.faults.add(FaultRule {
-            id: 0,
-            path_contains: "flac-44k16".into(),
-            method: None,
-            count: 1,
-            action: FaultAction::Status(403),
-        });
+        emu.fault(serde_json::json!({
+            "path_contains": "flac-44k16",
+            "count": 1,
+            "action": {"status": 403},
+        }));
     });
     assert!(out.error.is_none(), "{:?}", out.error);
     amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(track, "flac-44k16"), 4, "refresh");
@@ -75,16 +72,14 @@ fn forbidden_segment_refreshes_once_and_continues_without_gap() {
 
 #[test]
 fn forbidden_without_anyone_to_refresh_is_a_clear_error() {
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUHD001";
     let out = play(&emu, track, Tier::Hd, "", |emu| {
-        emu.running.state.faults.add(FaultRule {
-            id: 0,
-            path_contains: "/cdn/".into(),
-            method: None,
-            count: 100,
-            action: FaultAction::Status(403),
-        });
+        emu.fault(serde_json::json!({
+            "path_contains": "/cdn/",
+            "count": 100,
+            "action": {"status": 403},
+        }));
     });
     let err = out.error.expect("an error");
     assert!(err.contains("refused") || err.contains("403"), "{err}");
@@ -93,7 +88,7 @@ fn forbidden_without_anyone_to_refresh_is_a_clear_error() {
 
 #[test]
 fn decodebin3_picks_amzdashdemux_for_amazonmusicsrc_caps() {
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUHD001";
     let bw = bandwidth_of(&emu, track, "flac-44k16");
     let out = play(
@@ -188,20 +183,10 @@ fn factory_filter_leaves_plain_dash_to_dashdemux2() {
 #[test]
 fn protection_events_come_before_the_first_fragment() {
     init();
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUHD001";
-    let ao = issue_audio_object(&emu.running.state, track, Tier::Hd, None).unwrap();
-    let (hk, hv) = ao.manifest_headers[0].clone();
-    let url = ao.manifest_url.clone();
-    let mpd = emu.rt.block_on(async move {
-        let r = reqwest::Client::new()
-            .get(&url)
-            .header(hk, hv)
-            .send()
-            .await
-            .unwrap();
-        r.bytes().await.unwrap().to_vec()
-    });
+    let ao = issue_audio_object(emu.state(), track, Tier::Hd, None).unwrap();
+    let mpd = manifest(&emu, &ao);
     let parsed = gstamzdash::mpd::Mpd::parse(&mpd).unwrap();
     let want_sets = parsed.audio_sets().count();
     let demux = gst::ElementFactory::make("amzdashdemux").build().unwrap();
@@ -241,15 +226,7 @@ fn protection_events_come_before_the_first_fragment() {
     src.set_active(true).unwrap();
     src.link(&demux.static_pad("sink").unwrap()).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_event(gst::event::StreamStart::new("t"));
-    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::format::Bytes,
-    >::new()));
-    src.push_event(gst::event::CustomDownstreamSticky::new(
-        audio_object_structure(&ao, 1),
-    ));
-    let _ = src.push(gst::Buffer::from_slice(mpd));
-    src.push_event(gst::event::Eos::new());
+    feed(&src, "t", None, &ao, mpd);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !seen.lock().unwrap().iter().any(|s| s == "buffer") {
         std::thread::sleep(Duration::from_millis(20));
@@ -267,8 +244,7 @@ fn protection_events_come_before_the_first_fragment() {
             .count()
             == want_sets
     );
-    let kids: Vec<String> = amzmusic_emulator::export::keys(&Catalog::builtin(None), track)
-        .unwrap()
+    let kids: Vec<String> = source_keys(track)
         .iter()
         .map(|l| l.split(':').next().unwrap().to_string())
         .collect();
@@ -282,7 +258,7 @@ fn protection_events_come_before_the_first_fragment() {
         assert_eq!(&data.map_readable().unwrap()[4..8], b"pssh");
         assert_eq!(
             p.get::<String>("license-url").unwrap(),
-            emu.running.state.license_url()
+            emu.state().license_url()
         );
         assert!(
             kids.contains(&p.get::<String>("default-kid").unwrap()),
@@ -293,7 +269,7 @@ fn protection_events_come_before_the_first_fragment() {
 
 #[test]
 fn nearing_expiry_refreshes_once_and_continues_without_gap() {
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUHD001";
     let bw = bandwidth_of(&emu, track, "flac-44k16");
     let now = std::time::SystemTime::now()
@@ -324,7 +300,7 @@ fn nearing_expiry_refreshes_once_and_continues_without_gap() {
 #[test]
 fn cbcs_opus_clear_lead_decodes_identical_to_the_clear_packaging() {
     use amzmusic_emulator::content::store::{Store, Variant};
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUUHD01";
     let catalog = Arc::new(Catalog::builtin(None));
     assert_eq!(

@@ -9,9 +9,9 @@ use common::*;
 #[test]
 fn open_mirror_template_plays_sample_identical() {
     init();
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     let track = "B0EMUHD001";
-    let url = format!("{}/open/{track}/manifest.mpd", emu.base());
+    let url = format!("{}/open/{track}/manifest.mpd", emu.base_url);
     let bw = bandwidth(&emu.get(&url), "flac-44k16");
     let d = amzmusic_tests::run_pipeline(
         &format!(
@@ -34,9 +34,9 @@ fn open_mirror_template_plays_sample_identical() {
 fn switch_within_flac_is_gapless_and_sample_exact() {
     use gst::prelude::*;
     init();
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     let track = "B0EMUHD001";
-    let url = format!("{}/open/{track}/manifest.mpd", emu.base());
+    let url = format!("{}/open/{track}/manifest.mpd", emu.base_url);
     let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux representation=flac-44k16 \
          buffer-time=15000000000 ! qtdemux ! flacparse ! flacdec ! appsink name=sink sync=false \
@@ -93,16 +93,12 @@ fn switch_within_flac_is_gapless_and_sample_exact() {
 /// 2 MB, 4 to 8 s at that rate) is still downloading when the first audio comes out.
 #[test]
 fn first_audio_comes_before_the_first_segment_is_downloaded() {
-    use amzmusic_emulator::shaping::Schedule;
     use gst::prelude::*;
     init();
-    let emu = Emulator::start(Addressing::Template);
-    let url = format!("{}/open/B0EMUHD001/manifest.mpd", emu.base());
+    let emu = Emulator::in_process(Addressing::Template);
+    let url = format!("{}/open/B0EMUHD001/manifest.mpd", emu.base_url);
     let _ = emu.get(&url); // content generated before shaping slows everything
-    emu.running
-        .state
-        .shaper
-        .set(Some(Schedule::from_trace("slow", "600 2000 20").unwrap()));
+    emu.shape_trace("600 2000 20");
     let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! flacparse ! flacdec ! \
          appsink name=sink sync=false"
@@ -114,7 +110,7 @@ fn first_audio_comes_before_the_first_segment_is_downloaded() {
     let waited = started.elapsed();
     let stats = demux.property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
-    emu.running.state.shaper.set(None);
+    emu.unshape();
     eprintln!("first audio after {waited:?}");
     assert!(first.is_some(), "no audio in 10 s: {stats}");
     assert_eq!(stats.get::<u64>("segments").unwrap(), 0, "{stats}");

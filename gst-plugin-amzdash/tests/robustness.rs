@@ -4,14 +4,14 @@
 mod common;
 
 use amzmusic_emulator::content::catalog::Addressing;
-use amzmusic_emulator::observe::{FaultAction, FaultRule};
+use amzmusic_emulator::observe::FaultAction;
 use common::*;
 
 const TRACK: &str = "B0EMUHD001";
 const BYTES_PER_SECOND: usize = 44100 * 4;
 
 fn open(emu: &Emulator, props: &str) -> String {
-    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base());
+    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base_url);
     let bw = bandwidth(&emu.get(&url), "flac-44k16");
     format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux max-bitrate={bw} {props} ! qtdemux ! \
@@ -20,18 +20,12 @@ fn open(emu: &Emulator, props: &str) -> String {
 }
 
 fn fault(emu: &Emulator, path: &str, count: u32, action: FaultAction) {
-    emu.running.state.faults.add(FaultRule {
-        id: 0,
-        path_contains: path.into(),
-        method: None,
-        count,
-        action,
-    });
+    emu.fault(serde_json::json!({ "path_contains": path, "count": count, "action": action }));
 }
 
 #[test]
 fn flushing_accurate_seek_is_sample_exact() {
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     let out = play_desc(&open(&emu, ""), Some(gst::ClockTime::from_mseconds(30_500)));
     assert!(out.error.is_none(), "{:?}", out.error);
     let want = source_pcm(TRACK, "flac-44k16");
@@ -41,7 +35,7 @@ fn flushing_accurate_seek_is_sample_exact() {
 
 #[test]
 fn server_errors_truncation_and_stalls_are_retried() {
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     fault(
         &emu,
         "/open/B0EMUHD001/flac-44k16/00003",
@@ -66,8 +60,7 @@ fn server_errors_truncation_and_stalls_are_retried() {
     // Segments stream downstream as they arrive: the retry after the truncated body asks only
     // for the rest (a Range from byte 1000), so nothing is pushed twice.
     let ranges: Vec<Option<String>> = emu
-        .running
-        .state
+        .state()
         .log
         .since(0)
         .into_iter()
@@ -92,7 +85,7 @@ fn server_errors_truncation_and_stalls_are_retried() {
 
 #[test]
 fn missing_segment_is_a_clear_not_found_error() {
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     fault(
         &emu,
         "/open/B0EMUHD001/flac-44k16/00002",
@@ -109,7 +102,7 @@ fn missing_segment_is_a_clear_not_found_error() {
 
 #[test]
 fn exhausted_retries_are_a_clear_error() {
-    let emu = Emulator::start(Addressing::Template);
+    let emu = Emulator::in_process(Addressing::Template);
     fault(
         &emu,
         "/open/B0EMUHD001/flac-44k16/00002",
@@ -166,17 +159,14 @@ fn bad_manifests_are_clear_errors() {
 /// stopping the pipeline mid-download returns at once (everything is cancelled).
 #[test]
 fn network_scenarios_run_and_stop_promptly() {
-    use amzmusic_emulator::shaping::{Schedule, SCENARIOS};
+    use amzmusic_emulator::shaping::SCENARIOS;
     use gst::prelude::*;
     init();
-    let emu = Emulator::start(Addressing::Template);
-    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base());
+    let emu = Emulator::in_process(Addressing::Template);
+    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base_url);
     let _ = emu.get(&url); // content generated before shaping slows everything
     for name in SCENARIOS {
-        emu.running
-            .state
-            .shaper
-            .set(Some(Schedule::scenario(name, 1).unwrap()));
+        emu.shape_scenario(name, 1);
         let pipeline = gst::parse::launch(&format!(
             "souphttpsrc location={url} ! amzdashdemux name=demux ! qtdemux ! decodebin3 ! \
              fakesink sync=true"
@@ -197,5 +187,5 @@ fn network_scenarios_run_and_stop_promptly() {
             t.elapsed()
         );
     }
-    emu.running.state.shaper.set(None);
+    emu.unshape();
 }

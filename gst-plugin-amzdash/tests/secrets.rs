@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use amzmusic_emulator::cdn::issue_audio_object;
 use amzmusic_emulator::content::catalog::{Addressing, Tier};
-use amzmusic_emulator::observe::{FaultAction, FaultRule};
 use common::amazon::*;
 use common::*;
 
@@ -28,19 +27,17 @@ fn no_secret_in_debug_logs_at_level_9() {
                 .push(format!("{name} {o} {}", msg.get().unwrap_or_default()));
         }
     });
-    let emu = Emulator::start(Addressing::List);
+    let emu = Emulator::in_process(Addressing::List);
     let track = "B0EMUHD001";
     // Collect what must never appear: header token values and URL signatures of every audio
     // object this emulator hands out during the test (the refresh issues new ones).
     let bw = bandwidth_of(&emu, track, "flac-44k16");
     let out = play(&emu, track, Tier::Hd, &format!("max-bitrate={bw}"), |emu| {
-        emu.running.state.faults.add(FaultRule {
-            id: 0,
-            path_contains: "flac".into(),
-            method: None,
-            count: 1,
-            action: FaultAction::Status(403),
-        });
+        emu.fault(serde_json::json!({
+            "path_contains": "flac",
+            "count": 1,
+            "action": {"status": 403},
+        }));
     });
     gst::log::set_default_threshold(gst::DebugLevel::None);
     assert!(out.error.is_none(), "{:?}", out.error);
@@ -60,7 +57,7 @@ fn no_secret_in_debug_logs_at_level_9() {
         .iter()
         .any(|l| l.contains("/cdn/B0EMUHD001/manifest.mpd?…")));
     // A fresh audio object has the same shape; its secrets are the kind we look for.
-    let probe = issue_audio_object(&emu.running.state, track, Tier::Hd, None).unwrap();
+    let probe = issue_audio_object(emu.state(), track, Tier::Hd, None).unwrap();
     let sig = probe
         .manifest_url
         .split("sig=")

@@ -7,7 +7,6 @@
 mod common;
 
 use amzmusic_emulator::content::catalog::Addressing;
-use amzmusic_emulator::shaping::Schedule;
 use common::*;
 use gst::prelude::*;
 use std::time::{Duration, Instant};
@@ -17,8 +16,7 @@ const TRACK: &str = "B0EMUHD001";
 /// Whether segment `segment` (0-based) was requested from `rep`.
 fn fetched(emu: &Emulator, rep: &str, segment: usize) -> bool {
     let path = format!("/{rep}/{:05}", segment + 1);
-    emu.running
-        .state
+    emu.state()
         .log
         .since(0)
         .iter()
@@ -32,14 +30,11 @@ fn fetched(emu: &Emulator, rep: &str, segment: usize) -> bool {
 #[test]
 fn buffered_segments_are_upgraded_before_they_play_and_stay_sample_exact() {
     init();
-    let emu = Emulator::start(Addressing::Template);
-    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base());
+    let emu = Emulator::in_process(Addressing::Template);
+    let url = format!("{}/open/{TRACK}/manifest.mpd", emu.base_url);
     // (Also generates the content before the link is shaped.)
     let low = bandwidth(&emu.get(&url), "flac-44k16");
-    emu.running
-        .state
-        .shaper
-        .set(Some(Schedule::from_trace("link", "600 8000 5").unwrap()));
+    emu.shape_trace("600 8000 5");
     let (pipeline, sink) = launch(&format!(
         "souphttpsrc location={url} ! amzdashdemux name=demux max-bitrate={low} ! qtdemux ! \
          flacparse ! flacdec ! appsink name=sink sync=false"

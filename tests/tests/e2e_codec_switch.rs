@@ -202,7 +202,7 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
         }
         None
     });
-    e.configure_shaping("10 3000 20\n12 250 20\n3600 3000 20\n");
+    e.shape_trace("10 3000 20\n12 250 20\n3600 3000 20\n");
     // The demuxer's stats while it plays (they reset when it stops). The run ends by its
     // timeout, some 70 s into the 90 s track.
     let mut stats: Option<gst::Structure> = None;

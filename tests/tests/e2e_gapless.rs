@@ -89,13 +89,7 @@ fn playbin3_album_joins_are_sample_exact() {
         .collect();
     let (pb, sink) = playbin3(&uris[0], Some("hd"), None).unwrap();
     // flac-44k16 only: the source is one representation.
-    pb.connect("element-setup", false, |args| {
-        let e = args[1].get::<gst::Element>().unwrap();
-        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
-            e.set_property("max-bitrate", 1_000_000u64);
-        }
-        None
-    });
+    pin_max_bitrate(&pb, 1_000_000);
     let queue = Arc::new(Mutex::new(
         uris[1..].iter().cloned().collect::<VecDeque<_>>(),
     ));
@@ -152,13 +146,6 @@ fn amzmusic_play_writes_the_whole_album_to_one_wav() {
         frames.abs_diff(want) <= 48,
         "{frames} frames in the WAV for {total_ms} ms at 48 kHz"
     );
-}
-
-/// The emulator's request log as JSON (headers included, which `LoggedRequest` leaves out).
-fn request_log(e: &EmulatorEnv) -> Vec<Value> {
-    let (status, body) = http("GET", &e.url("/_emulator/requests"), None).unwrap();
-    assert_eq!(status, 200);
-    serde_json::from_slice(&body).unwrap()
 }
 
 fn field<'a>(r: &'a Value, k: &str) -> &'a str {
@@ -219,7 +206,8 @@ fn the_next_track_is_fetched_before_the_current_one_ends() {
     let _serial = serial();
     let e = env();
     let tracks = album();
-    let first_seq = request_log(e)
+    let first_seq = e
+        .request_log()
         .last()
         .and_then(|r| r["seq"].as_u64())
         .unwrap_or(0);
@@ -347,7 +335,8 @@ fn the_next_track_is_fetched_before_the_current_one_ends() {
         marker_errors.is_empty(),
         "marker requests: {marker_errors:?}"
     );
-    let log: Vec<Value> = request_log(e)
+    let log: Vec<Value> = e
+        .request_log()
         .into_iter()
         .filter(|r| r["seq"].as_u64().unwrap_or(0) > first_seq)
         .collect();

@@ -7,18 +7,12 @@
 use amzmusic_tests::*;
 use gst::glib;
 use gst::prelude::*;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const HD: &str = "B0EMUHD001";
 
 fn env() -> &'static EmulatorEnv {
-    static E: OnceLock<EmulatorEnv> = OnceLock::new();
-    E.get_or_init(|| {
-        let e = EmulatorEnv::start(&[]).expect("emulator");
-        e.apply();
-        e
-    })
+    shared_env()
 }
 
 struct Outcome {
@@ -86,17 +80,11 @@ fn inject(status: u16, count: Option<u32>) {
     let rule = format!(
         r#"{{"path_contains": "/license/", "method": "POST"{count}, "action": {{"status": {status}}}}}"#
     );
-    let (code, body) = http("POST", &env().url("/_emulator/faults"), Some(&rule)).unwrap();
-    assert!(
-        (200..300).contains(&code),
-        "{code} {}",
-        String::from_utf8_lossy(&body)
-    );
+    env().fault(serde_json::from_str(&rule).unwrap());
 }
 
 fn clear_faults() {
-    let (code, _) = http("DELETE", &env().url("/_emulator/faults"), None).unwrap();
-    assert!((200..300).contains(&code));
+    env().clear_faults();
 }
 
 #[test]

@@ -17,13 +17,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// playbin3 for the HD track with amzdashdemux pinned to flac-44k16 (element-setup).
 fn pinned_hd_playbin3() -> (gst::Element, gst_app::AppSink) {
     let (pb, sink) = playbin3("amazonmusic://track/B0EMUHD001", Some("hd"), None).unwrap();
-    pb.connect("element-setup", false, |args| {
-        let e = args[1].get::<gst::Element>().unwrap();
-        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
-            e.set_property("max-bitrate", 1_000_000u64);
-        }
-        None
-    });
+    pin_max_bitrate(&pb, 1_000_000);
     (pb, sink)
 }
 

@@ -3,16 +3,10 @@
 //! the 30 s clear/encrypted boundary, and E-AC-3 through avdec_eac3.
 
 use amzmusic_tests::*;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 fn env() -> &'static EmulatorEnv {
-    static E: OnceLock<EmulatorEnv> = OnceLock::new();
-    E.get_or_init(|| {
-        let e = EmulatorEnv::start(&[]).expect("emulator");
-        e.apply();
-        e
-    })
+    shared_env()
 }
 
 const HD: &str = "B0EMUHD001";

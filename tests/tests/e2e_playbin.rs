@@ -11,12 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 fn env() -> &'static EmulatorEnv {
-    static E: OnceLock<EmulatorEnv> = OnceLock::new();
-    E.get_or_init(|| {
-        let e = EmulatorEnv::start(&[]).expect("emulator");
-        e.apply();
-        e
-    })
+    shared_env()
 }
 
 fn catalog() -> &'static Value {
@@ -187,13 +182,7 @@ fn play_to_end_launch(desc: &str) -> Played {
 /// output can be compared with the source samples.
 fn pinned_hd_playbin3() -> (gst::Element, gst_app::AppSink) {
     let (pb, sink) = playbin3("amazonmusic://track/B0EMUHD001", Some("hd"), None).unwrap();
-    pb.connect("element-setup", false, |args| {
-        let e = args[1].get::<gst::Element>().unwrap();
-        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
-            e.set_property("max-bitrate", 1_000_000u64);
-        }
-        None
-    });
+    pin_max_bitrate(&pb, 1_000_000);
     (pb, sink)
 }
 

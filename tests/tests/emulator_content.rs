@@ -297,7 +297,7 @@ fn qtdemux_decodes_the_packaging_bit_exact() {
 #[test]
 fn dashdemux2_plays_the_open_mirror_of_every_track_for_its_full_duration() {
     let _ = catalog();
-    let emu = EmulatorProcess::start(&["--open-mirror"]).unwrap();
+    let emu = Emulator::start(&["--open-mirror"]).unwrap();
     for t in tracks() {
         let id = t["id"].as_str().unwrap();
         let want = t["duration_ms"].as_u64().unwrap();

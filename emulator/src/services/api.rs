@@ -10,11 +10,13 @@ use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{market, require_api_key, require_bearer, require_scope, ApiError, MUSIC_SCOPE};
+use super::checks::{
+    market, require_api_key, require_bearer, require_scope, ApiError, MUSIC_SCOPE,
+};
 use crate::cdn::{issue_audio_object, AudioObject, IssueError};
 use crate::content::catalog::{Tier, TrackSpec};
 use crate::content::mpd::{self, SelectError};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const CAPABILITY_HEADER: &str = "x-amzn-audio-device-capability";
 pub const DRM_TYPE_HEADER: &str = "x-amzn-audio-drmtype";

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use time::format_description::well_known::Rfc3339;
 
-use super::{check_token, require_api_key, ApiError, DEFAULT_MARKET};
+use super::checks::{check_token, require_api_key, ApiError, DEFAULT_MARKET};
 use crate::content::catalog::{Catalog, PlaylistSpec, Tier, TrackSpec};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A query of this many characters or more is refused with 413.
 pub const MAX_QUERY_CHARS: usize = 4096;
@@ -45,8 +45,18 @@ pub fn schema() -> FireflySchema {
         .finish()
 }
 
+/// `POST /graphql`, over a schema this router builds once and owns.
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/graphql", post(graphql))
+    let schema = schema();
+    Router::new().route(
+        "/graphql",
+        post(
+            move |State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes| {
+                let schema = schema.clone();
+                async move { graphql(state, schema, headers, body).await }
+            },
+        ),
+    )
 }
 
 /// How the caller authenticated.
@@ -523,8 +533,13 @@ fn iso(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-async fn graphql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    match run_graphql(state, headers, body).await {
+async fn graphql(
+    state: Arc<AppState>,
+    schema: FireflySchema,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match run_graphql(state, &schema, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -532,6 +547,7 @@ async fn graphql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
 
 async fn run_graphql(
     state: Arc<AppState>,
+    schema: &FireflySchema,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -584,7 +600,7 @@ async fn run_graphql(
         request = request.data(t.clone());
     }
     let start_wall = SystemTime::now();
-    let mut resp = state.services.schema.execute(request).await;
+    let mut resp = schema.execute(request).await;
 
     let analyzer = resp.extensions.remove("analyzer");
     if flags.iter().any(|f| f == "complexity") {

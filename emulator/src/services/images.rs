@@ -9,9 +9,9 @@ use axum::Router;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+use super::checks::ApiError;
 use super::graphql::album_view;
-use super::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const COVER_SIZE: u32 = 64;
 

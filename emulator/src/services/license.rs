@@ -15,10 +15,10 @@ use gstwidevinestub::protocol::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{market, require_bearer, require_scope, ApiError, LICENSE_PATH, MUSIC_SCOPE};
+use super::checks::{market, require_bearer, require_scope, ApiError, MUSIC_SCOPE};
 use crate::content::catalog::{Catalog, Tier, TrackSpec};
-use crate::server::AppState;
 use crate::signing::{now_unix, DenyReason, TokenKind, KEY_TOKEN_HEADER};
+use crate::state::{AppState, LICENSE_PATH};
 
 /// The request header that asks for a license expiring after N seconds (the seed's name).
 pub const EXPIRATION_HEADER: &str = "x-amz-music-license-expiration-secs";

@@ -8,102 +8,37 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use serde_json::Value;
 
-use amzmusic_tests::EmulatorProcess;
+pub use amzmusic_tests::Emulator;
 use gstamazonmusic::http::{self, RetryPolicy, RUNTIME};
 use gstamazonmusic::token::{now_unix, LwaClient, PollOutcome, TokenFile, SCOPE};
 
 pub const CLIENT_ID: &str = "amzn1.application-oa2-client.amzmusicemulator";
 pub const API_KEY: &str = "amzn1.application.amzmusicemulator";
 
-pub struct Emu {
-    pub proc: EmulatorProcess,
-    pub http: reqwest::Client,
+/// What these tests ask of the shared emulator harness beyond its admin API.
+pub trait AmazonMusicEmulator {
+    /// `(path, status)` of the music API's audio-object requests for `track`.
+    fn audio_calls(&self, track: &str) -> Vec<(String, u16)>;
+    /// `(path, status)` of the LWA token requests.
+    fn token_calls(&self) -> Vec<(String, u16)>;
+    /// Signs in through the device flow (code pair, approval, one poll) and writes the token
+    /// file the element reads, as amzmusic-login would.
+    fn sign_in(&self, dir: &Path) -> PathBuf;
 }
 
-impl Emu {
-    pub fn start(extra: &[&str]) -> Emu {
-        let proc = EmulatorProcess::start(extra).expect(
-            "amzmusic-emulator serve did not start: run `cargo build -p amzmusic-emulator` first",
-        );
-        Emu {
-            proc,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.proc.base_url, path)
-    }
-
-    pub fn post_json(&self, path: &str, body: Value) -> u16 {
-        let req = self.http.post(self.url(path)).json(&body);
-        RUNTIME.block_on(async {
-            req.send()
-                .await
-                .expect("emulator answers")
-                .status()
-                .as_u16()
-        })
-    }
-
-    /// Adds a fault rule (`POST /_emulator/faults`), which the emulator must accept.
-    pub fn fault(&self, rule: Value) {
-        assert_eq!(
-            self.post_json("/_emulator/faults", rule.clone()),
-            201,
-            "{rule}"
-        );
-    }
-
-    pub fn get_json(&self, path: &str) -> Value {
-        let req = self.http.get(self.url(path));
-        RUNTIME.block_on(async {
-            req.send()
-                .await
-                .expect("emulator answers")
-                .json()
-                .await
-                .expect("JSON")
-        })
-    }
-
-    /// The emulator's request log.
-    pub fn requests(&self) -> Vec<Value> {
-        self.get_json("/_emulator/requests")
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// `(method, path, status)` of the logged requests whose path contains `part`.
-    pub fn calls(&self, method: &str, part: &str) -> Vec<(String, u16)> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r["method"] == method && r["path"].as_str().unwrap_or("").contains(part))
-            .map(|r| {
-                (
-                    r["path"].as_str().unwrap_or("").to_string(),
-                    r["status"].as_u64().unwrap_or(0) as u16,
-                )
-            })
-            .collect()
-    }
-
-    pub fn audio_calls(&self, track: &str) -> Vec<(String, u16)> {
+impl AmazonMusicEmulator for Emulator {
+    fn audio_calls(&self, track: &str) -> Vec<(String, u16)> {
         self.calls("GET", &format!("/v1/tracks/{track}/audio"))
     }
 
-    pub fn token_calls(&self) -> Vec<(String, u16)> {
+    fn token_calls(&self) -> Vec<(String, u16)> {
         self.calls("POST", "/auth/o2/token")
     }
 
-    /// Signs in through the device flow (code pair, approval, one poll) and writes the token
-    /// file the element reads, as amzmusic-login would.
-    pub fn sign_in(&self, dir: &Path) -> PathBuf {
+    fn sign_in(&self, dir: &Path) -> PathBuf {
         let http = http::client("amazonmusic-tests", None).unwrap();
-        let lwa = LwaClient::new(http, &self.proc.base_url, CLIENT_ID, RetryPolicy::default());
+        let lwa = LwaClient::new(http, &self.base_url, CLIENT_ID, RetryPolicy::default());
         let pair = RUNTIME.block_on(lwa.create_code_pair(SCOPE)).unwrap();
         assert_eq!(
             self.post_json(
@@ -118,7 +53,7 @@ impl Emu {
         };
         let mut f = TokenFile {
             client_id: Some(CLIENT_ID.into()),
-            lwa_endpoint: Some(self.proc.base_url.clone()),
+            lwa_endpoint: Some(self.base_url.clone()),
             scope: Some(SCOPE.into()),
             ..Default::default()
         };
@@ -140,12 +75,12 @@ pub fn init() {
 
 /// `amazonmusicsrc` configured by properties for `emu` (no environment, so that tests in one
 /// process do not disturb each other).
-pub fn source(emu: &Emu, token_file: &Path, track: &str) -> gst::Element {
+pub fn source(emu: &Emulator, token_file: &Path, track: &str) -> gst::Element {
     init();
     gst::ElementFactory::make("amazonmusicsrc")
         .property("track-id", track)
-        .property("api-endpoint", &emu.proc.base_url)
-        .property("lwa-endpoint", &emu.proc.base_url)
+        .property("api-endpoint", &emu.base_url)
+        .property("lwa-endpoint", &emu.base_url)
         .property("graphql-endpoint", emu.url("/graphql"))
         .property("api-key", API_KEY)
         .property("client-id", CLIENT_ID)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! Plays Amazon-style content as amazonmusicsrc would feed it: the contract's sticky audio
 //! object (credentials in a GObject's properties) and an answer to the refresh query.
 #![allow(dead_code)]
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use amzmusic_emulator::cdn::{issue_audio_object, AudioObject};
-use amzmusic_emulator::content::catalog::{Catalog, Tier};
+use amzmusic_emulator::content::catalog::Tier;
 
 use super::*;
 
@@ -96,6 +97,29 @@ pub fn audio_object_structure(ao: &AudioObject, generation: u32) -> gst::Structu
         .build()
 }
 
+/// What amazonmusicsrc sends down `src`: stream-start, the caps (if any), a bytes segment, the
+/// sticky audio object (generation 1), the manifest as one buffer, EOS.
+pub fn feed(
+    src: &gst::Pad,
+    stream_id: &str,
+    caps: Option<gst::Caps>,
+    ao: &AudioObject,
+    mpd: Vec<u8>,
+) {
+    src.push_event(gst::event::StreamStart::new(stream_id));
+    if let Some(caps) = caps {
+        src.push_event(gst::event::Caps::new(&caps));
+    }
+    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::format::Bytes,
+    >::new()));
+    src.push_event(gst::event::CustomDownstreamSticky::new(
+        audio_object_structure(ao, 1),
+    ));
+    let _ = src.push(gst::Buffer::from_slice(mpd));
+    src.push_event(gst::event::Eos::new());
+}
+
 pub struct Outcome {
     pub pcm: Vec<u8>,
     pub error: Option<String>,
@@ -149,26 +173,13 @@ pub fn play_decoded(
     before: impl FnOnce(&Emulator),
 ) -> Outcome {
     init();
-    let state = emu.running.state.clone();
+    let state = emu.state().clone();
     let mut ao = issue_audio_object(&state, track, tier, None).unwrap();
     if let Some(e) = expires {
         ao.expires = e;
     }
-    let (hk, hv) = ao.manifest_headers[0].clone();
-    let url = ao.manifest_url.clone();
-    let mpd = emu.rt.block_on(async move {
-        let r = reqwest::Client::new()
-            .get(&url)
-            .header(hk, hv)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        r.bytes().await.unwrap().to_vec()
-    });
-    let keys = amzmusic_emulator::export::keys(&Catalog::builtin(None), track)
-        .unwrap()
-        .join(",");
+    let mpd = manifest(emu, &ao);
+    let keys = source_keys(track).join(",");
     // "decodebin3 k=v …": autoplug, then set k=v on the amzdashdemux parsebin creates.
     let decodebin3 = demux_props.starts_with("decodebin3");
     let autoplugged_props: Vec<(String, String)> = demux_props
@@ -260,20 +271,10 @@ pub fn play_decoded(
     }
     before(emu);
     pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_event(gst::event::StreamStart::new("amazonmusicsrc-test"));
-    src.push_event(gst::event::Caps::new(
-        &gst::Caps::builder("application/dash+xml")
-            .field("source", "amazonmusicsrc")
-            .build(),
-    ));
-    src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::format::Bytes,
-    >::new()));
-    src.push_event(gst::event::CustomDownstreamSticky::new(
-        audio_object_structure(&ao, 1),
-    ));
-    let _ = src.push(gst::Buffer::from_slice(mpd));
-    src.push_event(gst::event::Eos::new());
+    let caps = gst::Caps::builder("application/dash+xml")
+        .field("source", "amazonmusicsrc")
+        .build();
+    feed(&src, "amazonmusicsrc-test", Some(caps), &ao, mpd);
 
     let mut out = Outcome {
         pcm: Vec::new(),
@@ -323,19 +324,11 @@ pub fn play_decoded(
 }
 
 pub fn bandwidth_of(emu: &Emulator, track: &str, rep: &str) -> u64 {
-    let ao = issue_audio_object(&emu.running.state, track, Tier::Hd, None).unwrap();
-    let (hk, hv) = ao.manifest_headers[0].clone();
-    let mpd = emu.rt.block_on(async move {
-        reqwest::Client::new()
-            .get(&ao.manifest_url)
-            .header(hk, hv)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec()
-    });
-    bandwidth(&mpd, rep)
+    let ao = issue_audio_object(emu.state(), track, Tier::Hd, None).unwrap();
+    bandwidth(&manifest(emu, &ao), rep)
+}
+
+/// The signed manifest of `ao`, fetched with its first manifest header.
+pub fn manifest(emu: &Emulator, ao: &AudioObject) -> Vec<u8> {
+    emu.get_with(&ao.manifest_url, &ao.manifest_headers[..1])
 }

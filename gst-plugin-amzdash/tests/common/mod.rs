@@ -1,63 +1,17 @@
-//! Shared by the integration tests: an in-process emulator on loopback, the plugin registered
-//! statically, manifest inspection and exact source samples.
+// SPDX-License-Identifier: MPL-2.0
+//! What the amzdash tests add to the shared harness (`amzmusic_tests`, whose in-process
+//! [`Emulator`] they run against): the plugin registered statically, manifest inspection,
+//! pipeline helpers.
 #![allow(dead_code)]
 
 pub mod amazon;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use amzmusic_emulator::content::catalog::{Addressing, Catalog};
-use amzmusic_emulator::content::store::Store;
-use amzmusic_emulator::server::{self, AppState, Config, Running};
+#[allow(unused_imports)] // each test binary uses some of them
+pub use amzmusic_tests::{source_keys, source_pcm, Emulator};
 use gstamzdash::mpd::Mpd;
-
-pub struct Emulator {
-    pub running: Running,
-    pub rt: tokio::runtime::Runtime,
-}
-
-impl Emulator {
-    pub fn start(addressing: Addressing) -> Emulator {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let catalog = Arc::new(Catalog::builtin(None));
-        let store = Arc::new(Store::new(&amzmusic_tests::data_dir(), catalog.clone()).unwrap());
-        let state = Arc::new(AppState::new(catalog, store, config(addressing, 3600)));
-        let running = rt
-            .block_on(server::start("127.0.0.1:0", state))
-            .expect("emulator starts");
-        Emulator { running, rt }
-    }
-
-    pub fn base(&self) -> &str {
-        &self.running.base_url
-    }
-
-    pub fn get(&self, url: &str) -> Vec<u8> {
-        let url = url.to_string();
-        self.rt.block_on(async move {
-            let r = reqwest::get(&url).await.unwrap();
-            assert!(r.status().is_success(), "{url}: {}", r.status());
-            r.bytes().await.unwrap().to_vec()
-        })
-    }
-}
-
-/// The emulator's config from the fields these tests care about; built through serde so the
-/// fields the emulator adds later take their defaults.
-pub fn config(addressing: Addressing, audio_object_lifetime_s: u64) -> Config {
-    serde_json::from_value(serde_json::json!({
-        "audio_object_lifetime_s": audio_object_lifetime_s,
-        "token_lifetime_s": 3600,
-        "addressing": addressing,
-        "open_mirror": true,
-    }))
-    .expect("emulator config")
-}
 
 pub fn init() {
     static INIT: OnceLock<()> = OnceLock::new();
@@ -83,29 +37,12 @@ pub fn bandwidth(mpd: &[u8], id: &str) -> u64 {
         .bandwidth
 }
 
-/// The exact source samples of a lossless representation (raw little-endian).
-pub fn source_pcm(track: &str, rep: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    amzmusic_emulator::export::write_pcm(&Catalog::builtin(None), track, rep, &mut out).unwrap();
-    out
-}
-
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `desc` (with an `appsink name=sink`) as a pipeline, and its sink.
 pub fn launch(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
-    use gst::prelude::*;
     init();
-    let pipeline = gst::parse::launch(desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    (pipeline, sink)
+    amzmusic_tests::launch(desc).unwrap()
 }
 
 /// One run of output buffers with the same sample rate: its first timestamp and its end (ns),
