@@ -6,9 +6,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use url::Url;
 
 use super::audio_object::{
@@ -17,7 +16,7 @@ use super::audio_object::{
 use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{
     self, codec_family, quality_rank, AudioObject, Candidate, Context, EngineError, Item, Limits,
-    Presentation, Refresher, Shared,
+    Next, Presentation, Queue, Refresher,
 };
 use crate::fetch::{redact, Fetcher, RetryPolicy};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
@@ -46,8 +45,6 @@ const DEFAULT_BUFFER_TIME: gst::ClockTime = gst::ClockTime::from_seconds(60);
 const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 const DEFAULT_LOW_WATERMARK: gst::ClockTime = gst::ClockTime::from_seconds(4);
 const DEFAULT_RETRIES: u32 = 6;
-/// The streaming thread waiting this long for data is an underrun (buffering < 100 %).
-const UNDERRUN: Duration = Duration::from_millis(200);
 const DEFAULT_CONNECT_TIMEOUT: u32 = 5;
 const DEFAULT_STALL_TIMEOUT: u32 = 10;
 
@@ -112,8 +109,8 @@ pub struct AmzDashDemux {
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    shared: Arc<Shared>,
-    flushing: AtomicBool,
+    /// Shared with the download task (and kept across plays: the playhead's clock).
+    queue: Arc<Queue>,
     /// Serializes seeks against each other and against state changes.
     seek_lock: Mutex<()>,
     /// Serializes buffering reports (see `report_level`).
@@ -408,7 +405,8 @@ impl AmzDashDemux {
                 buffer_time: Duration::from_nanos(settings.buffer_time.nseconds()),
                 buffer_bytes: settings.buffer_bytes,
             },
-            shared: self.shared.clone(),
+            queue: self.queue.clone(),
+            stats: Mutex::new(Default::default()),
             refresher,
             plans: Mutex::new(HashMap::new()),
             inits: Mutex::new(HashMap::new()),
@@ -442,21 +440,21 @@ impl AmzDashDemux {
             st.discont = true;
         }
         let obj = self.obj().downgrade();
-        *self.shared.on_level.lock().unwrap() = Some(Box::new(move |_, _| {
+        self.queue.set_on_level(Some(Box::new(move |_, _| {
             if let Some(o) = obj.upgrade() {
                 o.imp().report_level(false);
             }
-        }));
+        })));
         self.start_download(ctx, Duration::ZERO);
         self.start_task()
     }
 
     fn start_download(&self, ctx: Arc<Context>, position: Duration) {
-        let epoch = self.shared.clear();
+        let epoch = self.queue.clear();
         // Nothing flows until the first fragment after this (re)start: waiting for it is
         // start-up, not an underrun.
-        self.shared.playing.store(false, Ordering::SeqCst);
-        self.flushing.store(false, Ordering::SeqCst);
+        self.queue.set_playing(false);
+        self.queue.set_flushing(false);
         let handle = RUNTIME.spawn(engine::run(ctx, position, epoch));
         if let Some(old) = self.state.lock().unwrap().task.replace(handle) {
             old.abort();
@@ -464,13 +462,11 @@ impl AmzDashDemux {
     }
 
     fn stop_download(&self) {
-        self.flushing.store(true, Ordering::SeqCst);
+        self.queue.set_flushing(true);
         if let Some(t) = self.state.lock().unwrap().task.take() {
             // Dropping the task drops its in-flight requests: everything stops at once.
             t.abort();
         }
-        let _q = self.shared.queue.lock().unwrap();
-        self.shared.ready.notify_all();
     }
 
     fn start_task(&self) -> Result<(), String> {
@@ -480,51 +476,17 @@ impl AmzDashDemux {
             .map_err(|e| format!("cannot start the streaming task: {e}"))
     }
 
-    fn next_item(&self) -> Result<Item, Option<EngineError>> {
-        let mut q = self.shared.queue.lock().unwrap();
-        let mut waiting_since: Option<std::time::Instant> = None;
-        let mut counted = false;
-        loop {
-            if self.flushing.load(Ordering::SeqCst) {
-                return Err(None);
-            }
-            if let Some(it) = self.shared.pop(&mut q) {
-                drop(q);
-                self.report_level(false);
-                return Ok(it);
-            }
-            if let Some(e) = q.error.take() {
-                return Err(Some(e));
-            }
-            drop(q);
-            // An empty queue right after taking an item is normal with a fast consumer; only
-            // a wait longer than this is an underrun worth telling the application about.
-            let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-            // It is an underrun only once a listener in real time has heard everything pushed
-            // (see crate::playhead): a consumer that is not clocked waits here on every
-            // download without anyone waiting for audio.
-            let underrun = since.elapsed() >= UNDERRUN && self.shared.listener_caught_up();
-            self.report_level(underrun);
-            if underrun && !counted && self.shared.playing.load(Ordering::SeqCst) {
-                // Playback ran dry: the selector decides the next segment as a rebuffer, and
-                // the listener waits where it is until the next piece.
-                counted = true;
-                self.shared.playhead.lock().unwrap().stalled();
+    fn next_item(&self) -> Next {
+        self.queue.next(
+            |underrun| self.report_level(underrun),
+            || {
+                // Playback ran dry: the selector decides the next segment as a rebuffer.
                 let ctx = self.state.lock().unwrap().ctx.clone();
                 if let Some(ctx) = ctx {
                     ctx.on_underrun();
                 }
-            }
-            q = self.shared.queue.lock().unwrap();
-            if q.items.is_empty() && q.error.is_none() {
-                q = self
-                    .shared
-                    .ready
-                    .wait_timeout(q, Duration::from_millis(50))
-                    .unwrap()
-                    .0;
-            }
-        }
+            },
+        )
     }
 
     /// Posts the buffering level as it is *now*. Both the streaming thread and the download
@@ -534,10 +496,10 @@ impl AmzDashDemux {
     /// link made gst-launch 1.22 lose its PLAYING state change during preroll.
     fn report_level(&self, underrun: bool) {
         let _serial = self.buffering_lock.lock().unwrap();
-        let time = self.shared.queue.lock().unwrap().time;
+        let time = self.queue.queued().0;
         let low = self.settings.lock().unwrap().low_watermark;
         // Once everything is downloaded there is nothing to wait for.
-        let done = self.shared.complete.load(Ordering::SeqCst);
+        let done = self.queue.is_complete();
         let pct = if low.is_zero() || done {
             100
         } else {
@@ -714,10 +676,10 @@ impl AmzDashDemux {
                 b.set_flags(gst::BufferFlags::DISCONT);
             }
         }
-        self.shared.playing.store(true, Ordering::SeqCst);
+        self.queue.set_playing(true);
         let res = self.srcpad.push(buf);
         if res.is_ok() {
-            self.shared.pushed_downstream(span.0, span.1);
+            self.queue.pushed_downstream(span.0, span.1);
         }
         res
     }
@@ -786,18 +748,18 @@ impl AmzDashDemux {
     /// Pauses the streaming task: nothing more is taken from the queue until the next play,
     /// which the download task must know (a buffered segment is then never due).
     fn pause(&self) {
-        self.shared.stop_taking();
+        self.queue.stop_taking();
         let _ = self.srcpad.pause_task();
     }
 
     fn loop_fn(&self) {
         let item = match self.next_item() {
-            Ok(i) => i,
-            Err(None) => {
+            Next::Item(i) => i,
+            Next::Flushing => {
                 self.pause();
                 return;
             }
-            Err(Some(e)) => {
+            Next::Error(e) => {
                 self.post_engine_error(e);
                 self.srcpad.push_event(gst::event::Eos::new());
                 self.pause();
@@ -1043,12 +1005,12 @@ impl AmzDashDemux {
     }
 
     fn stats(&self) -> gst::Structure {
-        let s = self.shared.stats.lock().unwrap().clone();
-        let (level_time, level_bytes) = {
-            let q = self.shared.queue.lock().unwrap();
-            (q.time, q.bytes)
-        };
+        let (level_time, level_bytes) = self.queue.queued();
         let ctx = self.state.lock().unwrap().ctx.clone();
+        let s = ctx
+            .as_ref()
+            .map(|c| c.stats.lock().unwrap().clone())
+            .unwrap_or_default();
         let cand = ctx.as_ref().and_then(|c| {
             let p = c.presentation.lock().unwrap().clone();
             s.candidate.map(|i| p.candidates[i].clone())
@@ -1137,8 +1099,7 @@ impl ObjectSubclass for AmzDashDemux {
             srcpad,
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(State::default()),
-            shared: Arc::new(Shared::default()),
-            flushing: AtomicBool::new(false),
+            queue: Arc::new(Queue::default()),
             seek_lock: Mutex::new(()),
             buffering_lock: Mutex::new(()),
         }
@@ -1336,12 +1297,8 @@ impl ElementImpl for AmzDashDemux {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         match transition {
-            gst::StateChange::PausedToPlaying => {
-                self.shared.play_clock.lock().unwrap().start(Instant::now())
-            }
-            gst::StateChange::PlayingToPaused => {
-                self.shared.play_clock.lock().unwrap().stop(Instant::now())
-            }
+            gst::StateChange::PausedToPlaying => self.queue.set_clock_running(true),
+            gst::StateChange::PlayingToPaused => self.queue.set_clock_running(false),
             _ => {}
         }
         if transition == gst::StateChange::PausedToReady {
@@ -1355,9 +1312,8 @@ impl ElementImpl for AmzDashDemux {
             *st = State::default();
             drop(st);
             self.hide_srcpad();
-            self.shared.clear();
-            *self.shared.stats.lock().unwrap() = Default::default();
-            self.shared.playing.store(false, Ordering::SeqCst);
+            self.queue.clear();
+            self.queue.set_playing(false);
         }
         Ok(res)
     }

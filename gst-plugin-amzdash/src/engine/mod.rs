@@ -4,16 +4,19 @@
 //! on 403 or expiry, and reports measurements for `stats`.
 
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use url::Url;
 
 use crate::abr;
 use crate::fetch::{FetchError, Fetched, Fetcher, Request};
 use crate::mpd::{sidx, Mpd, Representation, SegmentScheme};
-use crate::playhead::{PlayClock, Playhead};
 use crate::segments::{self, InitRef, SegmentPlan, SegmentRef};
+
+mod queue;
+
+pub use queue::{Item, Next, Queue, QueuedSegment, UNDERRUN};
 
 /// No single response may be larger than this (a 10 s 192 kHz/24 bit FLAC segment is ~8 MB).
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -130,53 +133,6 @@ pub fn quality_rank(label: &str) -> u32 {
     }
 }
 
-#[derive(Debug)]
-pub enum Item {
-    /// An initialization segment (pushed when starting and on every representation change).
-    Init {
-        candidate: usize,
-        /// Codec family: a change means a new stream for the elements downstream.
-        codec: String,
-        data: Bytes,
-        /// The download it belongs to (see [`Shared::retract`]).
-        tag: u64,
-    },
-    /// A piece of a media segment (one fragment), in order; the pieces of one segment share
-    /// its `tag`.
-    Media {
-        candidate: usize,
-        data: Bytes,
-        /// The segment's start and duration.
-        start: Duration,
-        duration: Duration,
-        /// The share of the segment's duration this piece accounts for in the buffer level
-        /// (proportional to its bytes when the size is known; the shares add up to `duration`).
-        time: Duration,
-        /// The segment's first piece: it carries the fragment's timestamp downstream.
-        first: bool,
-        tag: u64,
-    },
-    Eos,
-}
-
-impl Item {
-    /// What it counts in the queue's level: its bytes, and the media time it accounts for.
-    fn weight(&self) -> (u64, Duration) {
-        match self {
-            Item::Media { data, time, .. } => (data.len() as u64, *time),
-            Item::Init { data, .. } => (data.len() as u64, Duration::ZERO),
-            Item::Eos => (0, Duration::ZERO),
-        }
-    }
-
-    fn tag(&self) -> Option<u64> {
-        match self {
-            Item::Init { tag, .. } | Item::Media { tag, .. } => Some(*tag),
-            Item::Eos => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineError {
     /// Access refused even after a refresh (or with nobody to refresh from).
@@ -186,47 +142,6 @@ pub enum EngineError {
     Network(String),
     /// The manifest (or an index, or a refreshed manifest) cannot be used.
     Manifest(String),
-}
-
-#[derive(Debug, Default)]
-pub struct Queue {
-    pub items: VecDeque<Item>,
-    pub bytes: u64,
-    pub time: Duration,
-    pub error: Option<EngineError>,
-    /// Tag of the last item the streaming thread took: tags grow, so a download whose tag is
-    /// above it has sent nothing downstream yet.
-    pub popped_tag: u64,
-    /// Candidate of the last init or media item the streaming thread took.
-    pub popped_candidate: Option<usize>,
-}
-
-/// A media segment in the queue, as [`Shared::queued_segments`] lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueuedSegment {
-    pub candidate: usize,
-    pub start: Duration,
-    pub tag: u64,
-    /// How soon the streaming thread takes its first piece: the media queued before it (once
-    /// downstream is full, the queue drains at the pace of playback). Zero when part of it
-    /// already went downstream.
-    pub due_in: Duration,
-}
-
-impl Queue {
-    /// Counts an item added to the queue in its level.
-    fn put_in(&mut self, item: &Item) {
-        let (bytes, time) = item.weight();
-        self.bytes += bytes;
-        self.time += time;
-    }
-
-    /// Takes an item removed from the queue out of its level.
-    fn take_out(&mut self, item: &Item) {
-        let (bytes, time) = item.weight();
-        self.bytes -= bytes;
-        self.time = self.time.saturating_sub(time);
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -249,265 +164,6 @@ pub struct Stats {
     /// Such upgrades that came too late (or failed) and were dropped: the buffered segment
     /// played.
     pub upgrades_dropped: u64,
-}
-
-/// What the engine and the element's streaming thread share.
-#[derive(Default)]
-pub struct Shared {
-    pub queue: Mutex<Queue>,
-    /// Signalled when an item arrives or an error is set.
-    pub ready: Condvar,
-    /// Notified when the streaming thread takes an item (room for more).
-    pub space: tokio::sync::Notify,
-    pub stats: Mutex<Stats>,
-    /// Set by the streaming thread once media flows downstream.
-    pub playing: std::sync::atomic::AtomicBool,
-    /// Everything up to the end is downloaded (buffering is then 100 %).
-    pub complete: std::sync::atomic::AtomicBool,
-    /// Told the queued time after every push (and whether the presentation is complete).
-    #[allow(clippy::type_complexity)]
-    pub on_level: Mutex<Option<Box<dyn Fn(Duration, bool) + Send + Sync>>>,
-    /// Source of download tags (never reset, so tags only grow).
-    next_tag: std::sync::atomic::AtomicU64,
-    /// Which play (start or seek) may queue: an aborted download task can still run until its
-    /// next await, and nothing of it may land in the next play's queue.
-    epoch: std::sync::atomic::AtomicU64,
-    /// The listener's model position in what went downstream (see [`crate::playhead`]).
-    pub playhead: Mutex<Playhead>,
-    /// Time the element spent PLAYING: the playhead's clock.
-    pub play_clock: Mutex<PlayClock>,
-    /// The streaming thread stopped taking from the queue (end of stream downstream, an error,
-    /// a flush) until the next play: nothing queued will go downstream.
-    taking_stopped: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    /// The playhead's clock now.
-    fn play_time(&self) -> Duration {
-        self.play_clock.lock().unwrap().at(Instant::now())
-    }
-
-    /// Media pushed downstream that a listener in real time has not heard yet.
-    pub fn downstream_ahead(&self) -> Duration {
-        let clock = self.play_time();
-        self.playhead.lock().unwrap().ahead(clock)
-    }
-
-    /// Media `[from, to)` went downstream now.
-    pub fn pushed_downstream(&self, from: Duration, to: Duration) {
-        let clock = self.play_time();
-        self.playhead.lock().unwrap().pushed(from, to, clock);
-    }
-
-    /// Whether a listener in real time has heard everything pushed (a wait now is a stall).
-    pub fn listener_caught_up(&self) -> bool {
-        let clock = self.play_time();
-        self.playhead.lock().unwrap().caught_up(clock)
-    }
-
-    fn new_tag(&self) -> u64 {
-        self.next_tag
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1
-    }
-
-    fn push(&self, epoch: u64, item: Item) {
-        let mut q = self.queue.lock().unwrap();
-        if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        q.put_in(&item);
-        let done = matches!(item, Item::Eos);
-        if done {
-            self.complete
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        q.items.push_back(item);
-        let level = q.time;
-        self.ready.notify_all();
-        drop(q);
-        // Reported from here too: a paused pipeline (gst-launch pauses on buffering < 100 %)
-        // takes nothing from the queue, so only the producer can say it is full again.
-        if let Some(f) = self.on_level.lock().unwrap().as_ref() {
-            f(level, done);
-        }
-    }
-
-    fn fail(&self, epoch: u64, e: EngineError) {
-        let mut q = self.queue.lock().unwrap();
-        if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        q.error = Some(e);
-        self.ready.notify_all();
-    }
-
-    /// Takes the next item, keeping the accounting right.
-    pub fn pop(&self, q: &mut Queue) -> Option<Item> {
-        let item = q.items.pop_front()?;
-        q.take_out(&item);
-        if let Some(t) = item.tag() {
-            q.popped_tag = q.popped_tag.max(t);
-        }
-        if let Item::Init { candidate, .. } | Item::Media { candidate, .. } = &item {
-            q.popped_candidate = Some(*candidate);
-        }
-        self.space.notify_one();
-        Some(item)
-    }
-
-    /// Takes back every queued item of download `tag` if none of it went downstream yet
-    /// (`None` otherwise); `Some(true)` when that included an init segment. The items of the
-    /// download in flight are the last ones queued.
-    fn retract(&self, q: &mut Queue, tag: u64) -> Option<bool> {
-        if q.popped_tag >= tag {
-            return None;
-        }
-        let mut init = false;
-        while q.items.back().and_then(Item::tag) == Some(tag) {
-            if let Some(item) = q.items.pop_back() {
-                q.take_out(&item);
-                init |= matches!(item, Item::Init { .. });
-            }
-        }
-        Some(init)
-    }
-
-    /// The streaming thread takes nothing more from the queue until the next play.
-    pub fn stop_taking(&self) {
-        self.taking_stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn taking(&self) -> bool {
-        !self
-            .taking_stopped
-            .load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Every media segment in the queue, in order (the first one may be going downstream).
-    pub fn queued_segments(&self) -> Vec<QueuedSegment> {
-        let q = self.queue.lock().unwrap();
-        let mut out: Vec<QueuedSegment> = Vec::new();
-        let mut before = Duration::ZERO;
-        for item in &q.items {
-            if let Item::Media {
-                candidate,
-                start,
-                time,
-                tag,
-                ..
-            } = item
-            {
-                if out.last().is_none_or(|s| s.tag != *tag) {
-                    out.push(QueuedSegment {
-                        candidate: *candidate,
-                        start: *start,
-                        tag: *tag,
-                        due_in: if q.popped_tag >= *tag {
-                            Duration::ZERO
-                        } else {
-                            before
-                        },
-                    });
-                }
-                before += *time;
-            }
-        }
-        out
-    }
-
-    /// Swaps the queued download `tag` (a media segment, with the init segment of its switch
-    /// if it had one) for `media`, the same segment from candidate `cand` tagged `tag`, if
-    /// nothing of it went downstream yet and the play is still `epoch`. Init segments keep the
-    /// stream right: `init_of(c, tag)` is queued before the new media unless `cand` was
-    /// already current there, and before what follows when that is another candidate's
-    /// media; init segments made redundant by the swap go. Returns whether it swapped.
-    fn replace(
-        &self,
-        epoch: u64,
-        tag: u64,
-        cand: usize,
-        media: Vec<Item>,
-        init_of: &dyn Fn(usize, u64) -> Option<Item>,
-    ) -> bool {
-        let mut q = self.queue.lock().unwrap();
-        if epoch != self.epoch.load(std::sync::atomic::Ordering::SeqCst) || q.popped_tag >= tag {
-            return false;
-        }
-        let Some(mut from) = q.items.iter().position(|i| i.tag() == Some(tag)) else {
-            return false;
-        };
-        let mut to = from
-            + q.items
-                .iter()
-                .skip(from)
-                .take_while(|i| i.tag() == Some(tag))
-                .count();
-        // An init segment right before it (an earlier swap's) is taken out with it: `before`
-        // and `after` below put back whatever init this segment and the next one need.
-        if from > 0 && matches!(q.items[from - 1], Item::Init { .. }) {
-            from -= 1;
-        }
-        let candidate_of = |i: &Item| match i {
-            Item::Init { candidate, .. } | Item::Media { candidate, .. } => Some(*candidate),
-            Item::Eos => None,
-        };
-        let before = q
-            .items
-            .iter()
-            .take(from)
-            .rev()
-            .find_map(candidate_of)
-            .or(q.popped_candidate);
-        let after = match q.items.get(to) {
-            Some(Item::Media { candidate, .. }) if *candidate != cand => Some(*candidate),
-            // What follows switches to `cand`: its init segment is now redundant.
-            Some(Item::Init { candidate, .. }) if *candidate == cand => {
-                to += 1;
-                None
-            }
-            _ => None,
-        };
-        let mut new: Vec<Item> = Vec::with_capacity(media.len() + 2);
-        if before != Some(cand) {
-            let Some(init) = init_of(cand, tag) else {
-                return false;
-            };
-            new.push(init);
-        }
-        new.extend(media);
-        if let Some(c) = after {
-            let Some(init) = init_of(c, tag) else {
-                return false;
-            };
-            new.push(init);
-        }
-        let tail = q.items.split_off(to);
-        for item in q.items.split_off(from) {
-            q.take_out(&item);
-        }
-        for item in new {
-            q.put_in(&item);
-            q.items.push_back(item);
-        }
-        q.items.extend(tail);
-        true
-    }
-
-    /// Empties the queue for a new play and returns the play's epoch (for [`run`]).
-    pub fn clear(&self) -> u64 {
-        let mut q = self.queue.lock().unwrap();
-        // (popped_tag back to 0 is safe: the next download's tag is above every earlier one.)
-        *q = Queue::default();
-        self.playhead.lock().unwrap().reset();
-        let epoch = self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        self.complete
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.taking_stopped
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        epoch
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -647,7 +303,10 @@ pub struct Context {
     pub audio_object: Mutex<AudioObject>,
     pub fetcher: Fetcher,
     pub limits: Limits,
-    pub shared: Arc<Shared>,
+    /// Shared with the element's streaming thread.
+    pub queue: Arc<Queue>,
+    /// What `stats` reports.
+    pub stats: Mutex<Stats>,
     pub refresher: Option<Arc<dyn Refresher>>,
     pub plans: Mutex<HashMap<String, Arc<RepPlan>>>,
     pub inits: Mutex<HashMap<String, Bytes>>,
@@ -708,13 +367,12 @@ impl Context {
             *LAST_SESSION.lock().unwrap() = est;
             a.selector.stats().estimate_bps
         });
-        self.shared.stats.lock().unwrap().estimate_bps =
-            abr_estimate.unwrap_or_else(|| self.estimate());
+        self.stats.lock().unwrap().estimate_bps = abr_estimate.unwrap_or_else(|| self.estimate());
     }
 
     /// Playback ran dry: the selector counts it (and decides the next segment as a rebuffer).
     pub fn on_underrun(&self) {
-        self.shared.stats.lock().unwrap().underruns += 1;
+        self.stats.lock().unwrap().underruns += 1;
         if let Some(a) = self.abr.lock().unwrap().as_mut() {
             a.selector.on_stall();
         }
@@ -723,20 +381,7 @@ impl Context {
     /// The buffer the selector decides on: the demuxer's queue and what went downstream that
     /// the listener has not heard yet.
     fn buffer_level(&self) -> abr::BufferLevel {
-        self.level(self.shared.downstream_ahead())
-    }
-
-    /// The demuxer's queue, plus `downstream` ahead of the listener.
-    fn level(&self, downstream: Duration) -> abr::BufferLevel {
-        let q = self.shared.queue.lock().unwrap();
-        abr::BufferLevel {
-            ahead: q.time + downstream,
-            bytes: q.bytes,
-            playing: self
-                .shared
-                .playing
-                .load(std::sync::atomic::Ordering::SeqCst),
-        }
+        self.queue.level(true)
     }
 
     /// Builds the selector over the family's candidates, or every candidate with
@@ -886,9 +531,9 @@ impl Context {
             ))),
             e if e.is_transient() && attempt < self.fetcher.policy.attempts => {
                 match e {
-                    FetchError::Stalled(_) => self.shared.stats.lock().unwrap().stalls += 1,
+                    FetchError::Stalled(_) => self.stats.lock().unwrap().stalls += 1,
                     FetchError::NoResponse(waited) => {
-                        self.shared.stats.lock().unwrap().stalls += 1;
+                        self.stats.lock().unwrap().stalls += 1;
                         // No answer at all: the link is out, which the selector must know.
                         if let Some(a) = self.abr.lock().unwrap().as_mut() {
                             a.selector.on_request_timeout(waited);
@@ -896,7 +541,7 @@ impl Context {
                     }
                     _ => {}
                 }
-                self.shared.stats.lock().unwrap().retries += 1;
+                self.stats.lock().unwrap().retries += 1;
                 let d = self.fetcher.policy.delay(attempt);
                 (self.log)(&format!("{what}: {e}; retry {attempt} in {d:?}"));
                 tokio::time::sleep(d).await;
@@ -923,7 +568,7 @@ impl Context {
             attempt += 1;
             match self.fetcher.fetch_once(&req, MAX_RESPONSE_BYTES).await {
                 Ok(f) => {
-                    self.shared.stats.lock().unwrap().bytes += f.data.len() as u64;
+                    self.stats.lock().unwrap().bytes += f.data.len() as u64;
                     self.measure(f.data.len() as u64, f.ttfb, f.total);
                     return Ok(f);
                 }
@@ -978,7 +623,7 @@ impl Context {
         let new_gen = fresh.generation;
         let manifest = fresh.manifest_uri.clone();
         let mheaders = fresh.manifest_headers.clone();
-        self.shared.stats.lock().unwrap().refreshes += 1;
+        self.stats.lock().unwrap().refreshes += 1;
         (self.log)(&format!(
             "audio object refreshed ({reason}): generation {gen} -> {new_gen}"
         ));
@@ -1226,9 +871,9 @@ impl Context {
         let mut held_init: Option<Item> = None;
         let queue = |item: Item, held: &mut Option<Item>| {
             if let Some(init) = held.take() {
-                self.shared.push(epoch, init);
+                self.queue.push(epoch, init);
             }
-            self.shared.push(epoch, item);
+            self.queue.push(epoch, item);
         };
         'attempts: loop {
             self.maybe_refresh_expiring().await?;
@@ -1258,7 +903,7 @@ impl Context {
                     c = body.next_raw() => match c {
                         Ok(Some(c)) => {
                             received += c.len() as u64;
-                            self.shared.stats.lock().unwrap().bytes += c.len() as u64;
+                            self.stats.lock().unwrap().bytes += c.len() as u64;
                             piece.pending.extend_from_slice(&c);
                             stall_at = tokio::time::Instant::now()
                                 + self.fetcher.policy.stall_timeout;
@@ -1304,11 +949,7 @@ impl Context {
                     }
                     _ = tick.tick() => {}
                 }
-                let startup = piece.queued == 0
-                    && !self
-                        .shared
-                        .playing
-                        .load(std::sync::atomic::Ordering::SeqCst);
+                let startup = piece.queued == 0 && !self.queue.is_playing();
                 // The start check needs a fair sample: a full piece, or the bytes of
                 // START_SAMPLE (on a slow link only; a fast one fills the piece sooner).
                 let sampled = piece.pending.len() >= CHUNK_BYTES
@@ -1351,7 +992,7 @@ impl Context {
             })?);
         }
         queue(piece.take(true), &mut held_init);
-        self.shared.stats.lock().unwrap().segments += 1;
+        self.stats.lock().unwrap().segments += 1;
         let ttfb = ttfb.unwrap_or_default();
         self.measure(received, ttfb, started.elapsed());
         Ok(Streamed::Done)
@@ -1373,7 +1014,7 @@ impl Context {
 
     /// Counts a download given up for candidate `to`, with one debug line saying `why`.
     fn count_abandon(&self, why: &str, f: &InFlightNow, total: u64, to: usize) {
-        self.shared.stats.lock().unwrap().abandons += 1;
+        self.stats.lock().unwrap().abandons += 1;
         (self.log)(&format!(
             "{why} segment {} of {} after {} of {} bytes in {:?}: {} instead",
             f.index,
@@ -1407,32 +1048,23 @@ impl Context {
     /// `Some((candidate, init_retracted))`: fetch the segment from that candidate instead.
     fn check_abandon(&self, f: &InFlightNow) -> Option<(usize, bool)> {
         let total = f.total?;
-        let mut q = self.shared.queue.lock().unwrap();
         let in_flight = |rep| f.as_rep(rep, total);
-        if q.popped_tag >= f.tag || self.pinned.lock().unwrap().is_some() {
+        let pinned = self.pinned.lock().unwrap().is_some();
+        let now = self.epoch.elapsed();
+        let (to, init_retracted) = self.queue.retract_unless_sent(f.tag, |level| match level {
+            Some(level) if !pinned => self.with_selector(f.cand, |s, rep| {
+                s.check_abandon(&in_flight(rep), &level, now)
+            }),
             // Too late to abandon (or not ours to choose), but the selector still follows the
             // progress: an outage that starts mid-download shows there.
-            drop(q);
-            self.with_selector(f.cand, |s, rep| {
-                s.on_progress(&in_flight(rep));
+            _ => {
+                self.with_selector(f.cand, |s, rep| {
+                    s.on_progress(&in_flight(rep));
+                    None
+                });
                 None
-            });
-            return None;
-        }
-        let level = abr::BufferLevel {
-            ahead: q.time + self.shared.downstream_ahead(),
-            bytes: q.bytes,
-            playing: self
-                .shared
-                .playing
-                .load(std::sync::atomic::Ordering::SeqCst),
-        };
-        let now = self.epoch.elapsed();
-        let to = self.with_selector(f.cand, |s, rep| {
-            s.check_abandon(&in_flight(rep), &level, now)
+            }
         })?;
-        let init_retracted = self.shared.retract(&mut q, f.tag)?;
-        drop(q);
         self.count_abandon("abandoning", f, total, to);
         Some((to, init_retracted))
     }
@@ -1441,7 +1073,7 @@ impl Context {
         loop {
             // Only the demuxer's own queue: it is what the byte and time budgets bound, and a
             // consumer far ahead of real time (a file sink) must not pause the downloads.
-            let level = self.level(Duration::ZERO);
+            let level = self.queue.level(false);
             let advice = self
                 .abr
                 .lock()
@@ -1460,17 +1092,16 @@ impl Context {
                 }
             }
             // The streaming thread notifies on every pop; the timeout covers a missed wakeup.
-            let _ = tokio::time::timeout(Duration::from_millis(200), self.shared.space.notified())
-                .await;
+            self.queue.taken(Duration::from_millis(200)).await;
         }
     }
 
     /// The selector's upgrade for the queue as it is: `(segment, its index, candidate)`.
     fn propose_upgrade(&self) -> Option<(QueuedSegment, usize, usize)> {
-        if self.pinned.lock().unwrap().is_some() || !self.shared.taking() {
+        if self.pinned.lock().unwrap().is_some() || !self.queue.taking() {
             return None;
         }
-        let queued = self.shared.queued_segments();
+        let queued = self.queue.queued_segments();
         let level = self.buffer_level();
         let plans = self.plans.lock().unwrap().clone();
         let index_of = |q: &QueuedSegment| {
@@ -1513,7 +1144,7 @@ impl Context {
     async fn upgrade_buffered(&self, epoch: u64) {
         // Each proposal is swapped in or its segment is gone from the choices (downstream, or
         // failed): this bound is only a guard.
-        let bound = self.shared.queued_segments().len() * 8;
+        let bound = self.queue.queued_segments().len() * 8;
         for _ in 0..bound {
             let Some((seg, index, to)) = self.propose_upgrade() else {
                 return;
@@ -1526,17 +1157,17 @@ impl Context {
             ));
             match self.upgrade_segment(seg, index, to, epoch).await {
                 Ok(true) => {
-                    self.shared.stats.lock().unwrap().upgrades += 1;
+                    self.stats.lock().unwrap().upgrades += 1;
                     (self.log)(&format!("segment {index}: {to_id} swapped in"));
                 }
                 Ok(false) => {
-                    self.shared.stats.lock().unwrap().upgrades_dropped += 1;
+                    self.stats.lock().unwrap().upgrades_dropped += 1;
                     (self.log)(&format!(
                         "segment {index}: the upgrade to {to_id} came too late, dropped"
                     ));
                 }
                 Err(e) => {
-                    self.shared.stats.lock().unwrap().upgrades_dropped += 1;
+                    self.stats.lock().unwrap().upgrades_dropped += 1;
                     (self.log)(&format!(
                         "segment {index}: the upgrade to {to_id} failed ({e:?}); no more upgrades"
                     ));
@@ -1555,8 +1186,7 @@ impl Context {
         to: usize,
         epoch: u64,
     ) -> Result<bool, EngineError> {
-        let gone =
-            || !self.shared.taking() || self.shared.queue.lock().unwrap().popped_tag >= seg.tag;
+        let gone = || !self.queue.taking() || self.queue.popped_tag() >= seg.tag;
         let what = format!("segment {index} of {}", plan_id(self, to));
         let download = async {
             self.init_bytes(to).await?;
@@ -1624,7 +1254,7 @@ impl Context {
                 tag,
             })
         };
-        Ok(self.shared.replace(epoch, seg.tag, to, media, &init_of))
+        Ok(self.queue.replace(epoch, seg.tag, to, media, &init_of))
     }
 
     /// Any candidate of the family (all share one segment timeline).
@@ -1676,7 +1306,7 @@ impl Context {
 }
 
 /// Plays from `position` to the end, or until the task is aborted (flush, seek, stop).
-/// `epoch` is what [`Shared::clear`] returned for this play.
+/// `epoch` is what [`Queue::clear`] returned for this play.
 pub async fn run(ctx: Arc<Context>, position: Duration, epoch: u64) {
     use futures::FutureExt;
     // A panic must become an error message, never a silent stop that hangs the pipeline.
@@ -1690,7 +1320,7 @@ pub async fn run(ctx: Arc<Context>, position: Duration, epoch: u64) {
         });
     if let Err(e) = res {
         (ctx.log)(&format!("download stopped: {e:?}"));
-        ctx.shared.fail(epoch, e);
+        ctx.queue.fail(epoch, e);
     }
 }
 
@@ -1729,7 +1359,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
             break;
         }
         let seg = plan.segments[index].clone();
-        let tag = ctx.shared.new_tag();
+        let tag = ctx.queue.new_tag();
         let outcome = if current == Some(chosen) {
             ctx.stream_segment(chosen, index, tag, epoch, None).await?
         } else {
@@ -1739,7 +1369,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
                     plan_id(ctx, cur),
                     plan_id(ctx, chosen)
                 ));
-                ctx.shared.stats.lock().unwrap().switches += 1;
+                ctx.stats.lock().unwrap().switches += 1;
             }
             let codec = ctx.presentation.lock().unwrap().candidates[chosen]
                 .codec
@@ -1762,7 +1392,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
             let ((), outcome) = tokio::try_join!(init, media)?;
             previous = current;
             current = Some(chosen);
-            ctx.shared.stats.lock().unwrap().candidate = Some(chosen);
+            ctx.stats.lock().unwrap().candidate = Some(chosen);
             outcome
         };
         match outcome {
@@ -1770,7 +1400,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
             Streamed::Abandoned { to, init_retracted } => {
                 if init_retracted {
                     current = previous;
-                    let mut s = ctx.shared.stats.lock().unwrap();
+                    let mut s = ctx.stats.lock().unwrap();
                     s.candidate = current;
                     if current.is_some() {
                         s.switches = s.switches.saturating_sub(1);
@@ -1780,7 +1410,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
             }
         }
     }
-    ctx.shared.push(epoch, Item::Eos);
+    ctx.queue.push(epoch, Item::Eos);
     ctx.upgrade_buffered(epoch).await;
     Ok(())
 }
@@ -1900,161 +1530,6 @@ mod tests {
             t.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
             [Duration::ZERO, Duration::ZERO, Duration::from_secs(10)]
         );
-    }
-
-    #[test]
-    fn a_download_is_retracted_only_while_nothing_of_it_went_downstream() {
-        let shared = Shared::default();
-        let epoch = shared.clear();
-        let (a, b) = (shared.new_tag(), shared.new_tag());
-        let media = |tag, n: usize| Item::Media {
-            candidate: 0,
-            data: Bytes::from(vec![0u8; n]),
-            start: Duration::ZERO,
-            duration: Duration::from_secs(1),
-            time: Duration::from_millis(100),
-            first: false,
-            tag,
-        };
-        shared.push(epoch, media(a, 10));
-        shared.push(
-            epoch,
-            Item::Init {
-                candidate: 1,
-                codec: "flac".into(),
-                data: Bytes::from(vec![0u8; 5]),
-                tag: b,
-            },
-        );
-        shared.push(epoch, media(b, 20));
-        shared.push(epoch, media(b, 20));
-        // A stale play's task queues nothing.
-        shared.push(epoch - 1, media(b, 1000));
-        let mut q = shared.queue.lock().unwrap();
-        assert_eq!((q.bytes, q.time), (55, Duration::from_millis(300)));
-        assert!(matches!(shared.pop(&mut q), Some(Item::Media { tag, .. }) if tag == a));
-        // Download a went downstream: too late for it; b is taken back whole, init included.
-        assert_eq!(shared.retract(&mut q, a), None);
-        assert_eq!(shared.retract(&mut q, b), Some(true));
-        assert_eq!((q.items.len(), q.bytes, q.time), (0, 0, Duration::ZERO));
-    }
-
-    /// The queue as `(kind, candidate, tag, bytes)`, kind `I`nit, `M`edia or `E`os.
-    fn layout(shared: &Shared) -> Vec<(char, usize, u64, usize)> {
-        let q = shared.queue.lock().unwrap();
-        q.items
-            .iter()
-            .map(|i| match i {
-                Item::Init {
-                    candidate,
-                    data,
-                    tag,
-                    ..
-                } => ('I', *candidate, *tag, data.len()),
-                Item::Media {
-                    candidate,
-                    data,
-                    tag,
-                    ..
-                } => ('M', *candidate, *tag, data.len()),
-                Item::Eos => ('E', 0, 0, 0),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_buffered_segment_is_swapped_only_while_nothing_of_it_went_downstream() {
-        let shared = Shared::default();
-        let epoch = shared.clear();
-        let s = Duration::from_secs;
-        let init = |candidate, tag| Item::Init {
-            candidate,
-            codec: "flac".into(),
-            data: Bytes::from(vec![0u8; 7]),
-            tag,
-        };
-        let media = |candidate, k: u64, n: usize, first, tag| Item::Media {
-            candidate,
-            data: Bytes::from(vec![0u8; n]),
-            start: s(10 * k),
-            duration: s(10),
-            time: s(5),
-            first,
-            tag,
-        };
-        // Segments 0 to 3 from candidate 0, two pieces each, then the end.
-        let tags: Vec<u64> = (0..4).map(|_| shared.new_tag()).collect();
-        shared.push(epoch, init(0, tags[0]));
-        for (k, &tag) in tags.iter().enumerate() {
-            shared.push(epoch, media(0, k as u64, 100, true, tag));
-            shared.push(epoch, media(0, k as u64, 100, false, tag));
-        }
-        shared.push(epoch, Item::Eos);
-        // The init and segment 0's first piece went downstream.
-        {
-            let mut q = shared.queue.lock().unwrap();
-            shared.pop(&mut q);
-            shared.pop(&mut q);
-        }
-        let due: Vec<(u64, Duration)> = shared
-            .queued_segments()
-            .iter()
-            .map(|q| (q.tag, q.due_in))
-            .collect();
-        assert_eq!(
-            due,
-            vec![
-                (tags[0], s(0)),
-                (tags[1], s(5)),
-                (tags[2], s(15)),
-                (tags[3], s(25))
-            ]
-        );
-        let init_of = |c: usize, tag: u64| Some(init(c, tag));
-        let upgrade = |k: u64, tag| vec![media(1, k, 300, true, tag), media(1, k, 200, false, tag)];
-        // Segment 0 is playing: too late. A stale play swaps nothing.
-        assert!(!shared.replace(epoch, tags[0], 1, upgrade(0, tags[0]), &init_of));
-        assert!(!shared.replace(epoch + 1, tags[2], 1, upgrade(2, tags[2]), &init_of));
-        // Segment 2 from candidate 1: its init before it, candidate 0's again after it.
-        assert!(shared.replace(epoch, tags[2], 1, upgrade(2, tags[2]), &init_of));
-        // The last segment: no init after it (the end follows).
-        assert!(shared.replace(epoch, tags[3], 1, upgrade(3, tags[3]), &init_of));
-        let (t0, t1, t2, t3) = (tags[0], tags[1], tags[2], tags[3]);
-        assert_eq!(
-            layout(&shared),
-            vec![
-                ('M', 0, t0, 100),
-                ('M', 0, t1, 100),
-                ('M', 0, t1, 100),
-                ('I', 1, t2, 7),
-                ('M', 1, t2, 300),
-                ('M', 1, t2, 200),
-                // (Segment 2's swap put candidate 0's init here; segment 3's took it out.)
-                ('M', 1, t3, 300),
-                ('M', 1, t3, 200),
-                ('E', 0, 0, 0),
-            ]
-        );
-        {
-            let q = shared.queue.lock().unwrap();
-            assert_eq!((q.bytes, q.time), (100 + 200 + 1000 + 7, s(35)));
-        }
-        // Segment 1 from candidate 1: an init before it, and segment 2's init goes.
-        assert!(shared.replace(epoch, t1, 1, upgrade(1, t1), &init_of));
-        let kinds: String = layout(&shared).iter().map(|l| l.0).collect();
-        assert_eq!(kinds, "MIMMMMMME");
-        {
-            let q = shared.queue.lock().unwrap();
-            assert_eq!((q.bytes, q.time), (100 + 7 + 1500, s(35)));
-        }
-        // Once segment 1's first piece is taken, it stays as it is.
-        {
-            let mut q = shared.queue.lock().unwrap();
-            shared.pop(&mut q);
-            shared.pop(&mut q);
-            shared.pop(&mut q);
-        }
-        assert!(!shared.replace(epoch, t1, 0, upgrade(1, t1), &init_of));
     }
 
     #[test]
