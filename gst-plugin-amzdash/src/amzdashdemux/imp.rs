@@ -217,10 +217,7 @@ impl AmzDashDemux {
                         gst::debug!(CAT, imp = self, "audio object generation {}", ao.generation);
                         let mut st = self.state.lock().unwrap();
                         if let Some(ctx) = &st.ctx {
-                            let mut cur = ctx.audio_object.lock().unwrap();
-                            if ao.generation > cur.generation {
-                                *cur = ao.clone();
-                            }
+                            ctx.update_audio_object(ao.clone());
                         }
                         st.audio_object = Some(ao);
                     }
@@ -397,41 +394,29 @@ impl AmzDashDemux {
             .as_ref()
             .map(|_| Arc::new(PadRefresher(self.sinkpad.downgrade())) as Arc<dyn Refresher>);
         let obj = self.obj().downgrade();
-        let ctx = Arc::new(Context {
-            presentation: Mutex::new(Arc::new(presentation)),
-            audio_object: Mutex::new(ao.unwrap_or_default()),
-            fetcher,
+        let config = engine::Config {
             limits: Limits {
                 buffer_time: Duration::from_nanos(settings.buffer_time.nseconds()),
                 buffer_bytes: settings.buffer_bytes,
             },
-            queue: self.queue.clone(),
-            stats: Mutex::new(Default::default()),
-            refresher,
-            plans: Mutex::new(HashMap::new()),
-            inits: Mutex::new(HashMap::new()),
-            throughput: Mutex::new({
-                // The selector's half-lives, for the estimate used without one.
-                let d = crate::abr::AbrConfig::default();
-                crate::abr::ThroughputEstimator::new(
-                    d.fast_half_life.as_secs_f64(),
-                    d.slow_half_life.as_secs_f64(),
-                )
-            }),
             family,
             codec_switching: settings.codec_switching,
-            abr: Mutex::new(None),
-            refresh_lock: tokio::sync::Mutex::new(()),
-            swap_lock: std::sync::RwLock::new(()),
-            max_bitrate: settings.max_bitrate.into(),
-            pinned: Mutex::new(Some(settings.representation.clone()).filter(|s| !s.is_empty())),
-            epoch: std::time::Instant::now(),
-            log: Box::new(move |m| {
+            max_bitrate: settings.max_bitrate,
+            pinned: Some(settings.representation.clone()).filter(|s| !s.is_empty()),
+        };
+        let ctx = Arc::new(Context::new(
+            presentation,
+            ao.unwrap_or_default(),
+            fetcher,
+            refresher,
+            self.queue.clone(),
+            config,
+            Box::new(move |m| {
                 if let Some(o) = obj.upgrade() {
                     gst::debug!(CAT, obj = o, "{}", m);
                 }
             }),
-        });
+        ));
         {
             let mut st = self.state.lock().unwrap();
             st.ctx = Some(ctx.clone());

@@ -5,8 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use url::Url;
 
 use crate::abr;
@@ -15,8 +15,10 @@ use crate::mpd::{sidx, Mpd, Representation, SegmentScheme};
 use crate::segments::{self, InitRef, SegmentPlan, SegmentRef};
 
 mod queue;
+mod refresh;
 
 pub use queue::{Item, Next, Queue, QueuedSegment, UNDERRUN};
+pub use refresh::{AudioObject, Refresher};
 
 /// No single response may be larger than this (a 10 s 192 kHz/24 bit FLAC segment is ~8 MB).
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -33,49 +35,6 @@ pub const ABANDON_CHECK: Duration = Duration::from_millis(250);
 /// At start-up, the first piece waits for this much of the body (or a whole piece) so that the
 /// start check measures a rate, not a burst.
 pub const START_SAMPLE: Duration = Duration::from_millis(100);
-
-/// The audio object as the demuxer uses it; values are secret, `Debug` prints none.
-#[derive(Clone, Default)]
-pub struct AudioObject {
-    pub generation: u32,
-    /// Unix seconds.
-    pub expires: Option<u64>,
-    pub manifest_uri: Option<Url>,
-    pub segment_headers: Vec<(String, String)>,
-    pub manifest_headers: Vec<(String, String)>,
-    pub user_agent: Option<String>,
-    /// When the demuxer should ask for a fresh one (computed on receipt).
-    pub refresh_at: Option<SystemTime>,
-}
-
-impl std::fmt::Debug for AudioObject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AudioObject")
-            .field("generation", &self.generation)
-            .field("expires", &self.expires)
-            .field("segment_headers", &self.segment_headers.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl AudioObject {
-    /// The contract's refresh time: at 80 % of the remaining lifetime or 30 s before expiry,
-    /// whichever is earlier.
-    pub fn schedule_refresh(&mut self, now: SystemTime) {
-        self.refresh_at = self.expires.map(|e| {
-            let exp = UNIX_EPOCH + Duration::from_secs(e);
-            let remaining = exp.duration_since(now).unwrap_or_default();
-            let a = remaining.mul_f64(0.8);
-            let b = remaining.saturating_sub(Duration::from_secs(30));
-            now + a.min(b)
-        });
-    }
-}
-
-/// Asks upstream (amazonmusicsrc) for a fresh audio object; blocking, called off the runtime.
-pub trait Refresher: Send + Sync {
-    fn refresh(&self, reason: &str, generation: u32) -> Option<AudioObject>;
-}
 
 /// One representation the engine may choose.
 #[derive(Debug, Clone)]
@@ -328,7 +287,7 @@ pub struct Context {
     pub refresh_lock: tokio::sync::Mutex<()>,
     /// Requests are built under the read side; a refresh swaps URLs and headers under the
     /// write side, so no request pairs one generation's headers with another's URLs.
-    pub swap_lock: std::sync::RwLock<()>,
+    pub swap_lock: RwLock<()>,
     /// `representation`: a Representation id that overrides the selector (any codec: a codec
     /// change starts a new stream downstream).
     pub pinned: Mutex<Option<String>>,
@@ -336,11 +295,59 @@ pub struct Context {
     pub log: Box<dyn Fn(&str) + Send + Sync>,
 }
 
-impl Context {
-    fn headers(&self) -> Vec<(String, String)> {
-        self.audio_object.lock().unwrap().segment_headers.clone()
-    }
+/// What the element configures a play with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: Limits,
+    /// Codec family to start in (see [`Context::family`]).
+    pub family: String,
+    pub codec_switching: bool,
+    /// `max-bitrate` (0 = none).
+    pub max_bitrate: u64,
+    /// `representation`, when set.
+    pub pinned: Option<String>,
+}
 
+impl Context {
+    pub fn new(
+        presentation: Presentation,
+        audio_object: AudioObject,
+        fetcher: Fetcher,
+        refresher: Option<Arc<dyn Refresher>>,
+        queue: Arc<Queue>,
+        config: Config,
+        log: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Context {
+        // The selector's half-lives, for the estimate used without one.
+        let d = abr::AbrConfig::default();
+        Context {
+            presentation: Mutex::new(Arc::new(presentation)),
+            audio_object: Mutex::new(audio_object),
+            fetcher,
+            limits: config.limits,
+            queue,
+            stats: Mutex::new(Stats::default()),
+            refresher,
+            plans: Mutex::new(HashMap::new()),
+            inits: Mutex::new(HashMap::new()),
+            throughput: Mutex::new(abr::ThroughputEstimator::new(
+                d.fast_half_life.as_secs_f64(),
+                d.slow_half_life.as_secs_f64(),
+            )),
+            family: config.family,
+            codec_switching: config.codec_switching,
+            abr: Mutex::new(None),
+            epoch: Instant::now(),
+            max_bitrate: config.max_bitrate.into(),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            swap_lock: RwLock::new(()),
+            pinned: Mutex::new(config.pinned),
+            log,
+        }
+    }
+}
+
+impl Context {
     fn estimate(&self) -> f64 {
         self.throughput
             .lock()
@@ -485,20 +492,6 @@ impl Context {
         a.selector.set_cap(cap);
     }
 
-    /// The request `build` makes from the current presentation, with the audio-object
-    /// generation it belongs to: URLs and headers from one generation (a refresh swaps both
-    /// under the write lock), so a 403 on it asks for a newer one.
-    fn snapshot<F>(&self, build: &F) -> Result<(u32, Request), EngineError>
-    where
-        F: Fn(&Context) -> Result<Request, EngineError>,
-    {
-        let _snapshot = self.swap_lock.read().unwrap();
-        // (A separate statement: the generation's guard must be dropped before build() reads
-        // the headers under the same mutex.)
-        let gen = self.audio_object.lock().unwrap().generation;
-        Ok((gen, build(self)?))
-    }
-
     /// After attempt `attempt` of `what` failed with `e`: `Ok` to try again (after the backoff,
     /// or after refreshing the audio object on a first 401/403), or the error to give up with.
     async fn after_failure(
@@ -578,137 +571,6 @@ impl Context {
                 }
             }
         }
-    }
-
-    async fn maybe_refresh_expiring(&self) -> Result<(), EngineError> {
-        let (due, gen) = {
-            let ao = self.audio_object.lock().unwrap();
-            (
-                ao.refresh_at.is_some_and(|t| SystemTime::now() >= t),
-                ao.generation,
-            )
-        };
-        if due && self.refresher.is_some() {
-            self.refresh("expiring", gen).await?;
-        }
-        Ok(())
-    }
-
-    /// Asks upstream for a fresh audio object, reloads the manifest with it and swaps the
-    /// segment URLs; playback continues at the same segment index and time.
-    /// `seen` is the generation the caller found wanting: concurrent callers (the parallel
-    /// init and first segment, say) wait for one refresh instead of each asking.
-    async fn refresh(&self, reason: &str, seen: u32) -> Result<(), EngineError> {
-        let Some(r) = self.refresher.clone() else {
-            return Ok(());
-        };
-        let _one_at_a_time = self.refresh_lock.lock().await;
-        let gen = self.audio_object.lock().unwrap().generation;
-        if gen != seen {
-            return Ok(());
-        }
-        let reason_s = reason.to_string();
-        let fresh = tokio::task::spawn_blocking(move || r.refresh(&reason_s, gen))
-            .await
-            .ok()
-            .flatten();
-        let Some(mut fresh) = fresh else {
-            // Nobody answered: stop asking on a timer; a 403 will still fail clearly.
-            self.audio_object.lock().unwrap().refresh_at = None;
-            return Err(EngineError::NotAuthorized(format!(
-                "audio object refresh ({reason}) got no answer from upstream"
-            )));
-        };
-        fresh.schedule_refresh(SystemTime::now());
-        let new_gen = fresh.generation;
-        let manifest = fresh.manifest_uri.clone();
-        let mheaders = fresh.manifest_headers.clone();
-        self.stats.lock().unwrap().refreshes += 1;
-        (self.log)(&format!(
-            "audio object refreshed ({reason}): generation {gen} -> {new_gen}"
-        ));
-        if let Some(url) = manifest {
-            let req = Request {
-                url: url.clone(),
-                range: None,
-                headers: mheaders,
-            };
-            let f = self
-                .fetcher
-                .fetch_once(&req, crate::mpd::MAX_MANIFEST_BYTES as u64)
-                .await
-                .map_err(|e| EngineError::Manifest(format!("refreshed manifest: {e}")))?;
-            let mpd = Mpd::parse(&f.data)
-                .map_err(|e| EngineError::Manifest(format!("refreshed manifest: {e}")))?;
-            let old = self.presentation.lock().unwrap().clone();
-            // Same track, same representations: only URLs change. Keep candidate indices.
-            let mut p = (*old).clone();
-            for c in &p.candidates {
-                let set = mpd
-                    .periods
-                    .get(p.period)
-                    .and_then(|per| per.adaptation_sets.get(c.set));
-                if set
-                    .and_then(|s| s.representations.get(c.rep))
-                    .map(|r| &r.id)
-                    != Some(&c.id)
-                {
-                    return Err(EngineError::Manifest(
-                        "refreshed manifest lists different representations".into(),
-                    ));
-                }
-            }
-            p.mpd = mpd;
-            p.manifest_url = url;
-            let _swap = self.swap_lock.write().unwrap();
-            self.replace_urls(&p)?;
-            *self.presentation.lock().unwrap() = Arc::new(p);
-            *self.audio_object.lock().unwrap() = fresh;
-        } else {
-            let _swap = self.swap_lock.write().unwrap();
-            *self.audio_object.lock().unwrap() = fresh;
-        }
-        Ok(())
-    }
-
-    /// Re-derives the URLs of every planned representation from a refreshed manifest. Times
-    /// and byte ranges stay, so the segment being fetched is the same one, at its new URL.
-    fn replace_urls(&self, p: &Presentation) -> Result<(), EngineError> {
-        let mut plans = self.plans.lock().unwrap();
-        let period = &p.mpd.periods[p.period];
-        for c in &p.candidates {
-            let Some(old) = plans.get(&c.id).cloned() else {
-                continue;
-            };
-            let fresh = segments::plan(&p.manifest_url, p.rep(c), period.start, period.duration)
-                .map_err(|e| EngineError::Manifest(format!("refreshed manifest: {e}")))?;
-            let plan = match fresh {
-                SegmentPlan::Ready { init, segments } => {
-                    if segments.len() != old.segments.len() {
-                        return Err(EngineError::Manifest(format!(
-                            "refreshed manifest has {} segments for {} instead of {}",
-                            segments.len(),
-                            c.id,
-                            old.segments.len()
-                        )));
-                    }
-                    RepPlan { init, segments }
-                }
-                SegmentPlan::NeedsIndex { init, url, .. } => RepPlan {
-                    init,
-                    segments: old
-                        .segments
-                        .iter()
-                        .map(|s| SegmentRef {
-                            url: url.clone(),
-                            ..s.clone()
-                        })
-                        .collect(),
-                },
-            };
-            plans.insert(c.id.clone(), Arc::new(plan));
-        }
-        Ok(())
     }
 
     async fn plan(&self, cand: usize) -> Result<Arc<RepPlan>, EngineError> {
@@ -1440,8 +1302,43 @@ fn plan_id(ctx: &Context, c: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A context over a one-representation manifest (FLAC, two 2 s segments), fetching nothing.
+    pub(crate) fn context(audio_object: AudioObject) -> Context {
+        let doc = r#"<MPD type="static" mediaPresentationDuration="PT4S"><Period>
+            <AdaptationSet contentType="audio"><Representation id="a" codecs="flac"
+            bandwidth="1000000"><BaseURL>a.mp4</BaseURL><SegmentList timescale="1" duration="2">
+            <Initialization range="0-9"/><SegmentURL mediaRange="10-19"/>
+            <SegmentURL mediaRange="20-29"/></SegmentList></Representation></AdaptationSet>
+            </Period></MPD>"#;
+        let presentation = Presentation {
+            mpd: Mpd::parse(doc.as_bytes()).unwrap(),
+            period: 0,
+            manifest_url: Url::parse("http://cdn.example/t/manifest.mpd").unwrap(),
+            candidates: vec![cand("a", "flac", 1_000_000)],
+        };
+        let config = Config {
+            limits: Limits {
+                buffer_time: Duration::from_secs(60),
+                buffer_bytes: 32 * 1024 * 1024,
+            },
+            family: "flac".into(),
+            codec_switching: false,
+            max_bitrate: 0,
+            pinned: None,
+        };
+        Context::new(
+            presentation,
+            audio_object,
+            Fetcher::new(Default::default(), "test").unwrap(),
+            None,
+            Arc::default(),
+            config,
+            Box::new(|_| {}),
+        )
+    }
 
     fn cand(id: &str, codec: &str, bw: u64) -> Candidate {
         Candidate {
@@ -1468,23 +1365,6 @@ mod tests {
         // Nothing fits: the lowest of the family, never another codec.
         assert_eq!(choose(&c, "flac", 100_000.0, 0), 0);
         assert_eq!(choose(&c, "opus", 10_000_000.0, 0), 2);
-    }
-
-    #[test]
-    fn refresh_time_is_the_earlier_of_80_percent_and_30_s_before() {
-        let now = UNIX_EPOCH + Duration::from_secs(1000);
-        let mut ao = AudioObject {
-            expires: Some(1100),
-            ..Default::default()
-        };
-        ao.schedule_refresh(now);
-        assert_eq!(ao.refresh_at, Some(now + Duration::from_secs(70)));
-        ao.expires = Some(1000 + 3600);
-        ao.schedule_refresh(now);
-        assert_eq!(ao.refresh_at, Some(now + Duration::from_secs(2880)));
-        ao.expires = Some(10);
-        ao.schedule_refresh(now);
-        assert_eq!(ao.refresh_at, Some(now));
     }
 
     fn piece(total: Option<u64>) -> Piece {
