@@ -5,7 +5,6 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use url::Url;
@@ -15,8 +14,7 @@ use super::audio_object::{
 };
 use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{
-    self, codec_family, quality_rank, AudioObject, Candidate, Context, EngineError, Item, Limits,
-    Next, Presentation, Queue, Refresher,
+    self, AudioObject, Context, EngineError, Item, Limits, Next, Queue, Refresher,
 };
 use crate::fetch::{redact, Fetcher, RetryPolicy};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
@@ -281,81 +279,6 @@ impl AmzDashDemux {
         None
     }
 
-    fn build_presentation(&self, mpd: Mpd, url: Url) -> Result<(Presentation, String), String> {
-        let settings = self.settings.lock().unwrap().clone();
-        let max_q = quality_rank(&settings.max_quality);
-        let mut candidates = Vec::new();
-        let mut skipped = Vec::new();
-        let mut known: HashMap<String, bool> = HashMap::new();
-        let period = mpd
-            .audio_sets()
-            .next()
-            .map(|(p, _)| p)
-            .ok_or("no audio AdaptationSet")?;
-        for (si, set) in mpd.periods[period].adaptation_sets.iter().enumerate() {
-            let label = set.track_type().map(str::to_string);
-            if max_q > 0 && label.as_deref().is_some_and(|l| quality_rank(l) > max_q) {
-                continue;
-            }
-            for (ri, rep) in set.representations.iter().enumerate() {
-                let fam = codec_family(&rep.codecs);
-                let ok = *known.entry(fam.clone()).or_insert_with(|| decodable(&fam));
-                if !ok {
-                    skipped.push(format!("{} ({})", rep.id, rep.codecs));
-                    continue;
-                }
-                candidates.push(Candidate {
-                    set: si,
-                    rep: ri,
-                    id: rep.id.clone(),
-                    label: label.clone().unwrap_or_else(|| fam.clone()),
-                    codec: fam,
-                    bandwidth: rep.bandwidth,
-                    selection_priority: set.selection_priority,
-                });
-            }
-        }
-        if !skipped.is_empty() {
-            gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
-        }
-        if candidates.is_empty() {
-            return Err(format!(
-                "No representation of this manifest can be played here: no decoder for {} \
-                 (or max-quality excludes the rest)",
-                if skipped.is_empty() {
-                    "any".into()
-                } else {
-                    skipped.join(", ")
-                }
-            ));
-        }
-        // Start in the family the manifest prefers (selectionPriority), within max-bitrate.
-        let fits =
-            |c: &&Candidate| settings.max_bitrate == 0 || c.bandwidth <= settings.max_bitrate;
-        let pinned = candidates
-            .iter()
-            .find(|c| !settings.representation.is_empty() && c.id == settings.representation);
-        let family = pinned
-            .or_else(|| {
-                candidates
-                    .iter()
-                    .filter(fits)
-                    .max_by_key(|c| (c.selection_priority, c.bandwidth))
-            })
-            .or_else(|| candidates.iter().min_by_key(|c| c.bandwidth))
-            .map(|c| c.codec.clone())
-            .unwrap_or_default();
-        Ok((
-            Presentation {
-                mpd,
-                period,
-                manifest_url: url,
-                candidates,
-            },
-            family,
-        ))
-    }
-
     fn start_playback(&self) -> Result<(), String> {
         let (doc, ao) = {
             let mut st = self.state.lock().unwrap();
@@ -377,8 +300,20 @@ impl AmzDashDemux {
             redact(&url),
             doc.len()
         );
-        let (presentation, family) = self.build_presentation(mpd, url)?;
         let settings = self.settings.lock().unwrap().clone();
+        let wanted = engine::Wanted {
+            max_quality: &settings.max_quality,
+            max_bitrate: settings.max_bitrate,
+            representation: &settings.representation,
+        };
+        let engine::Built {
+            presentation,
+            family,
+            skipped,
+        } = engine::presentation::build(mpd, url, wanted, decodable)?;
+        if !skipped.is_empty() {
+            gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
+        }
         let policy = RetryPolicy {
             attempts: settings.retries.max(1),
             connect_timeout: Duration::from_secs(settings.connect_timeout as u64),
