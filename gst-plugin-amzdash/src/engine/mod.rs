@@ -28,9 +28,6 @@ pub use refresh::{AudioObject, Refresher};
 
 /// No single response may be larger than this (a 10 s 192 kHz/24 bit FLAC segment is ~8 MB).
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
-/// A first estimate when nothing was ever measured: enough for HD FLAC on a decent link, so the
-/// first seconds are not Opus 64k on every start (dashdemux2 1.22 starts at the lowest).
-pub const DEFAULT_ESTIMATE_BPS: f64 = 2_000_000.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineError {
@@ -69,31 +66,6 @@ pub struct Stats {
 pub struct Limits {
     pub buffer_time: Duration,
     pub buffer_bytes: u64,
-}
-
-/// The best candidate of `family` whose bandwidth fits 85 % of the estimate (and the cap);
-/// the lowest of the family when none does.
-pub fn choose(
-    candidates: &[Candidate],
-    family: &str,
-    estimate_bps: f64,
-    max_bitrate: u64,
-) -> usize {
-    let mut of_family: Vec<usize> = (0..candidates.len())
-        .filter(|i| candidates[*i].codec == family)
-        .collect();
-    of_family.sort_by_key(|i| candidates[*i].bandwidth);
-    let budget = estimate_bps * 0.85;
-    of_family
-        .iter()
-        .rev()
-        .copied()
-        .find(|i| {
-            let b = candidates[*i].bandwidth;
-            (b as f64) <= budget && (max_bitrate == 0 || b <= max_bitrate)
-        })
-        .or_else(|| of_family.first().copied())
-        .unwrap_or(0)
 }
 
 /// The last session's estimate, so the next track starts where this one left off.
@@ -135,7 +107,7 @@ pub struct Context {
     /// element downstream takes a codec change (amzdashbin).
     pub codec_switching: bool,
     /// The quality selector (crate::abr) over the family's candidates, built once the
-    /// segment plans are known; None falls back to [`choose`].
+    /// segment plans are known; None falls back to [`abr::fallback`].
     pub abr: Mutex<Option<Abr>>,
     /// Origin of the selector's clock.
     pub epoch: Instant,
@@ -212,7 +184,7 @@ impl Context {
             .unwrap()
             .estimate_bps()
             .or(*LAST_ESTIMATE.lock().unwrap())
-            .unwrap_or(DEFAULT_ESTIMATE_BPS)
+            .unwrap_or(abr::FALLBACK_ESTIMATE_BPS)
     }
 
     /// One finished download (of `bytes` in all, over every attempt) for the estimates.
@@ -485,16 +457,16 @@ impl Context {
         let p = self.presentation.lock().unwrap().clone();
         let est = self.estimate();
         let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
-        let next = choose(&p.candidates, &self.family, est, max);
-        if let Some(cur) = current {
-            // Hysteresis: only leave the current one when the estimate says so clearly.
-            let cb = p.candidates[cur].bandwidth as f64;
-            let nb = p.candidates[next].bandwidth as f64;
-            if nb > cb && nb > est * 0.7 {
-                return cur;
-            }
-        }
-        next
+        // No ladder (the selector could not be built for this manifest): its throughput rule.
+        let rungs: Vec<abr::fallback::Rung> = p
+            .candidates
+            .iter()
+            .map(|c| abr::fallback::Rung {
+                codec: &c.codec,
+                bandwidth: c.bandwidth,
+            })
+            .collect();
+        abr::fallback::choose(&rungs, &self.family, est, max, current)
     }
 }
 
@@ -675,21 +647,5 @@ pub(crate) mod tests {
             label: String::new(),
             selection_priority: 1,
         }
-    }
-
-
-    #[test]
-    fn choice_fits_the_estimate_within_the_family() {
-        let c = vec![
-            cand("f16", "flac", 1_200_000),
-            cand("f24", "flac", 2_400_000),
-            cand("o64", "opus", 70_000),
-        ];
-        assert_eq!(choose(&c, "flac", 3_000_000.0, 0), 1);
-        assert_eq!(choose(&c, "flac", 2_000_000.0, 0), 0);
-        assert_eq!(choose(&c, "flac", 3_000_000.0, 2_000_000), 0);
-        // Nothing fits: the lowest of the family, never another codec.
-        assert_eq!(choose(&c, "flac", 100_000.0, 0), 0);
-        assert_eq!(choose(&c, "opus", 10_000_000.0, 0), 2);
     }
 }
