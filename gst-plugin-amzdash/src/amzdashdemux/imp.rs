@@ -48,8 +48,6 @@ const DEFAULT_STALL_TIMEOUT: u32 = 10;
 
 #[derive(Debug, Clone)]
 struct Settings {
-    max_bitrate: u64,
-    representation: String,
     max_quality: String,
     buffer_time: gst::ClockTime,
     buffer_bytes: u64,
@@ -63,8 +61,6 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            max_bitrate: DEFAULT_MAX_BITRATE,
-            representation: String::new(),
             max_quality: DEFAULT_MAX_QUALITY.into(),
             buffer_time: DEFAULT_BUFFER_TIME,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -109,6 +105,9 @@ pub struct AmzDashDemux {
     state: Mutex<State>,
     /// Shared with the download task (and kept across plays: the playhead's clock).
     queue: Arc<Queue>,
+    /// The settings that change while playing (max-bitrate, representation): the one copy,
+    /// which the engine reads too.
+    live: Arc<engine::Live>,
     /// Serializes seeks against each other and against state changes.
     seek_lock: Mutex<()>,
     /// Serializes buffering reports (see `report_level`).
@@ -303,8 +302,8 @@ impl AmzDashDemux {
         let settings = self.settings.lock().unwrap().clone();
         let wanted = engine::Wanted {
             max_quality: &settings.max_quality,
-            max_bitrate: settings.max_bitrate,
-            representation: &settings.representation,
+            max_bitrate: self.live.max_bitrate(),
+            representation: &self.live.pinned().unwrap_or_default(),
         };
         let engine::Built {
             presentation,
@@ -336,8 +335,7 @@ impl AmzDashDemux {
             },
             family,
             codec_switching: settings.codec_switching,
-            max_bitrate: settings.max_bitrate,
-            pinned: Some(settings.representation.clone()).filter(|s| !s.is_empty()),
+            live: self.live.clone(),
         };
         let ctx = Arc::new(Context::new(
             presentation,
@@ -1020,6 +1018,7 @@ impl ObjectSubclass for AmzDashDemux {
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(State::default()),
             queue: Arc::new(Queue::default()),
+            live: Arc::new(engine::Live::default()),
             seek_lock: Mutex::new(()),
             buffering_lock: Mutex::new(()),
         }
@@ -1112,19 +1111,11 @@ impl ObjectImpl for AmzDashDemux {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "max-bitrate" => {
-                s.max_bitrate = value.get().unwrap();
                 // Live: the next segment's choice honours it.
-                if let Some(ctx) = &self.state.lock().unwrap().ctx {
-                    ctx.max_bitrate
-                        .store(s.max_bitrate, std::sync::atomic::Ordering::SeqCst);
-                }
+                self.live.set_max_bitrate(value.get().unwrap());
             }
             "representation" => {
-                s.representation = value.get::<Option<String>>().unwrap().unwrap_or_default();
-                if let Some(ctx) = &self.state.lock().unwrap().ctx {
-                    *ctx.pinned.lock().unwrap() =
-                        Some(s.representation.clone()).filter(|r| !r.is_empty());
-                }
+                self.live.pin(value.get::<Option<String>>().unwrap());
             }
             "max-quality" => {
                 s.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
@@ -1145,9 +1136,9 @@ impl ObjectImpl for AmzDashDemux {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
-            "max-bitrate" => s.max_bitrate.to_value(),
+            "max-bitrate" => self.live.max_bitrate().to_value(),
             "max-quality" => s.max_quality.to_value(),
-            "representation" => s.representation.to_value(),
+            "representation" => self.live.pinned().unwrap_or_default().to_value(),
             "codec-switching" => s.codec_switching.to_value(),
             "buffer-time" => s.buffer_time.nseconds().to_value(),
             "buffer-bytes" => s.buffer_bytes.to_value(),

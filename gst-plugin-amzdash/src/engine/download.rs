@@ -418,7 +418,7 @@ impl Context {
     /// candidate to fetch instead when not (never with a pinned representation).
     pub(super) fn check_start(&self, f: &InFlightNow) -> Option<usize> {
         let total = f.total?;
-        if self.pinned.lock().unwrap().is_some() {
+        if self.live.is_pinned() {
             return None;
         }
         let now = self.epoch.elapsed();
@@ -449,7 +449,7 @@ impl Context {
     pub(super) fn check_abandon(&self, f: &InFlightNow) -> Option<(usize, bool)> {
         let total = f.total?;
         let in_flight = |rep| f.as_rep(rep, total);
-        let pinned = self.pinned.lock().unwrap().is_some();
+        let pinned = self.live.is_pinned();
         let now = self.epoch.elapsed();
         let (to, init_retracted) = self.queue.retract_unless_sent(f.tag, |level| match level {
             Some(level) if !pinned => self.with_selector(f.cand, |s, rep| {

@@ -111,16 +111,13 @@ pub struct Context {
     pub abr: Mutex<Option<Abr>>,
     /// Origin of the selector's clock.
     pub epoch: Instant,
-    /// `max-bitrate`, changeable while playing (0 = none).
-    pub max_bitrate: std::sync::atomic::AtomicU64,
+    /// `max-bitrate` and `representation`, changeable while playing.
+    pub live: Arc<Live>,
     /// Held while a refresh is in flight.
     pub refresh_lock: tokio::sync::Mutex<()>,
     /// Requests are built under the read side; a refresh swaps URLs and headers under the
     /// write side, so no request pairs one generation's headers with another's URLs.
     pub swap_lock: RwLock<()>,
-    /// `representation`: a Representation id that overrides the selector (any codec: a codec
-    /// change starts a new stream downstream).
-    pub pinned: Mutex<Option<String>>,
     /// Log sink (the element's debug category), never given secrets.
     pub log: Box<dyn Fn(&str) + Send + Sync>,
 }
@@ -132,10 +129,43 @@ pub struct Config {
     /// Codec family to start in (see [`Context::family`]).
     pub family: String,
     pub codec_switching: bool,
+    /// The settings that change while playing (the element's one copy).
+    pub live: Arc<Live>,
+}
+
+/// The settings that may change while playing: one copy, the element's, which the engine reads
+/// at each decision.
+#[derive(Debug, Default)]
+pub struct Live {
     /// `max-bitrate` (0 = none).
-    pub max_bitrate: u64,
-    /// `representation`, when set.
-    pub pinned: Option<String>,
+    max_bitrate: std::sync::atomic::AtomicU64,
+    /// `representation`: a Representation id that overrides the selector (any codec: a codec
+    /// change starts a new stream downstream).
+    pinned: Mutex<Option<String>>,
+}
+
+impl Live {
+    pub fn set_max_bitrate(&self, bps: u64) {
+        self.max_bitrate
+            .store(bps, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn max_bitrate(&self) -> u64 {
+        self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Plays representation `id` from the next segment on (None or empty: adaptive again).
+    pub fn pin(&self, id: Option<String>) {
+        *self.pinned.lock().unwrap() = id.filter(|s| !s.is_empty());
+    }
+
+    pub fn pinned(&self) -> Option<String> {
+        self.pinned.lock().unwrap().clone()
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.lock().unwrap().is_some()
+    }
 }
 
 impl Context {
@@ -168,10 +198,9 @@ impl Context {
             codec_switching: config.codec_switching,
             abr: Mutex::new(None),
             epoch: Instant::now(),
-            max_bitrate: config.max_bitrate.into(),
+            live: config.live,
             refresh_lock: tokio::sync::Mutex::new(()),
             swap_lock: RwLock::new(()),
-            pinned: Mutex::new(config.pinned),
             log,
         }
     }
@@ -307,7 +336,7 @@ impl Context {
     /// Applies the current max-bitrate as the selector's cap (the highest ladder entry within
     /// it; the lowest when none is).
     fn apply_cap(&self, a: &mut Abr) {
-        let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
+        let max = self.live.max_bitrate();
         if a.cap_for == max {
             return;
         }
@@ -433,8 +462,7 @@ impl Context {
 
     /// The candidate for segment `k` (in the current timeline).
     fn choose(&self, current: Option<usize>, k: usize) -> usize {
-        let pinned = self.pinned.lock().unwrap().clone();
-        if let Some(id) = pinned {
+        if let Some(id) = self.live.pinned() {
             let p = self.presentation.lock().unwrap().clone();
             if let Some(i) = p.candidates.iter().position(|c| c.id == id) {
                 return i;
@@ -456,7 +484,7 @@ impl Context {
         }
         let p = self.presentation.lock().unwrap().clone();
         let est = self.estimate();
-        let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
+        let max = self.live.max_bitrate();
         // No ladder (the selector could not be built for this manifest): its throughput rule.
         let rungs: Vec<abr::fallback::Rung> = p
             .candidates
@@ -623,8 +651,7 @@ pub(crate) mod tests {
             },
             family: "flac".into(),
             codec_switching: false,
-            max_bitrate: 0,
-            pinned: None,
+            live: Arc::default(),
         };
         Context::new(
             presentation,

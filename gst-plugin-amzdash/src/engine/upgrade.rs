@@ -13,7 +13,7 @@ use crate::segments::{self, SegmentRef};
 impl Context {
     /// The selector's upgrade for the queue as it is: `(segment, its index, candidate)`.
     pub(super) fn propose_upgrade(&self) -> Option<(QueuedSegment, usize, usize)> {
-        if self.pinned.lock().unwrap().is_some() || !self.queue.taking() {
+        if self.live.is_pinned() || !self.queue.taking() {
             return None;
         }
         let queued = self.queue.queued_segments();
@@ -127,9 +127,9 @@ impl Context {
             .map(|s| (s.start, s.duration))
             .ok_or_else(|| EngineError::Manifest(format!("no segment {index}")))?;
         // Not if what may play changed meanwhile (a pinned representation, a lower cap).
-        let max = self.max_bitrate.load(std::sync::atomic::Ordering::SeqCst);
+        let max = self.live.max_bitrate();
         let bandwidth = self.presentation.lock().unwrap().candidates[to].bandwidth;
-        if self.pinned.lock().unwrap().is_some() || (max != 0 && bandwidth > max) {
+        if self.live.is_pinned() || (max != 0 && bandwidth > max) {
             return Ok(false);
         }
         let mut piece = Piece {
