@@ -14,7 +14,7 @@ use super::audio_object::{
 };
 use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{
-    self, AudioObject, Context, EngineError, Item, Limits, Next, Queue, Refresher,
+    self, AudioObject, Context, Engine, EngineError, Item, Limits, Next, Queue, Refresher,
 };
 use crate::fetch::{redact, Fetcher, RetryPolicy};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
@@ -25,15 +25,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         gst::DebugColorFlags::empty(),
         Some("Amazon Music DASH audio demuxer"),
     )
-});
-
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("amzdash-net")
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 });
 
 const DEFAULT_MAX_BITRATE: u64 = 0;
@@ -77,8 +68,7 @@ impl Default for Settings {
 struct State {
     manifest: Vec<u8>,
     audio_object: Option<AudioObject>,
-    ctx: Option<Arc<Context>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    engine: Option<Arc<Engine>>,
     /// stream-start, caps, segment and protection events still to send.
     need_events: bool,
     segment: gst::FormattedSegment<gst::ClockTime>,
@@ -213,8 +203,8 @@ impl AmzDashDemux {
                     if let Some(ao) = audio_object_from_structure(s) {
                         gst::debug!(CAT, imp = self, "audio object generation {}", ao.generation);
                         let mut st = self.state.lock().unwrap();
-                        if let Some(ctx) = &st.ctx {
-                            ctx.update_audio_object(ao.clone());
+                        if let Some(engine) = &st.engine {
+                            engine.update_audio_object(ao.clone());
                         }
                         st.audio_object = Some(ao);
                     }
@@ -337,7 +327,7 @@ impl AmzDashDemux {
             codec_switching: settings.codec_switching,
             live: self.live.clone(),
         };
-        let ctx = Arc::new(Context::new(
+        let engine = Arc::new(Engine::new(Context::new(
             presentation,
             ao.unwrap_or_default(),
             fetcher,
@@ -349,10 +339,10 @@ impl AmzDashDemux {
                     gst::debug!(CAT, obj = o, "{}", m);
                 }
             }),
-        ));
+        )));
         {
             let mut st = self.state.lock().unwrap();
-            st.ctx = Some(ctx.clone());
+            st.engine = Some(engine.clone());
             st.segment = gst::FormattedSegment::new();
             st.need_events = true;
             st.discont = true;
@@ -363,27 +353,15 @@ impl AmzDashDemux {
                 o.imp().report_level(false);
             }
         })));
-        self.start_download(ctx, Duration::ZERO);
+        engine.start(Duration::ZERO);
         self.start_task()
-    }
-
-    fn start_download(&self, ctx: Arc<Context>, position: Duration) {
-        let epoch = self.queue.clear();
-        // Nothing flows until the first fragment after this (re)start: waiting for it is
-        // start-up, not an underrun.
-        self.queue.set_playing(false);
-        self.queue.set_flushing(false);
-        let handle = RUNTIME.spawn(engine::run(ctx, position, epoch));
-        if let Some(old) = self.state.lock().unwrap().task.replace(handle) {
-            old.abort();
-        }
     }
 
     fn stop_download(&self) {
         self.queue.set_flushing(true);
-        if let Some(t) = self.state.lock().unwrap().task.take() {
-            // Dropping the task drops its in-flight requests: everything stops at once.
-            t.abort();
+        let engine = self.state.lock().unwrap().engine.clone();
+        if let Some(engine) = engine {
+            engine.stop();
         }
     }
 
@@ -395,16 +373,13 @@ impl AmzDashDemux {
     }
 
     fn next_item(&self) -> Next {
-        self.queue.next(
-            |underrun| self.report_level(underrun),
-            || {
-                // Playback ran dry: the selector decides the next segment as a rebuffer.
-                let ctx = self.state.lock().unwrap().ctx.clone();
-                if let Some(ctx) = ctx {
-                    ctx.on_underrun();
-                }
-            },
-        )
+        let engine = self.state.lock().unwrap().engine.clone();
+        match engine {
+            Some(engine) => engine.next(|underrun| self.report_level(underrun)),
+            None => self
+                .queue
+                .next(|underrun| self.report_level(underrun), || {}),
+        }
     }
 
     /// Posts the buffering level as it is *now*. Both the streaming thread and the download
@@ -494,7 +469,7 @@ impl AmzDashDemux {
 
     /// `codec`: the family of the first init segment (the adaptive choice may start in
     /// another family than the manifest's preferred one when codec switching is on).
-    fn push_initial_events(&self, ctx: &Context, codec: &str) {
+    fn push_initial_events(&self, engine: &Engine, codec: &str) {
         let (segment, seqnum) = {
             let st = self.state.lock().unwrap();
             (st.segment.clone(), st.seqnum)
@@ -530,7 +505,7 @@ impl AmzDashDemux {
                 None => start.build(),
             });
             self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
-            let dur = ctx.presentation.lock().unwrap().duration();
+            let dur = engine.presentation().duration();
             if let Some(d) = dur {
                 let _ = self.obj().post_message(
                     gst::message::DurationChanged::builder()
@@ -545,7 +520,7 @@ impl AmzDashDemux {
             ev = ev.seqnum(s);
         }
         self.srcpad.push_event(ev.build());
-        self.push_protection_events(ctx);
+        self.push_protection_events(engine);
     }
 
     /// Pushes a piece of a media segment (a fragment arrives in many, in order). The first
@@ -605,7 +580,7 @@ impl AmzDashDemux {
     /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
     /// new representation starts a new stream (stream-start with a new id and group, caps, the
     /// same TIME segment, protection events) and parsebin/decodebin3 plug a new chain for it.
-    fn start_new_stream(&self, ctx: &Context, codec: &str) {
+    fn start_new_stream(&self, engine: &Engine, codec: &str) {
         let n = {
             let mut st = self.state.lock().unwrap();
             st.discont = true;
@@ -626,13 +601,13 @@ impl AmzDashDemux {
         );
         self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
         self.srcpad.push_event(gst::event::Segment::new(&n));
-        self.push_protection_events(ctx);
+        self.push_protection_events(engine);
     }
 
     /// One protection event per ContentProtection with a PSSH, before the first fragment, so
     /// the decryptor asks for the license while the clear lead plays.
-    fn push_protection_events(&self, ctx: &Context) {
-        let p = ctx.presentation.lock().unwrap().clone();
+    fn push_protection_events(&self, engine: &Engine) {
+        let p = engine.presentation();
         let mut sets: Vec<usize> = p.candidates.iter().map(|c| c.set).collect();
         sets.sort();
         sets.dedup();
@@ -684,7 +659,7 @@ impl AmzDashDemux {
                 return;
             }
         };
-        let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
+        let Some(engine) = self.state.lock().unwrap().engine.clone() else {
             self.pause();
             return;
         };
@@ -692,9 +667,9 @@ impl AmzDashDemux {
         if need {
             let codec = match &item {
                 Item::Init { codec, .. } => codec.clone(),
-                _ => ctx.family.clone(),
+                _ => engine.family().to_string(),
             };
-            self.push_initial_events(&ctx, &codec);
+            self.push_initial_events(&engine, &codec);
         }
         let res = match item {
             Item::Init {
@@ -705,7 +680,7 @@ impl AmzDashDemux {
             } => {
                 let previous = self.state.lock().unwrap().codec.replace(codec.clone());
                 if previous.is_some_and(|p| p != codec) {
-                    self.start_new_stream(&ctx, &codec);
+                    self.start_new_stream(&engine, &codec);
                 }
                 let marker = ClearLeadMarker::from_init(&data);
                 let mut buf = gst::Buffer::from_slice(data);
@@ -731,7 +706,7 @@ impl AmzDashDemux {
                 ..
             } => {
                 if first {
-                    self.post_segment(&ctx, candidate, start, duration);
+                    self.post_segment(&engine, candidate, start, duration);
                 }
                 self.push_piece(data, start, duration, time, first)
             }
@@ -766,9 +741,9 @@ impl AmzDashDemux {
 
     /// Says which representation the segment now going downstream comes from (what plays is
     /// known only here: a buffered segment can be swapped for an upgrade until this moment).
-    fn post_segment(&self, ctx: &Context, candidate: usize, start: Duration, duration: Duration) {
+    fn post_segment(&self, engine: &Engine, candidate: usize, start: Duration, duration: Duration) {
         let (id, bandwidth) = {
-            let p = ctx.presentation.lock().unwrap();
+            let p = engine.presentation();
             match p.candidates.get(candidate) {
                 Some(c) => (c.id.clone(), c.bandwidth),
                 None => return,
@@ -811,8 +786,7 @@ impl AmzDashDemux {
 
     fn duration(&self) -> Option<gst::ClockTime> {
         let st = self.state.lock().unwrap();
-        let ctx = st.ctx.as_ref()?;
-        let d = ctx.presentation.lock().unwrap().duration()?;
+        let d = st.engine.as_ref()?.presentation().duration()?;
         Some(to_clock(d))
     }
 
@@ -832,7 +806,7 @@ impl AmzDashDemux {
             gst::debug!(CAT, imp = self, "only flushing seeks are supported");
             return false;
         }
-        let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
+        let Some(engine) = self.state.lock().unwrap().engine.clone() else {
             return false;
         };
         let _guard = self.seek_lock.lock().unwrap();
@@ -871,7 +845,7 @@ impl AmzDashDemux {
         self.srcpad
             .push_event(gst::event::FlushStop::builder(true).seqnum(seqnum).build());
         gst::debug!(CAT, imp = self, "seek to {}", position);
-        self.start_download(ctx, Duration::from_nanos(position.nseconds()));
+        engine.start(Duration::from_nanos(position.nseconds()));
         self.start_task().is_ok()
     }
 
@@ -924,15 +898,8 @@ impl AmzDashDemux {
 
     fn stats(&self) -> gst::Structure {
         let (level_time, level_bytes) = self.queue.queued();
-        let ctx = self.state.lock().unwrap().ctx.clone();
-        let s = ctx
-            .as_ref()
-            .map(|c| c.stats.lock().unwrap().clone())
-            .unwrap_or_default();
-        let cand = ctx.as_ref().and_then(|c| {
-            let p = c.presentation.lock().unwrap().clone();
-            s.candidate.map(|i| p.candidates[i].clone())
-        });
+        let engine = self.state.lock().unwrap().engine.clone();
+        let (s, cand) = engine.map(|e| e.stats()).unwrap_or_default();
         gst::Structure::builder("amzdashdemux-stats")
             .field(
                 "representation",

@@ -15,6 +15,7 @@ use crate::mpd::{sidx, SegmentScheme};
 use crate::segments::{self, InitRef, SegmentPlan, SegmentRef};
 
 mod download;
+mod handle;
 pub mod presentation;
 mod queue;
 mod refresh;
@@ -22,6 +23,7 @@ mod upgrade;
 
 use download::Streamed;
 pub use download::{ABANDON_CHECK, CHUNK_BYTES, FLUSH_INTERVAL, START_SAMPLE};
+pub use handle::Engine;
 pub use presentation::{codec_family, quality_rank, Built, Candidate, Presentation, Wanted};
 pub use queue::{Item, Next, Queue, QueuedSegment, UNDERRUN};
 pub use refresh::{AudioObject, Refresher};
