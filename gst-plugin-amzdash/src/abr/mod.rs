@@ -55,6 +55,7 @@
 
 mod bola;
 mod estimator;
+pub mod fallback;
 mod ladder;
 pub mod qoe;
 mod selector;
@@ -62,8 +63,9 @@ pub mod sim;
 
 pub use bola::Bola;
 pub use estimator::{Ewma, ThroughputEstimator};
+pub use fallback::FALLBACK_ESTIMATE_BPS;
 pub use ladder::{Candidate, CodecFamily, Ladder, LadderError};
 pub use selector::{
     AbrConfig, AbrStats, BufferLevel, Buffered, Choice, Download, FetchAdvice, InFlight,
-    QualitySelector, Reason, SessionEstimate,
+    QualitySelector, Reason, SessionEstimate, DEFAULT_ESTIMATE_BPS,
 };

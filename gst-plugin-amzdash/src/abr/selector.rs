@@ -7,6 +7,10 @@ use super::bola::Bola;
 use super::estimator::{ThroughputEstimator, OUTAGE_TTFB_S};
 use super::ladder::{CodecFamily, Ladder};
 
+/// The throughput assumed on a cold start (nothing measured, no earlier session): what decides
+/// the first segment (through [`AbrConfig::default_estimate_bps`]).
+pub const DEFAULT_ESTIMATE_BPS: f64 = 1_000_000.0;
+
 /// Tunables. The defaults are chosen for audio (10 s segments, tracks of minutes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AbrConfig {
@@ -74,7 +78,7 @@ impl Default for AbrConfig {
         AbrConfig {
             fast_half_life: Duration::from_secs(2),
             slow_half_life: Duration::from_secs(5),
-            default_estimate_bps: 1_000_000.0,
+            default_estimate_bps: DEFAULT_ESTIMATE_BPS,
             default_latency: Duration::from_millis(100),
             up_factor: 0.85,
             keep_factor: 0.95,

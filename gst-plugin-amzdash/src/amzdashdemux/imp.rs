@@ -5,10 +5,8 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use url::Url;
 
 use super::audio_object::{
@@ -16,8 +14,7 @@ use super::audio_object::{
 };
 use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{
-    self, codec_family, quality_rank, AudioObject, Candidate, Context, EngineError, Item, Limits,
-    Presentation, Refresher, Shared,
+    self, AudioObject, Context, Engine, EngineError, Item, Limits, Next, Queue, Refresher,
 };
 use crate::fetch::{redact, Fetcher, RetryPolicy};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
@@ -30,15 +27,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("amzdash-net")
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-});
-
 const DEFAULT_MAX_BITRATE: u64 = 0;
 const DEFAULT_MAX_QUALITY: &str = "";
 /// Audio is small: a minute ahead rides out long outages for ~12 MB of HD FLAC.
@@ -46,15 +34,11 @@ const DEFAULT_BUFFER_TIME: gst::ClockTime = gst::ClockTime::from_seconds(60);
 const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 const DEFAULT_LOW_WATERMARK: gst::ClockTime = gst::ClockTime::from_seconds(4);
 const DEFAULT_RETRIES: u32 = 6;
-/// The streaming thread waiting this long for data is an underrun (buffering < 100 %).
-const UNDERRUN: Duration = Duration::from_millis(200);
 const DEFAULT_CONNECT_TIMEOUT: u32 = 5;
 const DEFAULT_STALL_TIMEOUT: u32 = 10;
 
 #[derive(Debug, Clone)]
 struct Settings {
-    max_bitrate: u64,
-    representation: String,
     max_quality: String,
     buffer_time: gst::ClockTime,
     buffer_bytes: u64,
@@ -68,8 +52,6 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            max_bitrate: DEFAULT_MAX_BITRATE,
-            representation: String::new(),
             max_quality: DEFAULT_MAX_QUALITY.into(),
             buffer_time: DEFAULT_BUFFER_TIME,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -86,8 +68,7 @@ impl Default for Settings {
 struct State {
     manifest: Vec<u8>,
     audio_object: Option<AudioObject>,
-    ctx: Option<Arc<Context>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    engine: Option<Arc<Engine>>,
     /// stream-start, caps, segment and protection events still to send.
     need_events: bool,
     segment: gst::FormattedSegment<gst::ClockTime>,
@@ -112,8 +93,11 @@ pub struct AmzDashDemux {
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    shared: Arc<Shared>,
-    flushing: AtomicBool,
+    /// Shared with the download task (and kept across plays: the playhead's clock).
+    queue: Arc<Queue>,
+    /// The settings that change while playing (max-bitrate, representation): the one copy,
+    /// which the engine reads too.
+    live: Arc<engine::Live>,
     /// Serializes seeks against each other and against state changes.
     seek_lock: Mutex<()>,
     /// Serializes buffering reports (see `report_level`).
@@ -219,11 +203,8 @@ impl AmzDashDemux {
                     if let Some(ao) = audio_object_from_structure(s) {
                         gst::debug!(CAT, imp = self, "audio object generation {}", ao.generation);
                         let mut st = self.state.lock().unwrap();
-                        if let Some(ctx) = &st.ctx {
-                            let mut cur = ctx.audio_object.lock().unwrap();
-                            if ao.generation > cur.generation {
-                                *cur = ao.clone();
-                            }
+                        if let Some(engine) = &st.engine {
+                            engine.update_audio_object(ao.clone());
                         }
                         st.audio_object = Some(ao);
                     }
@@ -287,81 +268,6 @@ impl AmzDashDemux {
         None
     }
 
-    fn build_presentation(&self, mpd: Mpd, url: Url) -> Result<(Presentation, String), String> {
-        let settings = self.settings.lock().unwrap().clone();
-        let max_q = quality_rank(&settings.max_quality);
-        let mut candidates = Vec::new();
-        let mut skipped = Vec::new();
-        let mut known: HashMap<String, bool> = HashMap::new();
-        let period = mpd
-            .audio_sets()
-            .next()
-            .map(|(p, _)| p)
-            .ok_or("no audio AdaptationSet")?;
-        for (si, set) in mpd.periods[period].adaptation_sets.iter().enumerate() {
-            let label = set.track_type().map(str::to_string);
-            if max_q > 0 && label.as_deref().is_some_and(|l| quality_rank(l) > max_q) {
-                continue;
-            }
-            for (ri, rep) in set.representations.iter().enumerate() {
-                let fam = codec_family(&rep.codecs);
-                let ok = *known.entry(fam.clone()).or_insert_with(|| decodable(&fam));
-                if !ok {
-                    skipped.push(format!("{} ({})", rep.id, rep.codecs));
-                    continue;
-                }
-                candidates.push(Candidate {
-                    set: si,
-                    rep: ri,
-                    id: rep.id.clone(),
-                    label: label.clone().unwrap_or_else(|| fam.clone()),
-                    codec: fam,
-                    bandwidth: rep.bandwidth,
-                    selection_priority: set.selection_priority,
-                });
-            }
-        }
-        if !skipped.is_empty() {
-            gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
-        }
-        if candidates.is_empty() {
-            return Err(format!(
-                "No representation of this manifest can be played here: no decoder for {} \
-                 (or max-quality excludes the rest)",
-                if skipped.is_empty() {
-                    "any".into()
-                } else {
-                    skipped.join(", ")
-                }
-            ));
-        }
-        // Start in the family the manifest prefers (selectionPriority), within max-bitrate.
-        let fits =
-            |c: &&Candidate| settings.max_bitrate == 0 || c.bandwidth <= settings.max_bitrate;
-        let pinned = candidates
-            .iter()
-            .find(|c| !settings.representation.is_empty() && c.id == settings.representation);
-        let family = pinned
-            .or_else(|| {
-                candidates
-                    .iter()
-                    .filter(fits)
-                    .max_by_key(|c| (c.selection_priority, c.bandwidth))
-            })
-            .or_else(|| candidates.iter().min_by_key(|c| c.bandwidth))
-            .map(|c| c.codec.clone())
-            .unwrap_or_default();
-        Ok((
-            Presentation {
-                mpd,
-                period,
-                manifest_url: url,
-                candidates,
-            },
-            family,
-        ))
-    }
-
     fn start_playback(&self) -> Result<(), String> {
         let (doc, ao) = {
             let mut st = self.state.lock().unwrap();
@@ -383,8 +289,20 @@ impl AmzDashDemux {
             redact(&url),
             doc.len()
         );
-        let (presentation, family) = self.build_presentation(mpd, url)?;
         let settings = self.settings.lock().unwrap().clone();
+        let wanted = engine::Wanted {
+            max_quality: &settings.max_quality,
+            max_bitrate: self.live.max_bitrate(),
+            representation: &self.live.pinned().unwrap_or_default(),
+        };
+        let engine::Built {
+            presentation,
+            family,
+            skipped,
+        } = engine::presentation::build(mpd, url, wanted, decodable)?;
+        if !skipped.is_empty() {
+            gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
+        }
         let policy = RetryPolicy {
             attempts: settings.retries.max(1),
             connect_timeout: Duration::from_secs(settings.connect_timeout as u64),
@@ -400,77 +318,51 @@ impl AmzDashDemux {
             .as_ref()
             .map(|_| Arc::new(PadRefresher(self.sinkpad.downgrade())) as Arc<dyn Refresher>);
         let obj = self.obj().downgrade();
-        let ctx = Arc::new(Context {
-            presentation: Mutex::new(Arc::new(presentation)),
-            audio_object: Mutex::new(ao.unwrap_or_default()),
-            fetcher,
+        let config = engine::Config {
             limits: Limits {
                 buffer_time: Duration::from_nanos(settings.buffer_time.nseconds()),
                 buffer_bytes: settings.buffer_bytes,
             },
-            shared: self.shared.clone(),
-            refresher,
-            plans: Mutex::new(HashMap::new()),
-            inits: Mutex::new(HashMap::new()),
-            throughput: Mutex::new({
-                // The selector's half-lives, for the estimate used without one.
-                let d = crate::abr::AbrConfig::default();
-                crate::abr::ThroughputEstimator::new(
-                    d.fast_half_life.as_secs_f64(),
-                    d.slow_half_life.as_secs_f64(),
-                )
-            }),
             family,
             codec_switching: settings.codec_switching,
-            abr: Mutex::new(None),
-            refresh_lock: tokio::sync::Mutex::new(()),
-            swap_lock: std::sync::RwLock::new(()),
-            max_bitrate: settings.max_bitrate.into(),
-            pinned: Mutex::new(Some(settings.representation.clone()).filter(|s| !s.is_empty())),
-            epoch: std::time::Instant::now(),
-            log: Box::new(move |m| {
+            live: self.live.clone(),
+        };
+        let engine = Arc::new(Engine::new(Context::new(
+            presentation,
+            ao.unwrap_or_default(),
+            fetcher,
+            refresher,
+            self.queue.clone(),
+            config,
+            Box::new(move |m| {
                 if let Some(o) = obj.upgrade() {
                     gst::debug!(CAT, obj = o, "{}", m);
                 }
             }),
-        });
+        )));
         {
             let mut st = self.state.lock().unwrap();
-            st.ctx = Some(ctx.clone());
+            st.engine = Some(engine.clone());
             st.segment = gst::FormattedSegment::new();
             st.need_events = true;
             st.discont = true;
         }
         let obj = self.obj().downgrade();
-        *self.shared.on_level.lock().unwrap() = Some(Box::new(move |_, _| {
+        self.queue.set_on_level(Some(Box::new(move |_, _| {
             if let Some(o) = obj.upgrade() {
                 o.imp().report_level(false);
             }
-        }));
-        self.start_download(ctx, Duration::ZERO);
+        })));
+        engine.start(Duration::ZERO);
         self.start_task()
     }
 
-    fn start_download(&self, ctx: Arc<Context>, position: Duration) {
-        let epoch = self.shared.clear();
-        // Nothing flows until the first fragment after this (re)start: waiting for it is
-        // start-up, not an underrun.
-        self.shared.playing.store(false, Ordering::SeqCst);
-        self.flushing.store(false, Ordering::SeqCst);
-        let handle = RUNTIME.spawn(engine::run(ctx, position, epoch));
-        if let Some(old) = self.state.lock().unwrap().task.replace(handle) {
-            old.abort();
-        }
-    }
-
     fn stop_download(&self) {
-        self.flushing.store(true, Ordering::SeqCst);
-        if let Some(t) = self.state.lock().unwrap().task.take() {
-            // Dropping the task drops its in-flight requests: everything stops at once.
-            t.abort();
+        self.queue.set_flushing(true);
+        let engine = self.state.lock().unwrap().engine.clone();
+        if let Some(engine) = engine {
+            engine.stop();
         }
-        let _q = self.shared.queue.lock().unwrap();
-        self.shared.ready.notify_all();
     }
 
     fn start_task(&self) -> Result<(), String> {
@@ -480,50 +372,13 @@ impl AmzDashDemux {
             .map_err(|e| format!("cannot start the streaming task: {e}"))
     }
 
-    fn next_item(&self) -> Result<Item, Option<EngineError>> {
-        let mut q = self.shared.queue.lock().unwrap();
-        let mut waiting_since: Option<std::time::Instant> = None;
-        let mut counted = false;
-        loop {
-            if self.flushing.load(Ordering::SeqCst) {
-                return Err(None);
-            }
-            if let Some(it) = self.shared.pop(&mut q) {
-                drop(q);
-                self.report_level(false);
-                return Ok(it);
-            }
-            if let Some(e) = q.error.take() {
-                return Err(Some(e));
-            }
-            drop(q);
-            // An empty queue right after taking an item is normal with a fast consumer; only
-            // a wait longer than this is an underrun worth telling the application about.
-            let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-            // It is an underrun only once a listener in real time has heard everything pushed
-            // (see crate::playhead): a consumer that is not clocked waits here on every
-            // download without anyone waiting for audio.
-            let underrun = since.elapsed() >= UNDERRUN && self.shared.listener_caught_up();
-            self.report_level(underrun);
-            if underrun && !counted && self.shared.playing.load(Ordering::SeqCst) {
-                // Playback ran dry: the selector decides the next segment as a rebuffer, and
-                // the listener waits where it is until the next piece.
-                counted = true;
-                self.shared.playhead.lock().unwrap().stalled();
-                let ctx = self.state.lock().unwrap().ctx.clone();
-                if let Some(ctx) = ctx {
-                    ctx.on_underrun();
-                }
-            }
-            q = self.shared.queue.lock().unwrap();
-            if q.items.is_empty() && q.error.is_none() {
-                q = self
-                    .shared
-                    .ready
-                    .wait_timeout(q, Duration::from_millis(50))
-                    .unwrap()
-                    .0;
-            }
+    fn next_item(&self) -> Next {
+        let engine = self.state.lock().unwrap().engine.clone();
+        match engine {
+            Some(engine) => engine.next(|underrun| self.report_level(underrun)),
+            None => self
+                .queue
+                .next(|underrun| self.report_level(underrun), || {}),
         }
     }
 
@@ -534,10 +389,10 @@ impl AmzDashDemux {
     /// link made gst-launch 1.22 lose its PLAYING state change during preroll.
     fn report_level(&self, underrun: bool) {
         let _serial = self.buffering_lock.lock().unwrap();
-        let time = self.shared.queue.lock().unwrap().time;
+        let time = self.queue.queued().0;
         let low = self.settings.lock().unwrap().low_watermark;
         // Once everything is downloaded there is nothing to wait for.
-        let done = self.shared.complete.load(Ordering::SeqCst);
+        let done = self.queue.is_complete();
         let pct = if low.is_zero() || done {
             100
         } else {
@@ -614,7 +469,7 @@ impl AmzDashDemux {
 
     /// `codec`: the family of the first init segment (the adaptive choice may start in
     /// another family than the manifest's preferred one when codec switching is on).
-    fn push_initial_events(&self, ctx: &Context, codec: &str) {
+    fn push_initial_events(&self, engine: &Engine, codec: &str) {
         let (segment, seqnum) = {
             let st = self.state.lock().unwrap();
             (st.segment.clone(), st.seqnum)
@@ -650,7 +505,7 @@ impl AmzDashDemux {
                 None => start.build(),
             });
             self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
-            let dur = ctx.presentation.lock().unwrap().duration();
+            let dur = engine.presentation().duration();
             if let Some(d) = dur {
                 let _ = self.obj().post_message(
                     gst::message::DurationChanged::builder()
@@ -665,7 +520,7 @@ impl AmzDashDemux {
             ev = ev.seqnum(s);
         }
         self.srcpad.push_event(ev.build());
-        self.push_protection_events(ctx);
+        self.push_protection_events(engine);
     }
 
     /// Pushes a piece of a media segment (a fragment arrives in many, in order). The first
@@ -714,10 +569,10 @@ impl AmzDashDemux {
                 b.set_flags(gst::BufferFlags::DISCONT);
             }
         }
-        self.shared.playing.store(true, Ordering::SeqCst);
+        self.queue.set_playing(true);
         let res = self.srcpad.push(buf);
         if res.is_ok() {
-            self.shared.pushed_downstream(span.0, span.1);
+            self.queue.pushed_downstream(span.0, span.1);
         }
         res
     }
@@ -725,7 +580,7 @@ impl AmzDashDemux {
     /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
     /// new representation starts a new stream (stream-start with a new id and group, caps, the
     /// same TIME segment, protection events) and parsebin/decodebin3 plug a new chain for it.
-    fn start_new_stream(&self, ctx: &Context, codec: &str) {
+    fn start_new_stream(&self, engine: &Engine, codec: &str) {
         let n = {
             let mut st = self.state.lock().unwrap();
             st.discont = true;
@@ -746,13 +601,13 @@ impl AmzDashDemux {
         );
         self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
         self.srcpad.push_event(gst::event::Segment::new(&n));
-        self.push_protection_events(ctx);
+        self.push_protection_events(engine);
     }
 
     /// One protection event per ContentProtection with a PSSH, before the first fragment, so
     /// the decryptor asks for the license while the clear lead plays.
-    fn push_protection_events(&self, ctx: &Context) {
-        let p = ctx.presentation.lock().unwrap().clone();
+    fn push_protection_events(&self, engine: &Engine) {
+        let p = engine.presentation();
         let mut sets: Vec<usize> = p.candidates.iter().map(|c| c.set).collect();
         sets.sort();
         sets.dedup();
@@ -786,25 +641,25 @@ impl AmzDashDemux {
     /// Pauses the streaming task: nothing more is taken from the queue until the next play,
     /// which the download task must know (a buffered segment is then never due).
     fn pause(&self) {
-        self.shared.stop_taking();
+        self.queue.stop_taking();
         let _ = self.srcpad.pause_task();
     }
 
     fn loop_fn(&self) {
         let item = match self.next_item() {
-            Ok(i) => i,
-            Err(None) => {
+            Next::Item(i) => i,
+            Next::Flushing => {
                 self.pause();
                 return;
             }
-            Err(Some(e)) => {
+            Next::Error(e) => {
                 self.post_engine_error(e);
                 self.srcpad.push_event(gst::event::Eos::new());
                 self.pause();
                 return;
             }
         };
-        let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
+        let Some(engine) = self.state.lock().unwrap().engine.clone() else {
             self.pause();
             return;
         };
@@ -812,9 +667,9 @@ impl AmzDashDemux {
         if need {
             let codec = match &item {
                 Item::Init { codec, .. } => codec.clone(),
-                _ => ctx.family.clone(),
+                _ => engine.family().to_string(),
             };
-            self.push_initial_events(&ctx, &codec);
+            self.push_initial_events(&engine, &codec);
         }
         let res = match item {
             Item::Init {
@@ -825,7 +680,7 @@ impl AmzDashDemux {
             } => {
                 let previous = self.state.lock().unwrap().codec.replace(codec.clone());
                 if previous.is_some_and(|p| p != codec) {
-                    self.start_new_stream(&ctx, &codec);
+                    self.start_new_stream(&engine, &codec);
                 }
                 let marker = ClearLeadMarker::from_init(&data);
                 let mut buf = gst::Buffer::from_slice(data);
@@ -851,7 +706,7 @@ impl AmzDashDemux {
                 ..
             } => {
                 if first {
-                    self.post_segment(&ctx, candidate, start, duration);
+                    self.post_segment(&engine, candidate, start, duration);
                 }
                 self.push_piece(data, start, duration, time, first)
             }
@@ -886,9 +741,9 @@ impl AmzDashDemux {
 
     /// Says which representation the segment now going downstream comes from (what plays is
     /// known only here: a buffered segment can be swapped for an upgrade until this moment).
-    fn post_segment(&self, ctx: &Context, candidate: usize, start: Duration, duration: Duration) {
+    fn post_segment(&self, engine: &Engine, candidate: usize, start: Duration, duration: Duration) {
         let (id, bandwidth) = {
-            let p = ctx.presentation.lock().unwrap();
+            let p = engine.presentation();
             match p.candidates.get(candidate) {
                 Some(c) => (c.id.clone(), c.bandwidth),
                 None => return,
@@ -931,8 +786,7 @@ impl AmzDashDemux {
 
     fn duration(&self) -> Option<gst::ClockTime> {
         let st = self.state.lock().unwrap();
-        let ctx = st.ctx.as_ref()?;
-        let d = ctx.presentation.lock().unwrap().duration()?;
+        let d = st.engine.as_ref()?.presentation().duration()?;
         Some(to_clock(d))
     }
 
@@ -952,7 +806,7 @@ impl AmzDashDemux {
             gst::debug!(CAT, imp = self, "only flushing seeks are supported");
             return false;
         }
-        let Some(ctx) = self.state.lock().unwrap().ctx.clone() else {
+        let Some(engine) = self.state.lock().unwrap().engine.clone() else {
             return false;
         };
         let _guard = self.seek_lock.lock().unwrap();
@@ -991,7 +845,7 @@ impl AmzDashDemux {
         self.srcpad
             .push_event(gst::event::FlushStop::builder(true).seqnum(seqnum).build());
         gst::debug!(CAT, imp = self, "seek to {}", position);
-        self.start_download(ctx, Duration::from_nanos(position.nseconds()));
+        engine.start(Duration::from_nanos(position.nseconds()));
         self.start_task().is_ok()
     }
 
@@ -1043,16 +897,9 @@ impl AmzDashDemux {
     }
 
     fn stats(&self) -> gst::Structure {
-        let s = self.shared.stats.lock().unwrap().clone();
-        let (level_time, level_bytes) = {
-            let q = self.shared.queue.lock().unwrap();
-            (q.time, q.bytes)
-        };
-        let ctx = self.state.lock().unwrap().ctx.clone();
-        let cand = ctx.as_ref().and_then(|c| {
-            let p = c.presentation.lock().unwrap().clone();
-            s.candidate.map(|i| p.candidates[i].clone())
-        });
+        let (level_time, level_bytes) = self.queue.queued();
+        let engine = self.state.lock().unwrap().engine.clone();
+        let (s, cand) = engine.map(|e| e.stats()).unwrap_or_default();
         gst::Structure::builder("amzdashdemux-stats")
             .field(
                 "representation",
@@ -1137,8 +984,8 @@ impl ObjectSubclass for AmzDashDemux {
             srcpad,
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(State::default()),
-            shared: Arc::new(Shared::default()),
-            flushing: AtomicBool::new(false),
+            queue: Arc::new(Queue::default()),
+            live: Arc::new(engine::Live::default()),
             seek_lock: Mutex::new(()),
             buffering_lock: Mutex::new(()),
         }
@@ -1231,19 +1078,11 @@ impl ObjectImpl for AmzDashDemux {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "max-bitrate" => {
-                s.max_bitrate = value.get().unwrap();
                 // Live: the next segment's choice honours it.
-                if let Some(ctx) = &self.state.lock().unwrap().ctx {
-                    ctx.max_bitrate
-                        .store(s.max_bitrate, std::sync::atomic::Ordering::SeqCst);
-                }
+                self.live.set_max_bitrate(value.get().unwrap());
             }
             "representation" => {
-                s.representation = value.get::<Option<String>>().unwrap().unwrap_or_default();
-                if let Some(ctx) = &self.state.lock().unwrap().ctx {
-                    *ctx.pinned.lock().unwrap() =
-                        Some(s.representation.clone()).filter(|r| !r.is_empty());
-                }
+                self.live.pin(value.get::<Option<String>>().unwrap());
             }
             "max-quality" => {
                 s.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
@@ -1264,9 +1103,9 @@ impl ObjectImpl for AmzDashDemux {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
-            "max-bitrate" => s.max_bitrate.to_value(),
+            "max-bitrate" => self.live.max_bitrate().to_value(),
             "max-quality" => s.max_quality.to_value(),
-            "representation" => s.representation.to_value(),
+            "representation" => self.live.pinned().unwrap_or_default().to_value(),
             "codec-switching" => s.codec_switching.to_value(),
             "buffer-time" => s.buffer_time.nseconds().to_value(),
             "buffer-bytes" => s.buffer_bytes.to_value(),
@@ -1336,12 +1175,8 @@ impl ElementImpl for AmzDashDemux {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         match transition {
-            gst::StateChange::PausedToPlaying => {
-                self.shared.play_clock.lock().unwrap().start(Instant::now())
-            }
-            gst::StateChange::PlayingToPaused => {
-                self.shared.play_clock.lock().unwrap().stop(Instant::now())
-            }
+            gst::StateChange::PausedToPlaying => self.queue.set_clock_running(true),
+            gst::StateChange::PlayingToPaused => self.queue.set_clock_running(false),
             _ => {}
         }
         if transition == gst::StateChange::PausedToReady {
@@ -1355,9 +1190,8 @@ impl ElementImpl for AmzDashDemux {
             *st = State::default();
             drop(st);
             self.hide_srcpad();
-            self.shared.clear();
-            *self.shared.stats.lock().unwrap() = Default::default();
-            self.shared.playing.store(false, Ordering::SeqCst);
+            self.queue.clear();
+            self.queue.set_playing(false);
         }
         Ok(res)
     }
