@@ -2,7 +2,7 @@
 //! The benchmark suite: for each measurement, an emulator process, our pipeline and playbin3 +
 //! dashdemux2 on the open mirror under the same shaping, and the figures BENCHMARKS.md shows.
 //!
-//! One module per section ([`abr`], [`ttfa`], [`cpu`], [`decrypt`]), and [`runner`], the run
+//! One module per section (`abr`, `ttfa`, `cpu`, `decrypt`), and `runner`, the run
 //! plumbing they share; this one holds the options, the results and the order of a run.
 
 use anyhow::{bail, Context, Result};
@@ -41,7 +41,7 @@ pub struct Options {
     pub quick: bool,
     pub seed: u32,
     pub scenarios: Vec<String>,
-    /// target/<profile>: the plugins and amzmusic-emulator.
+    /// `target/<profile>`: the plugins and amzmusic-emulator.
     pub profile_dir: PathBuf,
     pub data_dir: PathBuf,
     /// Player logs.
@@ -183,7 +183,7 @@ pub fn run(opts: Options) -> Result<Results> {
     Ok(res)
 }
 
-/// target/<profile> of a binary living in it or in its deps/.
+/// `target/<profile>` of a binary living in it or in its `deps/`.
 pub fn profile_dir_of(exe: &Path) -> Result<PathBuf> {
     let dir = exe.parent().context("exe without a directory")?;
     let dir = if dir.file_name().is_some_and(|n| n == "deps") {
