@@ -1,8 +1,8 @@
 //! The emulator as the benchmark drives it: one `amzmusic-emulator serve` process, its admin
 //! API (shaping, request log, content preparation) and the segment fetches its log records.
 
+use amzmusic_tests::http_within;
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::mpd::Ladder;
+
+/// The emulator's env file and request log entries are the shared test harness's.
+pub use amzmusic_tests::{parse_env_file, LoggedRequest};
+
+/// How long an admin call may wait for its answer (`prepare` packages a track first).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A running `amzmusic-emulator serve --open-mirror --env-file …`, killed on drop.
 pub struct Emulator {
@@ -19,8 +25,6 @@ pub struct Emulator {
     pub env: Vec<(String, String)>,
     /// The command line, for the report.
     pub command: String,
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -61,53 +65,41 @@ impl Emulator {
             }
         };
         let env = parse_env_file(&std::fs::read_to_string(&env_file).context("env file")?);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(600))
-            .build()?;
         Ok(Emulator {
             child,
             base_url,
             env,
             command,
-            rt,
-            http,
             _dir: dir,
         })
     }
 
-    fn send(&self, req: reqwest::RequestBuilder) -> Result<String> {
-        self.rt.block_on(async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            let body = resp.text().await?;
-            if !status.is_success() {
-                bail!("emulator answered {status}: {body}");
-            }
-            Ok(body)
-        })
+    /// `method path` (with a JSON body) on the admin API or the open mirror, which must
+    /// succeed: the body.
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String> {
+        let body = body.map(|b| b.to_string());
+        let url = format!("{}{path}", self.base_url);
+        let answer =
+            http_within(method, &url, body.as_deref(), ADMIN_TIMEOUT).and_then(|(status, text)| {
+                let text = String::from_utf8_lossy(&text).into_owned();
+                if !(200..300).contains(&status) {
+                    bail!("emulator answered {status}: {text}");
+                }
+                Ok(text)
+            });
+        answer.with_context(|| format!("{method} {path}"))
     }
 
     pub fn get(&self, path: &str) -> Result<String> {
-        self.send(self.http.get(format!("{}{path}", self.base_url)))
-            .with_context(|| format!("GET {path}"))
+        self.call("GET", path, None)
     }
 
     fn post_json(&self, path: &str, body: serde_json::Value) -> Result<String> {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base_url))
-                .json(&body),
-        )
-        .with_context(|| format!("POST {path}"))
+        self.call("POST", path, Some(body))
     }
 
     fn delete(&self, path: &str) -> Result<()> {
-        self.send(self.http.delete(format!("{}{path}", self.base_url)))
-            .with_context(|| format!("DELETE {path}"))
-            .map(|_| ())
+        self.call("DELETE", path, None).map(|_| ())
     }
 
     /// Generates a track's encrypted and clear content so no run times the generation.
@@ -157,34 +149,6 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `export NAME='value'` lines (what `serve --env-file` writes).
-pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| {
-            let v = v.trim();
-            let v = v
-                .strip_prefix('\'')
-                .and_then(|x| x.strip_suffix('\''))
-                .unwrap_or(v);
-            (k.trim().to_string(), v.to_string())
-        })
-        .collect()
-}
-
-/// One entry of `GET /_emulator/requests` (the fields the benchmark reads).
-#[derive(Debug, Clone, Deserialize)]
-pub struct LoggedRequest {
-    pub at_ms: u64,
-    pub method: String,
-    pub path: String,
-    pub service: String,
-    pub status: u16,
-    #[serde(default)]
-    pub headers: Vec<(String, Option<String>)>,
 }
 
 /// A media segment fetched: which representation, which segment (0-based), when.
@@ -288,6 +252,7 @@ mod tests {
 
     fn req(path: &str, range: Option<&str>, at_ms: u64) -> LoggedRequest {
         LoggedRequest {
+            seq: at_ms,
             at_ms,
             method: "GET".into(),
             path: path.into(),
