@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The stub license protocol: challenge (client → server) and license (server → client) with
 //! content keys wrapped to a per-session X25519 key. Both halves are public; see docs/license-protocol.md.
 
@@ -15,7 +16,7 @@ use sha2::Sha256;
 use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::pssh::KeyId;
+pub use crate::pssh::KeyId;
 
 /// Wire format version carried in challenges and licenses.
 pub const PROTOCOL_VERSION: u32 = 1;
