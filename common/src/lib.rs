@@ -2,5 +2,6 @@
 //! What the Amazon Music plugins and the emulator share, in plain Rust: one definition of each
 //! wire format for both of its sides. It registers no GObject type (GTypes stay per plugin).
 
+pub mod contract;
 pub mod license;
 pub mod pssh;
