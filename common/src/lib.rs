@@ -3,5 +3,6 @@
 //! wire format for both of its sides. It registers no GObject type (GTypes stay per plugin).
 
 pub mod contract;
+pub mod http;
 pub mod license;
 pub mod pssh;

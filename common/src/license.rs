@@ -16,6 +16,7 @@ use sha2::Sha256;
 use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::http::RetryOn;
 pub use crate::pssh::KeyId;
 
 /// Wire format version carried in challenges and licenses.
@@ -247,7 +248,7 @@ impl LicenseError {
     pub fn client_action(&self) -> ClientAction {
         match self.status() {
             401 => ClientAction::RefreshTokenThenRetryOnce,
-            429 | 500 | 502 | 503 | 504 => ClientAction::RetryWithBackoff,
+            s if RetryOn::LicenseTable.retries(s) => ClientAction::RetryWithBackoff,
             _ => ClientAction::Fail,
         }
     }
