@@ -51,6 +51,13 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    pub fn new(base_delay: Duration, max_delay: Duration) -> Backoff {
+        Backoff {
+            base_delay,
+            max_delay,
+        }
+    }
+
     /// The capped exponential part of [`delay`](Self::delay), without jitter.
     pub fn exponential(&self, attempt: u32) -> Duration {
         self.base_delay

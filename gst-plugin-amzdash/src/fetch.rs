@@ -78,15 +78,7 @@ impl RetryPolicy {
     /// clients hit by the same outage do not retry in step. The CDN's `Retry-After` is not
     /// honoured (the engine retries segments on its own clock).
     pub fn delay(&self, n: u32) -> Duration {
-        self.backoff().delay(n, None)
-    }
-
-    /// The shared backoff with this policy's numbers.
-    pub fn backoff(&self) -> Backoff {
-        Backoff {
-            base_delay: self.base_delay,
-            max_delay: self.max_delay,
-        }
+        Backoff::new(self.base_delay, self.max_delay).delay(n, None)
     }
 }
 

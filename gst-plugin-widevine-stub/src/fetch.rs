@@ -56,15 +56,7 @@ impl RetryPolicy {
     /// Wait before attempt `attempt + 1` (attempt counts from 1): exponential, capped, plus up
     /// to 50 % jitter, and never less than the server's `Retry-After`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        self.backoff().delay(attempt, retry_after)
-    }
-
-    /// The shared backoff with this policy's numbers.
-    pub fn backoff(&self) -> Backoff {
-        Backoff {
-            base_delay: self.base_delay,
-            max_delay: self.max_delay,
-        }
+        Backoff::new(self.base_delay, self.max_delay).delay(attempt, retry_after)
     }
 }
 
@@ -149,7 +141,10 @@ pub async fn fetch_license(
     let body = encode_license_request_body(challenge);
     let start = Instant::now();
     let mut refreshed = false;
-    let mut retries = Retries::new(policy.max_attempts, policy.backoff());
+    let mut retries = Retries::new(
+        policy.max_attempts,
+        Backoff::new(policy.base_delay, policy.max_delay),
+    );
     loop {
         let attempt = retries.begin();
         let failed = |error| FetchError::Server {
