@@ -10,6 +10,7 @@
 //! stream whose caps change, which decodebin3 (1.22) handles by swapping the decoder, sample
 //! for sample continuous.
 
+use amzmusic_common::codec::Codec;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -30,13 +31,7 @@ const STREAM_ID: &str = "amzdashbin/audio";
 /// The parser for the media type of an elementary stream (the decryptor's output type for a
 /// protected one).
 fn parser_for(media: &str) -> Option<&'static str> {
-    match media {
-        "audio/x-flac" => Some("flacparse"),
-        "audio/x-opus" => Some("opusparse"),
-        "audio/x-eac3" | "audio/x-ac3" => Some("ac3parse"),
-        "audio/mpeg" => Some("aacparse"),
-        _ => None,
-    }
+    Codec::from_media_type(media).map(Codec::parser_factory)
 }
 
 /// One codec's elements: the demuxer for its fragments and the parser after it (or after the
@@ -536,12 +531,7 @@ impl ElementImpl for AmzDashBin {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst::Caps::builder("application/dash+xml")
-                .field(
-                    crate::amzdashdemux::CAPS_SOURCE_FIELD,
-                    crate::amzdashdemux::CAPS_SOURCE_VALUE,
-                )
-                .build();
+            let sink_caps = amzmusic_common::contract::source_mpd_caps();
             let mut src_caps = gst::Caps::new_empty();
             {
                 let caps = src_caps.get_mut().unwrap();
@@ -610,3 +600,22 @@ impl ElementImpl for AmzDashBin {
 }
 
 impl BinImpl for AmzDashBin {}
+
+#[cfg(test)]
+mod tests {
+    use super::parser_for;
+
+    #[test]
+    fn each_media_type_gets_the_parser_it_always_had() {
+        for (media, parser) in [
+            ("audio/x-flac", Some("flacparse")),
+            ("audio/x-opus", Some("opusparse")),
+            ("audio/x-eac3", Some("ac3parse")),
+            ("audio/x-ac3", Some("ac3parse")),
+            ("audio/mpeg", Some("aacparse")),
+            ("audio/x-vorbis", None),
+        ] {
+            assert_eq!(parser_for(media), parser, "{media}");
+        }
+    }
+}
