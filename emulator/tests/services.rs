@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use amzmusic_common::license::{
+    decode_license_response_body, encode_license_request_body, ClientSession, KeyId, LicenseError,
+    RequestKind,
+};
 use amzmusic_emulator::content::catalog::{ids, Catalog, Tier};
 use amzmusic_emulator::content::store::Store;
 use amzmusic_emulator::server::{self, AppState, Config, Running};
 use amzmusic_emulator::services;
 use base64::Engine;
-use gstwidevinestub::protocol::{
-    decode_license_response_body, encode_license_request_body, ClientSession, KeyId, LicenseError,
-    RequestKind,
-};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -1409,7 +1409,7 @@ async fn secrets_never_reach_logs() {
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "amzmusic_emulator=trace,gstwidevinestub=trace",
+            "amzmusic_emulator=trace,amzmusic_common=trace",
         ))
         .with_writer(move || writer.clone())
         .with_ansi(false)

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 //! HTTP plumbing shared by the LWA, music API and FireFly clients: the plugin's one tokio
-//! runtime, the reqwest client, bounded retries with backoff and jitter, and secret strings.
+//! runtime and the reqwest client. The retry, backoff and `Secret` policy they follow is
+//! `amzmusic_common::http`, shared with the other plugins.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use rand::Rng;
+use amzmusic_common::http::{error_text_without_url, retry_after_secs, Backoff, Retries, RetryOn};
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
 pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -32,35 +32,8 @@ pub fn wait_on_runtime<T: Send + 'static>(
     rx.recv().ok()
 }
 
-/// A string that must never reach a log: `Debug` and `Display` print a placeholder.
-#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A string that must never reach a log (shared with the other plugins).
+pub use amzmusic_common::http::Secret;
 
 /// Builds the client every service call uses. `ca_file` adds a PEM root (a private CA in front
 /// of the services); the system roots stay trusted.
@@ -109,12 +82,15 @@ impl RetryPolicy {
     /// plus up to 50 % jitter so that many clients do not retry in step; never shorter than
     /// the server's `Retry-After`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_delay);
-        let jitter = exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
-        (exp + jitter).max(retry_after.unwrap_or_default())
+        self.backoff().delay(attempt, retry_after)
+    }
+
+    /// The shared backoff with this policy's numbers.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+        }
     }
 }
 
@@ -155,7 +131,7 @@ impl HttpError {
 
 /// Whether an answer with this status is worth another attempt.
 pub fn retryable_status(status: u16) -> bool {
-    status == 429 || status == 408 || (500..600).contains(&status)
+    RetryOn::TimeoutThrottleAnd5xx.retries(status)
 }
 
 /// Reads the services' JSON error body (`{"error", "message"}`) into an [`HttpError`].
@@ -194,55 +170,42 @@ pub async fn send_with_retries(
     policy: &RetryPolicy,
     mut build: impl FnMut() -> reqwest::RequestBuilder,
 ) -> Result<Answer, HttpError> {
-    let mut attempt = 0;
+    let mut retries = Retries::new(policy.max_attempts, policy.backoff());
     loop {
-        attempt += 1;
-        let last = attempt >= policy.max_attempts;
-        let resp = build().timeout(policy.request_timeout).send().await;
-        let resp = match resp {
+        let attempt = retries.begin();
+        let transport = |message| HttpError::Transport {
+            message,
+            attempts: attempt,
+        };
+        // `without_url` keeps signed URLs and their signatures out of the message.
+        let resp = match build().timeout(policy.request_timeout).send().await {
             Ok(r) => r,
             Err(e) => {
-                // `without_url` keeps signed URLs and their signatures out of the message.
-                let message = e.without_url().to_string();
-                if last {
-                    return Err(HttpError::Transport {
-                        message,
-                        attempts: attempt,
-                    });
-                }
-                tokio::time::sleep(policy.delay(attempt, None)).await;
+                retries
+                    .backoff_or(transport(error_text_without_url(e)), None)
+                    .await?;
                 continue;
             }
         };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after_secs(resp.headers()).map(Duration::from_secs);
         let body = match resp.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => {
-                let message = e.without_url().to_string();
-                if last {
-                    return Err(HttpError::Transport {
-                        message,
-                        attempts: attempt,
-                    });
-                }
-                tokio::time::sleep(policy.delay(attempt, None)).await;
+                retries
+                    .backoff_or(transport(error_text_without_url(e)), None)
+                    .await?;
                 continue;
             }
         };
         if (200..300).contains(&status) {
             return Ok(Answer { status, body });
         }
-        if retryable_status(status) && !last {
-            tokio::time::sleep(policy.delay(attempt, retry_after)).await;
-            continue;
+        let error = error_from_body(status, &body);
+        if !retryable_status(status) {
+            return Err(error);
         }
-        return Err(error_from_body(status, &body));
+        retries.backoff_or(error, retry_after).await?;
     }
 }
 

@@ -1,9 +1,9 @@
 //! Segment downloads: one reqwest client (rustls, HTTP/2, keep-alive) per element, byte ranges,
 //! connect and stall timeouts, retries with exponential backoff and jitter; `file://` for tests.
 
+use amzmusic_common::http::{error_kind_and_causes, redact_url, Backoff, RetryOn};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use rand::Rng;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -40,7 +40,7 @@ impl FetchError {
     /// Whether a retry of the same request may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Status(s) => *s == 429 || *s >= 500 || *s == 408,
+            FetchError::Status(s) => RetryOn::TimeoutThrottleAndFrom500.retries(*s),
             FetchError::Stalled(_)
             | FetchError::NoResponse(_)
             | FetchError::Connect(_)
@@ -75,14 +75,18 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Wait before retry `n` (from 1): exponential, capped, with up to 50 % jitter so that
-    /// clients hit by the same outage do not retry in step.
+    /// clients hit by the same outage do not retry in step. The CDN's `Retry-After` is not
+    /// honoured (the engine retries segments on its own clock).
     pub fn delay(&self, n: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << n.saturating_sub(1).min(16))
-            .min(self.max_delay);
-        let jitter = rand::thread_rng().gen_range(0.0..0.5);
-        exp + exp.mul_f64(jitter)
+        self.backoff().delay(n, None)
+    }
+
+    /// The shared backoff with this policy's numbers.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+        }
     }
 }
 
@@ -107,16 +111,7 @@ impl std::fmt::Debug for Request {
 
 /// A URL fit for logs: scheme, host and path, never the (signed) query.
 pub fn redact(u: &Url) -> String {
-    let mut s = format!(
-        "{}://{}{}",
-        u.scheme(),
-        u.host_str().unwrap_or(""),
-        u.path()
-    );
-    if u.query().is_some() {
-        s.push_str("?…");
-    }
-    s
+    redact_url(u)
 }
 
 #[derive(Debug, Clone)]
@@ -324,21 +319,7 @@ impl Fetcher {
 /// reqwest errors print the URL, which holds the signature of signed URLs: describe the error
 /// by its kind and its causes only.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "connection failed".to_string()
-    } else if e.is_body() || e.is_decode() {
-        "response body error".to_string()
-    } else {
-        "request failed".to_string()
-    };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s = format!("{s}: {inner}");
-        src = inner.source();
-    }
-    s
+    error_kind_and_causes(e)
 }
 
 /// Bytes `first..=last` (or to the end) of a `file://` URL.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use amzmusic_common::http::{error_text_without_url, retry_after_secs, Backoff, Retries};
 
 use crate::protocol::{
     decode_license_response_body, encode_license_request_body, ClientAction, LicenseError,
@@ -56,12 +56,15 @@ impl RetryPolicy {
     /// Wait before attempt `attempt + 1` (attempt counts from 1): exponential, capped, plus up
     /// to 50 % jitter, and never less than the server's `Retry-After`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_delay);
-        let jitter = exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
-        (exp + jitter).max(retry_after.unwrap_or_default())
+        self.backoff().delay(attempt, retry_after)
+    }
+
+    /// The shared backoff with this policy's numbers.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+        }
     }
 }
 
@@ -88,7 +91,8 @@ pub struct Fetched {
     pub failures: u32,
 }
 
-enum Attempt {
+/// What one POST got back.
+enum Posted {
     Ok(Vec<u8>),
     Server(LicenseError),
     Transport(String),
@@ -100,7 +104,7 @@ async fn post_once(
     body: &[u8],
     headers: &RequestHeaders,
     timeout: Duration,
-) -> Attempt {
+) -> Posted {
     let mut req = client
         .post(url)
         .timeout(timeout)
@@ -119,19 +123,15 @@ async fn post_once(
     }
     let resp = match req.send().await {
         Ok(r) => r,
-        // reqwest's error text names the URL without its query, never headers or bodies.
-        Err(e) => return Attempt::Transport(e.without_url().to_string()),
+        // reqwest's error text without the URL, never headers or bodies.
+        Err(e) => return Posted::Transport(error_text_without_url(e)),
     };
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after = retry_after_secs(resp.headers());
     match resp.bytes().await {
-        Ok(bytes) if status == 200 => Attempt::Ok(bytes.to_vec()),
-        Ok(bytes) => Attempt::Server(LicenseError::from_response(status, retry_after, &bytes)),
-        Err(e) => Attempt::Transport(e.without_url().to_string()),
+        Ok(bytes) if status == 200 => Posted::Ok(bytes.to_vec()),
+        Ok(bytes) => Posted::Server(LicenseError::from_response(status, retry_after, &bytes)),
+        Err(e) => Posted::Transport(error_text_without_url(e)),
     }
 }
 
@@ -148,64 +148,53 @@ pub async fn fetch_license(
 ) -> Result<Fetched, FetchError> {
     let body = encode_license_request_body(challenge);
     let start = Instant::now();
-    let mut attempt = 0;
     let mut refreshed = false;
+    let mut retries = Retries::new(policy.max_attempts, policy.backoff());
     loop {
-        attempt += 1;
-        let outcome = post_once(client, url, &body, &headers, policy.request_timeout).await;
-        let (retry_after, last) = match outcome {
-            Attempt::Ok(bytes) => {
-                let license = decode_license_response_body(&bytes)
-                    .map_err(|e| FetchError::BadBody(e.to_string()))?;
-                return Ok(Fetched {
-                    license,
-                    latency: start.elapsed(),
-                    failures: attempt - 1,
-                });
-            }
-            Attempt::Server(error) => match error.client_action() {
-                ClientAction::Fail => {
-                    return Err(FetchError::Server {
-                        error,
-                        attempts: attempt,
-                    })
+        let attempt = retries.begin();
+        let failed = |error| FetchError::Server {
+            error,
+            attempts: attempt,
+        };
+        let (error, retry_after) =
+            match post_once(client, url, &body, &headers, policy.request_timeout).await {
+                Posted::Ok(bytes) => {
+                    let license = decode_license_response_body(&bytes)
+                        .map_err(|e| FetchError::BadBody(e.to_string()))?;
+                    return Ok(Fetched {
+                        license,
+                        latency: start.elapsed(),
+                        failures: attempt - 1,
+                    });
                 }
-                ClientAction::RefreshTokenThenRetryOnce => {
-                    let fresh = if refreshed { None } else { refresh_token() };
-                    refreshed = true;
-                    match fresh {
-                        Some(auth) if Some(&auth) != headers.authorization.as_ref() => {
-                            headers.authorization = Some(auth);
-                            continue;
-                        }
-                        _ => {
-                            return Err(FetchError::Server {
-                                error,
-                                attempts: attempt,
-                            })
+                Posted::Server(error) => match error.client_action() {
+                    ClientAction::Fail => return Err(failed(error)),
+                    ClientAction::RefreshTokenThenRetryOnce => {
+                        let fresh = if refreshed { None } else { refresh_token() };
+                        refreshed = true;
+                        match fresh {
+                            Some(auth) if Some(&auth) != headers.authorization.as_ref() => {
+                                // At once, and whatever attempts are left.
+                                headers.authorization = Some(auth);
+                                continue;
+                            }
+                            _ => return Err(failed(error)),
                         }
                     }
-                }
-                ClientAction::RetryWithBackoff => (
-                    error.retry_after_secs().map(Duration::from_secs),
-                    Err(FetchError::Server {
-                        error,
+                    ClientAction::RetryWithBackoff => {
+                        let retry_after = error.retry_after_secs().map(Duration::from_secs);
+                        (failed(error), retry_after)
+                    }
+                },
+                Posted::Transport(message) => (
+                    FetchError::Transport {
+                        message,
                         attempts: attempt,
-                    }),
+                    },
+                    None,
                 ),
-            },
-            Attempt::Transport(message) => (
-                None,
-                Err(FetchError::Transport {
-                    message,
-                    attempts: attempt,
-                }),
-            ),
-        };
-        if attempt >= policy.max_attempts {
-            return last;
-        }
-        tokio::time::sleep(policy.delay(attempt, retry_after)).await;
+            };
+        retries.backoff_or(error, retry_after).await?;
     }
 }
 

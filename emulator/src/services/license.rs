@@ -1,6 +1,10 @@
 //! The license server: checks the LWA token, User-Agent, the audio object's key header and
-//! entitlement, then answers the stub CDM's challenge through `gstwidevinestub::protocol`.
+//! entitlement, then answers the stub CDM's challenge through `amzmusic_common::license`.
 
+use amzmusic_common::license::{
+    decode_license_request_body, encode_license_response_body, issue_license, parse_challenge,
+    Challenge, KeyId, LicenseError, LicensePolicy,
+};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -8,10 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
-use gstwidevinestub::protocol::{
-    decode_license_request_body, encode_license_response_body, issue_license, parse_challenge,
-    Challenge, KeyId, LicenseError, LicensePolicy,
-};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use amzmusic_common::contract;
 use futures::future::{AbortHandle, Abortable};
 use gst::glib;
 use gst::prelude::*;
@@ -32,17 +33,12 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Name of the sticky event and of the query (docs/element-contract.md).
-pub const AUDIO_OBJECT: &str = "amazonmusic-audio-object";
-/// The caps field that tells decodebin3 this MPD is for amzdashdemux (contract).
-pub const CAPS_SOURCE_FIELD: &str = "source";
-pub const CAPS_SOURCE_VALUE: &str = "amazonmusicsrc";
 const URI_SCHEME: &str = "amazonmusic";
 
+/// `application/dash+xml, source=amazonmusicsrc`: the caps that tell decodebin3 this MPD is
+/// for amzdashdemux (contract section 0).
 fn src_caps() -> gst::Caps {
-    gst::Caps::builder("application/dash+xml")
-        .field(CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE)
-        .build()
+    contract::source_mpd_caps()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -525,13 +521,15 @@ impl AmazonMusicSrc {
             &session.cfg.user_agent,
             &session.cfg.market,
         );
-        gst::Structure::builder(AUDIO_OBJECT)
-            .field("track-id", &session.track_id)
-            .field("generation", current.generation)
-            .field("expires", current.audio.expires)
-            .field("quality", &session.capability)
-            .field("credentials", creds)
-            .build()
+        contract::audio_object_structure(
+            &contract::AudioObjectFields {
+                track_id: &session.track_id,
+                generation: current.generation,
+                expires: current.audio.expires,
+                quality: &session.capability,
+            },
+            &creds,
+        )
     }
 
     fn push_audio_object_event(
@@ -686,16 +684,11 @@ impl AmazonMusicSrc {
         let Some(session) = self.session() else {
             return false;
         };
-        let (reason, held) = {
-            let s = query.structure().expect("custom query has a structure");
-            (
-                s.get::<String>("reason")
-                    .unwrap_or_else(|_| "lookup".into()),
-                s.get::<u32>("generation").unwrap_or(0),
-            )
-        };
-        let lookup = reason == "lookup";
-        let expiring = reason == "expiring";
+        let (reason, held) = contract::refresh_query_request(
+            query.structure().expect("custom query has a structure"),
+        );
+        let lookup = reason == contract::RefreshReason::Lookup.as_str();
+        let expiring = reason == contract::RefreshReason::Expiring.as_str();
         let sess = session.clone();
         let answer = wait_on_runtime(async move {
             let current = match sess.current() {
@@ -900,7 +893,7 @@ impl BaseSrcImpl for AmazonMusicSrc {
 
     fn query(&self, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryView::Custom(_) = query.view() {
-            if query.structure().is_some_and(|s| s.name() == AUDIO_OBJECT) {
+            if query.structure().is_some_and(contract::is_audio_object) {
                 return self.answer_audio_object_query(query);
             }
         }

@@ -4,6 +4,7 @@
 
 use std::sync::{LazyLock, OnceLock};
 
+use amzmusic_common::contract::credentials as names;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -20,7 +21,7 @@ pub struct AmzMusicCredentials {
 
 #[glib::object_subclass]
 impl ObjectSubclass for AmzMusicCredentials {
-    const NAME: &'static str = "AmzMusicCredentials";
+    const NAME: &'static str = names::TYPE_NAME;
     type Type = super::AmzMusicCredentials;
     type ParentType = glib::Object;
 }
@@ -44,32 +45,32 @@ impl ObjectImpl for AmzMusicCredentials {
             };
             vec![
                 s(
-                    "manifest-uri",
+                    names::MANIFEST_URI,
                     "Manifest URI",
                     "The signed manifest URL (secret)",
                 ),
                 h(
-                    "segment-headers",
+                    names::SEGMENT_HEADERS,
                     "Segment headers",
                     "Headers every segment request carries (audioSegmentHeaders, secret)",
                 ),
                 h(
-                    "manifest-headers",
+                    names::MANIFEST_HEADERS,
                     "Manifest headers",
                     "Headers the manifest request carries (manifestHeaders, secret)",
                 ),
                 h(
-                    "key-headers",
+                    names::KEY_HEADERS,
                     "Key headers",
                     "Headers every license request carries (key, secret)",
                 ),
                 s(
-                    "authorization",
+                    names::AUTHORIZATION,
                     "Authorization",
                     "The Authorization value, Bearer and the LWA access token (secret)",
                 ),
                 s(
-                    "user-agent",
+                    names::USER_AGENT,
                     "User-Agent",
                     "The User-Agent every request carries",
                 ),
@@ -81,22 +82,22 @@ impl ObjectImpl for AmzMusicCredentials {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         // Construct-only: each cell is set exactly once.
         match pspec.name() {
-            "manifest-uri" => {
+            names::MANIFEST_URI => {
                 let _ = self.manifest_uri.set(value.get().unwrap());
             }
-            "segment-headers" => {
+            names::SEGMENT_HEADERS => {
                 let _ = self.segment_headers.set(value.get().unwrap());
             }
-            "manifest-headers" => {
+            names::MANIFEST_HEADERS => {
                 let _ = self.manifest_headers.set(value.get().unwrap());
             }
-            "key-headers" => {
+            names::KEY_HEADERS => {
                 let _ = self.key_headers.set(value.get().unwrap());
             }
-            "authorization" => {
+            names::AUTHORIZATION => {
                 let _ = self.authorization.set(value.get().unwrap());
             }
-            "user-agent" => {
+            names::USER_AGENT => {
                 let _ = self.user_agent.set(value.get().unwrap());
             }
             _ => unimplemented!(),
@@ -108,12 +109,12 @@ impl ObjectImpl for AmzMusicCredentials {
             c.get().map(|x| x.to_value())
         }
         let value = match pspec.name() {
-            "manifest-uri" => v(&self.manifest_uri),
-            "segment-headers" => v(&self.segment_headers),
-            "manifest-headers" => v(&self.manifest_headers),
-            "key-headers" => v(&self.key_headers),
-            "authorization" => v(&self.authorization),
-            "user-agent" => v(&self.user_agent),
+            names::MANIFEST_URI => v(&self.manifest_uri),
+            names::SEGMENT_HEADERS => v(&self.segment_headers),
+            names::MANIFEST_HEADERS => v(&self.manifest_headers),
+            names::KEY_HEADERS => v(&self.key_headers),
+            names::AUTHORIZATION => v(&self.authorization),
+            names::USER_AGENT => v(&self.user_agent),
             _ => unimplemented!(),
         };
         value.unwrap_or_else(|| pspec.default_value().clone())

@@ -536,12 +536,7 @@ impl ElementImpl for AmzDashBin {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst::Caps::builder("application/dash+xml")
-                .field(
-                    crate::amzdashdemux::CAPS_SOURCE_FIELD,
-                    crate::amzdashdemux::CAPS_SOURCE_VALUE,
-                )
-                .build();
+            let sink_caps = amzmusic_common::contract::source_mpd_caps();
             let mut src_caps = gst::Caps::new_empty();
             {
                 let caps = src_caps.get_mut().unwrap();

@@ -1,8 +1,9 @@
-//! The Widevine-stub license protocol and PSSH parsing, in plain Rust with no GStreamer, so the
-//! emulator's license server can link this crate and speak exactly what the stub CDM speaks.
+// SPDX-License-Identifier: MPL-2.0
+//! The Widevine-stub license protocol and PSSH parsing. Both live in `amzmusic-common`, which
+//! the emulator's license server links too, so both sides speak exactly the same format; these
+//! are their old paths.
 
-pub mod license;
-pub mod pssh;
+pub use amzmusic_common::{license, pssh};
 
 pub use license::{
     decode_license_request_body, decode_license_response_body, encode_license_request_body,

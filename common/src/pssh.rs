@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! `pssh` boxes (ISO/IEC 23001-7, versions 0 and 1) and the Widevine `WidevinePsshData` protobuf.
 //! Pure parsing and building, so the stub CDM, the element and the emulator's packager agree.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MPL-2.0
 //! The stub license protocol: challenge (client → server) and license (server → client) with
 //! content keys wrapped to a per-session X25519 key. Both halves are public; see docs/license-protocol.md.
 
@@ -15,7 +16,8 @@ use sha2::Sha256;
 use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::pssh::KeyId;
+use crate::http::RetryOn;
+pub use crate::pssh::KeyId;
 
 /// Wire format version carried in challenges and licenses.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -246,7 +248,7 @@ impl LicenseError {
     pub fn client_action(&self) -> ClientAction {
         match self.status() {
             401 => ClientAction::RefreshTokenThenRetryOnce,
-            429 | 500 | 502 | 503 | 504 => ClientAction::RetryWithBackoff,
+            s if RetryOn::LicenseTable.retries(s) => ClientAction::RetryWithBackoff,
             _ => ClientAction::Fail,
         }
     }

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The HTTP policy the plugins share: bounded retries with exponential backoff, jitter and
+//! `Retry-After`, which statuses are worth a retry, redaction for logs, and the `Secret` type.
+//!
+//! The three stacks (amazonmusic's services, amzdash's CDN, the decryptor's license server)
+//! differ on purpose in a few points; each difference is a parameter here, named at the caller.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::Rng;
+use url::Url;
+
+/// A string that must never reach a log: `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Exponential backoff: the wait after failed attempt `n` (from 1) doubles from `base_delay`,
+/// is capped at `max_delay`, and gets up to 50 % jitter so that clients hit by the same outage
+/// do not retry in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Backoff {
+    /// The capped exponential part of [`delay`](Self::delay), without jitter.
+    pub fn exponential(&self, attempt: u32) -> Duration {
+        self.base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay)
+    }
+
+    /// The wait after failed attempt `attempt`, never shorter than the server's `retry_after`
+    /// (callers that do not honour `Retry-After`, such as the CDN fetcher, pass `None`).
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.exponential(attempt);
+        let jitter = exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
+        (exp + jitter).max(retry_after.unwrap_or_default())
+    }
+}
+
+/// Which HTTP statuses are worth another attempt. The stacks differ; each names its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// 408, 429 and 500–599: the music API, Login with Amazon and FireFly.
+    TimeoutThrottleAnd5xx,
+    /// 408, 429 and every status from 500 up (a non-standard 6xx too): the CDN.
+    TimeoutThrottleAndFrom500,
+    /// 429, 500, 502, 503 and 504: the license error table (docs/license-protocol.md), where
+    /// 408 and 501 fail at once.
+    LicenseTable,
+}
+
+impl RetryOn {
+    pub fn retries(self, status: u16) -> bool {
+        match self {
+            RetryOn::TimeoutThrottleAnd5xx => {
+                status == 429 || status == 408 || (500..600).contains(&status)
+            }
+            RetryOn::TimeoutThrottleAndFrom500 => status == 429 || status >= 500 || status == 408,
+            RetryOn::LicenseTable => matches!(status, 429 | 500 | 502 | 503 | 504),
+        }
+    }
+}
+
+/// The `Retry-After` header in whole seconds (the HTTP-date form is not used by the services).
+pub fn retry_after_secs(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// The attempt count of one request and the wait between its attempts: callers run their own
+/// loop (each stack decides what is final), `begin` each attempt and hand a failure worth
+/// another attempt to [`backoff_or`](Self::backoff_or).
+#[derive(Debug, Clone)]
+pub struct Retries {
+    max_attempts: u32,
+    backoff: Backoff,
+    attempt: u32,
+}
+
+impl Retries {
+    /// At most `max_attempts` attempts in total (1: no retry).
+    pub fn new(max_attempts: u32, backoff: Backoff) -> Retries {
+        Retries {
+            max_attempts,
+            backoff,
+            attempt: 0,
+        }
+    }
+
+    /// Starts the next attempt and returns its number (from 1). An attempt begun without a
+    /// [`backoff_or`](Self::backoff_or) before it (the license client's one retry with a
+    /// refreshed token) still counts.
+    pub fn begin(&mut self) -> u32 {
+        self.attempt += 1;
+        self.attempt
+    }
+
+    /// Whether the attempt in progress is the last one the bound allows.
+    pub fn is_last(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// After a failure worth another attempt: `Err(error)` when the attempts are used up,
+    /// otherwise waits [`Backoff::delay`] (at least `retry_after`) and returns `Ok`.
+    pub async fn backoff_or<E>(&self, error: E, retry_after: Option<Duration>) -> Result<(), E> {
+        if self.is_last() {
+            return Err(error);
+        }
+        tokio::time::sleep(self.backoff.delay(self.attempt, retry_after)).await;
+        Ok(())
+    }
+}
+
+/// A URL fit for logs: scheme, host and path, never the (signed) query.
+pub fn redact_url(u: &Url) -> String {
+    let mut s = format!(
+        "{}://{}{}",
+        u.scheme(),
+        u.host_str().unwrap_or(""),
+        u.path()
+    );
+    if u.query().is_some() {
+        s.push_str("?…");
+    }
+    s
+}
+
+/// A reqwest error as reqwest prints it without its URL (which may be signed): the text the
+/// music API, LWA, FireFly and license clients report.
+pub fn error_text_without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+/// A reqwest error described by its kind and its causes only, never its URL: the text the CDN
+/// fetcher reports.
+pub fn error_kind_and_causes(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "response body error".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s = format!("{s}: {inner}");
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("Atza|very-secret");
+        assert!(!format!("{s:?} {s}").contains("very-secret"));
+        assert_eq!(s.expose(), "Atza|very-secret");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"Atza|very-secret\"");
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_jittered_and_honours_retry_after() {
+        let b = Backoff {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        for _ in 0..50 {
+            for (n, exp) in [(1, 100), (2, 200), (3, 350), (30, 350)] {
+                let exp = Duration::from_millis(exp);
+                assert_eq!(b.exponential(n), exp);
+                let d = b.delay(n, None);
+                assert!(d >= exp && d <= exp.mul_f64(1.5), "{n}: {d:?}");
+            }
+        }
+        assert!(b.delay(1, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+        assert!(b.delay(1, Some(Duration::ZERO)) >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn each_stack_retries_its_own_statuses() {
+        use RetryOn::*;
+        for (status, service, cdn, license) in [
+            (408, true, true, false),
+            (429, true, true, true),
+            (500, true, true, true),
+            (501, true, true, false),
+            (503, true, true, true),
+            (599, true, true, false),
+            (600, false, true, false),
+            (401, false, false, false),
+            (403, false, false, false),
+            (404, false, false, false),
+        ] {
+            assert_eq!(TimeoutThrottleAnd5xx.retries(status), service, "{status}");
+            assert_eq!(TimeoutThrottleAndFrom500.retries(status), cdn, "{status}");
+            assert_eq!(LicenseTable.retries(status), license, "{status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after_secs(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, " 3 ".parse().unwrap());
+        assert_eq!(retry_after_secs(&h), Some(3));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after_secs(&h), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_bounded_and_wait_at_least_retry_after() {
+        let fast = Backoff {
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(40),
+        };
+        let mut r = Retries::new(3, fast);
+        let mut failures = 0;
+        let last = loop {
+            let n = r.begin();
+            if let Err(n) = r.backoff_or(n, None).await {
+                break n;
+            }
+            failures += 1;
+        };
+        assert_eq!((last, failures), (3, 2));
+
+        // Retry-After stretches the wait.
+        let mut r = Retries::new(2, fast);
+        assert_eq!(r.begin(), 1);
+        let started = tokio::time::Instant::now();
+        assert_eq!(r.backoff_or((), Some(Duration::from_secs(5))).await, Ok(()));
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        assert_eq!(r.begin(), 2);
+        assert!(r.is_last());
+
+        // One attempt in total: the first failure is final, with no wait.
+        let mut once = Retries::new(1, fast);
+        once.begin();
+        let started = tokio::time::Instant::now();
+        assert_eq!(once.backoff_or("e", None).await, Err("e"));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn redaction_hides_signed_queries() {
+        let u = Url::parse("https://cdn.invalid/x/a.mp4?ao=1&sig=SECRET").unwrap();
+        assert_eq!(redact_url(&u), "https://cdn.invalid/x/a.mp4?…");
+        let plain = Url::parse("https://cdn.invalid/x/a.mp4").unwrap();
+        assert_eq!(redact_url(&plain), "https://cdn.invalid/x/a.mp4");
+    }
+}
