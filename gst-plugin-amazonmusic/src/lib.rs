@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Amazon Music source: login, track resolution, audio-object refresh and tags.
-//! Protocol logic lives in plain modules (token, api, firefly, config, session); the element
+//! Protocol logic lives in plain modules (token, api, firefly, config, session, resolver, audio_object,
+//! errors); the element
 //! glue in `amazonmusicsrc/`.
 
 use gst::glib;
@@ -8,12 +9,17 @@ use gst::prelude::*;
 
 pub mod amazonmusicsrc;
 pub mod api;
+pub mod audio_object;
 pub mod config;
 pub mod credentials;
+pub mod errors;
 pub mod firefly;
 pub mod http;
+pub mod resolver;
 pub mod session;
 pub mod tags;
+#[cfg(test)]
+mod testing;
 pub mod token;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The element glue: properties and URI, opening the session in `create`, pushing the sticky
-//! audio-object event, tags and the MPD, refreshing in the background and answering queries.
+//! audio-object event, tags and the MPD, starting the background refresher and answering the
+//! refresh query. What is fetched and when lives in plain modules: `resolver` (the first
+//! audio object and manifest), `audio_object` (the answering rules, the refresher) and
+//! `errors` (the error table).
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
 
 use amzmusic_common::contract;
 use futures::future::{AbortHandle, Abortable};
@@ -17,10 +19,12 @@ use gst_base::subclass::prelude::*;
 
 use super::Quality;
 use crate::api::{self, ApiError};
-use crate::config::{self, ConfigError, Overrides};
-use crate::credentials::AmzMusicCredentials;
+use crate::audio_object::{self, AnswerError};
+use crate::config::{self, Overrides};
+use crate::errors;
 use crate::firefly::TrackMetadata;
-use crate::http::{wait_on_runtime, HttpError, Secret, RUNTIME};
+use crate::http::{wait_on_runtime, Secret, RUNTIME};
+use crate::resolver::{self, Cover, CoverBytes};
 use crate::session::{Current, Session};
 use crate::tags;
 use crate::token::{now_unix, now_unix_ms, TokenError};
@@ -328,154 +332,6 @@ impl URIHandlerImpl for AmazonMusicSrc {
     }
 }
 
-/// What the first `create` fetched.
-struct Opened {
-    current: Current,
-    manifest: Vec<u8>,
-    metadata: Result<TrackMetadata, String>,
-    cover: Cover,
-    token: Option<Secret>,
-}
-
-type CoverBytes = Option<(Vec<u8>, String)>;
-
-/// The cover image, fetched beside the manifest.
-enum Cover {
-    /// None to fetch, or it came (or failed) with the manifest.
-    Here(CoverBytes),
-    /// Still on its way when the manifest came: it goes out in a tag message once it arrives.
-    Late(tokio::task::JoinHandle<CoverBytes>),
-}
-
-/// How long the manifest waits for a cover fetched beside it. The two leave together, so the
-/// cover usually comes within this; a cover that does not (a large image on a slow link) must
-/// not hold back the first audio.
-const COVER_WAIT: Duration = Duration::from_millis(50);
-
-enum OpenError {
-    Api(ApiError),
-    Manifest(HttpError),
-}
-
-async fn open(session: Arc<Session>) -> Result<Opened, OpenError> {
-    // Metadata does not wait for the audio object, nor the other way round.
-    let (current, metadata) = tokio::join!(session.refresh(0), session.metadata());
-    let current = current.map_err(OpenError::Api)?;
-    // Nor does the manifest wait for the cover: fetched one after the other, the cover was a
-    // round trip on the way to the first audio.
-    let cover = metadata
-        .as_ref()
-        .ok()
-        .and_then(|m| m.cover_url())
-        .map(|url| {
-            let (s, url) = (session.clone(), url.to_string());
-            RUNTIME.spawn(async move {
-                match s.cover(&url).await {
-                    Ok((bytes, Some(kind))) => Some((bytes, kind)),
-                    _ => None,
-                }
-            })
-        });
-    let manifest = session.manifest(&current).await;
-    let manifest = match manifest {
-        Ok(m) => m,
-        Err(e) => {
-            if let Some(c) = cover {
-                c.abort();
-            }
-            return Err(OpenError::Manifest(e));
-        }
-    };
-    let cover = match cover {
-        None => Cover::Here(None),
-        Some(mut c) => match tokio::time::timeout(COVER_WAIT, &mut c).await {
-            Ok(r) => Cover::Here(r.ok().flatten()),
-            Err(_) => Cover::Late(c),
-        },
-    };
-    let token = session.tokens.peek().await;
-    Ok(Opened {
-        current,
-        manifest,
-        metadata: metadata.map_err(|e| e.to_string()),
-        cover,
-        token,
-    })
-}
-
-fn api_error_message(e: &ApiError, track: &str) -> gst::ErrorMessage {
-    match e {
-        ApiError::NotFound { .. } => gst::error_msg!(
-            gst::ResourceError::NotFound,
-            ("Amazon Music has no track {}", track),
-            ["{}", e]
-        ),
-        ApiError::NotAuthorized { reason, .. } => gst::error_msg!(
-            gst::ResourceError::NotAuthorized,
-            ("Not allowed to play track {}: {}", track, reason)
-        ),
-        ApiError::NoQuality { .. } => gst::error_msg!(
-            gst::StreamError::CodecNotFound,
-            (
-                "{}; set quality to one the track has, or install more decoders",
-                e
-            )
-        ),
-        ApiError::Token(t) => token_error_message(t),
-        ApiError::Network(_) => gst::error_msg!(
-            gst::ResourceError::OpenRead,
-            (
-                "Could not reach the Amazon Music API to resolve track {}",
-                track
-            ),
-            ["{}", e]
-        ),
-        ApiError::Other(_) => gst::error_msg!(
-            gst::ResourceError::Failed,
-            (
-                "The Amazon Music API gave no audio object for track {}",
-                track
-            ),
-            ["{}", e]
-        ),
-    }
-}
-
-fn token_error_message(e: &TokenError) -> gst::ErrorMessage {
-    match e {
-        TokenError::Refused { .. } | TokenError::NoRefreshToken | TokenError::NoToken => {
-            gst::error_msg!(gst::ResourceError::NotAuthorized, ("{}", e))
-        }
-        TokenError::Write { .. } => gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)),
-        TokenError::Read { .. } => gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e)),
-        TokenError::Http(_) => gst::error_msg!(
-            gst::ResourceError::OpenRead,
-            ("Could not reach Login with Amazon to refresh the access token"),
-            ["{}", e]
-        ),
-    }
-}
-
-fn manifest_error_message(e: &HttpError, track: &str) -> gst::ErrorMessage {
-    match e.status() {
-        Some(401 | 403) => gst::error_msg!(
-            gst::ResourceError::NotAuthorized,
-            ("The CDN refused the manifest of track {}", track),
-            ["{}", e]
-        ),
-        Some(404) => gst::error_msg!(
-            gst::ResourceError::NotFound,
-            ("The CDN has no manifest for track {}", track),
-            ["{}", e]
-        ),
-        _ => gst::error_msg!(
-            gst::ResourceError::OpenRead,
-            ("Could not download the manifest of track {}", track),
-            ["{}", e]
-        ),
-    }
-}
-
 fn installed(element: &str) -> bool {
     gst::ElementFactory::find(element).is_some()
 }
@@ -509,36 +365,13 @@ impl AmazonMusicSrc {
         }
     }
 
-    fn audio_object_structure(
-        &self,
-        session: &Session,
-        current: &Current,
-        token: Option<&Secret>,
-    ) -> gst::Structure {
-        let creds = AmzMusicCredentials::new(
-            &current.audio,
-            token.map(|t| t.expose()),
-            &session.cfg.user_agent,
-            &session.cfg.market,
-        );
-        contract::audio_object_structure(
-            &contract::AudioObjectFields {
-                track_id: &session.track_id,
-                generation: current.generation,
-                expires: current.audio.expires,
-                quality: &session.capability,
-            },
-            &creds,
-        )
-    }
-
     fn push_audio_object_event(
         &self,
         session: &Session,
         current: &Current,
         token: Option<&Secret>,
     ) -> bool {
-        let s = self.audio_object_structure(session, current, token);
+        let s = audio_object::structure(session, current, token);
         let pushed = self
             .obj()
             .src_pad()
@@ -568,17 +401,17 @@ impl AmazonMusicSrc {
             session.capability,
             session.cfg.market
         );
-        let opened = match self.wait_cancellable(open(session.clone())) {
+        let opened = match self.wait_cancellable(resolver::open(session.clone())) {
             None => return Err(gst::FlowError::Flushing),
             Some(Ok(o)) => o,
-            Some(Err(OpenError::Api(e))) => {
+            Some(Err(resolver::OpenError::Api(e))) => {
                 gst::info!(CAT, imp = self, "no audio object: {}", e);
-                self.post_error_message(api_error_message(&e, &track));
+                self.post_error_message(errors::api_error_message(&e, &track));
                 return Err(gst::FlowError::Error);
             }
-            Some(Err(OpenError::Manifest(e))) => {
+            Some(Err(resolver::OpenError::Manifest(e))) => {
                 gst::info!(CAT, imp = self, "no manifest: {}", e);
-                self.post_error_message(manifest_error_message(&e, &track));
+                self.post_error_message(errors::manifest_error_message(&e, &track));
                 return Err(gst::FlowError::Error);
             }
         };
@@ -669,7 +502,7 @@ impl AmazonMusicSrc {
 
     fn start_refresher(&self, session: Arc<Session>) {
         let weak = self.obj().downgrade();
-        let task = RUNTIME.spawn(refresher(weak, session));
+        let task = RUNTIME.spawn(audio_object::keep_fresh(session, Glue(weak)));
         if let State::Started { refresher, .. } = &mut *self.state.lock().unwrap() {
             if let Some(old) = refresher.replace(task.abort_handle()) {
                 old.abort();
@@ -679,64 +512,50 @@ impl AmazonMusicSrc {
         }
     }
 
-    /// Answers the contract's custom query (section 2).
+    /// Answers the contract's custom query (section 2) by the rules in `audio_object`.
     fn answer_audio_object_query(&self, query: &mut gst::QueryRef) -> bool {
         let Some(session) = self.session() else {
             return false;
         };
-        let (reason, held) = contract::refresh_query_request(
+        let req = audio_object::Request::from_query(
             query.structure().expect("custom query has a structure"),
         );
-        let lookup = reason == contract::RefreshReason::Lookup.as_str();
-        let expiring = reason == contract::RefreshReason::Expiring.as_str();
-        let sess = session.clone();
-        let answer = wait_on_runtime(async move {
-            let current = match sess.current() {
-                None => return Err(None),
-                Some(c) if lookup || c.generation != held => c,
-                Some(c) if expiring && c.is_fresh(now_unix_ms()) => c,
-                Some(_) => sess.refresh(held).await.map_err(Some)?,
-            };
-            // Only Login with Amazon may be asked here (a due token), never the music API.
-            let token = match sess.tokens.current().await {
-                Ok((t, _)) => Some(t),
-                Err(_) => sess.tokens.peek().await,
-            };
-            Ok((current, token))
-        });
+        let (sess, r) = (session.clone(), req.clone());
+        let answer =
+            wait_on_runtime(async move { audio_object::answer(&sess, &r, now_unix_ms).await });
         match answer {
-            Some(Ok((current, token))) => {
+            Some(Ok(answer)) => {
                 gst::debug!(
                     CAT,
                     imp = self,
                     "query ({}, holds generation {}): answering generation {}",
-                    reason,
-                    held,
-                    current.generation
+                    req.reason,
+                    req.held,
+                    answer.current.generation
                 );
-                let filled = self.audio_object_structure(&session, &current, token.as_ref());
+                let filled =
+                    audio_object::structure(&session, &answer.current, answer.token.as_ref());
                 let s = query.structure_mut();
                 for (name, value) in filled.iter() {
                     s.set_value(name, value.clone());
                 }
-                if current.generation > held && !lookup {
+                if answer.push_downstream(&req) {
                     // Keep the sticky event current too, for elements linked later.
-                    self.push_audio_object_event(&session, &current, token.as_ref());
+                    self.push_audio_object_event(&session, &answer.current, answer.token.as_ref());
                 }
                 true
             }
-            Some(Err(Some(e))) => {
+            Some(Err(AnswerError::Refresh(e))) => {
                 gst::info!(
                     CAT,
                     imp = self,
                     "refresh for query ({}) failed: {}",
-                    reason,
+                    req.reason,
                     e
                 );
-                let msg = api_error_message(&e, &session.track_id);
-                if reason == "forbidden" {
+                if req.is_forbidden() {
                     // The asker cannot continue with what it holds.
-                    self.post_error_message(msg);
+                    self.post_error_message(errors::api_error_message(&e, &session.track_id));
                 } else {
                     gst::element_imp_warning!(
                         self,
@@ -747,79 +566,54 @@ impl AmazonMusicSrc {
                 }
                 false
             }
-            _ => false,
+            Some(Err(AnswerError::NotStarted)) | None => false,
         }
     }
 }
 
-/// Keeps the audio object and the access token fresh while the element runs.
-async fn refresher(weak: glib::WeakRef<super::AmazonMusicSrc>, session: Arc<Session>) {
-    let mut failures = 0u32;
-    loop {
-        let ao_due = session.current().map(|c| c.refresh_at_ms());
-        let token_due = session.tokens.due_at().await.map(|s| s * 1000);
-        let next = [ao_due, token_due].into_iter().flatten().min();
-        let now = now_unix_ms();
-        let wait = match next {
-            Some(at) => Duration::from_millis(at.saturating_sub(now)),
-            None => Duration::from_secs(60),
-        };
-        // After a failure, retry at most every few seconds (never a busy loop).
-        let wait = wait.max(Duration::from_secs(u64::from(failures.min(6)) * 5));
-        tokio::time::sleep(wait).await;
-        let mut failed = false;
-        if token_due.is_some_and(|at| now_unix_ms() >= at) {
-            match session.tokens.refresh_if_due().await {
-                Ok(true) => {
-                    if let Some(e) = weak.upgrade() {
-                        gst::info!(CAT, obj = e, "access token refreshed ahead of expiry");
-                    }
-                }
-                Ok(false) => {}
-                Err(err) => {
-                    failed = true;
-                    let Some(e) = weak.upgrade() else { return };
-                    gst::element_warning!(
-                        e,
-                        gst::ResourceError::NotAuthorized,
-                        ("Could not refresh the access token ahead of expiry"),
-                        ["{}", err]
-                    );
-                }
-            }
+/// The refresher's view of the element: a weak reference, so that it ends with the element.
+struct Glue(glib::WeakRef<super::AmazonMusicSrc>);
+
+impl audio_object::RefreshListener for Glue {
+    fn alive(&self) -> bool {
+        self.0.upgrade().is_some()
+    }
+
+    fn token_refreshed(&self) {
+        if let Some(e) = self.0.upgrade() {
+            gst::info!(CAT, obj = e, "access token refreshed ahead of expiry");
         }
-        if let Some(c) = session.current() {
-            if now_unix_ms() >= c.refresh_at_ms() {
-                match session.refresh(c.generation).await {
-                    Ok(next) => {
-                        let Some(e) = weak.upgrade() else { return };
-                        gst::info!(
-                            CAT,
-                            obj = e,
-                            "audio object refreshed ahead of expiry: generation {}",
-                            next.generation
-                        );
-                        let token = session.tokens.peek().await;
-                        e.imp()
-                            .push_audio_object_event(&session, &next, token.as_ref());
-                    }
-                    Err(err) => {
-                        failed = true;
-                        let Some(e) = weak.upgrade() else { return };
-                        gst::element_warning!(
-                            e,
-                            gst::ResourceError::Read,
-                            ("Could not refresh the audio object ahead of expiry"),
-                            ["{}", err]
-                        );
-                    }
-                }
-            }
-        }
-        failures = if failed { failures + 1 } else { 0 };
-        if weak.upgrade().is_none() {
-            return;
-        }
+    }
+
+    fn token_refresh_failed(&self, err: &TokenError) {
+        let Some(e) = self.0.upgrade() else { return };
+        gst::element_warning!(
+            e,
+            gst::ResourceError::NotAuthorized,
+            ("Could not refresh the access token ahead of expiry"),
+            ["{}", err]
+        );
+    }
+
+    fn refreshed(&self, session: &Session, next: &Current, token: Option<&Secret>) {
+        let Some(e) = self.0.upgrade() else { return };
+        gst::info!(
+            CAT,
+            obj = e,
+            "audio object refreshed ahead of expiry: generation {}",
+            next.generation
+        );
+        e.imp().push_audio_object_event(session, next, token);
+    }
+
+    fn refresh_failed(&self, err: &ApiError) {
+        let Some(e) = self.0.upgrade() else { return };
+        gst::element_warning!(
+            e,
+            gst::ResourceError::Read,
+            ("Could not refresh the audio object ahead of expiry"),
+            ["{}", err]
+        );
     }
 }
 
@@ -838,14 +632,8 @@ impl BaseSrcImpl for AmazonMusicSrc {
                 ("{:?} is not an Amazon Music track id", track)
             ));
         }
-        let resolved = config::resolve(&settings.o, |k| std::env::var(k).ok()).map_err(|e| {
-            let domain = match e {
-                ConfigError::NoToken(_) => gst::ResourceError::NotAuthorized,
-                ConfigError::NoApiEndpoint => gst::ResourceError::Settings,
-                ConfigError::TokenFile(_) => gst::ResourceError::OpenRead,
-            };
-            gst::error_msg!(domain, ("{}", e))
-        })?;
+        let resolved = config::resolve(&settings.o, |k| std::env::var(k).ok())
+            .map_err(|e| errors::config_error_message(&e))?;
         let capability = config::capability(settings.quality.into(), installed)
             .map_err(|m| gst::error_msg!(gst::StreamError::CodecNotFound, ("{}", m)))?;
         gst::debug!(
