@@ -420,13 +420,28 @@ struct LicenseServer {
 fn license_server(
     answer: impl Fn(usize, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
 ) -> LicenseServer {
+    license_server_with(&[(KID, KEY), (KID2, KEY2)], move |n, kind, _| {
+        answer(n, kind)
+    })
+}
+
+/// [`license_server`] issuing `keys` (kid, key), whose `answer(n, challenge kind, request
+/// head)` also sees the request's head (its headers).
+fn license_server_with(
+    keys: &[(&str, &str)],
+    answer: impl Fn(usize, &str, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
+) -> LicenseServer {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/widevine/license", listener.local_addr().unwrap());
     let log: Arc<Mutex<Vec<Posted>>> = Arc::default();
     let log2 = log.clone();
+    let keys: Vec<(String, String)> = keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     std::thread::spawn(move || {
-        let keys: Vec<(KeyId, [u8; 16])> = [(KID, KEY), (KID2, KEY2)]
+        let keys: Vec<(KeyId, [u8; 16])> = keys
             .iter()
             .map(|(k, v)| {
                 (
@@ -440,7 +455,7 @@ fn license_server(
             let arrived = Instant::now();
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
-            let body = loop {
+            let (head, body) = loop {
                 let k = stream.read(&mut chunk).unwrap_or(0);
                 buf.extend_from_slice(&chunk[..k]);
                 let text = String::from_utf8_lossy(&buf).to_string();
@@ -454,7 +469,7 @@ fn license_server(
                         })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
-                        break buf[end + 4..end + 4 + len].to_vec();
+                        break (text[..end].to_owned(), buf[end + 4..end + 4 + len].to_vec());
                     }
                 }
                 if k == 0 {
@@ -472,7 +487,7 @@ fn license_server(
                 .map(|(_, p)| p.key_ids.clone())
                 .unwrap_or_default();
             log2.lock().unwrap().push((arrived, kind.clone(), kids));
-            let result = answer(n, &kind).and_then(|policy| {
+            let result = answer(n, &kind, &head).and_then(|policy| {
                 let (c, _) = challenge?;
                 protocol::issue_license(
                     &c,
@@ -621,6 +636,47 @@ fn failed_renewal_errors_out_when_the_key_expires() {
     // Stopped at expiry (license received at ~0 s, valid 2 s), never the full 12 s.
     let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
     assert!((1.5..6.0).contains(&secs), "{secs} s decoded");
+}
+
+/// A license that verifies but holds the wrong key for the key id (issue 20): the decrypted
+/// FLAC frames fail their header check, which is a decrypt error naming the key id (never a
+/// key), not 15 s of garbage that flacparse drops without a word.
+#[test]
+fn a_license_with_the_wrong_key_is_a_decrypt_error_naming_the_key_id() {
+    let Some(dir) = media() else { return };
+    // KID's license carries KID2's key.
+    let server = license_server_with(&[(KID, KEY2)], |_, _, _| Ok(LicensePolicy::default()));
+    for scheme in ["cenc", "cbcs"] {
+        let url = server.url.clone();
+        let out = decode(
+            &manual(&dir.join(format!("flac_{scheme}.mp4")), "flac"),
+            move |e| e.set_property("license-url", &url),
+        );
+        let err = out.error.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{scheme}: no error, {} s decoded",
+                out.pcm.len() / (44100 * 4)
+            )
+        });
+        assert!(
+            err.matches(gst::StreamError::Decrypt),
+            "{scheme}: {}",
+            out.error_text
+        );
+        let text = &out.error_text;
+        assert!(
+            text.contains(KID) && text.contains("looks wrong"),
+            "{scheme}: {text}"
+        );
+        assert!(
+            !text.contains(KEY) && !text.contains(KEY2),
+            "{scheme}: {text}"
+        );
+        // The clear lead (30 s) played; nothing after it.
+        let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
+        assert!(secs <= 30.5, "{scheme}: {secs} s decoded");
+    }
+    assert_eq!(server.log.lock().unwrap().len(), 2, "one license per run");
 }
 
 #[test]
@@ -912,6 +968,25 @@ fn a_new_stream_closes_the_previous_streams_session() {
     );
 }
 
+/// A 64-byte FLAC frame (a valid header, then arbitrary bytes) encrypted whole with `key`
+/// (cenc, 8-byte `iv`): what a sample of [`start_stream`]'s FLAC caps decrypts to.
+fn encrypted_flac_frame(key: &str, iv: [u8; 8]) -> Vec<u8> {
+    use gstwidevinestub::cenc::{decrypt_in_place, Key, Pattern, SampleProtection, Scheme};
+    let mut frame = vec![0xff, 0xf8, 0x59, 0x88, 0x00, 0x8a];
+    frame.resize(64, 0);
+    assert!(gstwidevinestub::flac::starts_with_frame_header(&frame));
+    let key = Key::new(hex::decode(key).unwrap().try_into().unwrap());
+    let protection = SampleProtection {
+        scheme: Scheme::Cenc,
+        iv: &iv,
+        subsamples: &[],
+        pattern: Pattern::default(),
+    };
+    // AES-CTR: decrypting is encrypting.
+    decrypt_in_place(&key, &protection, &mut frame).unwrap();
+    frame
+}
+
 /// Within one stream, a session is never closed for another: when the PSSH names no key id,
 /// each sample's key id opens its own session (KID, then KID2), and both stay open, so samples
 /// of either key keep decrypting without a new license round trip.
@@ -925,8 +1000,8 @@ fn sessions_of_the_current_stream_stay_open() {
         .set_property("license-url", &server.url);
     // A PSSH with a content id and no key id.
     start_stream(&mut h, "track-1", &[]);
-    for kid in [KID, KID2, KID] {
-        let mut buf = gst::Buffer::from_slice(vec![0u8; 64]);
+    for (kid, key) in [(KID, KEY), (KID2, KEY2), (KID, KEY)] {
+        let mut buf = gst::Buffer::from_slice(encrypted_flac_frame(key, [0; 8]));
         let info = gst::Structure::builder("application/x-cenc")
             .field("encrypted", true)
             .field("kid", gst::Buffer::from_slice(hex::decode(kid).unwrap()))

@@ -240,14 +240,29 @@ impl WidevineDecrypt {
             }
         };
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(CdmError::KeyExpired { kid, .. }) => {
                 // Raced with expiry: wait for the renewal (or fail clearly).
                 self.wait_for_key(kid)?;
                 cdm.decrypt(&kid, &protection, data)
-                    .map_err(|e| self.fail(Failure::Decrypt(e)))
+                    .map_err(|e| self.fail(Failure::Decrypt(e)))?;
             }
-            Err(e) => Err(self.fail(Failure::Decrypt(e))),
+            Err(e) => return Err(self.fail(Failure::Decrypt(e))),
+        }
+        self.check_flac_frame(info.kid, data)
+    }
+
+    /// A FLAC sample decrypts to one frame, whose header (sync code, reserved bits, CRC-8)
+    /// tells a wrong key: the frame would otherwise reach flacparse as garbage, which drops it
+    /// without a word. Header only, so every sample can afford it. Other codecs have no
+    /// frame-level check.
+    fn check_flac_frame(&self, kid: KeyId, data: &[u8]) -> Result<(), gst::FlowError> {
+        if !self.state.lock().unwrap().flac {
+            return Ok(());
+        }
+        match crate::flac::frame_header_fault(data) {
+            None => Ok(()),
+            Some(fault) => Err(self.fail(Failure::WrongKey { kid, fault })),
         }
     }
 
