@@ -19,26 +19,34 @@ fn crc8(data: &[u8]) -> u8 {
 /// Whether `data` starts with a complete, valid FLAC frame header (sync code, no reserved
 /// values, matching CRC-8). Random bytes pass with a probability of about 2^-22.
 pub fn starts_with_frame_header(data: &[u8]) -> bool {
-    if data.len() < 6 || data[0] != 0xff || data[1] & 0xfe != 0xf8 {
-        return false;
+    frame_header_fault(data).is_none()
+}
+
+/// What is wrong with the FLAC frame header `data` starts with, or `None` for a valid one.
+/// Reads the header only (at most 16 bytes), so it is cheap enough to run on every sample.
+pub fn frame_header_fault(data: &[u8]) -> Option<&'static str> {
+    if data.len() < 6 {
+        return Some("too short for a frame header");
+    }
+    if data[0] != 0xff || data[1] & 0xfe != 0xf8 {
+        return Some("no frame sync code");
     }
     let block_size = data[2] >> 4;
     let rate = data[2] & 0x0f;
     let channels = data[3] >> 4;
     let sample_size = (data[3] >> 1) & 0x07;
     if block_size == 0 || rate == 0x0f || channels >= 11 || sample_size == 3 || data[3] & 1 != 0 {
-        return false;
+        return Some("a reserved value in the frame header");
     }
     // Frame or sample number, UTF-8-like coded: 1 to 7 bytes.
-    let first = data[4];
-    let extra = match first.leading_ones() {
+    let extra = match data[4].leading_ones() {
         0 => 0,
         n @ 2..=7 => n as usize - 1,
-        _ => return false,
+        _ => return Some("a malformed frame number"),
     };
     let mut len = 5 + extra;
     if data.len() < len || data[5..len].iter().any(|b| b & 0xc0 != 0x80) {
-        return false;
+        return Some("a malformed frame number");
     }
     len += match block_size {
         6 => 1,
@@ -50,7 +58,10 @@ pub fn starts_with_frame_header(data: &[u8]) -> bool {
         13 | 14 => 2,
         _ => 0,
     };
-    data.len() > len && crc8(&data[..len]) == data[len]
+    if data.len() <= len {
+        return Some("too short for a frame header");
+    }
+    (crc8(&data[..len]) != data[len]).then_some("a frame header CRC-8 mismatch")
 }
 
 #[cfg(test)]
@@ -91,5 +102,53 @@ mod tests {
             hits += starts_with_frame_header(&block) as u32;
         }
         assert_eq!(hits, 0);
+    }
+
+    #[test]
+    fn a_frame_decrypted_with_the_wrong_key_fails_its_header_check() {
+        use crate::cenc::{decrypt_in_place, Key, Pattern, SampleProtection, Scheme};
+        // A frame header (the Shaka Packager one above) and some frame data, "encrypted" with
+        // CTR under one key, then decrypted with the right key and with a wrong one.
+        let clear: Vec<u8> = [0xff, 0xf8, 0x59, 0x88, 0x00, 0x8a]
+            .into_iter()
+            .chain((0..58u8).map(|i| i.wrapping_mul(37)))
+            .collect();
+        assert_eq!(frame_header_fault(&clear), None);
+        let iv = [7u8; 8];
+        let protection = SampleProtection {
+            scheme: Scheme::Cenc,
+            iv: &iv,
+            subsamples: &[],
+            pattern: Pattern::default(),
+        };
+        let right = Key::new([0x11; 16]);
+        let mut sample = clear.clone();
+        decrypt_in_place(&right, &protection, &mut sample).unwrap(); // CTR: encrypts too
+        let mut good = sample.clone();
+        decrypt_in_place(&right, &protection, &mut good).unwrap();
+        assert_eq!(frame_header_fault(&good), None);
+        let mut wrong = sample;
+        decrypt_in_place(&Key::new([0x12; 16]), &protection, &mut wrong).unwrap();
+        assert!(frame_header_fault(&wrong).is_some());
+        // Each check on its own.
+        let mut no_sync = clear.clone();
+        no_sync[1] = 0xf0;
+        assert_eq!(frame_header_fault(&no_sync), Some("no frame sync code"));
+        let mut reserved = clear.clone();
+        reserved[3] |= 1;
+        assert_eq!(
+            frame_header_fault(&reserved),
+            Some("a reserved value in the frame header")
+        );
+        let mut crc = clear.clone();
+        crc[5] ^= 0x40;
+        assert_eq!(
+            frame_header_fault(&crc),
+            Some("a frame header CRC-8 mismatch")
+        );
+        assert_eq!(
+            frame_header_fault(&clear[..5]),
+            Some("too short for a frame header")
+        );
     }
 }

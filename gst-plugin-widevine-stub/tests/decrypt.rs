@@ -420,13 +420,28 @@ struct LicenseServer {
 fn license_server(
     answer: impl Fn(usize, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
 ) -> LicenseServer {
+    license_server_with(&[(KID, KEY), (KID2, KEY2)], move |n, kind, _| {
+        answer(n, kind)
+    })
+}
+
+/// [`license_server`] issuing `keys` (kid, key), whose `answer(n, challenge kind, request
+/// head)` also sees the request's head (its headers).
+fn license_server_with(
+    keys: &[(&str, &str)],
+    answer: impl Fn(usize, &str, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
+) -> LicenseServer {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/widevine/license", listener.local_addr().unwrap());
     let log: Arc<Mutex<Vec<Posted>>> = Arc::default();
     let log2 = log.clone();
+    let keys: Vec<(String, String)> = keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     std::thread::spawn(move || {
-        let keys: Vec<(KeyId, [u8; 16])> = [(KID, KEY), (KID2, KEY2)]
+        let keys: Vec<(KeyId, [u8; 16])> = keys
             .iter()
             .map(|(k, v)| {
                 (
@@ -440,7 +455,7 @@ fn license_server(
             let arrived = Instant::now();
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
-            let body = loop {
+            let (head, body) = loop {
                 let k = stream.read(&mut chunk).unwrap_or(0);
                 buf.extend_from_slice(&chunk[..k]);
                 let text = String::from_utf8_lossy(&buf).to_string();
@@ -454,7 +469,7 @@ fn license_server(
                         })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
-                        break buf[end + 4..end + 4 + len].to_vec();
+                        break (text[..end].to_owned(), buf[end + 4..end + 4 + len].to_vec());
                     }
                 }
                 if k == 0 {
@@ -472,7 +487,7 @@ fn license_server(
                 .map(|(_, p)| p.key_ids.clone())
                 .unwrap_or_default();
             log2.lock().unwrap().push((arrived, kind.clone(), kids));
-            let result = answer(n, &kind).and_then(|policy| {
+            let result = answer(n, &kind, &head).and_then(|policy| {
                 let (c, _) = challenge?;
                 protocol::issue_license(
                     &c,
@@ -621,6 +636,47 @@ fn failed_renewal_errors_out_when_the_key_expires() {
     // Stopped at expiry (license received at ~0 s, valid 2 s), never the full 12 s.
     let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
     assert!((1.5..6.0).contains(&secs), "{secs} s decoded");
+}
+
+/// A license that verifies but holds the wrong key for the key id (issue 20): the decrypted
+/// FLAC frames fail their header check, which is a decrypt error naming the key id (never a
+/// key), not 15 s of garbage that flacparse drops without a word.
+#[test]
+fn a_license_with_the_wrong_key_is_a_decrypt_error_naming_the_key_id() {
+    let Some(dir) = media() else { return };
+    // KID's license carries KID2's key.
+    let server = license_server_with(&[(KID, KEY2)], |_, _, _| Ok(LicensePolicy::default()));
+    for scheme in ["cenc", "cbcs"] {
+        let url = server.url.clone();
+        let out = decode(
+            &manual(&dir.join(format!("flac_{scheme}.mp4")), "flac"),
+            move |e| e.set_property("license-url", &url),
+        );
+        let err = out.error.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{scheme}: no error, {} s decoded",
+                out.pcm.len() / (44100 * 4)
+            )
+        });
+        assert!(
+            err.matches(gst::StreamError::Decrypt),
+            "{scheme}: {}",
+            out.error_text
+        );
+        let text = &out.error_text;
+        assert!(
+            text.contains(KID) && text.contains("looks wrong"),
+            "{scheme}: {text}"
+        );
+        assert!(
+            !text.contains(KEY) && !text.contains(KEY2),
+            "{scheme}: {text}"
+        );
+        // The clear lead (30 s) played; nothing after it.
+        let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
+        assert!(secs <= 30.5, "{scheme}: {secs} s decoded");
+    }
+    assert_eq!(server.log.lock().unwrap().len(), 2, "one license per run");
 }
 
 #[test]
@@ -912,6 +968,25 @@ fn a_new_stream_closes_the_previous_streams_session() {
     );
 }
 
+/// A 64-byte FLAC frame (a valid header, then arbitrary bytes) encrypted whole with `key`
+/// (cenc, 8-byte `iv`): what a sample of [`start_stream`]'s FLAC caps decrypts to.
+fn encrypted_flac_frame(key: &str, iv: [u8; 8]) -> Vec<u8> {
+    use gstwidevinestub::cenc::{decrypt_in_place, Key, Pattern, SampleProtection, Scheme};
+    let mut frame = vec![0xff, 0xf8, 0x59, 0x88, 0x00, 0x8a];
+    frame.resize(64, 0);
+    assert!(gstwidevinestub::flac::starts_with_frame_header(&frame));
+    let key = Key::new(hex::decode(key).unwrap().try_into().unwrap());
+    let protection = SampleProtection {
+        scheme: Scheme::Cenc,
+        iv: &iv,
+        subsamples: &[],
+        pattern: Pattern::default(),
+    };
+    // AES-CTR: decrypting is encrypting.
+    decrypt_in_place(&key, &protection, &mut frame).unwrap();
+    frame
+}
+
 /// Within one stream, a session is never closed for another: when the PSSH names no key id,
 /// each sample's key id opens its own session (KID, then KID2), and both stay open, so samples
 /// of either key keep decrypting without a new license round trip.
@@ -925,8 +1000,8 @@ fn sessions_of_the_current_stream_stay_open() {
         .set_property("license-url", &server.url);
     // A PSSH with a content id and no key id.
     start_stream(&mut h, "track-1", &[]);
-    for kid in [KID, KID2, KID] {
-        let mut buf = gst::Buffer::from_slice(vec![0u8; 64]);
+    for (kid, key) in [(KID, KEY), (KID2, KEY2), (KID, KEY)] {
+        let mut buf = gst::Buffer::from_slice(encrypted_flac_frame(key, [0; 8]));
         let info = gst::Structure::builder("application/x-cenc")
             .field("encrypted", true)
             .field("kid", gst::Buffer::from_slice(hex::decode(kid).unwrap()))
@@ -1005,4 +1080,236 @@ fn a_failed_renewal_counts_its_attempts_like_a_failed_first_request() {
     println!("first request: {first:?}; renewal: {renewed:?} (requests, failures, renewals)");
     assert_eq!(first, (5, 5, 0));
     assert_eq!(renewed, (5, 5, 1));
+}
+
+/// A stand-in for `amazonmusicsrc`'s credentials object (docs/element-contract.md section 1):
+/// the three properties the decryptor reads.
+mod test_credentials {
+    use gst::glib;
+    use gst::prelude::*;
+    use gst::subclass::prelude::*;
+    use std::sync::{LazyLock, Mutex};
+
+    #[derive(Default)]
+    pub struct Imp {
+        authorization: Mutex<Option<String>>,
+        user_agent: Mutex<Option<String>>,
+        key_headers: Mutex<Option<gst::Structure>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for Imp {
+        const NAME: &'static str = "WidevineStubTestCredentials";
+        type Type = Credentials;
+        type ParentType = glib::Object;
+    }
+
+    impl ObjectImpl for Imp {
+        fn properties() -> &'static [glib::ParamSpec] {
+            static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+                vec![
+                    glib::ParamSpecString::builder("authorization").build(),
+                    glib::ParamSpecString::builder("user-agent").build(),
+                    glib::ParamSpecBoxed::builder::<gst::Structure>("key-headers").build(),
+                ]
+            });
+            PROPS.as_ref()
+        }
+
+        fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+            match pspec.name() {
+                "authorization" => *self.authorization.lock().unwrap() = value.get().unwrap(),
+                "user-agent" => *self.user_agent.lock().unwrap() = value.get().unwrap(),
+                _ => *self.key_headers.lock().unwrap() = value.get().unwrap(),
+            }
+        }
+
+        fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+            match pspec.name() {
+                "authorization" => self.authorization.lock().unwrap().to_value(),
+                "user-agent" => self.user_agent.lock().unwrap().to_value(),
+                _ => self.key_headers.lock().unwrap().to_value(),
+            }
+        }
+    }
+
+    glib::wrapper! {
+        pub struct Credentials(ObjectSubclass<Imp>);
+    }
+
+    /// Generation `g`'s credentials: its own key token.
+    pub fn of_generation(g: u32) -> Credentials {
+        glib::Object::builder::<Credentials>()
+            .property("authorization", "Atza|token")
+            .property("user-agent", "test-source/1")
+            .property(
+                "key-headers",
+                gst::Structure::builder("headers")
+                    .field("x-amz-music-key-token", format!("key-token-{g}"))
+                    .build(),
+            )
+            .build()
+    }
+}
+
+/// An upstream answering `amazonmusic-audio-object` like amazonmusicsrc (contract section 2):
+/// `lookup` with the current generation; `forbidden` with a newer one than the asker holds,
+/// refreshing (generation + 1) when the current one is not newer. Records (reason, held).
+#[derive(Default)]
+struct Upstream {
+    generation: Mutex<u32>,
+    asked: Mutex<Vec<(String, u32)>>,
+}
+
+impl Upstream {
+    fn answer_on(self: &Arc<Self>, h: &gst_check::Harness) {
+        let upstream = self.clone();
+        h.srcpad()
+            .unwrap()
+            .add_probe(gst::PadProbeType::QUERY_UPSTREAM, move |_, info| {
+                let Some(gst::PadProbeData::Query(q)) = &mut info.data else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let gst::QueryViewMut::Custom(c) = q.view_mut() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let s = c.structure_mut();
+                if s.name() != "amazonmusic-audio-object" {
+                    return gst::PadProbeReturn::Ok;
+                }
+                let reason = s.get::<String>("reason").unwrap();
+                let held = s.get::<u32>("generation").unwrap();
+                upstream.asked.lock().unwrap().push((reason.clone(), held));
+                let mut current = upstream.generation.lock().unwrap();
+                if reason == "forbidden" && *current <= held {
+                    *current += 1;
+                }
+                s.set("generation", *current);
+                s.set("credentials", test_credentials::of_generation(*current));
+                gst::PadProbeReturn::Handled
+            });
+    }
+}
+
+/// The key token generation a license request's head carries (0: none).
+fn key_token_generation(head: &str) -> u32 {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-amz-music-key-token")
+                .then(|| value.trim().strip_prefix("key-token-")?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// One license request as the server of [`key_header_run`] saw it: (kind, key token
+/// generation, accepted).
+type Seen = (String, u32, bool);
+/// The audio-object queries upstream answered: (reason, generation held).
+type Asked = Vec<(String, u32)>;
+
+/// Issue 20: with the audio object and the license both short-lived, every license exchange
+/// must carry the credentials current when it goes out, and a 403 must lead to one refreshed
+/// audio object (`reason=forbidden`) and a retry with its key headers. A harnessed decryptor
+/// whose upstream holds generation `upstream_at`, against a license server that accepts only
+/// key tokens of generation `accepted` or later; `then`: after the first license, (upstream
+/// refreshes on its own to, the server now takes only). Runs until a renewal is accepted.
+fn key_header_run(upstream_at: u32, accepted: u32, then: Option<(u32, u32)>) -> (Vec<Seen>, Asked) {
+    init();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let min = Arc::new(Mutex::new(accepted));
+    let (seen2, min2) = (seen.clone(), min.clone());
+    let server = license_server_with(&[(KID, KEY)], move |_, kind, head| {
+        let g = key_token_generation(head);
+        let ok = g >= *min2.lock().unwrap();
+        seen2.lock().unwrap().push((kind.to_owned(), g, ok));
+        if ok {
+            Ok(LicensePolicy {
+                license_duration_secs: 60,
+                renewal_delay_secs: 1,
+                can_renew: true,
+            })
+        } else {
+            Err(LicenseError::NotEntitled("key token expired".into()))
+        }
+    });
+    let upstream = Arc::new(Upstream {
+        generation: Mutex::new(upstream_at),
+        ..Default::default()
+    });
+    let mut h = gst_check::Harness::new("widevinedecrypt");
+    h.element()
+        .unwrap()
+        .set_property("license-url", &server.url);
+    upstream.answer_on(&h);
+    start_stream(&mut h, "track-1", &[KID]);
+    assert_eq!(
+        h.push(gst::Buffer::from_slice(vec![0u8; 64])),
+        Ok(gst::FlowSuccess::Ok)
+    );
+    h.pull().unwrap();
+    let wait_for = |what: &str, done: &dyn Fn(&[Seen]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while !done(&seen.lock().unwrap()) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {:?}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("a license", &|s| {
+        s.iter().any(|(k, _, ok)| k == "License" && *ok)
+    });
+    if let Some((upstream_to, server_takes)) = then {
+        *upstream.generation.lock().unwrap() = upstream_to;
+        *min.lock().unwrap() = server_takes;
+    }
+    wait_for("a renewal", &|s| {
+        s.iter().any(|(k, _, ok)| k == "Renewal" && *ok)
+    });
+    drop(h);
+    let seen = seen.lock().unwrap().clone();
+    let asked = upstream.asked.lock().unwrap().clone();
+    (seen, asked)
+}
+
+/// The generations held by the `forbidden` queries among `asked`.
+fn forbidden(asked: &[(String, u32)]) -> Vec<u32> {
+    asked
+        .iter()
+        .filter(|(r, _)| r == "forbidden")
+        .map(|(_, held)| *held)
+        .collect()
+}
+
+/// Upstream refreshed on its own (at 70 % of a 20 s lifetime) before the renewal, and the
+/// first key token expired: the renewal reads the new one and goes through at once.
+#[test]
+fn a_renewal_carries_the_current_audio_objects_key_headers() {
+    let (seen, asked) = key_header_run(1, 1, Some((2, 2)));
+    assert_eq!(seen[0], ("License".into(), 1, true), "{seen:?}");
+    assert_eq!(seen[1], ("Renewal".into(), 2, true), "{seen:?}");
+    assert!(forbidden(&asked).is_empty(), "{asked:?}");
+}
+
+/// Upstream did not refresh: the renewal's 403 asks once for a refreshed audio object
+/// (holding generation 1) and the retry carries generation 2's key headers.
+#[test]
+fn a_renewal_refused_403_retries_with_a_refreshed_audio_object() {
+    let (seen, asked) = key_header_run(1, 1, Some((1, 2)));
+    assert_eq!(seen[0], ("License".into(), 1, true), "{seen:?}");
+    assert_eq!(seen[1], ("Renewal".into(), 1, false), "{seen:?}");
+    assert_eq!(seen[2], ("Renewal".into(), 2, true), "{seen:?}");
+    assert_eq!(forbidden(&asked), [1], "{asked:?}");
+}
+
+/// The first request too: refused with generation 1, retried with the refreshed one.
+#[test]
+fn a_first_request_refused_403_retries_with_a_refreshed_audio_object() {
+    let (seen, asked) = key_header_run(1, 2, None);
+    assert_eq!(seen[0], ("License".into(), 1, false), "{seen:?}");
+    assert_eq!(seen[1], ("License".into(), 2, true), "{seen:?}");
+    assert_eq!(forbidden(&asked), [1], "{asked:?}");
 }

@@ -74,6 +74,9 @@ pub enum Failure {
     BadMeta(String),
     /// A sample does not decrypt.
     Decrypt(CdmError),
+    /// A FLAC sample decrypted with `kid`'s key fails its frame-header check (`fault`): the
+    /// key, though from a license that verified, is not the one the content was encrypted with.
+    WrongKey { kid: KeyId, fault: &'static str },
 }
 
 impl Failure {
@@ -100,6 +103,7 @@ impl Failure {
             Failure::Expired { why, .. } => why.clone(),
             Failure::NoKey { reason, .. } => reason.text().to_owned(),
             Failure::BadMeta(why) => why.clone(),
+            Failure::WrongKey { fault, .. } => (*fault).to_owned(),
         }
     }
 
@@ -137,7 +141,8 @@ impl Failure {
             | Failure::SessionNotCreated(_)
             | Failure::LicenseRejected(_)
             | Failure::BadMeta(_)
-            | Failure::Decrypt(_) => Domain::Stream(S::Decrypt),
+            | Failure::Decrypt(_)
+            | Failure::WrongKey { .. } => Domain::Stream(S::Decrypt),
         }
     }
 
@@ -184,6 +189,10 @@ impl Failure {
             ),
             Failure::BadMeta(why) => format!("Bad protection metadata: {why}"),
             Failure::Decrypt(e) => format!("Cannot decrypt sample: {e}"),
+            Failure::WrongKey { kid, fault } => format!(
+                "The key for key id {kid} looks wrong: a sample decrypted with it is not a \
+                 FLAC frame ({fault})"
+            ),
         }
     }
 }
@@ -287,5 +296,20 @@ mod tests {
         };
         assert_eq!(f.domain(), Domain::Stream(S::DecryptNokey));
         assert!(f.message().contains("renewal failed: HTTP 403"));
+    }
+
+    #[test]
+    fn a_wrong_key_is_a_decrypt_error_naming_the_key_id() {
+        let kid = KeyId([3; 16]);
+        let f = Failure::WrongKey {
+            kid,
+            fault: "a frame header CRC-8 mismatch",
+        };
+        assert_eq!(f.domain(), Domain::Stream(S::Decrypt));
+        let text = f.message();
+        assert!(
+            text.contains(&kid.to_string()) && text.contains("looks wrong"),
+            "{text}"
+        );
     }
 }

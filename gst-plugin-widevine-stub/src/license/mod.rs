@@ -17,11 +17,31 @@ use crate::CAT;
 pub use errors::{kid_list, Domain, Failure, NoKeyReason, Phase};
 use session::LicenseSession;
 
+/// Which credentials a license exchange asks upstream for (docs/element-contract.md section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialsAsk {
+    /// The current ones (`reason=lookup`), read for every exchange as it goes out and after a
+    /// 401 (upstream answers with its current token).
+    Lookup,
+    /// Refreshed ones (`reason=forbidden`): the license server answered 403 to the key headers
+    /// of audio object generation `held`.
+    Forbidden { held: u32 },
+}
+
+/// The headers a license request carries and the audio object generation they come from.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub headers: RequestHeaders,
+    /// `None`: nobody upstream answered, `headers` are the defaults.
+    pub generation: Option<u32>,
+}
+
 /// What the manager needs from the element that owns it.
 pub trait Host: Send + Sync + 'static {
     /// The headers a license request carries (token, User-Agent, key headers). May block: it
-    /// asks upstream, which may refresh its token over HTTP first. Never called on the runtime.
-    fn credentials(&self) -> RequestHeaders;
+    /// asks upstream, which may refresh its token or its audio object over HTTP first. Never
+    /// called on the runtime (the sessions call it on tokio's blocking pool).
+    fn credentials(&self, ask: CredentialsAsk) -> Credentials;
     /// Tells the application that playback failed. Never called on the runtime.
     fn post(&self, failure: &Failure);
 }
@@ -210,9 +230,9 @@ impl LicenseManager {
     }
 
     /// Opens a license session for every known key id that no session or fixed key covers
-    /// (plus `extra`, a key id seen on a sample but in no PSSH), and starts its task. Called
-    /// on the streaming thread: it asks `host` for credentials. A CDM that cannot open the
-    /// session is reported to `host` and ends playback.
+    /// (plus `extra`, a key id seen on a sample but in no PSSH), and starts its task, which
+    /// asks `host` for credentials as each of its requests goes out. A CDM that cannot open
+    /// the session is reported to `host` and ends playback.
     pub fn request_missing_keys(
         &self,
         sources: KeySources<'_>,
@@ -281,7 +301,6 @@ impl LicenseManager {
             id: id.clone(),
             kids,
             url,
-            headers: host.credentials(),
             policy: self.policy,
             cdm: self.cdm.clone(),
             shared: self.shared.clone(),

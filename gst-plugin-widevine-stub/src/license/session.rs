@@ -7,11 +7,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::cdm::{Cdm, KeyStatus, LicenseUpdate, SessionId};
-use crate::fetch::{fetch_license, FetchError, Fetched, RequestHeaders, RetryPolicy};
+use crate::fetch::{fetch_license, FetchError, Fetched, RetryPolicy};
 use crate::protocol::KeyId;
 use crate::CAT;
 
-use super::{kid_list, Failure, Host, Phase, Shared};
+use super::{kid_list, Credentials, CredentialsAsk, Failure, Host, Phase, Shared};
 
 /// One small runtime for the whole plugin: license traffic is a few requests per track.
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -41,8 +41,6 @@ pub(super) struct LicenseSession {
     pub id: SessionId,
     pub kids: Vec<KeyId>,
     pub url: String,
-    /// Looked up when the session opened; a 401 refreshes the token for that exchange.
-    pub headers: RequestHeaders,
     pub policy: RetryPolicy,
     pub cdm: Arc<dyn Cdm>,
     pub shared: Arc<Shared>,
@@ -111,8 +109,8 @@ impl LicenseSession {
         }
     }
 
-    /// The one license exchange: POST `challenge` with the session's headers under the retry
-    /// policy, count it, and hand the license to the CDM.
+    /// The one license exchange: POST `challenge` with the credentials current as it goes out
+    /// under the retry policy, count it, and hand the license to the CDM.
     async fn exchange(&self, phase: Phase, challenge: &[u8]) -> Result<LicenseUpdate, Failure> {
         {
             let mut state = self.shared.lock();
@@ -121,7 +119,14 @@ impl LicenseSession {
                 Phase::Renewal => state.stats.renewals += 1,
             }
         }
-        let fetched = self.fetch(challenge).await;
+        let credentials = self.credentials(CredentialsAsk::Lookup).await;
+        gst::debug!(
+            CAT,
+            "{phase:?} for key ids {} with the credentials of audio object generation {:?}",
+            kid_list(&self.kids),
+            credentials.generation
+        );
+        let fetched = self.fetch(challenge, credentials).await;
         let mut state = self.shared.lock();
         match fetched {
             Ok(f) => {
@@ -144,18 +149,24 @@ impl LicenseSession {
         }
     }
 
-    /// [`fetch_license`], with the token refresh a 401 asks for run on the blocking pool: the
-    /// host's answer may wait on an HTTP token refresh upstream. The first pass stops at the
-    /// 401; the second continues with the fresh token from the same attempt count and backoff
-    /// step, so the pair behaves as one `fetch_license` whose refresh did not block.
-    async fn fetch(&self, challenge: &[u8]) -> Result<Fetched, FetchError> {
+    /// [`fetch_license`] with `credentials`, and one more try with fresher ones where the
+    /// answer asks for them: after a 401 the current token (a lookup), after a 403 a refreshed
+    /// audio object (its key headers may be what the server refused). Upstream is asked on the
+    /// blocking pool: its answer may wait on an HTTP refresh. The first pass stops at the
+    /// 401/403; the second continues with the fresh headers from the same attempt count and
+    /// backoff step, so the pair behaves as one `fetch_license` whose refresh did not block.
+    async fn fetch(
+        &self,
+        challenge: &[u8],
+        credentials: Credentials,
+    ) -> Result<Fetched, FetchError> {
         let start = Instant::now();
         let wants_refresh = AtomicBool::new(false);
         let first = fetch_license(
             &HTTP,
             &self.url,
             challenge,
-            self.headers.clone(),
+            credentials.headers.clone(),
             &self.policy,
             || {
                 wants_refresh.store(true, Ordering::Relaxed);
@@ -163,22 +174,32 @@ impl LicenseSession {
             },
         )
         .await;
-        let done = match first {
+        let (done, headers) = match &first {
             Err(FetchError::Server { attempts, .. }) if wants_refresh.load(Ordering::Relaxed) => {
-                attempts
+                let fresh = self.credentials(CredentialsAsk::Lookup).await.headers;
+                let old = credentials.headers.authorization.as_ref();
+                if fresh.authorization.is_none() || fresh.authorization.as_ref() == old {
+                    return first;
+                }
+                (*attempts, fresh)
             }
-            other => return other,
+            Err(FetchError::Server { error, attempts }) if error.status() == 403 => {
+                let held = credentials.generation.unwrap_or(0);
+                let fresh = self.credentials(CredentialsAsk::Forbidden { held }).await;
+                match fresh.generation {
+                    Some(g) if g > held => {
+                        gst::info!(
+                            CAT,
+                            "license server refused audio object generation {held}'s \
+                             credentials: retrying with generation {g}'s"
+                        );
+                        (*attempts, fresh.headers)
+                    }
+                    _ => return first,
+                }
+            }
+            _ => return first,
         };
-        let host = self.host.clone();
-        let fresh = tokio::task::spawn_blocking(move || host.credentials().authorization)
-            .await
-            .ok()
-            .flatten();
-        let Some(auth) = fresh.filter(|a| Some(a) != self.headers.authorization.as_ref()) else {
-            return first;
-        };
-        let mut headers = self.headers.clone();
-        headers.authorization = Some(auth);
         let rest = RetryPolicy {
             max_attempts: self.policy.max_attempts.saturating_sub(done).max(1),
             base_delay: self.policy.base_delay.saturating_mul(1 << done.min(16)),
@@ -200,6 +221,15 @@ impl LicenseSession {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The host's credentials, asked on the blocking pool (the runtime's one worker serves
+    /// every session; upstream may answer only after an HTTP refresh).
+    async fn credentials(&self, ask: CredentialsAsk) -> Credentials {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.credentials(ask))
+            .await
+            .unwrap_or_default()
     }
 
     /// Reports a failure that ends playback, off the runtime (posting runs the application's

@@ -114,7 +114,7 @@ struct TestHost {
 }
 
 impl Host for TestHost {
-    fn credentials(&self) -> RequestHeaders {
+    fn credentials(&self, _ask: CredentialsAsk) -> Credentials {
         let n = {
             let mut lookups = self.lookups.lock().unwrap();
             *lookups += 1;
@@ -123,13 +123,17 @@ impl Host for TestHost {
         if n > 0 {
             std::thread::sleep(self.refresh_takes);
         }
-        RequestHeaders {
+        let headers = RequestHeaders {
             authorization: self
                 .tokens
                 .get(n.min(self.tokens.len().saturating_sub(1)))
                 .map(|t| bearer(t)),
             user_agent: "license-test/1".into(),
             ..Default::default()
+        };
+        Credentials {
+            headers,
+            generation: None,
         }
     }
 
@@ -307,6 +311,100 @@ fn the_same_token_after_a_401_fails_with_the_attempts_made() {
     );
     assert!(posted[0].message().contains("after 1 attempt(s)"));
     assert_eq!(manager.stats().failures, 1);
+    manager.stop();
+}
+
+/// Upstream with audio object generations: `lookup` answers the current one, `forbidden` a
+/// refreshed one when `refreshes` (else the same one again). Its token names the generation.
+struct GenerationHost {
+    refreshes: bool,
+    generation: Mutex<u32>,
+    asks: Mutex<Vec<CredentialsAsk>>,
+    posted: Mutex<Vec<Failure>>,
+}
+
+impl GenerationHost {
+    fn new(refreshes: bool) -> Arc<Self> {
+        Arc::new(GenerationHost {
+            refreshes,
+            generation: Mutex::new(1),
+            asks: Mutex::default(),
+            posted: Mutex::default(),
+        })
+    }
+}
+
+impl Host for GenerationHost {
+    fn credentials(&self, ask: CredentialsAsk) -> Credentials {
+        self.asks.lock().unwrap().push(ask);
+        let mut g = self.generation.lock().unwrap();
+        if matches!(ask, CredentialsAsk::Forbidden { .. }) && self.refreshes {
+            *g += 1;
+        }
+        Credentials {
+            headers: RequestHeaders {
+                authorization: Some(bearer(&format!("gen-{g}"))),
+                ..Default::default()
+            },
+            generation: Some(*g),
+        }
+    }
+
+    fn post(&self, failure: &Failure) {
+        self.posted.lock().unwrap().push(failure.clone());
+    }
+}
+
+#[test]
+fn a_403_asks_once_for_a_refreshed_audio_object_then_retries_or_fails() {
+    let forbidden = || LicenseError::NotEntitled("key token expired".into());
+    // Refreshed: the retry carries generation 2's credentials and gets the license.
+    let server = LicenseServer::start(move |n| match n {
+        0 => Err(forbidden()),
+        _ => Ok(LicensePolicy::default()),
+    });
+    let host = GenerationHost::new(true);
+    let as_host: Arc<dyn Host> = host.clone();
+    let manager = manager_for(&server.url, &as_host);
+    manager
+        .wait_for_key(KID, Duration::from_secs(10), || {})
+        .unwrap();
+    let auths: Vec<_> = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, a)| a.clone())
+        .collect();
+    assert_eq!(
+        auths,
+        [Some("Bearer gen-1".into()), Some("Bearer gen-2".into())]
+    );
+    assert_eq!(
+        *host.asks.lock().unwrap(),
+        [
+            CredentialsAsk::Lookup,
+            CredentialsAsk::Forbidden { held: 1 }
+        ]
+    );
+    assert_eq!(manager.stats().failures, 1, "the 403 is one failed attempt");
+    manager.stop();
+
+    // Not refreshed (the same generation back): no second request, the 403 is the error.
+    let server = LicenseServer::start(move |_| Err(forbidden()));
+    let host = GenerationHost::new(false);
+    let as_host: Arc<dyn Host> = host.clone();
+    let manager = manager_for(&server.url, &as_host);
+    let waited = manager.wait_for_key(KID, Duration::from_secs(10), || {});
+    assert!(matches!(waited, Err(WaitError::Fatal)), "{waited:?}");
+    assert_eq!(server.kinds().len(), 1);
+    assert_eq!(host.asks.lock().unwrap().len(), 2, "asked once");
+    let posted = host.posted.lock().unwrap().clone();
+    assert_eq!(
+        posted[0].domain(),
+        Domain::Resource(gst::ResourceError::NotAuthorized)
+    );
+    assert!(posted[0].message().contains("after 1 attempt(s)"));
     manager.stop();
 }
 

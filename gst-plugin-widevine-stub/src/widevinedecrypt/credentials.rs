@@ -10,20 +10,23 @@ use crate::fetch::{bearer, RequestHeaders};
 /// The upstream query of docs/element-contract.md section 2.
 const AUDIO_OBJECT_QUERY: &str = "amazonmusic-audio-object";
 
-/// Asks upstream of `pad` for the current credentials object (`reason=lookup`). May block:
-/// upstream may refresh its token first.
-pub fn query(pad: &gst::Pad) -> Option<glib::Object> {
+/// Asks upstream of `pad` for a credentials object: `reason` `lookup` (the current one; upstream
+/// never calls its API for it) or `forbidden` (a refreshed one, newer than generation `held`).
+/// Returns it with its audio object's generation. May block: upstream may refresh its token
+/// or its audio object first.
+pub fn query(pad: &gst::Pad, reason: &str, held: u32) -> Option<(glib::Object, u32)> {
     let mut query = gst::query::Custom::new(
         gst::Structure::builder(AUDIO_OBJECT_QUERY)
-            .field("reason", "lookup")
-            .field("generation", 0u32)
+            .field("reason", reason)
+            .field("generation", held)
             .build(),
     );
-    let answered = pad.peer_query(&mut query);
-    answered
-        .then(|| query.structure())
-        .flatten()
-        .and_then(|s| s.get::<glib::Object>("credentials").ok())
+    if !pad.peer_query(&mut query) {
+        return None;
+    }
+    let answer = query.structure()?;
+    let creds = answer.get::<glib::Object>("credentials").ok()?;
+    Some((creds, answer.get::<u32>("generation").unwrap_or(0)))
 }
 
 /// Request headers from a credentials object (`authorization`, `user-agent`, `key-headers`),

@@ -16,8 +16,9 @@ use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
 use crate::cdm::{CdmError, KeyStatus, StubCdm};
 use crate::cenc::{self, Pattern, SampleProtection, Scheme};
-use crate::fetch::RequestHeaders;
-use crate::license::{Failure, Host, KeySources, LicenseManager, WaitError};
+use crate::license::{
+    Credentials, CredentialsAsk, Failure, Host, KeySources, LicenseManager, WaitError,
+};
 use crate::protocol::{parse_pssh_boxes, KeyId, WIDEVINE_SYSTEM_ID_STR};
 use crate::CAT;
 
@@ -80,10 +81,10 @@ impl Default for WidevineDecrypt {
 struct ElementHost(glib::WeakRef<super::WidevineDecrypt>);
 
 impl Host for ElementHost {
-    fn credentials(&self) -> RequestHeaders {
+    fn credentials(&self, ask: CredentialsAsk) -> Credentials {
         self.0
             .upgrade()
-            .map(|e| e.imp().lookup_credentials())
+            .map(|e| e.imp().ask_credentials(ask))
             .unwrap_or_default()
     }
 
@@ -95,33 +96,41 @@ impl Host for ElementHost {
 }
 
 impl WidevineDecrypt {
-    /// The current token, User-Agent and key headers from `amazonmusicsrc` (contract section
-    /// 2), or defaults when nobody upstream answers.
-    fn lookup_credentials(&self) -> RequestHeaders {
-        let creds = credentials::query(self.obj().sink_pad());
-        let mut headers = credentials::request_headers(creds.as_ref());
-        if creds.is_some() {
-            gst::debug!(
+    /// The token, User-Agent and key headers from `amazonmusicsrc` (contract section 2): the
+    /// current ones (`reason=lookup`) or, after a 403, refreshed ones (`reason=forbidden` with
+    /// the generation held); defaults when nobody upstream answers.
+    fn ask_credentials(&self, ask: CredentialsAsk) -> Credentials {
+        let (reason, held) = match ask {
+            CredentialsAsk::Lookup => ("lookup", 0),
+            CredentialsAsk::Forbidden { held } => ("forbidden", held),
+        };
+        let answer = credentials::query(self.obj().sink_pad(), reason, held);
+        let mut headers = credentials::request_headers(answer.as_ref().map(|(c, _)| c));
+        match &answer {
+            Some((_, generation)) => gst::debug!(
                 CAT,
                 imp = self,
-                "credentials from upstream: token {}, {} key header(s)",
+                "credentials from upstream ({reason}): audio object generation {generation}, \
+                 token {}, {} key header(s)",
                 if headers.authorization.is_some() {
                     "present"
                 } else {
                     "absent"
                 },
                 headers.extra.len()
-            );
-        } else {
-            gst::debug!(
+            ),
+            None => gst::debug!(
                 CAT,
                 imp = self,
-                "no credentials upstream; license request carries none"
-            );
+                "no credentials upstream ({reason}); license request carries none"
+            ),
         }
         let secs = self.settings.lock().unwrap().license_expiration_secs;
         headers.license_expiration_secs = (secs > 0).then_some(secs);
-        headers
+        Credentials {
+            headers,
+            generation: answer.map(|(_, g)| g),
+        }
     }
 
     fn on_protection_event(&self, event: &gst::event::Protection) {
@@ -240,14 +249,29 @@ impl WidevineDecrypt {
             }
         };
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(CdmError::KeyExpired { kid, .. }) => {
                 // Raced with expiry: wait for the renewal (or fail clearly).
                 self.wait_for_key(kid)?;
                 cdm.decrypt(&kid, &protection, data)
-                    .map_err(|e| self.fail(Failure::Decrypt(e)))
+                    .map_err(|e| self.fail(Failure::Decrypt(e)))?;
             }
-            Err(e) => Err(self.fail(Failure::Decrypt(e))),
+            Err(e) => return Err(self.fail(Failure::Decrypt(e))),
+        }
+        self.check_flac_frame(info.kid, data)
+    }
+
+    /// A FLAC sample decrypts to one frame, whose header (sync code, reserved bits, CRC-8)
+    /// tells a wrong key: the frame would otherwise reach flacparse as garbage, which drops it
+    /// without a word. Header only, so every sample can afford it. Other codecs have no
+    /// frame-level check.
+    fn check_flac_frame(&self, kid: KeyId, data: &[u8]) -> Result<(), gst::FlowError> {
+        if !self.state.lock().unwrap().flac {
+            return Ok(());
+        }
+        match crate::flac::frame_header_fault(data) {
+            None => Ok(()),
+            Some(fault) => Err(self.fail(Failure::WrongKey { kid, fault })),
         }
     }
 
