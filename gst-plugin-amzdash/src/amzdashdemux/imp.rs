@@ -9,14 +9,21 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use url::Url;
 
-use super::audio_object::{
-    audio_object_from_structure, AUDIO_OBJECT, CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE,
+use super::audio_object::{audio_object_from_structure, AUDIO_OBJECT};
+use super::protection::protection_events;
+use super::refresher::PadRefresher;
+use super::report::{self, buffering_percent};
+use super::seek::SeekRequest;
+use super::settings::{self, Settings, DEFAULT_USER_AGENT};
+use super::state::State;
+use super::streams::{
+    announced_stream, decodable, filtered, init_buffer, mpd_caps, sink_template_caps, src_caps,
+    stream_id, to_clock,
 };
-use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{
-    self, AudioObject, Context, Engine, EngineError, Item, Limits, Next, Queue, Refresher,
+    self, AudioObject, Context, Engine, EngineError, Item, Next, Queue, Refresher,
 };
-use crate::fetch::{redact, Fetcher, RetryPolicy};
+use crate::fetch::{redact, Fetcher};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -26,67 +33,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("Amazon Music DASH audio demuxer"),
     )
 });
-
-const DEFAULT_MAX_BITRATE: u64 = 0;
-const DEFAULT_MAX_QUALITY: &str = "";
-/// Audio is small: a minute ahead rides out long outages for ~12 MB of HD FLAC.
-const DEFAULT_BUFFER_TIME: gst::ClockTime = gst::ClockTime::from_seconds(60);
-const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
-const DEFAULT_LOW_WATERMARK: gst::ClockTime = gst::ClockTime::from_seconds(4);
-const DEFAULT_RETRIES: u32 = 6;
-const DEFAULT_CONNECT_TIMEOUT: u32 = 5;
-const DEFAULT_STALL_TIMEOUT: u32 = 10;
-
-#[derive(Debug, Clone)]
-struct Settings {
-    max_quality: String,
-    buffer_time: gst::ClockTime,
-    buffer_bytes: u64,
-    low_watermark: gst::ClockTime,
-    retries: u32,
-    connect_timeout: u32,
-    stall_timeout: u32,
-    codec_switching: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            max_quality: DEFAULT_MAX_QUALITY.into(),
-            buffer_time: DEFAULT_BUFFER_TIME,
-            buffer_bytes: DEFAULT_BUFFER_BYTES,
-            low_watermark: DEFAULT_LOW_WATERMARK,
-            retries: DEFAULT_RETRIES,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
-            codec_switching: false,
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    manifest: Vec<u8>,
-    audio_object: Option<AudioObject>,
-    engine: Option<Arc<Engine>>,
-    /// stream-start, caps, segment and protection events still to send.
-    need_events: bool,
-    segment: gst::FormattedSegment<gst::ClockTime>,
-    seqnum: Option<gst::Seqnum>,
-    discont: bool,
-    buffering: Option<i32>,
-    position: Option<gst::ClockTime>,
-    started: bool,
-    /// Codec family of the last init segment pushed.
-    codec: Option<String>,
-    /// Marks clear-lead fragments of constant-IV tracks as clear (`clear_lead.rs`); set from
-    /// each init segment.
-    clear_lead: Option<ClearLeadMarker>,
-    /// Start and duration of the fragment whose first buffer is still to be pushed.
-    fragment_time: Option<(Duration, Duration)>,
-    /// Media time up to which pieces went downstream (for the playhead).
-    pushed_to: Duration,
-}
 
 pub struct AmzDashDemux {
     sinkpad: gst::Pad,
@@ -102,69 +48,6 @@ pub struct AmzDashDemux {
     seek_lock: Mutex<()>,
     /// Serializes buffering reports (see `report_level`).
     buffering_lock: Mutex<()>,
-}
-
-/// Answers the contract's refresh query through the sink pad's peer.
-struct PadRefresher(glib::WeakRef<gst::Pad>);
-
-impl Refresher for PadRefresher {
-    fn refresh(&self, reason: &str, generation: u32) -> Option<AudioObject> {
-        let pad = self.0.upgrade()?;
-        let s = gst::Structure::builder(AUDIO_OBJECT)
-            .field("reason", reason)
-            .field("generation", generation)
-            .build();
-        let mut q = gst::query::Custom::new(s);
-        if !pad.peer_query(&mut q) {
-            return None;
-        }
-        audio_object_from_structure(q.structure()?)
-    }
-}
-
-fn codec_caps(family: &str) -> Option<gst::Caps> {
-    Some(match family {
-        "flac" | "fLaC" => gst::Caps::new_empty_simple("audio/x-flac"),
-        "opus" | "Opus" => gst::Caps::new_empty_simple("audio/x-opus"),
-        "ec-3" => gst::Caps::new_empty_simple("audio/x-eac3"),
-        "ac-3" => gst::Caps::new_empty_simple("audio/x-ac3"),
-        "mp4a" => gst::Caps::builder("audio/mpeg")
-            .field("mpegversion", 4i32)
-            .build(),
-        _ => return None,
-    })
-}
-
-/// Whether the registry has a decoder for the codec family.
-fn decodable(family: &str) -> bool {
-    let Some(caps) = codec_caps(family) else {
-        return false;
-    };
-    gst::ElementFactory::factories_with_type(
-        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_AUDIO,
-        gst::Rank::MARGINAL,
-    )
-    .into_iter()
-    .any(|f| f.can_sink_any_caps(&caps))
-}
-
-fn src_caps() -> gst::Caps {
-    gst::Caps::builder("video/quicktime")
-        .field("variant", "iso-fragmented")
-        .build()
-}
-
-/// The id of the stream we output, the same for every track in one codec: in playbin3's gapless
-/// mode the next track's fragments reach the same qtdemux, which keeps its pad (and the
-/// decryptor and decoder behind it) only for a stream id it already knows. With a new id per
-/// track it added a new pad, which 1.22's parsebin never exposes once the previous one has
-/// drained, and the album stopped after its first track.
-fn stream_id(codec: &str) -> String {
-    format!("amzdashdemux/audio-{}", codec.to_ascii_lowercase())
-}
-
-fn to_clock(d: Duration) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(d.as_nanos() as u64)
 }
 
 impl AmzDashDemux {
@@ -235,12 +118,7 @@ impl AmzDashDemux {
             // The template needs `source=amazonmusicsrc` only for autoplugging; by hand
             // (souphttpsrc, filesrc) any MPD is welcome.
             QueryViewMut::Caps(q) => {
-                let caps = gst::Caps::new_empty_simple("application/dash+xml");
-                let caps = match q.filter() {
-                    Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
-                    None => caps,
-                };
-                q.set_result(&caps);
+                q.set_result(&filtered(mpd_caps(), q.filter()));
                 true
             }
             QueryViewMut::AcceptCaps(q) => {
@@ -303,30 +181,13 @@ impl AmzDashDemux {
         if !skipped.is_empty() {
             gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
         }
-        let policy = RetryPolicy {
-            attempts: settings.retries.max(1),
-            connect_timeout: Duration::from_secs(settings.connect_timeout as u64),
-            stall_timeout: Duration::from_secs(settings.stall_timeout as u64),
-            ..Default::default()
-        };
-        let ua = ao
-            .as_ref()
-            .and_then(|a| a.user_agent.clone())
-            .unwrap_or_else(|| concat!("gst-amzdash/", env!("CARGO_PKG_VERSION")).to_string());
-        let fetcher = Fetcher::new(policy, &ua)?;
+        let ua = ao.as_ref().and_then(|a| a.user_agent.as_deref());
+        let fetcher = Fetcher::new(settings.retry_policy(), ua.unwrap_or(DEFAULT_USER_AGENT))?;
         let refresher: Option<Arc<dyn Refresher>> = ao
             .as_ref()
             .map(|_| Arc::new(PadRefresher(self.sinkpad.downgrade())) as Arc<dyn Refresher>);
         let obj = self.obj().downgrade();
-        let config = engine::Config {
-            limits: Limits {
-                buffer_time: Duration::from_nanos(settings.buffer_time.nseconds()),
-                buffer_bytes: settings.buffer_bytes,
-            },
-            family,
-            codec_switching: settings.codec_switching,
-            live: self.live.clone(),
-        };
+        let config = settings.engine_config(family, self.live.clone());
         let engine = Arc::new(Engine::new(Context::new(
             presentation,
             ao.unwrap_or_default(),
@@ -340,13 +201,7 @@ impl AmzDashDemux {
                 }
             }),
         )));
-        {
-            let mut st = self.state.lock().unwrap();
-            st.engine = Some(engine.clone());
-            st.segment = gst::FormattedSegment::new();
-            st.need_events = true;
-            st.discont = true;
-        }
+        self.state.lock().unwrap().start_engine(engine.clone());
         let obj = self.obj().downgrade();
         self.queue.set_on_level(Some(Box::new(move |_, _| {
             if let Some(o) = obj.upgrade() {
@@ -389,15 +244,8 @@ impl AmzDashDemux {
     /// link made gst-launch 1.22 lose its PLAYING state change during preroll.
     fn report_level(&self, underrun: bool) {
         let _serial = self.buffering_lock.lock().unwrap();
-        let time = self.queue.queued().0;
         let low = self.settings.lock().unwrap().low_watermark;
-        // Once everything is downloaded there is nothing to wait for.
-        let done = self.queue.is_complete();
-        let pct = if low.is_zero() || done {
-            100
-        } else {
-            ((time.as_nanos() * 100) / low.nseconds().max(1) as u128).min(100) as i32
-        };
+        let pct = buffering_percent(self.queue.queued().0, low, self.queue.is_complete());
         let settled = self.state.lock().unwrap().buffering == Some(100);
         if settled && pct < 100 && !underrun {
             return;
@@ -406,19 +254,7 @@ impl AmzDashDemux {
     }
 
     fn post_buffering(&self, pct: i32) {
-        let changed = {
-            let mut st = self.state.lock().unwrap();
-            let prev = st.buffering;
-            // Report 0 and 100 always, other levels in steps of 10.
-            if prev == Some(pct)
-                || (prev.is_some_and(|p| (p - pct).abs() < 10) && pct != 100 && pct != 0)
-            {
-                false
-            } else {
-                st.buffering = Some(pct);
-                true
-            }
-        };
+        let changed = self.state.lock().unwrap().buffering_changed(pct);
         if changed {
             let _ = self.obj().post_message(
                 gst::message::Buffering::builder(pct)
@@ -484,19 +320,8 @@ impl AmzDashDemux {
             // and the elementary stream decodebin3 selects is the one qtdemux (inside parsebin)
             // announces. A collection listing our container stream made decodebin3 deselect
             // qtdemux's audio stream (not-linked) when we sit inside decodebin3's parsebin.
-            let stream = self.in_urisourcebin().then(|| {
-                gst::Stream::new(
-                    Some(stream_id.as_str()),
-                    Some(&src_caps()),
-                    gst::StreamType::AUDIO,
-                    gst::StreamFlags::empty(),
-                )
-            });
-            let collection = stream.as_ref().map(|s| {
-                gst::StreamCollection::builder(None)
-                    .stream(s.clone())
-                    .build()
-            });
+            let announced = self.in_urisourcebin().then(|| announced_stream(&stream_id));
+            let (stream, collection) = announced.unzip();
             self.expose_srcpad(collection.as_ref());
             let start =
                 gst::event::StreamStart::builder(stream_id.as_str()).group_id(gst::GroupId::next());
@@ -534,45 +359,29 @@ impl AmzDashDemux {
         time: Duration,
         first: bool,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (data, stamp, discont, span) = {
-            let mut st = self.state.lock().unwrap();
-            if first {
-                st.fragment_time = Some((start, duration));
-                st.position = Some(to_clock(start));
-                st.pushed_to = start;
-            }
-            // The media this piece accounts for, from where playback starts (a seek lands
-            // inside a segment, and what precedes it is clipped downstream).
-            let from = Duration::from_nanos(st.segment.start().map_or(0, |t| t.nseconds()));
-            let span = (st.pushed_to.max(from), (st.pushed_to + time).max(from));
-            st.pushed_to += time;
-            // (The marker may hold bytes back while it gathers a moof: the stamp waits for
-            // the first buffer that leaves.)
-            let data = match st.clear_lead.as_mut() {
-                Some(marker) => marker.feed(data),
-                None => data,
-            };
-            if data.is_empty() {
-                return Ok(gst::FlowSuccess::Ok);
-            }
-            let stamp = st.fragment_time.take();
-            (data, stamp, std::mem::take(&mut st.discont), span)
+        let piece = self
+            .state
+            .lock()
+            .unwrap()
+            .take_piece(data, start, duration, time, first);
+        let Some(piece) = piece else {
+            return Ok(gst::FlowSuccess::Ok);
         };
-        let mut buf = gst::Buffer::from_slice(data);
+        let mut buf = gst::Buffer::from_slice(piece.data);
         {
             let b = buf.get_mut().unwrap();
-            if let Some((start, duration)) = stamp {
+            if let Some((start, duration)) = piece.stamp {
                 b.set_pts(to_clock(start));
                 b.set_duration(to_clock(duration));
             }
-            if discont {
+            if piece.discont {
                 b.set_flags(gst::BufferFlags::DISCONT);
             }
         }
         self.queue.set_playing(true);
         let res = self.srcpad.push(buf);
         if res.is_ok() {
-            self.queue.pushed_downstream(span.0, span.1);
+            self.queue.pushed_downstream(piece.span.0, piece.span.1);
         }
         res
     }
@@ -607,34 +416,15 @@ impl AmzDashDemux {
     /// One protection event per ContentProtection with a PSSH, before the first fragment, so
     /// the decryptor asks for the license while the clear lead plays.
     fn push_protection_events(&self, engine: &Engine) {
-        let p = engine.presentation();
-        let mut sets: Vec<usize> = p.candidates.iter().map(|c| c.set).collect();
-        sets.sort();
-        sets.dedup();
-        for si in sets {
-            let set = &p.mpd.periods[p.period].adaptation_sets[si];
-            let kid = set.default_kid().map(hex::encode);
-            for cp in &set.content_protections {
-                let (Some(system), Some(pssh)) = (cp.system_id(), cp.pssh.as_ref()) else {
-                    continue;
-                };
-                let buf = gst::Buffer::from_slice(pssh.clone());
-                let mut b = gst::event::Protection::builder(&system, &buf).origin("dash/mpd");
-                if let Some(u) = &cp.license_url {
-                    b = b.other_field("license-url", u);
-                }
-                if let Some(k) = &kid {
-                    b = b.other_field("default-kid", k);
-                }
-                gst::debug!(
-                    CAT,
-                    imp = self,
-                    "protection event for {} (set {})",
-                    system,
-                    si
-                );
-                self.srcpad.push_event(b.build());
-            }
+        for e in protection_events(&engine.presentation()) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "protection event for {} (set {})",
+                e.system,
+                e.set
+            );
+            self.srcpad.push_event(e.event);
         }
     }
 
@@ -682,17 +472,8 @@ impl AmzDashDemux {
                 if previous.is_some_and(|p| p != codec) {
                     self.start_new_stream(&engine, &codec);
                 }
-                let marker = ClearLeadMarker::from_init(&data);
-                let mut buf = gst::Buffer::from_slice(data);
-                {
-                    let b = buf.get_mut().unwrap();
-                    b.set_flags(gst::BufferFlags::HEADER | gst::BufferFlags::DISCONT);
-                }
-                {
-                    let mut st = self.state.lock().unwrap();
-                    st.discont = false;
-                    st.clear_lead = marker;
-                }
+                self.state.lock().unwrap().init_pushed(&data);
+                let buf = init_buffer(data);
                 gst::debug!(CAT, imp = self, "pushing init of candidate {}", candidate);
                 self.srcpad.push(buf)
             }
@@ -742,46 +523,19 @@ impl AmzDashDemux {
     /// Says which representation the segment now going downstream comes from (what plays is
     /// known only here: a buffered segment can be swapped for an upgrade until this moment).
     fn post_segment(&self, engine: &Engine, candidate: usize, start: Duration, duration: Duration) {
-        let (id, bandwidth) = {
+        let s = {
             let p = engine.presentation();
             match p.candidates.get(candidate) {
-                Some(c) => (c.id.clone(), c.bandwidth),
+                Some(c) => report::segment_structure(start, duration, c),
                 None => return,
             }
         };
-        let s = gst::Structure::builder("amzdashdemux-segment")
-            .field("start", start.as_nanos() as u64)
-            .field("duration", duration.as_nanos() as u64)
-            .field("representation", id)
-            .field("bandwidth", bandwidth)
-            .build();
         let obj = self.obj();
         let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
     }
 
     fn post_engine_error(&self, e: EngineError) {
-        match e {
-            EngineError::NotAuthorized(m) => gst::element_imp_error!(
-                self,
-                gst::ResourceError::NotAuthorized,
-                ["Segment access refused: {}", m]
-            ),
-            EngineError::NotFound(m) => gst::element_imp_error!(
-                self,
-                gst::ResourceError::NotFound,
-                ["A segment the manifest lists does not exist: {}", m]
-            ),
-            EngineError::Network(m) => gst::element_imp_error!(
-                self,
-                gst::ResourceError::Read,
-                ["Could not download a segment: {}", m]
-            ),
-            EngineError::Manifest(m) => gst::element_imp_error!(
-                self,
-                gst::StreamError::Demux,
-                ["Cannot play this manifest: {}", m]
-            ),
-        }
+        self.post_error_message(report::engine_error(e));
     }
 
     fn duration(&self) -> Option<gst::ClockTime> {
@@ -791,21 +545,13 @@ impl AmzDashDemux {
     }
 
     fn do_seek(&self, event: &gst::event::Seek) -> bool {
-        let (rate, flags, start_type, start, stop_type, stop) = event.get();
-        if rate <= 0.0 {
-            gst::debug!(CAT, imp = self, "reverse playback is not supported");
-            return false;
-        }
-        let start: Result<Option<gst::ClockTime>, _> = start.try_into();
-        let stop: Result<Option<gst::ClockTime>, _> = stop.try_into();
-        let (Ok(start), Ok(stop)) = (start, stop) else {
-            gst::debug!(CAT, imp = self, "only time seeks are supported");
-            return false;
+        let request = match SeekRequest::parse(event) {
+            Ok(r) => r,
+            Err(why) => {
+                gst::debug!(CAT, imp = self, "{}", why);
+                return false;
+            }
         };
-        if !flags.contains(gst::SeekFlags::FLUSH) {
-            gst::debug!(CAT, imp = self, "only flushing seeks are supported");
-            return false;
-        }
         let Some(engine) = self.state.lock().unwrap().engine.clone() else {
             return false;
         };
@@ -816,32 +562,9 @@ impl AmzDashDemux {
         self.stop_download();
         let _ = self.srcpad.pause_task();
         let duration = self.duration();
-        let position = match (start_type, start) {
-            (gst::SeekType::Set, Some(s)) => s,
-            _ => gst::ClockTime::ZERO,
-        };
-        let position = match duration {
-            Some(d) if position > d => d,
-            _ => position,
-        };
-        {
-            let mut st = self.state.lock().unwrap();
-            let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
-            seg.set_rate(rate);
-            seg.set_flags(gst::SegmentFlags::from_bits_truncate(flags.bits()));
-            seg.set_start(position);
-            seg.set_time(position);
-            seg.set_position(position);
-            if stop_type == gst::SeekType::Set {
-                seg.set_stop(stop);
-            }
-            seg.set_duration(duration);
-            st.segment = seg;
-            st.seqnum = Some(seqnum);
-            st.need_events = true;
-            st.discont = true;
-            st.buffering = None;
-        }
+        let segment = request.segment(duration);
+        let position = request.position(duration);
+        self.state.lock().unwrap().seek(segment, seqnum);
         self.srcpad
             .push_event(gst::event::FlushStop::builder(true).seqnum(seqnum).build());
         gst::debug!(CAT, imp = self, "seek to {}", position);
@@ -885,11 +608,7 @@ impl AmzDashDemux {
                 }
             }
             QueryViewMut::Caps(q) => {
-                let caps = src_caps();
-                q.set_result(&match q.filter() {
-                    Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
-                    None => caps,
-                });
+                q.set_result(&filtered(src_caps(), q.filter()));
                 true
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
@@ -900,34 +619,7 @@ impl AmzDashDemux {
         let (level_time, level_bytes) = self.queue.queued();
         let engine = self.state.lock().unwrap().engine.clone();
         let (s, cand) = engine.map(|e| e.stats()).unwrap_or_default();
-        gst::Structure::builder("amzdashdemux-stats")
-            .field(
-                "representation",
-                cand.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
-            )
-            .field(
-                "codec",
-                cand.as_ref().map(|c| c.codec.clone()).unwrap_or_default(),
-            )
-            .field("bandwidth", cand.as_ref().map(|c| c.bandwidth).unwrap_or(0))
-            .field(
-                "quality",
-                cand.as_ref().map(|c| c.label.clone()).unwrap_or_default(),
-            )
-            .field("throughput-estimate", s.estimate_bps as u64)
-            .field("buffer-level-time", level_time.as_nanos() as u64)
-            .field("buffer-level-bytes", level_bytes)
-            .field("switches", s.switches)
-            .field("stalls", s.stalls)
-            .field("bytes", s.bytes)
-            .field("segments", s.segments)
-            .field("refreshes", s.refreshes)
-            .field("retries", s.retries)
-            .field("abandons", s.abandons)
-            .field("underruns", s.underruns)
-            .field("upgrades", s.upgrades)
-            .field("upgrades-dropped", s.upgrades_dropped)
-            .build()
+        report::stats_structure((level_time, level_bytes), &s, cand.as_ref())
     }
 }
 
@@ -994,130 +686,32 @@ impl ObjectSubclass for AmzDashDemux {
 
 impl ObjectImpl for AmzDashDemux {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecUInt64::builder("max-bitrate")
-                    .nick("Maximum bitrate")
-                    .blurb("Never choose a representation above this bandwidth (bits/s, 0 = no limit)")
-                    .default_value(DEFAULT_MAX_BITRATE)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecString::builder("representation")
-                    .nick("Representation")
-                    .blurb("Play this Representation id instead of choosing adaptively (empty = adaptive); another codec than the current one starts a new stream (see codec-switching)")
-                    .default_value(Some(""))
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecBoolean::builder("codec-switching")
-                    .nick("Codec switching")
-                    .blurb("Let the adaptive choice change codec mid-stream (FLAC <-> Opus), each change a new stream on the source pad. Only for a downstream that takes that: amzdashbin sets it; one qtdemux cannot change codec")
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("max-quality")
-                    .nick("Maximum quality")
-                    .blurb("Highest amz-music:trackType to play: SD, HD, UHD or SPATIAL (empty = any)")
-                    .default_value(Some(DEFAULT_MAX_QUALITY))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("buffer-time")
-                    .nick("Buffer time")
-                    .blurb("Download this much audio ahead of playback (ns)")
-                    .minimum(gst::ClockTime::SECOND.nseconds())
-                    .default_value(DEFAULT_BUFFER_TIME.nseconds())
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("buffer-bytes")
-                    .nick("Buffer bytes")
-                    .blurb("Never hold more than this many downloaded bytes (plus one segment)")
-                    .minimum(64 * 1024)
-                    .default_value(DEFAULT_BUFFER_BYTES)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("low-watermark-time")
-                    .nick("Low watermark")
-                    .blurb("Buffering messages report 100 % from this much audio ahead (ns)")
-                    .default_value(DEFAULT_LOW_WATERMARK.nseconds())
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("retries")
-                    .nick("Attempts")
-                    .blurb("Attempts per request on timeouts, 5xx and 429 (with backoff and jitter)")
-                    .minimum(1)
-                    .maximum(50)
-                    .default_value(DEFAULT_RETRIES)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("connect-timeout")
-                    .nick("Connect timeout")
-                    .blurb("Seconds to wait for a connection")
-                    .minimum(1)
-                    .maximum(300)
-                    .default_value(DEFAULT_CONNECT_TIMEOUT)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("stall-timeout")
-                    .nick("Stall timeout")
-                    .blurb("Seconds without a byte before a request is retried")
-                    .minimum(1)
-                    .maximum(300)
-                    .default_value(DEFAULT_STALL_TIMEOUT)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb("Current representation, throughput estimate, buffer level, switches, stalls, bytes, refreshes, retries")
-                    .read_only()
-                    .build(),
-            ]
-        });
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::properties);
         PROPS.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap();
         match pspec.name() {
-            "max-bitrate" => {
-                // Live: the next segment's choice honours it.
-                self.live.set_max_bitrate(value.get().unwrap());
+            // Live: the next segment's choice honours them.
+            "max-bitrate" => self.live.set_max_bitrate(value.get().unwrap()),
+            "representation" => self.live.pin(value.get::<Option<String>>().unwrap()),
+            name => {
+                if !self.settings.lock().unwrap().set(name, value) {
+                    unimplemented!()
+                }
             }
-            "representation" => {
-                self.live.pin(value.get::<Option<String>>().unwrap());
-            }
-            "max-quality" => {
-                s.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
-            }
-            "codec-switching" => s.codec_switching = value.get().unwrap(),
-            "buffer-time" => s.buffer_time = gst::ClockTime::from_nseconds(value.get().unwrap()),
-            "buffer-bytes" => s.buffer_bytes = value.get().unwrap(),
-            "low-watermark-time" => {
-                s.low_watermark = gst::ClockTime::from_nseconds(value.get().unwrap())
-            }
-            "retries" => s.retries = value.get().unwrap(),
-            "connect-timeout" => s.connect_timeout = value.get().unwrap(),
-            "stall-timeout" => s.stall_timeout = value.get().unwrap(),
-            _ => unimplemented!(),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap();
         match pspec.name() {
             "max-bitrate" => self.live.max_bitrate().to_value(),
-            "max-quality" => s.max_quality.to_value(),
             "representation" => self.live.pinned().unwrap_or_default().to_value(),
-            "codec-switching" => s.codec_switching.to_value(),
-            "buffer-time" => s.buffer_time.nseconds().to_value(),
-            "buffer-bytes" => s.buffer_bytes.to_value(),
-            "low-watermark-time" => s.low_watermark.nseconds().to_value(),
-            "retries" => s.retries.to_value(),
-            "connect-timeout" => s.connect_timeout.to_value(),
-            "stall-timeout" => s.stall_timeout.to_value(),
-            "stats" => {
-                drop(s);
-                self.stats().to_value()
+            "stats" => self.stats().to_value(),
+            name => {
+                let value = self.settings.lock().unwrap().get(name);
+                value.unwrap_or_else(|| unimplemented!())
             }
-            _ => unimplemented!(),
         }
     }
 
@@ -1147,9 +741,7 @@ impl ElementImpl for AmzDashDemux {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst::Caps::builder("application/dash+xml")
-                .field(CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE)
-                .build();
+            let sink_caps = sink_template_caps();
             vec![
                 gst::PadTemplate::new(
                     "sink",

@@ -7,6 +7,13 @@ use gst::prelude::*;
 
 mod audio_object;
 mod imp;
+mod protection;
+mod refresher;
+mod report;
+mod seek;
+mod settings;
+mod state;
+mod streams;
 
 pub use audio_object::{audio_object_from_structure, CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE};
 

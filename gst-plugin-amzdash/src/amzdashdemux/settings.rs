@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The element's settings: what its properties set, their defaults, their declarations and the
+//! conversions between property values and what the engine is configured with.
+
+use gst::glib;
+use gst::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{self, Limits, Live};
+use crate::fetch::RetryPolicy;
+
+pub const DEFAULT_MAX_BITRATE: u64 = 0;
+pub const DEFAULT_MAX_QUALITY: &str = "";
+/// Audio is small: a minute ahead rides out long outages for ~12 MB of HD FLAC.
+pub const DEFAULT_BUFFER_TIME: gst::ClockTime = gst::ClockTime::from_seconds(60);
+pub const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_LOW_WATERMARK: gst::ClockTime = gst::ClockTime::from_seconds(4);
+pub const DEFAULT_RETRIES: u32 = 6;
+pub const DEFAULT_CONNECT_TIMEOUT: u32 = 5;
+pub const DEFAULT_STALL_TIMEOUT: u32 = 10;
+pub const DEFAULT_CODEC_SWITCHING: bool = false;
+/// The User-Agent of segment requests when the audio object names none.
+pub const DEFAULT_USER_AGENT: &str = concat!("gst-amzdash/", env!("CARGO_PKG_VERSION"));
+
+/// The settings fixed while playing (`max-bitrate` and `representation` live in
+/// [`engine::Live`](crate::engine::Live), the one copy the engine reads).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub max_quality: String,
+    pub buffer_time: gst::ClockTime,
+    pub buffer_bytes: u64,
+    pub low_watermark: gst::ClockTime,
+    pub retries: u32,
+    pub connect_timeout: u32,
+    pub stall_timeout: u32,
+    pub codec_switching: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_quality: DEFAULT_MAX_QUALITY.into(),
+            buffer_time: DEFAULT_BUFFER_TIME,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            retries: DEFAULT_RETRIES,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            codec_switching: DEFAULT_CODEC_SWITCHING,
+        }
+    }
+}
+
+impl Settings {
+    /// Sets the property `name` from `value`; false for a property not kept here.
+    pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+        match name {
+            "max-quality" => {
+                self.max_quality = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
+            "codec-switching" => self.codec_switching = value.get().unwrap(),
+            "buffer-time" => self.buffer_time = gst::ClockTime::from_nseconds(value.get().unwrap()),
+            "buffer-bytes" => self.buffer_bytes = value.get().unwrap(),
+            "low-watermark-time" => {
+                self.low_watermark = gst::ClockTime::from_nseconds(value.get().unwrap())
+            }
+            "retries" => self.retries = value.get().unwrap(),
+            "connect-timeout" => self.connect_timeout = value.get().unwrap(),
+            "stall-timeout" => self.stall_timeout = value.get().unwrap(),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The value of the property `name`; None for a property not kept here.
+    pub fn get(&self, name: &str) -> Option<glib::Value> {
+        Some(match name {
+            "max-quality" => self.max_quality.to_value(),
+            "codec-switching" => self.codec_switching.to_value(),
+            "buffer-time" => self.buffer_time.nseconds().to_value(),
+            "buffer-bytes" => self.buffer_bytes.to_value(),
+            "low-watermark-time" => self.low_watermark.nseconds().to_value(),
+            "retries" => self.retries.to_value(),
+            "connect-timeout" => self.connect_timeout.to_value(),
+            "stall-timeout" => self.stall_timeout.to_value(),
+            _ => return None,
+        })
+    }
+
+    /// The retry policy of every request (`retries` counts attempts, at least one).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.retries.max(1),
+            connect_timeout: Duration::from_secs(self.connect_timeout as u64),
+            stall_timeout: Duration::from_secs(self.stall_timeout as u64),
+            ..Default::default()
+        }
+    }
+
+    /// How far the download runs ahead.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            buffer_time: Duration::from_nanos(self.buffer_time.nseconds()),
+            buffer_bytes: self.buffer_bytes,
+        }
+    }
+
+    /// The engine's configuration, starting in codec `family`, reading the live settings.
+    pub fn engine_config(&self, family: String, live: Arc<Live>) -> engine::Config {
+        engine::Config {
+            limits: self.limits(),
+            family,
+            codec_switching: self.codec_switching,
+            live,
+        }
+    }
+}
+
+/// The element's properties, declared once, in the order gst-inspect-1.0 lists them.
+pub fn properties() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecUInt64::builder("max-bitrate")
+            .nick("Maximum bitrate")
+            .blurb("Never choose a representation above this bandwidth (bits/s, 0 = no limit)")
+            .default_value(DEFAULT_MAX_BITRATE)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecString::builder("representation")
+            .nick("Representation")
+            .blurb("Play this Representation id instead of choosing adaptively (empty = adaptive); another codec than the current one starts a new stream (see codec-switching)")
+            .default_value(Some(""))
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecBoolean::builder("codec-switching")
+            .nick("Codec switching")
+            .blurb("Let the adaptive choice change codec mid-stream (FLAC <-> Opus), each change a new stream on the source pad. Only for a downstream that takes that: amzdashbin sets it; one qtdemux cannot change codec")
+            .default_value(DEFAULT_CODEC_SWITCHING)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("max-quality")
+            .nick("Maximum quality")
+            .blurb("Highest amz-music:trackType to play: SD, HD, UHD or SPATIAL (empty = any)")
+            .default_value(Some(DEFAULT_MAX_QUALITY))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("buffer-time")
+            .nick("Buffer time")
+            .blurb("Download this much audio ahead of playback (ns)")
+            .minimum(gst::ClockTime::SECOND.nseconds())
+            .default_value(DEFAULT_BUFFER_TIME.nseconds())
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("buffer-bytes")
+            .nick("Buffer bytes")
+            .blurb("Never hold more than this many downloaded bytes (plus one segment)")
+            .minimum(64 * 1024)
+            .default_value(DEFAULT_BUFFER_BYTES)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("low-watermark-time")
+            .nick("Low watermark")
+            .blurb("Buffering messages report 100 % from this much audio ahead (ns)")
+            .default_value(DEFAULT_LOW_WATERMARK.nseconds())
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("retries")
+            .nick("Attempts")
+            .blurb("Attempts per request on timeouts, 5xx and 429 (with backoff and jitter)")
+            .minimum(1)
+            .maximum(50)
+            .default_value(DEFAULT_RETRIES)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("connect-timeout")
+            .nick("Connect timeout")
+            .blurb("Seconds to wait for a connection")
+            .minimum(1)
+            .maximum(300)
+            .default_value(DEFAULT_CONNECT_TIMEOUT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("stall-timeout")
+            .nick("Stall timeout")
+            .blurb("Seconds without a byte before a request is retried")
+            .minimum(1)
+            .maximum(300)
+            .default_value(DEFAULT_STALL_TIMEOUT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+            .nick("Statistics")
+            .blurb("Current representation, throughput estimate, buffer level, switches, stalls, bytes, refreshes, retries")
+            .read_only()
+            .build(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_round_trips_through_its_property() {
+        gst::init().unwrap();
+        let mut s = Settings::default();
+        let values: [(&str, glib::Value); 8] = [
+            ("max-quality", "HD".to_value()),
+            ("codec-switching", true.to_value()),
+            ("buffer-time", 5_000_000_000u64.to_value()),
+            ("buffer-bytes", 65_536u64.to_value()),
+            ("low-watermark-time", 1_000_000_000u64.to_value()),
+            ("retries", 3u32.to_value()),
+            ("connect-timeout", 7u32.to_value()),
+            ("stall-timeout", 9u32.to_value()),
+        ];
+        for (name, v) in &values {
+            assert!(s.set(name, v), "{name}");
+            let back = s.get(name).unwrap();
+            assert_eq!(back.type_(), v.type_(), "{name}");
+            assert_eq!(format!("{back:?}"), format!("{v:?}"), "{name}");
+        }
+        assert!(!s.set("max-bitrate", &0u64.to_value()));
+        assert!(s.get("representation").is_none());
+        assert!(s.get("stats").is_none());
+    }
+
+    #[test]
+    fn declared_defaults_are_the_settings_defaults() {
+        gst::init().unwrap();
+        let s = Settings::default();
+        for p in properties() {
+            if let Some(v) = s.get(p.name()) {
+                assert_eq!(
+                    format!("{:?}", p.default_value()),
+                    format!("{v:?}"),
+                    "{}",
+                    p.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn retries_count_attempts_and_timeouts_are_seconds() {
+        let s = Settings {
+            retries: 0,
+            connect_timeout: 3,
+            stall_timeout: 4,
+            ..Default::default()
+        };
+        let p = s.retry_policy();
+        assert_eq!(p.attempts, 1);
+        assert_eq!(p.connect_timeout, Duration::from_secs(3));
+        assert_eq!(p.stall_timeout, Duration::from_secs(4));
+        let l = Settings::default().limits();
+        assert_eq!(l.buffer_time, Duration::from_secs(60));
+        assert_eq!(l.buffer_bytes, DEFAULT_BUFFER_BYTES);
+        let c = Settings {
+            codec_switching: true,
+            ..Default::default()
+        }
+        .engine_config("opus".into(), Arc::new(Live::default()));
+        assert!(c.codec_switching);
+        assert_eq!(c.family, "opus");
+        assert_eq!(c.limits.buffer_bytes, DEFAULT_BUFFER_BYTES);
+        assert!(DEFAULT_USER_AGENT.starts_with("gst-amzdash/"));
+    }
+}
