@@ -57,7 +57,7 @@ impl Codec {
     }
 
     /// The caps media type of the elementary stream.
-    pub fn media_type(self) -> &'static str {
+    pub const fn media_type(self) -> &'static str {
         match self {
             Codec::Flac => "audio/x-flac",
             Codec::Opus => "audio/x-opus",

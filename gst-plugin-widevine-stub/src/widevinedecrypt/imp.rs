@@ -12,6 +12,9 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use amzmusic_common::codec::Codec;
+use amzmusic_common::contract::{RefreshReason, PROTECTION_LICENSE_URL_FIELD};
+
 use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
 use crate::cdm::{CdmError, KeyStatus, StubCdm};
@@ -23,7 +26,18 @@ use crate::protocol::{parse_pssh_boxes, KeyId, WIDEVINE_SYSTEM_ID_STR};
 use crate::CAT;
 
 /// Original media types this element restores.
-const MEDIA_TYPES: [&str; 4] = ["audio/x-flac", "audio/x-opus", "audio/x-eac3", "audio/mpeg"];
+/// The elementary streams it decrypts: every codec the plugins know ([`Codec::ALL`]).
+const MEDIA_TYPES: [&str; Codec::ALL.len()] = media_types();
+
+const fn media_types() -> [&'static str; Codec::ALL.len()] {
+    let mut t = [""; Codec::ALL.len()];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = Codec::ALL[i].media_type();
+        i += 1;
+    }
+    t
+}
 const DEFAULT_KEY_TIMEOUT_MS: u32 = 20_000;
 const DEFAULT_LICENSE_EXPIRATION_SECS: u32 = 0;
 /// Name of the element message posted while a sample waits for its key.
@@ -101,10 +115,11 @@ impl WidevineDecrypt {
     /// the generation held); defaults when nobody upstream answers.
     fn ask_credentials(&self, ask: CredentialsAsk) -> Credentials {
         let (reason, held) = match ask {
-            CredentialsAsk::Lookup => ("lookup", 0),
-            CredentialsAsk::Forbidden { held } => ("forbidden", held),
+            CredentialsAsk::Lookup => (RefreshReason::Lookup, 0),
+            CredentialsAsk::Forbidden { held } => (RefreshReason::Forbidden, held),
         };
         let answer = credentials::query(self.obj().sink_pad(), reason, held);
+        let reason = reason.as_str();
         let mut headers = credentials::request_headers(answer.as_ref().map(|(c, _)| c));
         match &answer {
             Some((_, generation)) => gst::debug!(
@@ -158,7 +173,7 @@ impl WidevineDecrypt {
         }
         let url = event
             .structure()
-            .and_then(|s| s.get::<String>("license-url").ok());
+            .and_then(|s| s.get::<String>(PROTECTION_LICENSE_URL_FIELD).ok());
         let len = bytes.len();
         if self.licenses.add_pssh(bytes, url) {
             gst::info!(
@@ -564,7 +579,7 @@ impl BaseTransformImpl for WidevineDecrypt {
                             "protection-system",
                             "cipher-mode",
                         ]);
-                        if n.name() == "audio/x-flac" && !n.has_field("streamheader") {
+                        if n.name() == Codec::Flac.media_type() && !n.has_field("streamheader") {
                             if let Some(h) = self.state.lock().unwrap().flac_streamheader.as_ref() {
                                 n.set_value("streamheader", h.clone());
                             }
@@ -599,7 +614,7 @@ impl BaseTransformImpl for WidevineDecrypt {
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let flac = outcaps
             .structure(0)
-            .is_some_and(|s| s.name() == "audio/x-flac");
+            .is_some_and(|s| s.name() == Codec::Flac.media_type());
         let mut state = self.state.lock().unwrap();
         if flac {
             if let Some(h) = incaps
