@@ -4,6 +4,7 @@
 //! while the clear lead plays.
 
 use crate::engine::Presentation;
+use amzmusic_common::contract;
 
 /// A protection event and what it is for (for the log).
 pub struct ProtectionEvent {
@@ -27,12 +28,13 @@ pub fn protection_events(p: &Presentation) -> Vec<ProtectionEvent> {
                 continue;
             };
             let buf = gst::Buffer::from_slice(pssh.clone());
-            let mut b = gst::event::Protection::builder(&system, &buf).origin("dash/mpd");
+            let mut b =
+                gst::event::Protection::builder(&system, &buf).origin(contract::PROTECTION_ORIGIN);
             if let Some(u) = &cp.license_url {
-                b = b.other_field("license-url", u);
+                b = b.other_field(contract::PROTECTION_LICENSE_URL_FIELD, u);
             }
             if let Some(k) = &kid {
-                b = b.other_field("default-kid", k);
+                b = b.other_field(contract::PROTECTION_DEFAULT_KID_FIELD, k);
             }
             events.push(ProtectionEvent {
                 event: b.build(),
@@ -49,6 +51,7 @@ mod tests {
     use super::*;
     use crate::engine::{presentation, Wanted};
     use crate::mpd::Mpd;
+    use amzmusic_common::codec::Codec;
     use url::Url;
 
     const MPD: &str = r#"<MPD xmlns:cenc="urn:mpeg:cenc:2013" xmlns:amz="urn:amazon:music:3p:music:2020" type="static" mediaPresentationDuration="PT4S"><Period>
@@ -75,7 +78,7 @@ mod tests {
             max_bitrate: 0,
             representation: "",
         };
-        let built = presentation::build(mpd, url, wanted, |f| f == "flac").unwrap();
+        let built = presentation::build(mpd, url, wanted, |f| f == Codec::Flac).unwrap();
         let events = protection_events(&built.presentation);
         // The second set has no playable candidate: no event for it.
         assert_eq!(events.len(), 1);

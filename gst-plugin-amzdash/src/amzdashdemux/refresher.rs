@@ -4,19 +4,16 @@
 use gst::glib;
 use gst::prelude::*;
 
-use super::audio_object::{audio_object_from_structure, AUDIO_OBJECT};
+use super::audio_object::audio_object_from_structure;
 use crate::engine::{AudioObject, Refresher};
+use amzmusic_common::contract;
 
 /// Answers the contract's refresh query through the sink pad's peer.
 pub struct PadRefresher(pub glib::WeakRef<gst::Pad>);
 
 /// The refresh query: the contract's structure with why and which generation is stale.
 pub fn refresh_query(reason: &str, generation: u32) -> gst::query::Custom<gst::Query> {
-    let s = gst::Structure::builder(AUDIO_OBJECT)
-        .field("reason", reason)
-        .field("generation", generation)
-        .build();
-    gst::query::Custom::new(s)
+    gst::query::Custom::new(contract::refresh_query_structure(reason, generation))
 }
 
 impl Refresher for PadRefresher {
@@ -39,7 +36,7 @@ mod tests {
         gst::init().unwrap();
         let q = refresh_query("expired", 3);
         let s = q.structure().unwrap();
-        assert_eq!(s.name(), AUDIO_OBJECT);
+        assert_eq!(s.name(), contract::AUDIO_OBJECT);
         assert_eq!(s.get::<&str>("reason"), Ok("expired"));
         assert_eq!(s.get::<u32>("generation"), Ok(3));
     }
