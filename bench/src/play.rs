@@ -129,8 +129,15 @@ fn build(spec: &PlaySpec) -> Result<(gst::Element, gst::Element)> {
     Ok((p, sink))
 }
 
-fn run_once(spec: &PlaySpec) -> Result<RunResult> {
+/// One playback. `carried`: the contexts the last playback's pipeline held, given to this one
+/// before it starts, as an application playing track after track in new pipelines would (so
+/// amzdashdemux's `amzdash.history`, the last stream's estimates, makes a warm start warm);
+/// replaced by what this pipeline holds at its end.
+fn run_once(spec: &PlaySpec, carried: &mut Vec<gst::Context>) -> Result<RunResult> {
     let (pipeline, sink) = build(spec)?;
+    for c in carried.iter() {
+        pipeline.set_context(c);
+    }
     sink.set_property("sync", spec.sync);
     sink.set_property("signal-handoffs", true);
     let clock = gst::SystemClock::obtain();
@@ -296,6 +303,7 @@ fn run_once(spec: &PlaySpec) -> Result<RunResult> {
     }
     let (cpu1, _) = rusage_self();
     out.cpu_s = cpu1 - cpu0;
+    *carried = pipeline.contexts();
     let _ = pipeline.set_state(gst::State::Null);
     let r = std::mem::take(&mut *rec.lock().unwrap());
     out.first_buffer_s = r.first_buffer;
@@ -315,8 +323,9 @@ pub fn child_main(spec_json: &str) -> Result<()> {
     let spec: PlaySpec = serde_json::from_str(spec_json).context("--spec JSON")?;
     gst::init()?;
     let mut out = ChildOutput::default();
+    let mut carried = Vec::new();
     for _ in 0..spec.runs.max(1) {
-        let r = run_once(&spec).unwrap_or_else(|e| RunResult {
+        let r = run_once(&spec, &mut carried).unwrap_or_else(|e| RunResult {
             error: Some(format!("{e:#}")),
             ..RunResult::default()
         });

@@ -378,7 +378,7 @@ fn playbin3_join_from_flac_to_opus_plays_both_tracks() {
             // The first track in FLAC 44.1 kHz, the second in Opus (48 kHz).
             match demuxers.fetch_add(1, Ordering::SeqCst) {
                 0 => e.set_property("max-bitrate", 1_000_000u64),
-                _ => e.set_property("max-quality", "SD"),
+                _ => e.set_property_from_str("max-quality", "sd"),
             }
         }
         None

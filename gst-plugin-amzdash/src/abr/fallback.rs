@@ -7,11 +7,13 @@
 /// at 2 Mb/s so that the choice for such manifests stays what it was.
 pub const FALLBACK_ESTIMATE_BPS: f64 = 2_000_000.0;
 
+use amzmusic_common::codec::Codec;
+
 /// One representation as the rule sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rung<'a> {
-    /// Codec family (`flac`, `opus`, ...): the rule never leaves `family`.
-    pub codec: &'a str,
+pub struct Rung {
+    /// Its codec: the rule never leaves `family`.
+    pub codec: Codec,
     pub bandwidth: u64,
 }
 
@@ -19,8 +21,8 @@ pub struct Rung<'a> {
 /// 0 = none); the lowest of the family when none does. From `current`, a higher rung is taken
 /// only when the estimate says so clearly (its bandwidth at most 0.7 of the estimate).
 pub fn choose(
-    rungs: &[Rung<'_>],
-    family: &str,
+    rungs: &[Rung],
+    family: Codec,
     estimate_bps: f64,
     max_bitrate: u64,
     current: Option<usize>,
@@ -55,17 +57,20 @@ pub fn choose(
 mod tests {
     use super::*;
 
-    const RUNGS: [Rung<'static>; 3] = [
+    const FLAC: Codec = Codec::Flac;
+    const OPUS: Codec = Codec::Opus;
+
+    const RUNGS: [Rung; 3] = [
         Rung {
-            codec: "flac",
+            codec: FLAC,
             bandwidth: 1_200_000,
         },
         Rung {
-            codec: "flac",
+            codec: FLAC,
             bandwidth: 2_400_000,
         },
         Rung {
-            codec: "opus",
+            codec: OPUS,
             bandwidth: 70_000,
         },
     ];
@@ -73,23 +78,23 @@ mod tests {
     #[test]
     fn choice_fits_the_estimate_within_the_family() {
         let c = &RUNGS;
-        assert_eq!(choose(c, "flac", 3_000_000.0, 0, None), 1);
-        assert_eq!(choose(c, "flac", 2_000_000.0, 0, None), 0);
-        assert_eq!(choose(c, "flac", 3_000_000.0, 2_000_000, None), 0);
+        assert_eq!(choose(c, FLAC, 3_000_000.0, 0, None), 1);
+        assert_eq!(choose(c, FLAC, 2_000_000.0, 0, None), 0);
+        assert_eq!(choose(c, FLAC, 3_000_000.0, 2_000_000, None), 0);
         // Nothing fits: the lowest of the family, never another codec.
-        assert_eq!(choose(c, "flac", 100_000.0, 0, None), 0);
-        assert_eq!(choose(c, "opus", 10_000_000.0, 0, None), 2);
+        assert_eq!(choose(c, FLAC, 100_000.0, 0, None), 0);
+        assert_eq!(choose(c, OPUS, 10_000_000.0, 0, None), 2);
         // Cold, from nothing measured: the rule's own start.
-        assert_eq!(choose(c, "flac", FALLBACK_ESTIMATE_BPS, 0, None), 0);
+        assert_eq!(choose(c, FLAC, FALLBACK_ESTIMATE_BPS, 0, None), 0);
     }
 
     #[test]
     fn an_up_switch_needs_a_clear_margin() {
         let c = &RUNGS;
         // 2.4 Mb/s fits 0.85 of 3 Mb/s but is above 0.7 of it: stay.
-        assert_eq!(choose(c, "flac", 3_000_000.0, 0, Some(0)), 0);
-        assert_eq!(choose(c, "flac", 3_500_000.0, 0, Some(0)), 1);
+        assert_eq!(choose(c, FLAC, 3_000_000.0, 0, Some(0)), 0);
+        assert_eq!(choose(c, FLAC, 3_500_000.0, 0, Some(0)), 1);
         // Down is never held back.
-        assert_eq!(choose(c, "flac", 1_000_000.0, 0, Some(1)), 0);
+        assert_eq!(choose(c, FLAC, 1_000_000.0, 0, Some(1)), 0);
     }
 }

@@ -4,30 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The codec family of a representation. Switching inside one family is cheap (a new init
-/// segment); switching across families starts a new decoder, so the selector makes it cost more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CodecFamily {
-    Flac,
-    Opus,
-    /// E-AC-3 (`ec-3`).
-    Eac3,
-    /// Anything else (AAC, …): its own family.
-    Other,
-}
-
-impl CodecFamily {
-    /// The family of a DASH `codecs` attribute (`flac`, `fLaC`, `opus`, `Opus`, `ec-3`, …).
-    pub fn from_codecs(codecs: &str) -> CodecFamily {
-        let c = codecs.trim().to_ascii_lowercase();
-        match c.split('.').next().unwrap_or("") {
-            "flac" => CodecFamily::Flac,
-            "opus" => CodecFamily::Opus,
-            "ec-3" | "ec+3" => CodecFamily::Eac3,
-            _ => CodecFamily::Other,
-        }
-    }
-}
+/// The codec family of a representation (the workspace's one codec type decides it:
+/// [`Codec::abr_family`](amzmusic_common::codec::Codec::abr_family)). Switching inside one
+/// family is cheap (a new init segment); switching across families starts a new decoder, so the
+/// selector makes it cost more. AAC and the Dolby codecs are distinct families.
+pub use amzmusic_common::codec::AbrFamily as CodecFamily;
 
 /// One representation as the selector sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -293,10 +274,14 @@ mod tests {
 
     #[test]
     fn codec_families_from_codecs_attribute() {
-        assert_eq!(CodecFamily::from_codecs("fLaC"), CodecFamily::Flac);
-        assert_eq!(CodecFamily::from_codecs("opus"), CodecFamily::Opus);
-        assert_eq!(CodecFamily::from_codecs("ec-3"), CodecFamily::Eac3);
-        assert_eq!(CodecFamily::from_codecs("mp4a.40.2"), CodecFamily::Other);
+        use amzmusic_common::codec::Codec;
+        let family = |c: &str| Codec::from_dash_codecs(c).map(Codec::abr_family);
+        assert_eq!(family("fLaC"), Some(CodecFamily::Flac));
+        assert_eq!(family("opus"), Some(CodecFamily::Opus));
+        assert_eq!(family("ec-3"), Some(CodecFamily::Ac3));
+        // AAC was `Other` with AC-3, so a switch between them read as same-codec (issue 16).
+        assert_eq!(family("mp4a.40.2"), Some(CodecFamily::Aac));
+        assert_ne!(family("mp4a.40.2"), family("ac-3"));
     }
 
     #[test]

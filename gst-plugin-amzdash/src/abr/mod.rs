@@ -11,7 +11,7 @@
 //! let secs = |s| Duration::from_secs(s);
 //! let opus = Candidate {
 //!     id: "opus-320k".into(),
-//!     codec: CodecFamily::from_codecs("opus"),
+//!     codec: CodecFamily::Opus,
 //!     adaptation_set: 0,
 //!     bandwidth_bps: 326_522,
 //!     quality_ranking: Some(3),

@@ -9,7 +9,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use url::Url;
 
+use amzmusic_common::codec::Codec;
+use amzmusic_common::contract::MPD_MEDIA_TYPE;
+
 use super::audio_object::{audio_object_from_structure, AUDIO_OBJECT};
+use super::history::{HistorySlot, CONTEXT_TYPE as HISTORY_CONTEXT};
 use super::protection::protection_events;
 use super::refresher::PadRefresher;
 use super::report::{self, buffering_percent};
@@ -44,6 +48,9 @@ pub struct AmzDashDemux {
     /// The settings that change while playing (max-bitrate, representation): the one copy,
     /// which the engine reads too.
     live: Arc<engine::Live>,
+    /// What the last stream left for the next: from a GstContext, or made here when nobody
+    /// has one.
+    history: HistorySlot,
     /// Serializes seeks against each other and against state changes.
     seek_lock: Mutex<()>,
     /// Serializes buffering reports (see `report_level`).
@@ -125,7 +132,7 @@ impl AmzDashDemux {
                 let ok = q
                     .caps()
                     .structure(0)
-                    .is_some_and(|s| s.name() == "application/dash+xml");
+                    .is_some_and(|s| s.name() == MPD_MEDIA_TYPE);
                 q.set_result(ok);
                 true
             }
@@ -169,7 +176,7 @@ impl AmzDashDemux {
         );
         let settings = self.settings.lock().unwrap().clone();
         let wanted = engine::Wanted {
-            max_quality: &settings.max_quality,
+            max_quality: settings.max_quality.label().unwrap_or(""),
             max_bitrate: self.live.max_bitrate(),
             representation: &self.live.pinned().unwrap_or_default(),
         };
@@ -187,7 +194,7 @@ impl AmzDashDemux {
             .as_ref()
             .map(|_| Arc::new(PadRefresher(self.sinkpad.downgrade())) as Arc<dyn Refresher>);
         let obj = self.obj().downgrade();
-        let config = settings.engine_config(family, self.live.clone());
+        let config = settings.engine_config(family, self.live.clone(), self.history.get());
         let engine = Arc::new(Engine::new(Context::new(
             presentation,
             ao.unwrap_or_default(),
@@ -305,7 +312,7 @@ impl AmzDashDemux {
 
     /// `codec`: the family of the first init segment (the adaptive choice may start in
     /// another family than the manifest's preferred one when codec switching is on).
-    fn push_initial_events(&self, engine: &Engine, codec: &str) {
+    fn push_initial_events(&self, engine: &Engine, codec: Codec) {
         let (segment, seqnum) = {
             let st = self.state.lock().unwrap();
             (st.segment.clone(), st.seqnum)
@@ -389,7 +396,7 @@ impl AmzDashDemux {
     /// A codec change: push-mode qtdemux cannot change codec inside one stream on 1.22, so the
     /// new representation starts a new stream (stream-start with a new id and group, caps, the
     /// same TIME segment, protection events) and parsebin/decodebin3 plug a new chain for it.
-    fn start_new_stream(&self, engine: &Engine, codec: &str) {
+    fn start_new_stream(&self, engine: &Engine, codec: Codec) {
         let n = {
             let mut st = self.state.lock().unwrap();
             st.discont = true;
@@ -399,7 +406,7 @@ impl AmzDashDemux {
         gst::info!(
             CAT,
             imp = self,
-            "codec change to {}: new stream {}",
+            "codec change to {:?}: new stream {}",
             codec,
             stream_id
         );
@@ -456,10 +463,10 @@ impl AmzDashDemux {
         let need = std::mem::take(&mut self.state.lock().unwrap().need_events);
         if need {
             let codec = match &item {
-                Item::Init { codec, .. } => codec.clone(),
-                _ => engine.family().to_string(),
+                Item::Init { codec, .. } => *codec,
+                _ => engine.family(),
             };
-            self.push_initial_events(&engine, &codec);
+            self.push_initial_events(&engine, codec);
         }
         let res = match item {
             Item::Init {
@@ -468,9 +475,9 @@ impl AmzDashDemux {
                 codec,
                 ..
             } => {
-                let previous = self.state.lock().unwrap().codec.replace(codec.clone());
+                let previous = self.state.lock().unwrap().codec.replace(codec);
                 if previous.is_some_and(|p| p != codec) {
-                    self.start_new_stream(&engine, &codec);
+                    self.start_new_stream(&engine, codec);
                 }
                 self.state.lock().unwrap().init_pushed(&data);
                 let buf = init_buffer(data);
@@ -678,6 +685,7 @@ impl ObjectSubclass for AmzDashDemux {
             state: Mutex::new(State::default()),
             queue: Arc::new(Queue::default()),
             live: Arc::new(engine::Live::default()),
+            history: HistorySlot::default(),
             seek_lock: Mutex::new(()),
             buffering_lock: Mutex::new(()),
         }
@@ -762,10 +770,24 @@ impl ElementImpl for AmzDashDemux {
         TEMPLATES.as_ref()
     }
 
+    fn set_context(&self, context: &gst::Context) {
+        if self.history.set_from(context) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "estimates from a {HISTORY_CONTEXT} context"
+            );
+        }
+        self.parent_set_context(context)
+    }
+
     fn change_state(
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady {
+            self.history.obtain(self.obj().upcast_ref());
+        }
         match transition {
             gst::StateChange::PausedToPlaying => self.queue.set_clock_running(true),
             gst::StateChange::PlayingToPaused => self.queue.set_clock_running(false),

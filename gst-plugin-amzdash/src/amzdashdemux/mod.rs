@@ -6,6 +6,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod audio_object;
+mod history;
 mod imp;
 mod protection;
 mod refresher;
@@ -16,6 +17,8 @@ mod state;
 mod streams;
 
 pub use audio_object::{audio_object_from_structure, CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE};
+/// The GstContext type that carries the last stream's estimates to the next demuxer.
+pub use history::CONTEXT_TYPE as HISTORY_CONTEXT_TYPE;
 
 glib::wrapper! {
     pub struct AmzDashDemux(ObjectSubclass<imp::AmzDashDemux>) @extends gst::Element, gst::Object;

@@ -20,7 +20,10 @@ pub fn stats_structure(
             "representation",
             cand.map(|c| c.id.clone()).unwrap_or_default(),
         )
-        .field("codec", cand.map(|c| c.codec.clone()).unwrap_or_default())
+        .field(
+            "codec",
+            cand.map(|c| c.codec.stream_id_suffix()).unwrap_or_default(),
+        )
         .field("bandwidth", cand.map(|c| c.bandwidth).unwrap_or(0))
         .field("quality", cand.map(|c| c.label.clone()).unwrap_or_default())
         .field("throughput-estimate", s.estimate_bps as u64)
@@ -97,7 +100,7 @@ mod tests {
             set: 0,
             rep: 1,
             id: "flac-48k24".into(),
-            codec: "flac".into(),
+            codec: amzmusic_common::codec::Codec::Flac,
             bandwidth: 1_700_000,
             label: "HD".into(),
             selection_priority: 3,

@@ -23,8 +23,8 @@ pub struct State {
     pub buffering: Option<i32>,
     pub position: Option<gst::ClockTime>,
     pub started: bool,
-    /// Codec family of the last init segment pushed.
-    pub codec: Option<String>,
+    /// Codec of the last init segment pushed.
+    pub codec: Option<amzmusic_common::codec::Codec>,
     /// Marks clear-lead fragments of constant-IV tracks as clear (`clear_lead.rs`); set from
     /// each init segment.
     pub clear_lead: Option<ClearLeadMarker>,

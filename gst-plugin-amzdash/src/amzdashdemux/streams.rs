@@ -1,31 +1,15 @@
 // SPDX-License-Identifier: MPL-2.0
-//! What the source pad carries: its caps, the stream id per codec family, the caps of each
-//! family's elementary stream (to ask the registry for a decoder), and the stream and collection
-//! announced inside urisourcebin.
+//! What the source pad carries: its caps, the stream id per codec, whether a codec has a decoder
+//! here (its caps are [`Codec::caps`]), and the stream and collection announced inside
+//! urisourcebin.
 
+use amzmusic_common::codec::Codec;
+use amzmusic_common::contract;
 use std::time::Duration;
 
-use super::audio_object::{CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE};
-
-/// The elementary stream's caps of a codec family, as a decoder takes them.
-pub fn codec_caps(family: &str) -> Option<gst::Caps> {
-    Some(match family {
-        "flac" | "fLaC" => gst::Caps::new_empty_simple("audio/x-flac"),
-        "opus" | "Opus" => gst::Caps::new_empty_simple("audio/x-opus"),
-        "ec-3" => gst::Caps::new_empty_simple("audio/x-eac3"),
-        "ac-3" => gst::Caps::new_empty_simple("audio/x-ac3"),
-        "mp4a" => gst::Caps::builder("audio/mpeg")
-            .field("mpegversion", 4i32)
-            .build(),
-        _ => return None,
-    })
-}
-
-/// Whether the registry has a decoder for the codec family.
-pub fn decodable(family: &str) -> bool {
-    let Some(caps) = codec_caps(family) else {
-        return false;
-    };
+/// Whether the registry has a decoder for the codec's elementary stream.
+pub fn decodable(codec: Codec) -> bool {
+    let caps = codec.caps();
     gst::ElementFactory::factories_with_type(
         gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_AUDIO,
         gst::Rank::MARGINAL,
@@ -45,14 +29,12 @@ pub fn src_caps() -> gst::Caps {
 /// leaves other DASH manifests to dashdemux2 (by hand any MPD is welcome, see
 /// [`mpd_caps`]).
 pub fn sink_template_caps() -> gst::Caps {
-    gst::Caps::builder("application/dash+xml")
-        .field(CAPS_SOURCE_FIELD, CAPS_SOURCE_VALUE)
-        .build()
+    contract::source_mpd_caps()
 }
 
 /// What the sink pad accepts when asked.
 pub fn mpd_caps() -> gst::Caps {
-    gst::Caps::new_empty_simple("application/dash+xml")
+    gst::Caps::new_empty_simple(contract::MPD_MEDIA_TYPE)
 }
 
 /// `caps` as a caps query with `filter` answers it.
@@ -77,8 +59,8 @@ pub fn init_buffer(data: bytes::Bytes) -> gst::Buffer {
 /// decryptor and decoder behind it) only for a stream id it already knows. With a new id per
 /// track it added a new pad, which 1.22's parsebin never exposes once the previous one has
 /// drained, and the album stopped after its first track.
-pub fn stream_id(codec: &str) -> String {
-    format!("amzdashdemux/audio-{}", codec.to_ascii_lowercase())
+pub fn stream_id(codec: Codec) -> String {
+    format!("amzdashdemux/audio-{}", codec.stream_id_suffix())
 }
 
 /// The stream announced inside urisourcebin (which links an adaptive demuxer's output only once
@@ -106,23 +88,30 @@ mod tests {
 
     #[test]
     fn one_stream_id_per_codec_family() {
-        assert_eq!(stream_id("FLAC"), "amzdashdemux/audio-flac");
-        assert_eq!(stream_id("flac"), stream_id("fLaC"));
-        assert_ne!(stream_id("flac"), stream_id("opus"));
+        assert_eq!(stream_id(Codec::Flac), "amzdashdemux/audio-flac");
+        // `flac` and `fLaC` in a manifest are one codec, so one stream id.
+        let of = |c: &str| stream_id(Codec::from_dash_codecs(c).unwrap());
+        assert_eq!(of("flac"), of("fLaC"));
+        assert_ne!(of("flac"), of("opus"));
+        let ids: std::collections::HashSet<String> = Codec::ALL.map(stream_id).into();
+        assert_eq!(ids.len(), Codec::ALL.len());
     }
 
     #[test]
     fn caps_per_family() {
         gst::init().unwrap();
-        let name = |f: &str| codec_caps(f).map(|c| c.structure(0).unwrap().name().to_string());
+        let caps = |f: &str| Codec::from_dash_codecs(f).map(Codec::caps);
+        let name = |f: &str| caps(f).map(|c| c.structure(0).unwrap().name().to_string());
         assert_eq!(name("flac").as_deref(), Some("audio/x-flac"));
         assert_eq!(name("opus").as_deref(), Some("audio/x-opus"));
         assert_eq!(name("ec-3").as_deref(), Some("audio/x-eac3"));
         assert_eq!(name("ac-3").as_deref(), Some("audio/x-ac3"));
-        let aac = codec_caps("mp4a").unwrap();
+        let aac = caps("mp4a").unwrap();
         assert_eq!(aac.structure(0).unwrap().get::<i32>("mpegversion"), Ok(4));
-        assert!(codec_caps("vorbis").is_none());
-        assert!(!decodable("vorbis"));
+        // A codec we do not know is no candidate (presentation::build skips it).
+        assert!(caps("vorbis").is_none());
+        // Every test machine has flacdec (gst-plugins-good).
+        assert!(decodable(Codec::Flac));
         let src = src_caps();
         let s = src.structure(0).unwrap();
         assert_eq!(s.name(), "video/quicktime");

@@ -5,6 +5,8 @@
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use amzmusic_common::codec::Codec;
+
 use super::{run, AudioObject, Candidate, Context, Next, Presentation, Stats};
 
 /// The plugin's one tokio runtime: every download task runs on it.
@@ -70,9 +72,9 @@ impl Engine {
         self.ctx.presentation.lock().unwrap().clone()
     }
 
-    /// The codec family the engine started in.
-    pub fn family(&self) -> &str {
-        &self.ctx.family
+    /// The codec the engine started in.
+    pub fn family(&self) -> Codec {
+        self.ctx.family
     }
 
     /// The counters, and the candidate the last switch went to.

@@ -13,9 +13,11 @@ use crate::abr;
 use crate::fetch::{Fetcher, Request};
 use crate::mpd::{sidx, SegmentScheme};
 use crate::segments::{self, InitRef, SegmentPlan, SegmentRef};
+use amzmusic_common::codec::Codec;
 
 mod download;
 mod handle;
+mod history;
 pub mod presentation;
 mod queue;
 mod refresh;
@@ -24,7 +26,8 @@ mod upgrade;
 use download::Streamed;
 pub use download::{ABANDON_CHECK, CHUNK_BYTES, FLUSH_INTERVAL, START_SAMPLE};
 pub use handle::Engine;
-pub use presentation::{codec_family, quality_rank, Built, Candidate, Presentation, Wanted};
+pub use history::History;
+pub use presentation::{quality_rank, Built, Candidate, Presentation, Wanted};
 pub use queue::{Item, Next, Queue, QueuedSegment, UNDERRUN};
 pub use refresh::{AudioObject, Refresher};
 
@@ -70,10 +73,6 @@ pub struct Limits {
     pub buffer_bytes: u64,
 }
 
-/// The last session's estimate, so the next track starts where this one left off.
-static LAST_ESTIMATE: Mutex<Option<f64>> = Mutex::new(None);
-static LAST_SESSION: Mutex<Option<abr::SessionEstimate>> = Mutex::new(None);
-
 /// The selector and how its ladder indexes map to our candidates.
 pub struct Abr {
     pub selector: abr::QualitySelector,
@@ -103,8 +102,8 @@ pub struct Context {
     pub inits: Mutex<HashMap<String, Bytes>>,
     /// The rate estimate when no quality selector decides (it keeps its own).
     pub throughput: Mutex<abr::ThroughputEstimator>,
-    /// Codec family the engine starts in, and stays in unless `codec_switching`.
-    pub family: String,
+    /// Codec the engine starts in, and stays in unless `codec_switching`.
+    pub family: Codec,
     /// The selector may choose another codec family (a new stream downstream): set when the
     /// element downstream takes a codec change (amzdashbin).
     pub codec_switching: bool,
@@ -115,6 +114,8 @@ pub struct Context {
     pub epoch: Instant,
     /// `max-bitrate` and `representation`, changeable while playing.
     pub live: Arc<Live>,
+    /// The last stream's estimates, which this one starts from and leaves for the next.
+    pub history: History,
     /// Held while a refresh is in flight.
     pub refresh_lock: tokio::sync::Mutex<()>,
     /// Requests are built under the read side; a refresh swaps URLs and headers under the
@@ -128,11 +129,13 @@ pub struct Context {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub limits: Limits,
-    /// Codec family to start in (see [`Context::family`]).
-    pub family: String,
+    /// Codec to start in (see [`Context::family`]).
+    pub family: Codec,
     pub codec_switching: bool,
     /// The settings that change while playing (the element's one copy).
     pub live: Arc<Live>,
+    /// What the last stream left (the element's, shared through its GstContext).
+    pub history: History,
 }
 
 /// The settings that may change while playing: one copy, the element's, which the engine reads
@@ -201,6 +204,7 @@ impl Context {
             abr: Mutex::new(None),
             epoch: Instant::now(),
             live: config.live,
+            history: config.history,
             refresh_lock: tokio::sync::Mutex::new(()),
             swap_lock: RwLock::new(()),
             log,
@@ -214,7 +218,7 @@ impl Context {
             .lock()
             .unwrap()
             .estimate_bps()
-            .or(*LAST_ESTIMATE.lock().unwrap())
+            .or(self.history.estimate_bps())
             .unwrap_or(abr::FALLBACK_ESTIMATE_BPS)
     }
 
@@ -225,14 +229,14 @@ impl Context {
             let mut t = self.throughput.lock().unwrap();
             t.add(bytes, ttfb.as_secs_f64(), total.as_secs_f64());
             if let Some(e) = t.estimate_bps() {
-                *LAST_ESTIMATE.lock().unwrap() = Some(e);
+                self.history.remember_estimate(e);
             }
         }
         let abr_estimate = self.abr.lock().unwrap().as_mut().and_then(|a| {
             a.selector
                 .on_download_at(&abr::Download { bytes, ttfb, total }, self.epoch.elapsed());
             let est = a.selector.session_estimate();
-            *LAST_SESSION.lock().unwrap() = est;
+            self.history.remember_session(est);
             a.selector.stats().estimate_bps
         });
         self.stats.lock().unwrap().estimate_bps = abr_estimate.unwrap_or_else(|| self.estimate());
@@ -277,7 +281,7 @@ impl Context {
                 let own: Vec<Duration> = plan.segments.iter().map(|s| s.duration).collect();
                 abr::Candidate {
                     id: c.id.clone(),
-                    codec: abr::CodecFamily::from_codecs(&rep.codecs),
+                    codec: c.codec.abr_family(),
                     adaptation_set: c.set as u32,
                     bandwidth_bps: c.bandwidth,
                     quality_ranking: rep.quality_ranking,
@@ -320,13 +324,11 @@ impl Context {
             resume_gap: (self.limits.buffer_time / 6).min(Duration::from_secs(10)),
             // Across codecs, start in the manifest's preferred family (FLAC for a lossless
             // track): Opus is the fallback the measured link or a rebuffer calls for.
-            start_codec: self
-                .codec_switching
-                .then(|| abr::CodecFamily::from_codecs(&self.family)),
+            start_codec: self.codec_switching.then(|| self.family.abr_family()),
             ..Default::default()
         };
         let selector =
-            abr::QualitySelector::new(ladder, config).with_previous(*LAST_SESSION.lock().unwrap());
+            abr::QualitySelector::new(ladder, config).with_previous(self.history.session());
         *self.abr.lock().unwrap() = Some(Abr {
             selector,
             map,
@@ -492,11 +494,11 @@ impl Context {
             .candidates
             .iter()
             .map(|c| abr::fallback::Rung {
-                codec: &c.codec,
+                codec: c.codec,
                 bandwidth: c.bandwidth,
             })
             .collect();
-        abr::fallback::choose(&rungs, &self.family, est, max, current)
+        abr::fallback::choose(&rungs, self.family, est, max, current)
     }
 }
 
@@ -566,9 +568,7 @@ async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), 
                 ));
                 ctx.stats.lock().unwrap().switches += 1;
             }
-            let codec = ctx.presentation.lock().unwrap().candidates[chosen]
-                .codec
-                .clone();
+            let codec = ctx.presentation.lock().unwrap().candidates[chosen].codec;
             // Init and media segment in parallel (start-up costs one round trip, not two);
             // the media bytes are queued once the init segment is.
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -644,16 +644,17 @@ pub(crate) mod tests {
             mpd: Mpd::parse(doc.as_bytes()).unwrap(),
             period: 0,
             manifest_url: Url::parse("http://cdn.example/t/manifest.mpd").unwrap(),
-            candidates: vec![cand("a", "flac", 1_000_000)],
+            candidates: vec![cand("a", Codec::Flac, 1_000_000)],
         };
         let config = Config {
             limits: Limits {
                 buffer_time: Duration::from_secs(60),
                 buffer_bytes: 32 * 1024 * 1024,
             },
-            family: "flac".into(),
+            family: Codec::Flac,
             codec_switching: false,
             live: Arc::default(),
+            history: History::new(),
         };
         Context::new(
             presentation,
@@ -666,12 +667,29 @@ pub(crate) mod tests {
         )
     }
 
-    fn cand(id: &str, codec: &str, bw: u64) -> Candidate {
+    #[test]
+    fn a_stream_starts_from_the_history_it_is_given_and_leaves_its_estimate_there() {
+        let mut ctx = context(AudioObject::default());
+        // Cold: the fallback rule's own start.
+        assert_eq!(ctx.estimate(), abr::FALLBACK_ESTIMATE_BPS);
+        let history = History::new();
+        history.remember_estimate(5e6);
+        ctx.history = history.clone();
+        assert_eq!(ctx.estimate(), 5e6);
+        // A measured download replaces it, in the shared history.
+        ctx.measure(1_000_000, Duration::from_millis(10), Duration::from_secs(2));
+        let left = history.estimate_bps().unwrap();
+        assert!(left < 5e6 && left > 1e6, "{left}");
+        // Another element's history is untouched: nothing is process-wide.
+        assert_eq!(History::new().estimate_bps(), None);
+    }
+
+    fn cand(id: &str, codec: Codec, bw: u64) -> Candidate {
         Candidate {
             set: 0,
             rep: 0,
             id: id.into(),
-            codec: codec.into(),
+            codec,
             bandwidth: bw,
             label: String::new(),
             selection_priority: 1,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::mpd::{Mpd, Representation};
+use amzmusic_common::codec::Codec;
 
 /// One representation the engine may choose.
 #[derive(Debug, Clone)]
@@ -14,7 +15,7 @@ pub struct Candidate {
     pub set: usize,
     pub rep: usize,
     pub id: String,
-    pub codec: String,
+    pub codec: Codec,
     pub bandwidth: u64,
     /// `amz-music:trackType` or the codec, for `stats`.
     pub label: String,
@@ -37,19 +38,6 @@ impl Presentation {
     pub fn duration(&self) -> Option<Duration> {
         self.mpd.duration.or(self.mpd.periods[self.period].duration)
     }
-}
-
-/// The codec family of a DASH `codecs` value (`flac`, `opus`, `ec-3`, `mp4a`).
-pub fn codec_family(codecs: &str) -> String {
-    codecs
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .split('.')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
 }
 
 /// Quality order of `amz-music:trackType`, for the `max-quality` cap.
@@ -81,23 +69,23 @@ pub struct Built {
     pub presentation: Presentation,
     /// The pinned representation's family, else the one the manifest prefers
     /// (selectionPriority, then bandwidth) within max-bitrate, else the lowest bandwidth's.
-    pub family: String,
+    pub family: Codec,
     /// `id (codecs)` of each representation with no decoder here.
     pub skipped: Vec<String>,
 }
 
-/// The candidates of `mpd`'s first audio period: each representation whose codec family
-/// `decodable` says has a decoder, none above `wanted.max_quality`.
+/// The candidates of `mpd`'s first audio period: each representation of a codec we know whose
+/// decoder `decodable` says is here, none above `wanted.max_quality`.
 pub fn build(
     mpd: Mpd,
     url: Url,
     wanted: Wanted<'_>,
-    mut decodable: impl FnMut(&str) -> bool,
+    mut decodable: impl FnMut(Codec) -> bool,
 ) -> Result<Built, String> {
     let max_q = quality_rank(wanted.max_quality);
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
-    let mut known: HashMap<String, bool> = HashMap::new();
+    let mut known: HashMap<Codec, bool> = HashMap::new();
     let period = mpd
         .audio_sets()
         .next()
@@ -109,18 +97,20 @@ pub fn build(
             continue;
         }
         for (ri, rep) in set.representations.iter().enumerate() {
-            let fam = codec_family(&rep.codecs);
-            let ok = *known.entry(fam.clone()).or_insert_with(|| decodable(&fam));
-            if !ok {
+            let codec = Codec::from_dash_codecs(&rep.codecs);
+            let Some(codec) = codec.filter(|c| *known.entry(*c).or_insert_with(|| decodable(*c)))
+            else {
                 skipped.push(format!("{} ({})", rep.id, rep.codecs));
                 continue;
-            }
+            };
             candidates.push(Candidate {
                 set: si,
                 rep: ri,
                 id: rep.id.clone(),
-                label: label.clone().unwrap_or_else(|| fam.clone()),
-                codec: fam,
+                label: label
+                    .clone()
+                    .unwrap_or_else(|| codec.stream_id_suffix().to_string()),
+                codec,
                 bandwidth: rep.bandwidth,
                 selection_priority: set.selection_priority,
             });
@@ -150,8 +140,8 @@ pub fn build(
                 .max_by_key(|c| (c.selection_priority, c.bandwidth))
         })
         .or_else(|| candidates.iter().min_by_key(|c| c.bandwidth))
-        .map(|c| c.codec.clone())
-        .unwrap_or_default();
+        .map(|c| c.codec)
+        .ok_or("no candidates")?;
     Ok(Built {
         presentation: Presentation {
             mpd,
@@ -170,10 +160,13 @@ mod tests {
 
     #[test]
     fn codec_families() {
-        assert_eq!(codec_family("flac"), "flac");
-        assert_eq!(codec_family("mp4a.40.2"), "mp4a");
-        assert_eq!(codec_family("Opus"), "opus");
-        assert_eq!(codec_family("ec-3"), "ec-3");
+        // The DASH codecs value names the candidate's codec (amzmusic_common::codec tests the
+        // whole table).
+        let codec = |c: &str| Codec::from_dash_codecs(c).map(Codec::stream_id_suffix);
+        assert_eq!(codec("flac"), Some("flac"));
+        assert_eq!(codec("mp4a.40.2"), Some("mp4a"));
+        assert_eq!(codec("Opus"), Some("opus"));
+        assert_eq!(codec("ec-3"), Some("ec-3"));
     }
 
     const MPD: &str = r#"<MPD type="static" mediaPresentationDuration="PT4S"><Period>
@@ -192,7 +185,10 @@ mod tests {
           </Representation></AdaptationSet>
       </Period></MPD>"#;
 
-    fn built(wanted: Wanted<'_>, decoders: &[&str]) -> Result<Built, String> {
+    const FLAC: Codec = Codec::Flac;
+    const OPUS: Codec = Codec::Opus;
+
+    fn built(wanted: Wanted<'_>, decoders: &[Codec]) -> Result<Built, String> {
         let mpd = Mpd::parse(MPD.as_bytes()).unwrap();
         let url = Url::parse("http://cdn.example/m.mpd").unwrap();
         build(mpd, url, wanted, |f| decoders.contains(&f))
@@ -200,7 +196,7 @@ mod tests {
 
     #[test]
     fn candidates_are_what_decodes_within_max_quality() {
-        let b = built(Wanted::default(), &["flac", "opus"]).unwrap();
+        let b = built(Wanted::default(), &[FLAC, OPUS]).unwrap();
         let ids: Vec<&str> = b
             .presentation
             .candidates
@@ -212,14 +208,14 @@ mod tests {
         assert_eq!(b.presentation.candidates[1].label, "opus");
         assert_eq!(b.skipped, ["ac4 (ac-4)"]);
         // The manifest prefers FLAC (selectionPriority 3).
-        assert_eq!(b.family, "flac");
+        assert_eq!(b.family, FLAC);
         let hd = Wanted {
             max_quality: "HD",
             ..Default::default()
         };
-        let b = built(hd, &["flac", "opus"]).unwrap();
+        let b = built(hd, &[FLAC, OPUS]).unwrap();
         assert_eq!(b.presentation.candidates.len(), 1);
-        assert_eq!(b.family, "opus");
+        assert_eq!(b.family, OPUS);
         let err = built(Wanted::default(), &[]).unwrap_err();
         assert!(err.contains("no decoder for flac-96k24 (flac)"), "{err}");
     }
@@ -230,17 +226,17 @@ mod tests {
             max_bitrate: 1_000_000,
             ..Default::default()
         };
-        assert_eq!(built(capped, &["flac", "opus"]).unwrap().family, "opus");
+        assert_eq!(built(capped, &[FLAC, OPUS]).unwrap().family, OPUS);
         let pinned = Wanted {
             representation: "opus-320k",
             ..Default::default()
         };
-        assert_eq!(built(pinned, &["flac", "opus"]).unwrap().family, "opus");
+        assert_eq!(built(pinned, &[FLAC, OPUS]).unwrap().family, OPUS);
         // Nothing within the cap: the lowest bandwidth's family.
         let tiny = Wanted {
             max_bitrate: 1,
             ..Default::default()
         };
-        assert_eq!(built(tiny, &["flac"]).unwrap().family, "flac");
+        assert_eq!(built(tiny, &[FLAC]).unwrap().family, FLAC);
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::EngineError;
 use crate::abr;
 use crate::playhead::{PlayClock, Playhead};
+use amzmusic_common::codec::Codec;
 
 /// The streaming thread waiting this long for data is an underrun (buffering < 100 %).
 pub const UNDERRUN: Duration = Duration::from_millis(200);
@@ -23,8 +24,8 @@ pub enum Item {
     /// An initialization segment (pushed when starting and on every representation change).
     Init {
         candidate: usize,
-        /// Codec family: a change means a new stream for the elements downstream.
-        codec: String,
+        /// Its codec: a change means a new stream for the elements downstream.
+        codec: Codec,
         data: Bytes,
         /// The download it belongs to (see [`Queue::retract_unless_sent`]).
         tag: u64,
@@ -546,7 +547,7 @@ mod tests {
             epoch,
             Item::Init {
                 candidate: 1,
-                codec: "flac".into(),
+                codec: Codec::Flac,
                 data: Bytes::from(vec![0u8; 5]),
                 tag: b,
             },
@@ -647,7 +648,7 @@ mod tests {
         let s = Duration::from_secs;
         let init = |candidate, tag| Item::Init {
             candidate,
-            codec: "flac".into(),
+            codec: Codec::Flac,
             data: Bytes::from(vec![0u8; 7]),
             tag,
         };

@@ -151,7 +151,7 @@ impl Context {
         let init_of = |c: usize, tag: u64| {
             let (id, codec) = {
                 let p = self.presentation.lock().unwrap();
-                (p.candidates[c].id.clone(), p.candidates[c].codec.clone())
+                (p.candidates[c].id.clone(), p.candidates[c].codec)
             };
             let cached = self.inits.lock().unwrap().get(&id).cloned();
             // (A candidate without an init segment queues an empty one, as on a switch.)
