@@ -127,7 +127,8 @@ fn main() -> Result<()> {
         exe,
     };
     let results = suite::run(opts)?;
-    let md = report::markdown(&results);
+    let old = std::fs::read_to_string(&out).ok();
+    let md = report::with_kept_notes(report::markdown(&results), old.as_deref());
     std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())

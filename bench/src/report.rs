@@ -321,14 +321,26 @@ fn cpu_table(out: &mut String, rows: &[CpuRow]) {
     }
 }
 
+/// The line in BENCHMARKS.md after which the text is written by hand: a new report keeps it.
+pub const KEPT_MARKER: &str = "<!-- amzmusic-bench keeps everything below this line -->";
+
+/// The new report `md`, followed by what the old file `old` holds from [`KEPT_MARKER`] on.
+pub fn with_kept_notes(md: String, old: Option<&str>) -> String {
+    match old.and_then(|o| o.find(KEPT_MARKER).map(|i| &o[i..])) {
+        Some(kept) => format!("{}\n\n{kept}", md.trim_end()),
+        None => md,
+    }
+}
+
 pub fn markdown(r: &Results) -> String {
     let mut o = String::new();
     let m = &r.machine;
     let _ = writeln!(o, "# Benchmarks\n");
     let _ = writeln!(
         o,
-        "Written by `amzmusic-bench`{} from {} to {}. Every figure below was measured in that run; \
-         nothing is copied from elsewhere except vinyl's published scores, which are labelled.\n",
+        "Written by `amzmusic-bench`{} from {} to {}. Every figure below was measured in that run \
+         (up to the hand-written part the bench keeps, if any); nothing is copied from elsewhere \
+         except vinyl's published scores, which are labelled.\n",
         if r.opts.quick {
             " **--quick (smoke run: shortened measurements, not comparable figures)**"
         } else {
@@ -599,4 +611,21 @@ pub fn numeric_cells(md: &str) -> usize {
             !c.is_empty() && c.parse::<f64>().is_ok()
         })
         .count()
+}
+
+#[cfg(test)]
+mod kept_notes_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_report_keeps_the_hand_written_part_only() {
+        let old = format!("# Benchmarks\nold figures\n\n{KEPT_MARKER}\n## Notes\nby hand\n");
+        let new = with_kept_notes("# Benchmarks\nnew figures\n".into(), Some(&old));
+        assert_eq!(
+            new,
+            format!("# Benchmarks\nnew figures\n\n{KEPT_MARKER}\n## Notes\nby hand\n")
+        );
+        assert_eq!(with_kept_notes("x\n".into(), Some("no marker")), "x\n");
+        assert_eq!(with_kept_notes("x\n".into(), None), "x\n");
+    }
 }

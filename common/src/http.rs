@@ -41,6 +41,35 @@ impl fmt::Display for Secret {
     }
 }
 
+/// How often and how patiently a call is retried: the one policy type of the source's service
+/// clients and of the decryptor's license client (each names its own numbers:
+/// `gstamazonmusic::http::API_RETRY`, `gstwidevinestub::fetch::LICENSE_RETRY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total (1 = no retry).
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Whole-request timeout (headers and body).
+    pub request_timeout: Duration,
+}
+
+impl RetryPolicy {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.base_delay, self.max_delay)
+    }
+
+    /// The wait after failed attempt `attempt` (from 1): [`Backoff::delay`].
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        self.backoff().delay(attempt, retry_after)
+    }
+
+    /// A fresh attempt counter bounded by `max_attempts`.
+    pub fn retries(&self) -> Retries {
+        Retries::new(self.max_attempts, self.backoff())
+    }
+}
+
 /// Exponential backoff: the wait after failed attempt `n` (from 1) doubles from `base_delay`,
 /// is capped at `max_delay`, and gets up to 50 % jitter so that clients hit by the same outage
 /// do not retry in step.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use amzmusic_common::http::{error_text_without_url, retry_after_secs, Backoff, Retries, RetryOn};
+use amzmusic_common::http::{error_text_without_url, retry_after_secs, RetryOn};
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
 pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -55,36 +55,17 @@ pub fn client(user_agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Clien
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// How often and how patiently a call is retried.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts in total (1 = no retry).
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// Whole-request timeout (headers and body).
-    pub request_timeout: Duration,
-}
+/// The policy type every stack shares.
+pub use amzmusic_common::http::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(300),
-            max_delay: Duration::from_secs(4),
-            request_timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt `attempt` (from 1): doubling from `base_delay`, capped,
-    /// plus up to 50 % jitter so that many clients do not retry in step; never shorter than
-    /// the server's `Retry-After`.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        Backoff::new(self.base_delay, self.max_delay).delay(attempt, retry_after)
-    }
-}
+/// How the LWA, music API and FireFly calls are retried: 4 attempts, from 300 ms doubling to
+/// at most 4 s (plus jitter, never under `Retry-After`), 15 s per request.
+pub const API_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base_delay: Duration::from_millis(300),
+    max_delay: Duration::from_secs(4),
+    request_timeout: Duration::from_secs(15),
+};
 
 /// What a service call ended with when it did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,10 +143,7 @@ pub async fn send_with_retries(
     policy: &RetryPolicy,
     mut build: impl FnMut() -> reqwest::RequestBuilder,
 ) -> Result<Answer, HttpError> {
-    let mut retries = Retries::new(
-        policy.max_attempts,
-        Backoff::new(policy.base_delay, policy.max_delay),
-    );
+    let mut retries = policy.retries();
     loop {
         let attempt = retries.begin();
         let transport = |message| HttpError::Transport {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::api::{self, ApiError, AudioObject, MusicApi};
 use crate::config::Resolved;
 use crate::firefly::{self, Auth, FireflyError, TrackMetadata};
-use crate::http::{self, HttpError, RetryPolicy};
+use crate::http::{self, HttpError, RetryPolicy, API_RETRY};
 use crate::token::{now_unix_ms, LwaClient, TokenManager};
 
 /// The audio object in use and its place in the sequence of refreshes.
@@ -66,7 +66,7 @@ pub struct Session {
 impl Session {
     pub fn new(cfg: Resolved, track_id: &str, capability: &str) -> Result<Arc<Session>, String> {
         let http = http::client(&cfg.user_agent, cfg.ca_file.as_deref())?;
-        let policy = RetryPolicy::default();
+        let policy = API_RETRY;
         let lwa = match (&cfg.lwa_endpoint, &cfg.client_id) {
             (Some(base), client_id) => Some(LwaClient::new(
                 http.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use amzmusic_tests::Emulator;
 
 use crate::config::{self, Overrides};
-use crate::http::{self, RetryPolicy, Secret, RUNTIME};
+use crate::http::{self, Secret, API_RETRY, RUNTIME};
 use crate::session::Session;
 use crate::token::{now_unix, LwaClient, PollOutcome, TokenFile, SCOPE};
 
@@ -21,7 +21,7 @@ pub fn signed_in(extra: &[&str], track: &str) -> (Emulator, tempfile::TempDir, A
     let emu = Emulator::start(extra).expect("emulator (cargo build -p amzmusic-emulator)");
     let dir = amzmusic_tests::temp_dir("amazonmusic-unit-");
     let client = http::client("amazonmusic-tests", None).unwrap();
-    let lwa = LwaClient::new(client, &emu.base_url, CLIENT_ID, RetryPolicy::default());
+    let lwa = LwaClient::new(client, &emu.base_url, CLIENT_ID, API_RETRY);
     let pair = RUNTIME.block_on(lwa.create_code_pair(SCOPE)).unwrap();
     let approved = emu.post_json(
         "/_emulator/lwa/approve",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gstamazonmusic::firefly::{self, Auth};
-use gstamazonmusic::http::{self, RetryPolicy, Secret, RUNTIME};
+use gstamazonmusic::http::{self, Secret, API_RETRY, RUNTIME};
 use gstamazonmusic::token::TokenFile;
 
 fn client(emu: &Emulator) -> firefly::Client {
@@ -21,7 +21,7 @@ fn client(emu: &Emulator) -> firefly::Client {
         market: "US".into(),
         session_id: firefly::new_session_id(),
         feature_flags: String::new(),
-        policy: RetryPolicy::default(),
+        policy: API_RETRY,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use amzmusic_common::http::{error_text_without_url, retry_after_secs, Backoff, Retries};
+use amzmusic_common::http::{error_text_without_url, retry_after_secs};
 
 use crate::protocol::{
     decode_license_response_body, encode_license_request_body, ClientAction, LicenseError,
@@ -32,33 +32,17 @@ pub fn bearer(token: &str) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    pub request_timeout: Duration,
-}
+/// The policy type every stack shares.
+pub use amzmusic_common::http::RetryPolicy;
 
-impl Default for RetryPolicy {
-    /// The numbers of docs/license-protocol.md.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-            request_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Wait before attempt `attempt + 1` (attempt counts from 1): exponential, capped, plus up
-    /// to 50 % jitter, and never less than the server's `Retry-After`.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        Backoff::new(self.base_delay, self.max_delay).delay(attempt, retry_after)
-    }
-}
+/// The numbers of docs/license-protocol.md: 5 attempts, from 500 ms doubling to at most 8 s
+/// (plus jitter, never under `Retry-After`), 10 s per request.
+pub const LICENSE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 5,
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(8),
+    request_timeout: Duration::from_secs(10),
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -141,10 +125,7 @@ pub async fn fetch_license(
     let body = encode_license_request_body(challenge);
     let start = Instant::now();
     let mut refreshed = false;
-    let mut retries = Retries::new(
-        policy.max_attempts,
-        Backoff::new(policy.base_delay, policy.max_delay),
-    );
+    let mut retries = policy.retries();
     loop {
         let attempt = retries.begin();
         let failed = |error| FetchError::Server {
@@ -424,7 +405,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
-        let p = RetryPolicy::default();
+        let p = LICENSE_RETRY;
         let d1 = p.delay(1, None);
         assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_millis(750));
         let d3 = p.delay(3, None);

@@ -372,6 +372,12 @@ impl AmazonMusicSrc {
         token: Option<&Secret>,
     ) -> bool {
         let s = audio_object::structure(session, current, token);
+        self.push_audio_object(s, current.generation, current.audio.expires)
+    }
+
+    /// Pushes the audio-object structure `s` (of `generation`, expiring at unix second
+    /// `expires`) as the sticky event. Blocks while the streaming thread downstream is busy.
+    fn push_audio_object(&self, s: gst::Structure, generation: u32, expires: u64) -> bool {
         let pushed = self
             .obj()
             .src_pad()
@@ -380,8 +386,8 @@ impl AmazonMusicSrc {
             CAT,
             imp = self,
             "audio object generation {} (expires in {} s) {}",
-            current.generation,
-            current.audio.expires.saturating_sub(now_unix()),
+            generation,
+            expires.saturating_sub(now_unix()),
             if pushed {
                 "pushed downstream"
             } else {
@@ -603,7 +609,11 @@ impl audio_object::RefreshListener for Glue {
             "audio object refreshed ahead of expiry: generation {}",
             next.generation
         );
-        e.imp().push_audio_object_event(session, next, token);
+        // Pushing a serialized event waits for the streaming thread downstream (its stream
+        // lock), so it leaves the runtime's workers for the blocking pool.
+        let s = audio_object::structure(session, next, token);
+        let (generation, expires) = (next.generation, next.audio.expires);
+        RUNTIME.spawn_blocking(move || e.imp().push_audio_object(s, generation, expires));
     }
 
     fn refresh_failed(&self, err: &ApiError) {

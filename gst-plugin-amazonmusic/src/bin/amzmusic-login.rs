@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
 use gstamazonmusic::config::{self, default_user_agent};
-use gstamazonmusic::http::{self, RetryPolicy, Secret, RUNTIME};
+use gstamazonmusic::http::{self, Secret, API_RETRY, RUNTIME};
 use gstamazonmusic::token::{
     default_token_path, now_unix, CodePair, LwaClient, PollOutcome, TokenError, TokenFile, SCOPE,
 };
@@ -90,12 +90,7 @@ async fn run(args: Args) -> Result<PathBuf> {
         .or_else(default_token_path)
         .ok_or_else(|| anyhow!("no --token-file and no config directory to put one in"))?;
     let http = http::client(&default_user_agent(), None).map_err(|e| anyhow!(e))?;
-    let lwa = LwaClient::new(
-        http,
-        &args.lwa_endpoint,
-        &args.client_id,
-        RetryPolicy::default(),
-    );
+    let lwa = LwaClient::new(http, &args.lwa_endpoint, &args.client_id, API_RETRY);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut restarts = 0;
     'pairs: loop {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 pub use amzmusic_tests::Emulator;
-use gstamazonmusic::http::{self, RetryPolicy, RUNTIME};
+use gstamazonmusic::http::{self, API_RETRY, RUNTIME};
 use gstamazonmusic::token::{now_unix, LwaClient, PollOutcome, TokenFile, SCOPE};
 
 pub const CLIENT_ID: &str = "amzn1.application-oa2-client.amzmusicemulator";
@@ -38,7 +38,7 @@ impl AmazonMusicEmulator for Emulator {
 
     fn sign_in(&self, dir: &Path) -> PathBuf {
         let http = http::client("amazonmusic-tests", None).unwrap();
-        let lwa = LwaClient::new(http, &self.base_url, CLIENT_ID, RetryPolicy::default());
+        let lwa = LwaClient::new(http, &self.base_url, CLIENT_ID, API_RETRY);
         let pair = RUNTIME.block_on(lwa.create_code_pair(SCOPE)).unwrap();
         assert_eq!(
             self.post_json(

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::cdm::{Cdm, InitDataType, KeyStatus, SessionId};
-use crate::fetch::{RequestHeaders, RetryPolicy};
+use crate::fetch::{RequestHeaders, RetryPolicy, LICENSE_RETRY};
 use crate::protocol::KeyId;
 use crate::CAT;
 
@@ -154,7 +154,7 @@ pub struct LicenseManager {
 
 impl LicenseManager {
     pub fn new(cdm: Arc<dyn Cdm>) -> Self {
-        Self::with_retry_policy(cdm, RetryPolicy::default())
+        Self::with_retry_policy(cdm, LICENSE_RETRY)
     }
 
     pub fn with_retry_policy(cdm: Arc<dyn Cdm>, policy: RetryPolicy) -> Self {
