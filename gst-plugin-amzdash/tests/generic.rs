@@ -119,3 +119,55 @@ fn first_audio_comes_before_the_first_segment_is_downloaded() {
         "first audio after {waited:?}: {stats}"
     );
 }
+
+/// A `representation` the manifest does not offer is said, never silently replaced by the
+/// adaptive choice: at the start an error naming it and what the manifest offers, while
+/// playing a warning (the choice stays what it was).
+#[test]
+fn a_pin_the_manifest_does_not_offer_is_an_error_at_start_and_a_warning_while_playing() {
+    use gst::prelude::*;
+    init();
+    let emu = Emulator::in_process(Addressing::Template);
+    let url = format!("{}/open/B0EMUHD001/manifest.mpd", emu.base_url);
+    let d = amzmusic_tests::run_pipeline(
+        &format!(
+            "souphttpsrc location={url} ! amzdashdemux representation=flac-192k24 ! qtdemux ! \
+             flacparse ! flacdec ! appsink name=sink"
+        ),
+        TIMEOUT,
+    )
+    .unwrap();
+    let err = d.error.expect("the unknown pin must stop playback");
+    assert!(err.contains("\"flac-192k24\""), "{err}");
+    assert!(
+        err.contains("it offers: ") && err.contains("flac-44k16"),
+        "{err}"
+    );
+    assert!(d.bytes.is_empty(), "it played {} bytes", d.bytes.len());
+
+    let (pipeline, sink) = launch(&format!(
+        "souphttpsrc location={url} ! amzdashdemux name=demux representation=flac-44k16 ! \
+         qtdemux ! flacparse ! flacdec ! appsink name=sink sync=false max-buffers=4"
+    ));
+    let demux = pipeline.by_name("demux").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert!(
+        sink.try_pull_sample(gst::ClockTime::from_seconds(60))
+            .is_some(),
+        "no audio"
+    );
+    demux.set_property("representation", "flac-192k24");
+    let bus = pipeline.bus().unwrap();
+    let warning = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(5),
+            &[gst::MessageType::Warning],
+        )
+        .expect("a warning for the unknown pin");
+    let gst::MessageView::Warning(w) = warning.view() else {
+        unreachable!()
+    };
+    assert!(w.error().matches(gst::ResourceError::Settings), "{w:?}");
+    assert!(w.error().message().contains("\"flac-192k24\""), "{w:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -21,7 +21,7 @@ use super::seek::SeekRequest;
 use super::settings::{self, Settings, DEFAULT_USER_AGENT};
 use super::state::State;
 use super::streams::{
-    announced_stream, decodable, filtered, init_buffer, mpd_caps, sink_template_caps, src_caps,
+    announced_stream, decodable, filtered, init_buffer, mpd_caps, pad_templates, src_caps,
     stream_id, to_clock,
 };
 use crate::engine::{
@@ -702,7 +702,19 @@ impl ObjectImpl for AmzDashDemux {
         match pspec.name() {
             // Live: the next segment's choice honours them.
             "max-bitrate" => self.live.set_max_bitrate(value.get().unwrap()),
-            "representation" => self.live.pin(value.get::<Option<String>>().unwrap()),
+            "representation" => {
+                let id = value.get::<Option<String>>().unwrap();
+                // While playing, a pin the manifest does not have is said, not ignored (the
+                // choice stays adaptive); before, starting with it is an error.
+                let engine = self.state.lock().unwrap().engine.clone();
+                let id_s = id.as_deref().unwrap_or("");
+                if let Some(why) = engine
+                    .and_then(|e| (!id_s.is_empty()).then(|| e.presentation().pin_error(id_s))?)
+                {
+                    gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{}", why));
+                }
+                self.live.pin(id)
+            }
             name => {
                 if !self.settings.lock().unwrap().set(name, value) {
                     unimplemented!()
@@ -748,25 +760,7 @@ impl ElementImpl for AmzDashDemux {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = sink_template_caps();
-            vec![
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &sink_caps,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &src_caps(),
-                )
-                .unwrap(),
-            ]
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(pad_templates);
         TEMPLATES.as_ref()
     }
 

@@ -32,6 +32,24 @@ pub fn sink_template_caps() -> gst::Caps {
     contract::source_mpd_caps()
 }
 
+/// The element's pad templates: the sink (always) and the source (sometimes: it appears once
+/// there is something to stream).
+pub fn pad_templates() -> Vec<gst::PadTemplate> {
+    let sink = gst::PadTemplate::new(
+        "sink",
+        gst::PadDirection::Sink,
+        gst::PadPresence::Always,
+        &sink_template_caps(),
+    );
+    let src = gst::PadTemplate::new(
+        "src",
+        gst::PadDirection::Src,
+        gst::PadPresence::Sometimes,
+        &src_caps(),
+    );
+    vec![sink.unwrap(), src.unwrap()]
+}
+
 /// What the sink pad accepts when asked.
 pub fn mpd_caps() -> gst::Caps {
     gst::Caps::new_empty_simple(contract::MPD_MEDIA_TYPE)

@@ -35,9 +35,24 @@ impl Presentation {
     pub fn rep(&self, c: &Candidate) -> &Representation {
         &self.mpd.periods[self.period].adaptation_sets[c.set].representations[c.rep]
     }
+    /// Why `id` cannot be pinned, or None when it names a candidate.
+    pub fn pin_error(&self, id: &str) -> Option<String> {
+        (!self.candidates.iter().any(|c| c.id == id)).then(|| unknown_pin(id, &self.candidates))
+    }
+
     pub fn duration(&self) -> Option<Duration> {
         self.mpd.duration.or(self.mpd.periods[self.period].duration)
     }
+}
+
+/// The message for a `representation` that names no candidate.
+fn unknown_pin(id: &str, candidates: &[Candidate]) -> String {
+    let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+    format!(
+        "The representation property names {id:?}, which this manifest does not offer here \
+         (a representation without a decoder or above max-quality is left out); it offers: {}",
+        ids.join(", ")
+    )
 }
 
 /// Quality order of `amz-music:trackType`, for the `max-quality` cap.
@@ -132,6 +147,9 @@ pub fn build(
     let pinned = candidates
         .iter()
         .find(|c| !wanted.representation.is_empty() && c.id == wanted.representation);
+    if pinned.is_none() && !wanted.representation.is_empty() {
+        return Err(unknown_pin(wanted.representation, &candidates));
+    }
     let family = pinned
         .or_else(|| {
             candidates
@@ -232,6 +250,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(built(pinned, &[FLAC, OPUS]).unwrap().family, OPUS);
+        // A pin the manifest does not have is an error that names it (it played adaptively).
+        let unknown = Wanted {
+            representation: "flac-192k24",
+            ..Default::default()
+        };
+        let err = built(unknown, &[FLAC, OPUS]).unwrap_err();
+        assert!(err.contains("\"flac-192k24\""), "{err}");
+        assert!(err.ends_with("it offers: flac-96k24, opus-320k"), "{err}");
+        // Nor one that has no decoder here.
+        let no_decoder = Wanted {
+            representation: "ac4",
+            ..Default::default()
+        };
+        assert!(built(no_decoder, &[FLAC, OPUS]).is_err());
+        let p = built(Wanted::default(), &[FLAC, OPUS])
+            .unwrap()
+            .presentation;
+        assert!(p.pin_error("opus-320k").is_none());
+        assert!(p.pin_error("ac4").unwrap().contains("\"ac4\""));
         // Nothing within the cap: the lowest bandwidth's family.
         let tiny = Wanted {
             max_bitrate: 1,
