@@ -1,7 +1,9 @@
 //! Segment downloads: one reqwest client (rustls, HTTP/2, keep-alive) per element, byte ranges,
 //! connect and stall timeouts, retries with exponential backoff and jitter; `file://` for tests.
 
-use amzmusic_common::http::{error_kind_and_causes, redact_url, Backoff, RetryOn};
+use amzmusic_common::http::{
+    error_kind_and_causes, redact_url, retry_after_secs, Backoff, RetryOn,
+};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -18,6 +20,10 @@ pub enum FetchError {
     NotFound(u16),
     #[error("HTTP {0}")]
     Status(u16),
+    /// 429 or 5xx with `Retry-After`: the server said when to come back (at most
+    /// [`MAX_RETRY_AFTER`] is waited).
+    #[error("HTTP {status}, retry after {retry_after:?}")]
+    Throttled { status: u16, retry_after: Duration },
     /// The body stopped: no byte for this long.
     #[error("no data for {0:?} (stalled)")]
     Stalled(Duration),
@@ -40,7 +46,9 @@ impl FetchError {
     /// Whether a retry of the same request may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Status(s) => RetryOn::TimeoutThrottleAndFrom500.retries(*s),
+            FetchError::Status(s) | FetchError::Throttled { status: s, .. } => {
+                RetryOn::TimeoutThrottleAndFrom500.retries(*s)
+            }
             FetchError::Stalled(_)
             | FetchError::NoResponse(_)
             | FetchError::Connect(_)
@@ -50,6 +58,10 @@ impl FetchError {
         }
     }
 }
+
+/// The longest `Retry-After` a segment request waits: a server asking for more (or a hostile
+/// one asking for a year) is retried after this, within the attempt budget.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -74,11 +86,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Wait before retry `n` (from 1): exponential, capped, with up to 50 % jitter so that
-    /// clients hit by the same outage do not retry in step. The CDN's `Retry-After` is not
-    /// honoured (the engine retries segments on its own clock).
-    pub fn delay(&self, n: u32) -> Duration {
-        Backoff::new(self.base_delay, self.max_delay).delay(n, None)
+    /// Wait before retry `n` (from 1) after `e`: exponential, capped, with up to 50 % jitter so
+    /// that clients hit by the same outage do not retry in step, and never less than the
+    /// server's `Retry-After` (up to [`MAX_RETRY_AFTER`]).
+    pub fn delay(&self, n: u32, e: &FetchError) -> Duration {
+        let retry_after = match e {
+            FetchError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        Backoff::new(self.base_delay, self.max_delay).delay(n, retry_after)
     }
 }
 
@@ -282,7 +298,16 @@ impl Fetcher {
             200 | 206 => {}
             401 | 403 => return Err(FetchError::Forbidden(status)),
             404 | 410 => return Err(FetchError::NotFound(status)),
-            s => return Err(FetchError::Status(s)),
+            s => {
+                let throttled = RetryOn::TimeoutThrottleAndFrom500.retries(s);
+                return Err(match retry_after_secs(resp.headers()) {
+                    Some(secs) if throttled => FetchError::Throttled {
+                        status: s,
+                        retry_after: Duration::from_secs(secs).min(MAX_RETRY_AFTER),
+                    },
+                    _ => FetchError::Status(s),
+                });
+            }
         }
         // A server ignoring Range answers 200 with the whole resource: cut ours out of it.
         let skip = if status == 200 { first } else { 0 };
@@ -367,13 +392,21 @@ mod tests {
     fn backoff_grows_is_capped_and_jittered() {
         let p = RetryPolicy::default();
         for n in 1..20 {
-            let d = p.delay(n);
+            let d = p.delay(n, &FetchError::Status(503));
             let exp = p
                 .base_delay
                 .saturating_mul(1 << (n - 1).min(16))
                 .min(p.max_delay);
             assert!(d >= exp && d <= exp.mul_f64(1.5), "{n}: {d:?}");
         }
+        // The server's Retry-After is the least wait, up to MAX_RETRY_AFTER.
+        let throttled = |s| FetchError::Throttled {
+            status: 503,
+            retry_after: Duration::from_secs(s),
+        };
+        assert!(p.delay(1, &throttled(2)) >= Duration::from_secs(2));
+        assert!(throttled(2).is_transient());
+        assert!(p.delay(20, &throttled(30)) <= MAX_RETRY_AFTER.mul_f64(1.5));
     }
 
     #[test]

@@ -83,6 +83,38 @@ fn server_errors_truncation_and_stalls_are_retried() {
     assert!(out.buffering.contains(&100), "{:?}", out.buffering);
 }
 
+/// A segment answered 503 with `Retry-After: 1` (what the emulator's injected 503 carries) is
+/// retried no sooner than the server asked, not after the 250 ms backoff alone.
+#[test]
+fn a_segment_503_waits_for_its_retry_after() {
+    let emu = Emulator::in_process(Addressing::Template);
+    let seg = "/open/B0EMUHD001/flac-44k16/00002";
+    fault(&emu, seg, 2, FaultAction::Status(503));
+    let out = play_desc(&open(&emu, ""), None);
+    assert!(out.error.is_none(), "{:?}", out.error);
+    amzmusic_tests::assert_same_pcm(&out.pcm, &source_pcm(TRACK, "flac-44k16"), 4, "retried");
+    let asked: Vec<(u64, u16)> = emu
+        .state()
+        .log
+        .since(0)
+        .into_iter()
+        .filter(|r| r.path.contains(seg))
+        .map(|r| (r.at_ms, r.status))
+        .collect();
+    assert_eq!(
+        asked.iter().map(|a| a.1).collect::<Vec<_>>(),
+        [503, 503, 200],
+        "{asked:?}"
+    );
+    for w in asked.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap >= 1000,
+            "retried {gap} ms after a 503 with Retry-After: 1: {asked:?}"
+        );
+    }
+}
+
 #[test]
 fn missing_segment_is_a_clear_not_found_error() {
     let emu = Emulator::in_process(Addressing::Template);

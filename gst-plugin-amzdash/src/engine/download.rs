@@ -146,7 +146,7 @@ impl Context {
                     _ => {}
                 }
                 self.stats.lock().unwrap().retries += 1;
-                let d = self.fetcher.policy.delay(attempt);
+                let d = self.fetcher.policy.delay(attempt, &e);
                 (self.log)(&format!("{what}: {e}; retry {attempt} in {d:?}"));
                 tokio::time::sleep(d).await;
                 Ok(())
