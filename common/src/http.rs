@@ -70,6 +70,50 @@ impl RetryPolicy {
     }
 }
 
+/// The most bytes an answer's body may hold, by kind: the one place for body limits. A reader
+/// stops at its limit and fails, whatever Content-Length says or does not say, instead of
+/// buffering what a broken or hostile server sends.
+pub mod body_limit {
+    /// An MPD (amazonmusicsrc's download and amzdashdemux's reload and sink).
+    pub const MANIFEST: u64 = 8 * 1024 * 1024;
+    /// A JSON answer of the music API, LWA or FireFly (an audio object is a few kB).
+    pub const API: u64 = 4 * 1024 * 1024;
+    /// A license answer (a few kB).
+    pub const LICENSE: u64 = 1024 * 1024;
+    /// A cover image.
+    pub const IMAGE: u64 = 16 * 1024 * 1024;
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is larger than the {0} bytes allowed")]
+    TooLarge(u64),
+    /// The connection failed while the body came (reqwest's text, without the URL).
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// `resp`'s body, at most `limit` bytes: [`BodyError::TooLarge`] as soon as the
+/// Content-Length or the bytes received say it is more, having kept no more than `limit`.
+pub async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Transport(error_text_without_url(e)))?
+    {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Exponential backoff: the wait after failed attempt `n` (from 1) doubles from `base_delay`,
 /// is capped at `max_delay`, and gets up to 50 % jitter so that clients hit by the same outage
 /// do not retry in step.

@@ -160,6 +160,9 @@ pub enum FaultAction {
     Truncate { bytes: u64 },
     /// Answer normally after a delay.
     Delay { ms: u64 },
+    /// Answer 200 with `bytes` of filler and no Content-Length, streamed as the client reads
+    /// (a broken or hostile server's endless body; the emulator holds none of it).
+    Oversize { bytes: u64 },
 }
 
 fn default_stall() -> u64 {

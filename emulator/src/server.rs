@@ -121,6 +121,7 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         }
         Some(FaultAction::Reset) => cut_body(next.run(req).await, 0),
         Some(FaultAction::Truncate { bytes }) => cut_body(next.run(req).await, *bytes),
+        Some(FaultAction::Oversize { bytes }) => oversize_body(*bytes),
         None => next.run(req).await,
     };
     let resp = if admin {
@@ -172,6 +173,28 @@ fn cut_body(resp: Response, limit: u64) -> Response {
         ))
     }));
     Response::from_parts(parts, Body::from_stream(ended))
+}
+
+/// 200 with `total` bytes of filler, 64 KiB at a time, made as the client reads them.
+fn oversize_body(total: u64) -> Response {
+    const CHUNK: u64 = 64 * 1024;
+    let filler = Bytes::from(vec![b' '; CHUNK as usize]);
+    let chunks = futures::stream::unfold(total, move |left| {
+        let filler = filler.clone();
+        async move {
+            (left > 0).then(|| {
+                let n = left.min(CHUNK);
+                (
+                    Ok::<Bytes, std::io::Error>(filler.slice(..n as usize)),
+                    left - n,
+                )
+            })
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::from_stream(chunks))
+        .unwrap()
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::http::{send_with_retries, HttpError, RetryPolicy, Secret};
 use crate::token::{TokenError, TokenManager};
+use amzmusic_common::http::body_limit;
 
 pub const CAPABILITY_HEADER: &str = "X-Amzn-Audio-Device-Capability";
 pub const DRM_TYPE_HEADER: &str = "X-Amzn-Audio-DrmType";
@@ -214,7 +215,7 @@ impl MusicApi {
         let (mut token, mut serial) = self.tokens.current().await.map_err(GetError::Token)?;
         let mut refreshed = false;
         loop {
-            let r = send_with_retries(&self.policy, || {
+            let r = send_with_retries(&self.policy, body_limit::API, || {
                 let mut b = self
                     .http
                     .get(&url)
@@ -319,7 +320,7 @@ pub async fn fetch_manifest(
     ao: &AudioObject,
     policy: &RetryPolicy,
 ) -> Result<Vec<u8>, HttpError> {
-    let ans = send_with_retries(policy, || {
+    let ans = send_with_retries(policy, body_limit::MANIFEST, || {
         let mut b = http.get(ao.manifest_url.expose());
         for h in &ao.headers.manifest_headers {
             b = b.header(h.name.as_str(), h.value.expose());

@@ -6,6 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::http::{send_with_retries, HttpError, RetryPolicy, Secret};
+use amzmusic_common::http::body_limit;
 
 /// FireFly rejects query strings of this many characters or more with 413.
 pub const MAX_QUERY_CHARS: usize = 4096;
@@ -204,7 +205,7 @@ impl Client {
         let authorization = auth.authorization();
         let anonymous = matches!(auth, Auth::Anonymous);
         // 429 is retried by send_with_retries, honouring Retry-After.
-        let ans = send_with_retries(&self.policy, || {
+        let ans = send_with_retries(&self.policy, body_limit::API, || {
             let mut b = self
                 .http
                 .post(&self.url)

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use amzmusic_common::http::{error_text_without_url, retry_after_secs, RetryOn};
+use amzmusic_common::http::{
+    error_text_without_url, read_body, retry_after_secs, BodyError, RetryOn,
+};
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
 pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -85,6 +87,9 @@ pub enum HttpError {
     /// A 200 whose body is not what the API documents.
     #[error("unexpected answer: {0}")]
     BadBody(String),
+    /// A body over its [`body_limit`](amzmusic_common::http::body_limit) (final: not retried).
+    #[error("the answer is larger than the {0} bytes allowed")]
+    TooLarge(u64),
 }
 
 impl HttpError {
@@ -141,6 +146,7 @@ pub struct Answer {
 /// [`HttpError::Status`]. `build` is called once per attempt.
 pub async fn send_with_retries(
     policy: &RetryPolicy,
+    limit: u64,
     mut build: impl FnMut() -> reqwest::RequestBuilder,
 ) -> Result<Answer, HttpError> {
     let mut retries = policy.retries();
@@ -162,12 +168,11 @@ pub async fn send_with_retries(
         };
         let status = resp.status().as_u16();
         let retry_after = retry_after_secs(resp.headers()).map(Duration::from_secs);
-        let body = match resp.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) => {
-                retries
-                    .backoff_or(transport(error_text_without_url(e)), None)
-                    .await?;
+        let body = match read_body(resp, limit).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(n)) => return Err(HttpError::TooLarge(n)),
+            Err(BodyError::Transport(e)) => {
+                retries.backoff_or(transport(e), None).await?;
                 continue;
             }
         };

@@ -169,7 +169,8 @@ impl Session {
             max_attempts: 2,
             ..self.policy
         };
-        let resp = http::send_with_retries(&policy, || self.http.get(url)).await?;
+        let limit = amzmusic_common::http::body_limit::IMAGE;
+        let resp = http::send_with_retries(&policy, limit, || self.http.get(url)).await?;
         let kind = sniff_image(&resp.body).map(str::to_string);
         Ok((resp.body, kind))
     }

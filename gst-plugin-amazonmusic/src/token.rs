@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{send_with_retries, HttpError, RetryPolicy, Secret};
+use amzmusic_common::http::body_limit;
 
 /// The only scope the Device API needs.
 pub const SCOPE: &str = "amazon_music:access";
@@ -271,7 +272,7 @@ impl LwaClient {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let ans = send_with_retries(&self.policy, || {
+        let ans = send_with_retries(&self.policy, body_limit::API, || {
             self.http
                 .post(&url)
                 .header(

@@ -487,3 +487,37 @@ fn stopping_interrupts_a_stalled_request_at_once() {
         t.elapsed()
     );
 }
+
+/// A body without end (a broken or hostile server) is refused at its limit: the manifest at
+/// 8 MiB, an audio object at 4 MiB, each a clear error after one request, not gigabytes of
+/// memory and not a retry.
+#[test]
+fn an_endless_body_is_refused_at_its_limit() {
+    let emu = Emulator::start(&[]).unwrap();
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let endless = serde_json::json!({"oversize": {"bytes": 1u64 << 40}});
+    emu.fault(serde_json::json!({"path_contains": "/manifest.mpd", "action": endless}));
+    let run = Running::new(source(&emu, &token_file, HD));
+    let (err, debug) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::OpenRead), "{err:?}");
+    assert!(err.message().contains("manifest"), "{err:?}");
+    assert!(
+        debug.contains("larger than the 8388608 bytes allowed"),
+        "{debug}"
+    );
+    let manifests = emu.calls("GET", &format!("/cdn/{HD}/manifest.mpd"));
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    drop(run);
+
+    emu.clear_faults();
+    let before = emu.audio_calls(HD).len();
+    emu.fault(serde_json::json!({"path_contains": "/v1/tracks/", "action": endless}));
+    let run = Running::new(source(&emu, &token_file, HD));
+    let (_, debug) = run.error(WAIT);
+    assert!(
+        debug.contains("larger than the 4194304 bytes allowed"),
+        "{debug}"
+    );
+    assert_eq!(emu.audio_calls(HD).len(), before + 1);
+}

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use amzmusic_common::http::{error_text_without_url, retry_after_secs};
+use amzmusic_common::http::{
+    body_limit, error_text_without_url, read_body, retry_after_secs, BodyError,
+};
 
 use crate::protocol::{
     decode_license_response_body, encode_license_request_body, ClientAction, LicenseError,
@@ -72,6 +74,8 @@ enum Posted {
     Ok(Vec<u8>),
     Server(LicenseError),
     Transport(String),
+    /// A 200 over [`body_limit::LICENSE`]: final.
+    TooLarge(String),
 }
 
 async fn post_once(
@@ -104,10 +108,15 @@ async fn post_once(
     };
     let status = resp.status().as_u16();
     let retry_after = retry_after_secs(resp.headers());
-    match resp.bytes().await {
-        Ok(bytes) if status == 200 => Posted::Ok(bytes.to_vec()),
+    match read_body(resp, body_limit::LICENSE).await {
+        Ok(bytes) if status == 200 => Posted::Ok(bytes),
         Ok(bytes) => Posted::Server(LicenseError::from_response(status, retry_after, &bytes)),
-        Err(e) => Posted::Transport(error_text_without_url(e)),
+        // An error answer's status says enough; its oversized body is not read.
+        Err(BodyError::TooLarge(_)) if status != 200 => {
+            Posted::Server(LicenseError::from_response(status, retry_after, &[]))
+        }
+        Err(e @ BodyError::TooLarge(_)) => Posted::TooLarge(e.to_string()),
+        Err(BodyError::Transport(e)) => Posted::Transport(e),
     }
 }
 
@@ -162,6 +171,7 @@ pub async fn fetch_license(
                         (failed(error), retry_after)
                     }
                 },
+                Posted::TooLarge(why) => return Err(FetchError::BadBody(why)),
                 Posted::Transport(message) => (
                     FetchError::Transport {
                         message,

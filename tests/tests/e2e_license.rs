@@ -141,3 +141,26 @@ fn every_row_of_the_license_error_table() {
     }
     clear_faults();
 }
+
+/// A license answer without end is refused at 1 MiB (`body_limit::LICENSE`): one request, a
+/// decrypt error saying why, not hundreds of megabytes of memory.
+#[test]
+fn an_endless_license_answer_is_refused_at_its_limit() {
+    let _ = env();
+    clear_faults();
+    env().fault(serde_json::json!({
+        "path_contains": "/license/", "method": "POST",
+        "action": {"oversize": {"bytes": 1u64 << 40}}
+    }));
+    let before = license_requests();
+    let out = play();
+    clear_faults();
+    let err = out.error.expect("an error");
+    assert!(err.matches(gst::StreamError::Decrypt), "{}", out.text);
+    assert!(
+        out.text.contains("larger than the 1048576 bytes allowed"),
+        "{}",
+        out.text
+    );
+    assert_eq!(license_requests() - before, 1, "not retried");
+}

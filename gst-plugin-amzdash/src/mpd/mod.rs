@@ -10,7 +10,7 @@ use std::time::Duration;
 use xml::Node;
 
 /// The largest manifest accepted. A 1 h SegmentList manifest with 6 representations is ~1 MB.
-pub const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_MANIFEST_BYTES: usize = amzmusic_common::http::body_limit::MANIFEST as usize;
 
 /// The latest presentation time accepted anywhere in a manifest or a segment index: a week, far
 /// beyond any track, album or audiobook. Every time is checked against it where it is read, so
