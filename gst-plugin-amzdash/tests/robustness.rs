@@ -115,6 +115,29 @@ fn a_segment_503_waits_for_its_retry_after() {
     }
 }
 
+/// A server that sends a few bytes and then drops the connection, on every response, is not
+/// resumed forever: such an attempt is no progress, so the segment fails after `max-attempts`
+/// (3 here) with a clear error.
+#[test]
+fn a_trickle_of_bytes_per_response_does_not_renew_the_attempts() {
+    let emu = Emulator::in_process(Addressing::Template);
+    let seg = "/open/B0EMUHD001/flac-44k16/00002";
+    fault(&emu, seg, 1000, FaultAction::Truncate { bytes: 10 });
+    let started = std::time::Instant::now();
+    let out = play_desc(&open(&emu, "max-attempts=3"), None);
+    let err = out.error.expect("an error");
+    assert!(err.contains("3 attempts"), "{err}");
+    let asked = emu
+        .state()
+        .log
+        .since(0)
+        .into_iter()
+        .filter(|r| r.path.contains(seg))
+        .count();
+    assert_eq!(asked, 3, "one request per attempt");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
 #[test]
 fn missing_segment_is_a_clear_not_found_error() {
     let emu = Emulator::in_process(Addressing::Template);

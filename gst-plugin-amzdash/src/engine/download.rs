@@ -19,6 +19,11 @@ pub const ABANDON_CHECK: Duration = Duration::from_millis(250);
 /// At start-up, the first piece waits for this much of the body (or a whole piece) so that the
 /// start check measures a rate, not a burst.
 pub const START_SAMPLE: Duration = Duration::from_millis(100);
+/// What a failed attempt must have delivered to count as progress, after which the resumed
+/// request starts a fresh attempt budget. Less (a server that sends a few bytes and stalls, on
+/// every response) spends the budget, so such a segment fails after `max-attempts` instead of
+/// being resumed forever; a budget is renewed at most once per 16 KiB of the segment.
+pub const MIN_PROGRESS: u64 = CHUNK_BYTES as u64;
 
 /// How a media segment download ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,7 +330,7 @@ impl Context {
                         }
                         Ok(None) => break 'attempts,
                         Err(e) => {
-                            if received > at_start {
+                            if received - at_start >= MIN_PROGRESS {
                                 // It made progress: the resumed request is a new one.
                                 attempt = 1;
                             }
@@ -338,7 +343,7 @@ impl Context {
                         }
                     },
                     _ = tokio::time::sleep_until(stall_at) => {
-                        if received > at_start {
+                        if received - at_start >= MIN_PROGRESS {
                             attempt = 1;
                         }
                         if gate.is_none() && !piece.pending.is_empty() {
