@@ -179,6 +179,22 @@ pub fn retry_after_secs(headers: &reqwest::header::HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
+/// How many seconds this machine's clock is ahead of the server's (negative: behind), from the
+/// response's `Date` header and `local_now`; None without a readable `Date`.
+pub fn clock_skew_secs(
+    headers: &reqwest::header::HeaderMap,
+    local_now: std::time::SystemTime,
+) -> Option<i64> {
+    let date = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let server = httpdate::parse_http_date(date).ok()?;
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    };
+    Some(secs(local_now) - secs(server))
+}
+
 /// The attempt count of one request and the wait between its attempts: callers run their own
 /// loop (each stack decides what is final), `begin` each attempt and hand a failure worth
 /// another attempt to [`backoff_or`](Self::backoff_or).
@@ -266,6 +282,26 @@ pub fn error_kind_and_causes(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_skew_is_read_from_the_date_header() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let server = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::DATE,
+            httpdate::fmt_http_date(server).parse().unwrap(),
+        );
+        let ahead = server + Duration::from_secs(3600);
+        assert_eq!(clock_skew_secs(&h, ahead), Some(3600));
+        assert_eq!(
+            clock_skew_secs(&h, server - Duration::from_secs(90)),
+            Some(-90)
+        );
+        h.insert(reqwest::header::DATE, "yesterday".parse().unwrap());
+        assert_eq!(clock_skew_secs(&h, ahead), None);
+        assert_eq!(clock_skew_secs(&Default::default(), ahead), None);
+    }
 
     #[test]
     fn secrets_do_not_print() {

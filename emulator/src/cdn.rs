@@ -18,7 +18,7 @@ use crate::content::catalog::{Addressing, Tier};
 use crate::content::mpd::{self, SelectError, UrlStyle};
 use crate::content::store::{PackagedRep, PackagedTrack, Variant};
 use crate::signing::{
-    now_unix, random_id, DenyReason, Grant, TokenKind, KEY_TOKEN_HEADER, MANIFEST_TOKEN_HEADER,
+    random_id, DenyReason, Grant, TokenKind, KEY_TOKEN_HEADER, MANIFEST_TOKEN_HEADER,
     SEGMENT_TOKEN_HEADER,
 };
 use crate::state::AppState;
@@ -59,7 +59,7 @@ pub fn issue_audio_object(
     let top = reps.iter().map(|r| r.tier).max().unwrap_or(Tier::Sd);
     let cfg = state.config.lock().unwrap().clone();
     let addressing = addressing.unwrap_or(cfg.addressing);
-    let exp = now_unix() + cfg.audio_object_lifetime_s;
+    let exp = state.now_unix() + cfg.audio_object_lifetime_s;
     let ao = random_id(8);
     let grant = Grant {
         track_id: track_id.to_string(),
@@ -78,7 +78,7 @@ pub fn issue_audio_object(
             top,
             expires: exp,
         },
-        now_unix(),
+        state.now_unix(),
     );
     Ok(AudioObject {
         id: ao.clone(),
@@ -155,7 +155,7 @@ fn authorize(
         addressing: addr.clone(),
         exp,
     };
-    let now = now_unix();
+    let now = state.now_unix();
     state.signer.verify_grant(&grant, sig, now).map_err(deny)?;
     let header = match kind {
         TokenKind::Manifest => MANIFEST_TOKEN_HEADER,

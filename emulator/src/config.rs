@@ -21,6 +21,11 @@ pub struct Config {
     pub license_duration_s: u64,
     #[serde(default = "default_graphql_rate_limit")]
     pub graphql_rate_limit: u32,
+    /// Seconds the emulator's clock is ahead of the machine's (negative: behind): the clock
+    /// its audio objects expire by, its CDN and license server check them by, and its `Date`
+    /// header tells, as a server whose clock disagrees with the client's.
+    #[serde(default)]
+    pub clock_offset_s: i64,
 }
 
 fn default_device_code_lifetime() -> u64 {
@@ -47,6 +52,7 @@ impl Default for Config {
             device_poll_interval_s: default_device_poll_interval(),
             license_duration_s: default_license_duration(),
             graphql_rate_limit: default_graphql_rate_limit(),
+            clock_offset_s: 0,
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Seconds an LWA access token stays valid.
     #[arg(long, default_value_t = 3600)]
     pub token_lifetime: u64,
+    /// Seconds the emulator's clock runs ahead of this machine's (negative: behind): what its
+    /// audio objects expire by and its `Date` header says.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset: i64,
     /// Seconds an LWA device code (and its user code) stays valid.
     #[arg(long, default_value_t = 600)]
     pub device_code_lifetime: u64,
@@ -127,7 +131,12 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
     let resp = if admin {
         resp
     } else {
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        // The emulator's clock, which clock_offset_s may set apart from the client's.
+        let date = std::time::UNIX_EPOCH + Duration::from_secs(state.now_unix());
+        if let Ok(v) = axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
+            parts.headers.insert(axum::http::header::DATE, v);
+        }
         Response::from_parts(parts, paced_body(body, state.shaper.clone()))
     };
     let status = resp.status().as_u16();
@@ -342,6 +351,7 @@ struct ConfigPatch {
     device_poll_interval_s: Option<u64>,
     license_duration_s: Option<u64>,
     graphql_rate_limit: Option<u32>,
+    clock_offset_s: Option<i64>,
 }
 
 async fn set_config(State(s): State<Arc<AppState>>, Json(p): Json<ConfigPatch>) -> Response {
@@ -351,6 +361,9 @@ async fn set_config(State(s): State<Arc<AppState>>, Json(p): Json<ConfigPatch>) 
     }
     if let Some(v) = p.token_lifetime_s {
         c.token_lifetime_s = v;
+    }
+    if let Some(v) = p.clock_offset_s {
+        c.clock_offset_s = v;
     }
     if let Some(a) = p.addressing {
         match a.parse() {
@@ -438,6 +451,7 @@ pub fn run(args: ServeArgs, data_dir: &Path, catalog: Arc<Catalog>) -> Result<()
         device_poll_interval_s: args.device_poll_interval,
         license_duration_s: args.license_duration,
         graphql_rate_limit: args.graphql_rate_limit,
+        clock_offset_s: args.clock_offset,
     };
     let state = Arc::new(AppState::new(catalog, store, config));
     if let Some(name) = &args.network {

@@ -33,6 +33,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Unix seconds by the emulator's clock (the machine's plus `clock_offset_s`).
+    pub fn now_unix(&self) -> u64 {
+        let offset = self.config.lock().unwrap().clock_offset_s;
+        crate::signing::now_unix().saturating_add_signed(offset)
+    }
+
     pub fn new(catalog: Arc<Catalog>, store: Arc<Store>, config: Config) -> Self {
         AppState {
             base_url: OnceLock::new(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::http::{send_with_retries, HttpError, RetryPolicy, Secret};
+use crate::http::{send_with_retries, Answer, HttpError, RetryPolicy, Secret};
 use crate::token::{TokenError, TokenManager};
 use amzmusic_common::http::body_limit;
 
@@ -196,6 +196,20 @@ pub struct MusicApi {
     pub policy: RetryPolicy,
 }
 
+/// A clock skew beyond this (seconds) moves an audio object's expiry onto this machine's clock.
+pub const CLOCK_SKEW_TOLERANCE_S: i64 = 5;
+
+/// `expires` (unix seconds by the server's clock) on this machine's clock: moved by the skew
+/// the answer's `Date` showed when it exceeds [`CLOCK_SKEW_TOLERANCE_S`]. A client clock an
+/// hour ahead then still refreshes at 70 % of the real lifetime, instead of taking every audio
+/// object for expired and asking for the next at once.
+pub fn local_expiry(expires: u64, clock_skew_secs: Option<i64>) -> u64 {
+    match clock_skew_secs {
+        Some(s) if s.abs() > CLOCK_SKEW_TOLERANCE_S => expires.saturating_add_signed(s),
+        _ => expires,
+    }
+}
+
 /// Ids go into URL paths: accept what catalogue ids look like and nothing that could change
 /// the path.
 pub fn valid_id(id: &str) -> bool {
@@ -210,7 +224,7 @@ pub fn valid_id(id: &str) -> bool {
 
 impl MusicApi {
     /// GETs `path` with the token, refreshing it once when the API says 401.
-    async fn get(&self, path: &str, extra: &[(&str, &str)]) -> Result<Vec<u8>, GetError> {
+    async fn get(&self, path: &str, extra: &[(&str, &str)]) -> Result<Answer, GetError> {
         let url = format!("{}{}", self.base.trim_end_matches('/'), path);
         let (mut token, mut serial) = self.tokens.current().await.map_err(GetError::Token)?;
         let mut refreshed = false;
@@ -235,7 +249,7 @@ impl MusicApi {
             })
             .await;
             match r {
-                Ok(a) => return Ok(a.body),
+                Ok(a) => return Ok(a),
                 Err(HttpError::Status { status: 401, .. }) if !refreshed => {
                     refreshed = true;
                     (token, serial) = self
@@ -268,7 +282,7 @@ impl MusicApi {
                 message: "not a catalogue id".into(),
             });
         }
-        let body = self
+        let answer = self
             .get(
                 &format!("/v1/tracks/{track_id}/audio"),
                 &[
@@ -281,7 +295,10 @@ impl MusicApi {
                 GetError::Token(t) => ApiError::Token(t),
                 GetError::Http(e) => ApiError::from_http(e, "track", track_id, capability),
             })?;
-        AudioObject::from_json(&body).map_err(|m| ApiError::Other(HttpError::BadBody(m)))
+        let mut ao = AudioObject::from_json(&answer.body)
+            .map_err(|m| ApiError::Other(HttpError::BadBody(m)))?;
+        ao.expires = local_expiry(ao.expires, answer.clock_skew_secs);
+        Ok(ao)
     }
 
     async fn list(&self, kind: &'static str, id: &str) -> Result<TrackList, ApiError> {
@@ -292,14 +309,14 @@ impl MusicApi {
                 message: "not a catalogue id".into(),
             });
         }
-        let body = self
+        let answer = self
             .get(&format!("/v1/{kind}s/{id}/tracks"), &[])
             .await
             .map_err(|e| match e {
                 GetError::Token(t) => ApiError::Token(t),
                 GetError::Http(e) => ApiError::from_http(e, kind, id, ""),
             })?;
-        serde_json::from_slice(&body)
+        serde_json::from_slice(&answer.body)
             .map_err(|e| ApiError::Other(HttpError::BadBody(format!("{kind} tracks: {e}"))))
     }
 
@@ -371,6 +388,17 @@ pub fn manifest_codecs(mpd: &[u8]) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expiry_moves_onto_this_clock_only_beyond_the_tolerance() {
+        assert_eq!(local_expiry(1_000, None), 1_000);
+        assert_eq!(local_expiry(1_000, Some(3)), 1_000);
+        assert_eq!(local_expiry(1_000, Some(-5)), 1_000);
+        // This machine an hour ahead: the server's expiry is an hour later here.
+        assert_eq!(local_expiry(1_000, Some(3600)), 4_600);
+        assert_eq!(local_expiry(1_000, Some(-600)), 400);
+        assert_eq!(local_expiry(100, Some(-600)), 0);
+    }
 
     const SAMPLE: &str = r#"{"audio":{"trackId":"B0EMUHD001",
         "manifestUrl":"http://127.0.0.1:1/cdn/B0EMUHD001/manifest.mpd?ao=1&sig=abc",

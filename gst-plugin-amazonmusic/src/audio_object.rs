@@ -65,12 +65,18 @@ pub enum Decision {
 
 /// The answering rules: `lookup` and an asker holding another generation than the current one
 /// get the current one; an `expiring` request about an object fetched in the first tenth of
-/// its lifetime gets that object back; everything else (`forbidden` always) refreshes.
+/// its lifetime (or one that arrived expired, fetched less than 5 s ago) gets that object back;
+/// everything else (`forbidden` always) refreshes.
 pub fn decide(current: Option<Current>, req: &Request, now_ms: u64) -> Decision {
     match current {
         None => Decision::NotStarted,
         Some(c) if req.is_lookup() || c.generation != req.held => Decision::Current(c),
-        Some(c) if req.is(RefreshReason::Expiring) && c.is_fresh(now_ms) => Decision::Current(c),
+        Some(c)
+            if req.is(RefreshReason::Expiring)
+                && (c.is_fresh(now_ms) || c.expired_recently_fetched(now_ms)) =>
+        {
+            Decision::Current(c)
+        }
         Some(_) => Decision::Refresh,
     }
 }
@@ -155,8 +161,9 @@ pub trait RefreshListener: Send + 'static {
 }
 
 /// Keeps the audio object (at 70 % of its lifetime) and the access token (a fifth of its
-/// lifetime before expiry) fresh while the element runs; after a failure it waits at least
-/// 5 s per failure in a row (at most 30 s), never a busy loop. Runs until `listener` is gone.
+/// lifetime before expiry) fresh while the element runs; after a failure, or an audio object
+/// that arrived expired, it waits at least 5 s per such result in a row (at most 30 s), never a
+/// busy loop. Runs until `listener` is gone.
 pub async fn keep_fresh(session: Arc<Session>, listener: impl RefreshListener) {
     let mut failures = 0u32;
     loop {
@@ -188,6 +195,8 @@ pub async fn keep_fresh(session: Arc<Session>, listener: impl RefreshListener) {
             if now_unix_ms() >= c.refresh_at_ms() {
                 match session.refresh(c.generation).await {
                     Ok(next) => {
+                        // Another at once would be as expired: back off as after a failure.
+                        failed |= next.arrived_expired();
                         if !listener.alive() {
                             return;
                         }

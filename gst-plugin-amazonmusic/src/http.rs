@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use amzmusic_common::http::{
-    error_text_without_url, read_body, retry_after_secs, BodyError, RetryOn,
+    clock_skew_secs, error_text_without_url, read_body, retry_after_secs, BodyError, RetryOn,
 };
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
@@ -139,6 +139,8 @@ pub fn error_from_body(status: u16, body: &[u8]) -> HttpError {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// How far this machine's clock is ahead of the server's, by its `Date` header (seconds).
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// Sends the request `build` makes, retrying transport failures, 408, 429 and 5xx with
@@ -168,6 +170,7 @@ pub async fn send_with_retries(
         };
         let status = resp.status().as_u16();
         let retry_after = retry_after_secs(resp.headers()).map(Duration::from_secs);
+        let clock_skew_secs = clock_skew_secs(resp.headers(), std::time::SystemTime::now());
         let body = match read_body(resp, limit).await {
             Ok(b) => b,
             Err(BodyError::TooLarge(n)) => return Err(HttpError::TooLarge(n)),
@@ -177,7 +180,11 @@ pub async fn send_with_retries(
             }
         };
         if (200..300).contains(&status) {
-            return Ok(Answer { status, body });
+            return Ok(Answer {
+                status,
+                body,
+                clock_skew_secs,
+            });
         }
         let error = error_from_body(status, &body);
         if !retryable_status(status) {

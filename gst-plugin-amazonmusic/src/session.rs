@@ -29,17 +29,37 @@ impl Current {
         refresh_point_ms(self.obtained_at_ms, self.audio.expires)
     }
 
+    /// Milliseconds it had to live when fetched (0: it came expired).
+    pub fn lifetime_ms(&self) -> u64 {
+        self.audio
+            .expires
+            .saturating_mul(1000)
+            .saturating_sub(self.obtained_at_ms)
+    }
+
+    /// It had less than a second to live when it came: a service whose clock (or ours) is off,
+    /// or that hands out expired objects. Asking again at once would get another, so it is
+    /// asked for at most every [`EXPIRED_RETRY_MS`] (and the refresher backs off).
+    pub fn arrived_expired(&self) -> bool {
+        self.lifetime_ms() < 1000
+    }
+
     /// Fetched in the first tenth of its lifetime: asking again would get nothing better, so an
     /// `expiring` request is answered with it (no refresh storm when lifetimes are short).
     pub fn is_fresh(&self, now_ms: u64) -> bool {
-        let lifetime = self
-            .audio
-            .expires
-            .saturating_mul(1000)
-            .saturating_sub(self.obtained_at_ms);
-        now_ms < self.obtained_at_ms + lifetime / 10
+        now_ms < self.obtained_at_ms + self.lifetime_ms() / 10
+    }
+
+    /// It arrived expired less than [`EXPIRED_RETRY_MS`] ago: another asked for now would be
+    /// as expired, so an `expiring` request is answered with it.
+    pub fn expired_recently_fetched(&self, now_ms: u64) -> bool {
+        self.arrived_expired() && now_ms < self.obtained_at_ms + EXPIRED_RETRY_MS
     }
 }
+
+/// How long an audio object that arrived expired answers `expiring` requests before another
+/// is fetched.
+pub const EXPIRED_RETRY_MS: u64 = 5_000;
 
 /// 70 % of the way from `obtained_at_ms` to `expires` (Unix seconds), in Unix milliseconds.
 pub fn refresh_point_ms(obtained_at_ms: u64, expires: u64) -> u64 {
@@ -192,6 +212,34 @@ pub fn sniff_image(b: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_that_arrived_expired_answers_expiring_requests_for_a_while() {
+        let c = |obtained_at_ms, expires| Current {
+            generation: 1,
+            audio: AudioObject {
+                track_id: "T".into(),
+                manifest_url: crate::http::Secret::new("u"),
+                expires,
+                quality: "HD".into(),
+                drm_type: "WIDEVINE".into(),
+                headers: Default::default(),
+            },
+            obtained_at_ms,
+        };
+        // An hour to live: fresh for its first tenth (6 min), not after.
+        let hour = c(1_000_000, 1_000 + 3600);
+        assert!(!hour.arrived_expired());
+        assert!(hour.is_fresh(1_000_000 + 359_000));
+        assert!(!hour.is_fresh(1_000_000 + 361_000));
+        // Expired on arrival: never fresh, but answered for EXPIRED_RETRY_MS, so a demuxer
+        // asking "expiring" over and over costs one API call per 5 s, not one per request.
+        let dead = c(1_000_000, 999);
+        assert!(dead.arrived_expired() && !dead.is_fresh(1_000_000));
+        assert!(dead.expired_recently_fetched(1_000_000 + EXPIRED_RETRY_MS - 1));
+        assert!(!dead.expired_recently_fetched(1_000_000 + EXPIRED_RETRY_MS));
+        assert!(!hour.expired_recently_fetched(1_000_000));
+    }
 
     #[test]
     fn own_refresh_comes_before_the_demuxers() {

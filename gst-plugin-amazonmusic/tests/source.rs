@@ -521,3 +521,39 @@ fn an_endless_body_is_refused_at_its_limit() {
     );
     assert_eq!(emu.audio_calls(HD).len(), before + 1);
 }
+
+/// A service whose clock is an hour behind ours hands out audio objects that look expired here.
+/// The `Date` header puts their expiry on our clock, so the source neither takes each for
+/// expired nor asks for the next at once: one API call, and the event's `expires` is a
+/// minute from now on this machine.
+#[test]
+fn a_server_clock_an_hour_behind_causes_no_refresh_storm() {
+    let emu =
+        Emulator::start(&["--clock-offset", "-3600", "--audio-object-lifetime", "60"]).unwrap();
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let run = Running::new(source(&emu, &token_file, HD));
+    run.manifest(WAIT).expect("manifest");
+    // What a demuxer whose schedule reads the expiry asks: "expiring", again and again.
+    for _ in 0..20 {
+        let held = run
+            .ask("lookup", 0)
+            .unwrap()
+            .get::<u32>("generation")
+            .unwrap();
+        run.ask("expiring", held).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(emu.audio_calls(HD).len(), 1, "no refresh storm");
+    let ev = run.audio_object_event().expect("audio object event");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = ev.get::<u64>("expires").unwrap();
+    assert!(
+        expires > now + 45 && expires <= now + 61,
+        "expires {expires}, now {now}"
+    );
+}

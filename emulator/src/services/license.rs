@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::checks::{market, require_bearer, require_scope, ApiError, MUSIC_SCOPE};
 use crate::content::catalog::{Catalog, Tier, TrackSpec};
-use crate::signing::{now_unix, DenyReason, TokenKind, KEY_TOKEN_HEADER};
+use crate::signing::{DenyReason, TokenKind, KEY_TOKEN_HEADER};
 use crate::state::{AppState, LICENSE_PATH};
 
 /// The request header that asks for a license expiring after N seconds (the seed's name).
@@ -139,24 +139,25 @@ async fn license(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             "the audio object's key header ({KEY_TOKEN_HEADER}) is missing: send the audio object's `key` headers"
         ));
     };
-    let ao =
-        match state
-            .signer
-            .verify_header_token(TokenKind::Key, &track.id, token.trim(), now_unix())
-        {
-            Ok(ao) => ao,
-            Err(DenyReason::Expired) => {
-                return not_entitled(
-                    "the audio object's key header has expired: refresh the audio object",
-                )
-            }
-            Err(_) => {
-                return not_entitled(format!(
-                    "the audio object's key header is not valid for track {}",
-                    track.id
-                ))
-            }
-        };
+    let ao = match state.signer.verify_header_token(
+        TokenKind::Key,
+        &track.id,
+        token.trim(),
+        state.now_unix(),
+    ) {
+        Ok(ao) => ao,
+        Err(DenyReason::Expired) => {
+            return not_entitled(
+                "the audio object's key header has expired: refresh the audio object",
+            )
+        }
+        Err(_) => {
+            return not_entitled(format!(
+                "the audio object's key header is not valid for track {}",
+                track.id
+            ))
+        }
+    };
     let market = market(&headers);
     if !track.available_in(&market) {
         return not_entitled(format!(
