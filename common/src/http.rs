@@ -239,10 +239,11 @@ impl Retries {
     }
 }
 
-/// A URL fit for logs: scheme, host and path, never the (signed) query.
+/// A URL fit for logs: scheme, host, port and path, never the (signed) query.
 pub fn redact_url(u: &Url) -> String {
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
     let mut s = format!(
-        "{}://{}{}",
+        "{}://{}{port}{}",
         u.scheme(),
         u.host_str().unwrap_or(""),
         u.path()
@@ -257,6 +258,25 @@ pub fn redact_url(u: &Url) -> String {
 /// music API, LWA, FireFly and license clients report.
 pub fn error_text_without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
+}
+
+/// A reqwest error as reqwest prints it, without its URL, followed by its causes ("builder
+/// error: failed to parse header value"): for errors whose kind alone says too little.
+pub fn error_chain_without_url(e: &reqwest::Error) -> String {
+    let mut s = if e.is_builder() {
+        "builder error".to_string()
+    } else if e.is_redirect() {
+        "error following redirect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 /// A reqwest error described by its kind and its causes only, never its URL: the text the CDN
@@ -403,5 +423,10 @@ mod tests {
         assert_eq!(redact_url(&u), "https://cdn.invalid/x/a.mp4?…");
         let plain = Url::parse("https://cdn.invalid/x/a.mp4").unwrap();
         assert_eq!(redact_url(&plain), "https://cdn.invalid/x/a.mp4");
+        // The port stays: two services on one host are told apart (issue 20).
+        let local = Url::parse("http://127.0.0.1:8080/cdn/a.mp4?sig=SECRET").unwrap();
+        assert_eq!(redact_url(&local), "http://127.0.0.1:8080/cdn/a.mp4?…");
+        let v6 = Url::parse("http://[::1]:9/x").unwrap();
+        assert_eq!(redact_url(&v6), "http://[::1]:9/x");
     }
 }

@@ -80,6 +80,17 @@ impl AudioObject {
         if w.manifest_url.is_empty() {
             return Err("audio object: empty manifestUrl".into());
         }
+        // The URL policy of what an audio object names: an http(s) URL, nothing local.
+        let scheme = url::Url::parse(w.manifest_url.expose()).map(|u| u.scheme().to_string());
+        if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+            return Err(format!(
+                "audio object: its manifestUrl is not an http(s) URL ({})",
+                match scheme {
+                    Ok(s) => format!("scheme {s}"),
+                    Err(e) => e.to_string(),
+                }
+            ));
+        }
         Ok(AudioObject {
             track_id: w.track_id,
             manifest_url: w.manifest_url,
@@ -406,6 +417,19 @@ mod tests {
         "headers":{"key":[{"name":"x-amz-music-key-token","value":"k"}],
         "manifestHeaders":[{"name":"x-amz-music-manifest-token","value":"m"}],
         "audioSegmentHeaders":[{"name":"x-amz-music-segment-token","value":"s"}]}}}"#;
+
+    #[test]
+    fn an_audio_object_naming_a_local_file_is_refused() {
+        let local = SAMPLE.replace(
+            "http://127.0.0.1:1/cdn/B0EMUHD001/manifest.mpd?ao=1&sig=abc",
+            "file:///etc/passwd",
+        );
+        let err = AudioObject::from_json(local.as_bytes()).unwrap_err();
+        assert!(err.contains("not an http(s) URL (scheme file)"), "{err}");
+        let junk = SAMPLE.replace("http://127.0.0.1:1", "not a url");
+        let err = AudioObject::from_json(junk.as_bytes()).unwrap_err();
+        assert!(err.contains("not an http(s) URL"), "{err}");
+    }
 
     #[test]
     fn audio_object_parses() {

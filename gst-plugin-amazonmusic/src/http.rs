@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use amzmusic_common::http::{
-    clock_skew_secs, error_text_without_url, read_body, retry_after_secs, BodyError, RetryOn,
+    clock_skew_secs, error_chain_without_url, error_text_without_url, read_body, retry_after_secs,
+    BodyError, RetryOn,
 };
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
@@ -90,6 +91,10 @@ pub enum HttpError {
     /// A body over its [`body_limit`](amzmusic_common::http::body_limit) (final: not retried).
     #[error("the answer is larger than the {0} bytes allowed")]
     TooLarge(u64),
+    /// A request that cannot be sent as built (a header value with a newline, a URL scheme the
+    /// client refuses) or a redirect loop: final, as no retry can change it.
+    #[error("the request cannot be made: {0}")]
+    Unsendable(String),
 }
 
 impl HttpError {
@@ -161,6 +166,9 @@ pub async fn send_with_retries(
         // `without_url` keeps signed URLs and their signatures out of the message.
         let resp = match build().timeout(policy.request_timeout).send().await {
             Ok(r) => r,
+            Err(e) if e.is_builder() || e.is_redirect() => {
+                return Err(HttpError::Unsendable(error_chain_without_url(&e)))
+            }
             Err(e) => {
                 retries
                     .backoff_or(transport(error_text_without_url(e)), None)
@@ -197,6 +205,31 @@ pub async fn send_with_retries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What no retry can fix fails at once, saying why: a header value with a newline, a URL
+    /// scheme the client refuses (it was "no answer after 4 attempt(s): builder error" after
+    /// 2.7 s of retries).
+    #[test]
+    fn an_unsendable_request_fails_at_once_saying_why() {
+        let c = client("t", None).unwrap();
+        for (build, why) in [
+            (
+                Box::new(|| c.get("http://127.0.0.1:9/x").header("x-a", "1\n2"))
+                    as Box<dyn Fn() -> reqwest::RequestBuilder>,
+                "builder error",
+            ),
+            (Box::new(|| c.get("file:///etc/passwd")), "builder error"),
+        ] {
+            let started = std::time::Instant::now();
+            let r = RUNTIME.block_on(send_with_retries(&API_RETRY, 1024, build));
+            let Err(HttpError::Unsendable(msg)) = r else {
+                panic!("{:?}", r.map(|a| a.status))
+            };
+            assert!(msg.starts_with(why), "{msg}");
+            assert!(!msg.contains("passwd"), "no URL in the message: {msg}");
+            assert!(started.elapsed() < Duration::from_millis(200), "no retry");
+        }
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_honours_retry_after() {

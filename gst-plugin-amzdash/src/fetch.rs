@@ -2,7 +2,7 @@
 //! connect and stall timeouts, retries with exponential backoff and jitter; `file://` for tests.
 
 use amzmusic_common::http::{
-    error_kind_and_causes, redact_url, retry_after_secs, Backoff, RetryOn,
+    error_chain_without_url, error_kind_and_causes, redact_url, retry_after_secs, Backoff, RetryOn,
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -40,6 +40,10 @@ pub enum FetchError {
     TooLarge(u64),
     #[error("{0}")]
     File(String),
+    /// A request that cannot be sent as built (a header value with a newline) or a redirect
+    /// loop: no retry can change it.
+    #[error("the request cannot be made: {0}")]
+    Unsendable(String),
 }
 
 impl FetchError {
@@ -288,6 +292,8 @@ impl Fetcher {
             .map_err(|e| {
                 if e.is_connect() {
                     FetchError::Connect(without_url(&e))
+                } else if e.is_builder() || e.is_redirect() {
+                    FetchError::Unsendable(error_chain_without_url(&e))
                 } else {
                     FetchError::Network(without_url(&e))
                 }
@@ -387,6 +393,27 @@ async fn fetch_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_that_cannot_be_sent_is_final_and_said() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let f = Fetcher::new(RetryPolicy::default(), "t").unwrap();
+        let req = Request {
+            url: Url::parse("http://127.0.0.1:9/seg?sig=SECRET").unwrap(),
+            range: None,
+            headers: vec![("x-amz-music-segment-token".into(), "a\nb".into())],
+        };
+        let Err(e) = rt.block_on(f.open(&req, 0, 1024)) else {
+            panic!("sent")
+        };
+        assert!(matches!(e, FetchError::Unsendable(_)), "{e:?}");
+        assert!(!e.is_transient());
+        let msg = e.to_string();
+        assert!(msg.contains("builder error") && !msg.contains("SECRET"), "{msg}");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
