@@ -412,7 +412,10 @@ mod tests {
         assert!(matches!(e, FetchError::Unsendable(_)), "{e:?}");
         assert!(!e.is_transient());
         let msg = e.to_string();
-        assert!(msg.contains("builder error") && !msg.contains("SECRET"), "{msg}");
+        assert!(
+            msg.contains("builder error") && !msg.contains("SECRET"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -901,6 +901,63 @@ fn start_stream(h: &mut gst_check::Harness, id: &str, kids: &[&str]) {
     );
 }
 
+/// A manifest's ContentProtection whose pssh is malformed still gives its license URL: the
+/// key ids come from the init segment's pssh (qtdemux's `isobmff/moov` event, which carries no
+/// URL), and the license is asked for at once, not after the samples waited out key-timeout.
+#[test]
+fn a_malformed_manifest_pssh_keeps_its_license_url() {
+    init();
+    let server = license_server(|_, _| Ok(LicensePolicy::default()));
+    let mut h = gst_check::Harness::new("widevinedecrypt");
+    h.push_event(gst::event::StreamStart::new("t"));
+    h.push_event(gst::event::Caps::new(
+        &gst::Caps::builder("application/x-cenc")
+            .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
+            .field("original-media-type", "audio/x-flac")
+            .build(),
+    ));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    let wv = protocol::WIDEVINE_SYSTEM_ID_STR;
+    h.push_event(
+        gst::event::Protection::builder(wv, &gst::Buffer::from_slice(b"not a pssh box".to_vec()))
+            .origin("dash/mpd")
+            .other_field("license-url", &server.url)
+            .build(),
+    );
+    let pssh = protocol::WidevinePsshData {
+        key_ids: vec![KID.parse().unwrap()],
+        content_id: b"t".to_vec(),
+        provider: None,
+    }
+    .to_pssh_box();
+    h.push_event(
+        gst::event::Protection::builder(wv, &gst::Buffer::from_slice(pssh))
+            .origin("isobmff/moov")
+            .build(),
+    );
+    assert_eq!(
+        h.push(gst::Buffer::from_slice(vec![0u8; 64])),
+        Ok(gst::FlowSuccess::Ok)
+    );
+    h.pull().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, kind, kids)| kind == "License" && kids.iter().any(|k| k == KID))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no license request to the manifest's URL"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// One decryptor, two streams one after the other (the next track of a gapless album through
 /// the same element): once the second stream asks for its license, the first stream's session
 /// is closed, so its license is no longer renewed (nor its keys kept) while the album plays on.

@@ -211,6 +211,12 @@ impl LicenseManager {
         true
     }
 
+    /// The manifest's license URL, from a protection event whose PSSH is unusable (the key ids
+    /// then come from another PSSH, the init segment's).
+    pub fn set_manifest_license_url(&self, url: String) {
+        self.shared.lock().manifest_license_url = Some(url);
+    }
+
     /// A PSSH waits for its license request.
     pub fn request_pending(&self) -> bool {
         self.shared.lock().request_pending

@@ -160,20 +160,32 @@ impl WidevineDecrypt {
         }
         let Ok(map) = data.map_readable() else { return };
         let bytes = map.as_slice().to_vec();
-        match parse_pssh_boxes(&bytes) {
-            Ok(boxes) if boxes.iter().any(|b| b.is_widevine()) => {}
-            Ok(_) | Err(_) => {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "protection event from {origin:?} holds no Widevine pssh"
-                );
-                return;
-            }
-        }
         let url = event
             .structure()
             .and_then(|s| s.get::<String>(PROTECTION_LICENSE_URL_FIELD).ok());
+        let unusable = match parse_pssh_boxes(&bytes) {
+            Ok(boxes) if boxes.iter().any(|b| b.is_widevine()) => None,
+            Ok(_) => Some("no Widevine pssh box".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = unusable {
+            // Its license URL still counts: the key ids may come from another PSSH (the init
+            // segment's), and without the URL the samples would wait out key-timeout.
+            gst::warning!(
+                CAT,
+                imp = self,
+                "protection event from {origin:?} holds no usable Widevine pssh ({why}){}",
+                if url.is_some() {
+                    "; its license URL is kept"
+                } else {
+                    ""
+                }
+            );
+            if let Some(url) = url {
+                self.licenses.set_manifest_license_url(url);
+            }
+            return;
+        }
         let len = bytes.len();
         if self.licenses.add_pssh(bytes, url) {
             gst::info!(
