@@ -82,6 +82,9 @@ pub mod body_limit {
     pub const LICENSE: u64 = 1024 * 1024;
     /// A cover image.
     pub const IMAGE: u64 = 16 * 1024 * 1024;
+    /// A media or init segment, or a segment index (amzdashdemux; a 10 s 192 kHz/24 bit FLAC
+    /// segment is about 8 MB).
+    pub const SEGMENT: u64 = 64 * 1024 * 1024;
 }
 
 /// Why a body could not be read.

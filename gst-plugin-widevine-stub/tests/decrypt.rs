@@ -874,7 +874,8 @@ fn manifest_protection_event_supplies_pssh_and_license_url() {
 
 /// Starts stream `id` on a harnessed decryptor: stream-start, cenc FLAC caps, a segment, and a
 /// manifest protection event whose Widevine PSSH names `kids` (and `id` as content id).
-fn start_stream(h: &mut gst_check::Harness, id: &str, kids: &[&str]) {
+/// Stream-start `id`, encrypted FLAC caps and a TIME segment, as qtdemux sends them.
+fn begin_stream(h: &mut gst_check::Harness, id: &str) {
     h.push_event(gst::event::StreamStart::new(id));
     h.push_event(gst::event::Caps::new(
         &gst::Caps::builder("application/x-cenc")
@@ -885,6 +886,10 @@ fn start_stream(h: &mut gst_check::Harness, id: &str, kids: &[&str]) {
     h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
         gst::ClockTime,
     >::new()));
+}
+
+fn start_stream(h: &mut gst_check::Harness, id: &str, kids: &[&str]) {
+    begin_stream(h, id);
     let pssh = protocol::WidevinePsshData {
         key_ids: kids.iter().map(|k| k.parse().unwrap()).collect(),
         content_id: id.as_bytes().to_vec(),
@@ -909,16 +914,7 @@ fn a_malformed_manifest_pssh_keeps_its_license_url() {
     init();
     let server = license_server(|_, _| Ok(LicensePolicy::default()));
     let mut h = gst_check::Harness::new("widevinedecrypt");
-    h.push_event(gst::event::StreamStart::new("t"));
-    h.push_event(gst::event::Caps::new(
-        &gst::Caps::builder("application/x-cenc")
-            .field("protection-system", protocol::WIDEVINE_SYSTEM_ID_STR)
-            .field("original-media-type", "audio/x-flac")
-            .build(),
-    ));
-    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::ClockTime,
-    >::new()));
+    begin_stream(&mut h, "t");
     let wv = protocol::WIDEVINE_SYSTEM_ID_STR;
     h.push_event(
         gst::event::Protection::builder(wv, &gst::Buffer::from_slice(b"not a pssh box".to_vec()))

@@ -31,8 +31,8 @@ pub use presentation::{quality_rank, Built, Candidate, Presentation, Wanted};
 pub use queue::{Item, Next, Queue, QueuedSegment, UNDERRUN};
 pub use refresh::{AudioObject, Refresher};
 
-/// No single response may be larger than this (a 10 s 192 kHz/24 bit FLAC segment is ~8 MB).
-pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// No single segment response may be larger than this (`body_limit::SEGMENT`).
+pub const MAX_RESPONSE_BYTES: u64 = amzmusic_common::http::body_limit::SEGMENT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineError {
