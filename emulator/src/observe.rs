@@ -163,6 +163,8 @@ pub enum FaultAction {
     /// Answer 200 with `bytes` of filler and no Content-Length, streamed as the client reads
     /// (a broken or hostile server's endless body; the emulator holds none of it).
     Oversize { bytes: u64 },
+    /// Answer `302 Found` back to the same URL (a redirect loop, while the rule's count lasts).
+    RedirectLoop,
 }
 
 fn default_stall() -> u64 {

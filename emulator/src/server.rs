@@ -126,6 +126,11 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         Some(FaultAction::Reset) => cut_body(next.run(req).await, 0),
         Some(FaultAction::Truncate { bytes }) => cut_body(next.run(req).await, *bytes),
         Some(FaultAction::Oversize { bytes }) => oversize_body(*bytes),
+        Some(FaultAction::RedirectLoop) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(axum::http::header::LOCATION, req.uri().to_string())
+            .body(Body::empty())
+            .unwrap(),
         None => next.run(req).await,
     };
     let resp = if admin {

@@ -557,3 +557,19 @@ fn a_server_clock_an_hour_behind_causes_no_refresh_storm() {
         "expires {expires}, now {now}"
     );
 }
+
+/// A redirect loop on the manifest is said as one, after the client's own redirect limit (one
+/// chain of requests, no retries of it): it read "could not be reached" after 55 requests.
+#[test]
+fn a_redirect_loop_is_said_at_once() {
+    let emu = Emulator::start(&[]).unwrap();
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    emu.fault(serde_json::json!({"path_contains": "/manifest.mpd", "count": 1000, "action": "redirect_loop"}));
+    let run = Running::new(source(&emu, &token_file, HD));
+    let (err, debug) = run.error(WAIT);
+    assert!(err.matches(gst::ResourceError::OpenRead), "{err:?}");
+    assert!(debug.contains("redirect"), "{debug}");
+    let asked = emu.calls("GET", &format!("/cdn/{HD}/manifest.mpd")).len();
+    assert!((2..=11).contains(&asked), "{asked} manifest requests");
+}
