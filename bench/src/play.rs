@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// amzdashdemux's context type for what a stream leaves the next (`HISTORY_CONTEXT_TYPE`).
+const HISTORY_CONTEXT: &str = "amzdash.history";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlaySpec {
     /// `playbin3 uri=…` when set; otherwise `launch`.
@@ -129,10 +132,11 @@ fn build(spec: &PlaySpec) -> Result<(gst::Element, gst::Element)> {
     Ok((p, sink))
 }
 
-/// One playback. `carried`: the contexts the last playback's pipeline held, given to this one
-/// before it starts, as an application playing track after track in new pipelines would (so
-/// amzdashdemux's `amzdash.history`, the last stream's estimates, makes a warm start warm);
-/// replaced by what this pipeline holds at its end.
+/// One playback. `carried`: amzdashdemux's `amzdash.history` context (the last stream's
+/// estimates) as the last playback's pipeline held it, given to this one before it starts, as
+/// an application playing track after track in new pipelines would, so a warm start is warm;
+/// replaced by what this pipeline holds at its end. Only that context: the peer's warm runs
+/// stay as they were measured (no shared HTTP session carried over).
 fn run_once(spec: &PlaySpec, carried: &mut Vec<gst::Context>) -> Result<RunResult> {
     let (pipeline, sink) = build(spec)?;
     for c in carried.iter() {
@@ -303,7 +307,11 @@ fn run_once(spec: &PlaySpec, carried: &mut Vec<gst::Context>) -> Result<RunResul
     }
     let (cpu1, _) = rusage_self();
     out.cpu_s = cpu1 - cpu0;
-    *carried = pipeline.contexts();
+    *carried = pipeline
+        .contexts()
+        .into_iter()
+        .filter(|c| c.context_type() == HISTORY_CONTEXT)
+        .collect();
     let _ = pipeline.set_state(gst::State::Null);
     let r = std::mem::take(&mut *rec.lock().unwrap());
     out.first_buffer_s = r.first_buffer;
