@@ -117,6 +117,10 @@ pub async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8
     Ok(out)
 }
 
+/// The longest `Retry-After` any client waits: a server asking for more (or a hostile one
+/// asking for a year) is retried after this, within the attempt budget.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Exponential backoff: the wait after failed attempt `n` (from 1) doubles from `base_delay`,
 /// is capped at `max_delay`, and gets up to 50 % jitter so that clients hit by the same outage
 /// do not retry in step.
@@ -142,11 +146,11 @@ impl Backoff {
     }
 
     /// The wait after failed attempt `attempt`, never shorter than the server's `retry_after`
-    /// (callers that do not honour `Retry-After`, such as the CDN fetcher, pass `None`).
+    /// up to [`MAX_RETRY_AFTER`] (callers without a `Retry-After` pass `None`).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = self.exponential(attempt);
         let jitter = exp.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
-        (exp + jitter).max(retry_after.unwrap_or_default())
+        (exp + jitter).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
     }
 }
 
@@ -305,6 +309,17 @@ pub fn error_kind_and_causes(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_after_is_honoured_up_to_its_cap() {
+        let b = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+        assert_eq!(
+            b.delay(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        let year = Some(Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(b.delay(1, year), MAX_RETRY_AFTER);
+    }
 
     #[test]
     fn the_clock_skew_is_read_from_the_date_header() {

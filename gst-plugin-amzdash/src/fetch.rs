@@ -63,9 +63,8 @@ impl FetchError {
     }
 }
 
-/// The longest `Retry-After` a segment request waits: a server asking for more (or a hostile
-/// one asking for a year) is retried after this, within the attempt budget.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` a segment request waits (the shared cap of every client).
+pub use amzmusic_common::http::MAX_RETRY_AFTER;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -309,7 +308,7 @@ impl Fetcher {
                 return Err(match retry_after_secs(resp.headers()) {
                     Some(secs) if throttled => FetchError::Throttled {
                         status: s,
-                        retry_after: Duration::from_secs(secs).min(MAX_RETRY_AFTER),
+                        retry_after: Duration::from_secs(secs),
                     },
                     _ => FetchError::Status(s),
                 });
