@@ -109,6 +109,12 @@ impl Emulator {
         Ok(())
     }
 
+    /// Packages tracks' encrypted content (what our player fetches) so no run times it.
+    pub fn prepare_encrypted(&self, tracks: &[&str]) -> Result<()> {
+        self.post_json("/_emulator/prepare", serde_json::json!(tracks))
+            .map(|_| ())
+    }
+
     /// Starts a named scenario's clock now.
     pub fn shape_scenario(&self, scenario: &str, seed: u32) -> Result<()> {
         self.post_json(
@@ -225,6 +231,29 @@ pub fn rep_per_segment(fetches: &[Fetch]) -> BTreeMap<usize, String> {
         m.insert(f.segment, f.rep.clone());
     }
     m
+}
+
+/// Every track's duration in the catalogue (`amzmusic-emulator catalog`), ms.
+pub fn catalog_durations(bin: &Path, data_dir: &Path) -> Result<BTreeMap<String, u64>> {
+    let out = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("catalog")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running amzmusic-emulator catalog")?;
+    if !out.status.success() {
+        bail!("amzmusic-emulator catalog failed: {}", out.status);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("the catalogue is not JSON")?;
+    let tracks = v["tracks"]
+        .as_array()
+        .context("the catalogue has no tracks")?;
+    Ok(tracks
+        .iter()
+        .filter_map(|t| Some((t["id"].as_str()?.to_string(), t["duration_ms"].as_u64()?)))
+        .collect())
 }
 
 /// Writes a track's service manifest (SegmentList with byte ranges) with `export`, and parses it.

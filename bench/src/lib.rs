@@ -1,5 +1,6 @@
 //! amzmusic-bench: measures our pipeline beside playbin3 + dashdemux2 on the emulator (ABR
-//! quality of experience, time to first audio, CPU, memory, decryption) and writes BENCHMARKS.md.
+//! quality of experience, time to first audio, CPU, memory, decryption, a 50-track soak) and writes
+//! BENCHMARKS.md.
 
 pub mod decrypt;
 pub mod emulator;
@@ -8,4 +9,5 @@ pub mod mpd;
 pub mod play;
 pub mod report;
 pub mod score;
+pub mod soak;
 pub mod suite;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use amzmusic_bench::suite::{self, Options, SCENARIOS};
-use amzmusic_bench::{play, report};
+use amzmusic_bench::{play, report, soak};
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +36,8 @@ struct Cli {
     /// Skip the 60-minute track.
     #[arg(long)]
     skip_long: bool,
-    /// Only these sections (comma-separated): abr, ttfa, cpu, decrypt.
+    /// Only these sections (comma-separated): abr, ttfa, cpu, decrypt, soak. A run of the soak
+    /// alone into an existing report replaces only its soak section.
     #[arg(long, value_delimiter = ',')]
     sections: Option<Vec<String>>,
     /// Measure decryption in process only, without `cargo bench`.
@@ -55,12 +56,20 @@ enum Cmd {
         #[arg(long)]
         spec: String,
     },
+    /// Internal: tracks back to back through one playbin3, printing `RESULT <json>`.
+    #[command(hide = true)]
+    Soak {
+        #[arg(long)]
+        spec: String,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::Play { spec }) = &cli.cmd {
-        return play::child_main(spec);
+    match &cli.cmd {
+        Some(Cmd::Play { spec }) => return play::child_main(spec),
+        Some(Cmd::Soak { spec }) => return soak::child_main(spec),
+        None => {}
     }
     let exe = std::env::current_exe()?;
     let profile_dir = suite::profile_dir_of(&exe)?;
@@ -126,10 +135,24 @@ fn main() -> Result<()> {
             .join(" "),
         exe,
     };
+    let only_soak = opts.sections.iter().all(|s| s == "soak");
     let results = suite::run(opts)?;
     let old = std::fs::read_to_string(&out).ok();
-    let md = report::with_kept_notes(report::markdown(&results), old.as_deref());
+    let md = match (&old, &results.soak) {
+        // The soak alone: the rest of the report stays as the run that wrote it left it.
+        (Some(old), Some(soak)) if only_soak => {
+            report::splice_soak(old, &report::soak_section(soak, &results, true))
+        }
+        _ => report::with_kept_notes(report::markdown(&results), old.as_deref()),
+    };
     std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
+    if let Some(s) = results.soak.as_ref().filter(|s| !s.passed()) {
+        let mut why = s.problems.clone();
+        if s.flat == Some(false) {
+            why.push(format!("not flat: {}", s.why));
+        }
+        bail!("the soak failed: {}", why.join("; "));
+    }
     Ok(())
 }

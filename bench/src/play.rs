@@ -356,11 +356,26 @@ pub fn spawn(
     env: &[(String, String)],
     log: &Path,
 ) -> Result<ChildOutput> {
+    let limit = Duration::from_secs_f64(spec.timeout_s * spec.runs.max(1) as f64 + 20.0);
+    let line = spawn_child(exe, "play", &serde_json::to_string(spec)?, limit, env, log)?;
+    serde_json::from_str(&line).context("player result JSON")
+}
+
+/// Runs `exe SUBCOMMAND --spec SPEC` with `env`, kills it after `limit`, and returns what
+/// follows `RESULT ` on its stdout. The child's stderr goes to `log`.
+pub fn spawn_child(
+    exe: &Path,
+    subcommand: &str,
+    spec_json: &str,
+    limit: Duration,
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<String> {
     let err = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = Command::new(exe)
-        .arg("play")
+        .arg(subcommand)
         .arg("--spec")
-        .arg(serde_json::to_string(spec)?)
+        .arg(spec_json)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(err)
@@ -373,7 +388,6 @@ pub fn spawn(
             .map_while(Result::ok)
             .find_map(|l| l.strip_prefix("RESULT ").map(str::to_string))
     });
-    let limit = Duration::from_secs_f64(spec.timeout_s * spec.runs.max(1) as f64 + 20.0);
     let started = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait()? {
@@ -391,7 +405,7 @@ pub fn spawn(
     };
     let line = reader.join().map_err(|_| anyhow!("reader thread"))?;
     match line {
-        Some(l) => serde_json::from_str(&l).context("player result JSON"),
+        Some(l) => Ok(l),
         None => {
             let t = tail(log, 4);
             bail!(

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 
 use crate::score::{vinyl_score, Score};
-use crate::suite::{CpuCell, CpuRow, PlayerAbr, Results, TtfaCell, SINK_BUFFER_MS, TTFA_KBPS};
+use crate::suite::{
+    CpuCell, CpuRow, PlayerAbr, Results, SoakResult, TtfaCell, DURATION_TOLERANCE_MS,
+    HEAP_SLOPE_BOUND_KIB, RSS_SLOPE_BOUND_KIB, SINK_BUFFER_MS, TTFA_KBPS,
+};
 
 fn f3(v: f64) -> String {
     format!("{v:.3}")
@@ -245,6 +248,25 @@ fn targets(r: &Results) -> Vec<Target> {
             why: v
                 .map(|x| format!("{x:.0} MB/s"))
                 .unwrap_or_else(|| d.error.clone().unwrap_or_default()),
+        });
+    }
+    if let Some(soak) = &r.soak {
+        t.push(Target {
+            what: format!(
+                "{} tracks in one process, each played to its end (soak)",
+                soak.planned
+            ),
+            met: Some(soak.problems.is_empty()),
+            why: soak
+                .problems
+                .first()
+                .map(|p| short(p))
+                .unwrap_or_else(|| format!("{} of {}", soak.rows.len(), soak.planned)),
+        });
+        t.push(Target {
+            what: "RSS and threads flat over the soak".into(),
+            met: soak.flat,
+            why: soak.why.clone(),
         });
     }
     if let [short_run, full] = r.long.as_slice() {
@@ -591,6 +613,10 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(o);
 
+    if let Some(soak) = &r.soak {
+        o.push_str(&soak_section(soak, r, false));
+    }
+
     let _ = writeln!(o, "## Targets (issue 7)\n");
     let _ = writeln!(o, "| target | verdict | figures / why |");
     let _ = writeln!(o, "|---|---|---|");
@@ -599,6 +625,269 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(o);
     o
+}
+
+/// The heading every soak section starts with (what [`splice_soak`] replaces).
+pub const SOAK_HEADING: &str = "## Soak:";
+
+fn mib_opt(kb: Option<u64>) -> String {
+    kb.map(|k| format!("{:.1}", mib(k)))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// The soak's section, self-contained (its own date, commit, command and build), so that a run
+/// of the soak alone can replace it in a report another run wrote (`spliced`: it says so).
+pub fn soak_section(s: &SoakResult, r: &Results, spliced: bool) -> String {
+    let mut o = String::new();
+    let profile = r.opts.profile_dir.file_name().unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "{SOAK_HEADING} {} tracks through one playbin3 in one process\n",
+        s.planned
+    );
+    let mut cycle: Vec<String> = Vec::new();
+    for row in &s.rows {
+        let label = format!("{} ({})", row.id, row.quality);
+        if cycle.contains(&label) {
+            break;
+        }
+        cycle.push(label);
+    }
+    let _ = writeln!(
+        o,
+        "{}Measured by `{}` from {}, commit {}, {} build{} (plugins in `{}`). One `amzmusic-bench soak` \
+         process plays the tracks back to back through one `playbin3` (`about-to-finish` sets the \
+         next `amazonmusic://track/<id>`) into `fakesink sync=false`, so faster than real time, \
+         cycling through {} (quality as amazonmusicsrc's `quality`; `auto` is the best the decoders \
+         play). After each track (at the next track's `stream-start` event at the sink, the last at \
+         EOS) it reads its VmRSS (`/proc/self/status`), the bytes malloc has handed out and not had \
+         back (`mallinfo2`, every arena: the live heap) and its threads (`/proc/self/task`). Each \
+         track must have played to its end: its samples and its buffers' durations at the sink \
+         within {DURATION_TOLERANCE_MS:.0} ms of the catalogue's duration, from 0; one EOS, after \
+         the last track; each track's manifest fetched once per play (the emulator's request log). \
+         Flat means, over tracks {}–{} (the first tracks start what lives as long as the process): \
+         a heap slope under {HEAP_SLOPE_BOUND_KIB:.0} KiB per track (a leak), an RSS slope under \
+         {RSS_SLOPE_BOUND_KIB:.0} KiB per track (the allocator keeps freed pages per arena and \
+         fills more arenas as new threads come: \"The soak's memory\" in the hand-written part), and no more threads after the \
+         warm-up than during it. Slopes are Theil–Sen (the median of the slopes between every two \
+         tracks), since a track that ends while the next one's downloads are still in memory reads \
+         up to 35 MiB high; the least-squares RSS slope is shown beside.\n",
+        if spliced {
+            "**A run of its own**, not the run the header names (a run of the soak alone \
+             replaces only this section). "
+        } else {
+            ""
+        },
+        r.opts.command_line,
+        s.started,
+        r.machine.commit,
+        profile.to_string_lossy(),
+        if profile == "debug" {
+            " (**debug build**: the plugins' own code is slower than in release; RSS includes \
+             debug-build overheads)"
+        } else {
+            ""
+        },
+        r.opts.profile_dir.display(),
+        cycle.join(", "),
+        s.slope_from,
+        s.planned,
+    );
+    let _ = writeln!(o, "| | |\n|---|---|");
+    let _ = writeln!(
+        o,
+        "| tracks played to their end | {} of {} |",
+        s.rows.len()
+            - s.rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| s
+                    .problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("track {} ", i + 1))))
+                .count(),
+        s.planned
+    );
+    let _ = writeln!(
+        o,
+        "| audio played | {:.1} s ({:.1} min) |",
+        s.audio_s,
+        s.audio_s / 60.0
+    );
+    let _ = writeln!(
+        o,
+        "| wall time | {:.1} s ({:.1}× real time) |",
+        s.wall_s,
+        if s.wall_s > 0.0 {
+            s.audio_s / s.wall_s
+        } else {
+            0.0
+        }
+    );
+    let marks: Vec<usize> = [1, 10, 25, 50]
+        .into_iter()
+        .filter(|n| *n <= s.planned)
+        .collect();
+    let _ = writeln!(
+        o,
+        "| RSS after track {} | {} MiB |",
+        marks
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" / "),
+        marks
+            .iter()
+            .map(|n| mib_opt(s.rss_after(*n)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    let _ = writeln!(
+        o,
+        "| RSS max after a track | {} MiB |",
+        mib_opt(s.max_rss_kb())
+    );
+    let _ = writeln!(
+        o,
+        "| peak RSS (ru_maxrss) | {:.1} MiB |",
+        mib(s.peak_rss_kb)
+    );
+    let _ = writeln!(
+        o,
+        "| RSS slope, tracks {}–{} | {} KiB/track (bound {RSS_SLOPE_BOUND_KIB:.0}; least squares: {}) |",
+        s.slope_from,
+        s.rows.len(),
+        opt(s.rss_slope_kib, 1),
+        opt(s.rss_lsq_slope_kib, 1)
+    );
+    let _ = writeln!(
+        o,
+        "| heap in use after track {} | {} MiB |",
+        marks
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" / "),
+        marks
+            .iter()
+            .map(|n| mib_opt(s.rows.get(n - 1).map(|r| r.heap_kb)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    let _ = writeln!(
+        o,
+        "| heap slope, tracks {}–{} | {} KiB/track (bound {HEAP_SLOPE_BOUND_KIB:.0}) |",
+        s.slope_from,
+        s.rows.len(),
+        opt(s.heap_slope_kib, 1)
+    );
+    let range = |r: Option<(usize, usize)>| {
+        r.map(|(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}–{hi}")
+            }
+        })
+        .unwrap_or_else(|| "—".into())
+    };
+    let _ = writeln!(
+        o,
+        "| threads after each track | {} (tracks 1–{}: {}; after: {}) |",
+        range(s.threads_range()),
+        s.slope_from,
+        range(s.threads_warmup),
+        range(s.threads_after)
+    );
+    let _ = writeln!(
+        o,
+        "| threads before the pipeline / 1 s after NULL | {} / {} |",
+        s.start_threads, s.null_threads
+    );
+    let _ = writeln!(
+        o,
+        "| RSS / heap before the pipeline, 1 s after NULL | {:.1} / {:.1} MiB, {:.1} / {:.1} MiB |",
+        mib(s.start_rss_kb),
+        mib(s.start_heap_kb),
+        mib(s.null_rss_kb),
+        mib(s.null_heap_kb)
+    );
+    let _ = writeln!(
+        o,
+        "| verdict | {} |\n",
+        match (s.flat, s.problems.is_empty()) {
+            (_, false) => format!("**failed**: {}", short(&s.problems.join("; "))),
+            (Some(true), true) => format!("flat: {}", s.why),
+            (Some(false), true) => format!("**not flat**: {}", s.why),
+            (None, true) => format!("every track played; flatness {}", s.why),
+        }
+    );
+    if s.problems.len() > 1 {
+        let _ = writeln!(o, "Problems:\n");
+        for p in &s.problems {
+            let _ = writeln!(o, "- {}", short(p));
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(o, "<details><summary>Every track</summary>\n");
+    let _ = writeln!(
+        o,
+        "| # | track | quality | at the sink | samples s | buffers s | catalogue s | ended at s | RSS MiB | RSS low MiB | heap MiB | threads |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, t) in s.rows.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            i + 1,
+            t.id,
+            t.quality,
+            t.formats,
+            opt(t.played_ms.map(|m| m / 1000.0), 3),
+            opt(t.duration_ms.map(|m| m / 1000.0), 3),
+            t.expected_ms as f64 / 1000.0,
+            t.ended_s,
+            mib(t.rss_kb),
+            mib(t.rss_min_kb),
+            mib(t.heap_kb),
+            t.threads
+        );
+    }
+    let _ = writeln!(o, "\n</details>\n");
+    o
+}
+
+/// `old` with its soak section (from [`SOAK_HEADING`] to the next `## ` heading or the kept
+/// part) replaced by `section`; without one, `section` goes before the targets, else before
+/// the kept part, else at the end.
+pub fn splice_soak(old: &str, section: &str) -> String {
+    let section = format!("{}\n\n", section.trim_end());
+    let line_start = |at: &str| {
+        old.match_indices(at)
+            .map(|(i, _)| i)
+            .find(|i| *i == 0 || old.as_bytes()[i - 1] == b'\n')
+    };
+    if let Some(start) = line_start(SOAK_HEADING) {
+        let rest = &old[start + SOAK_HEADING.len()..];
+        let end = [rest.find("\n## "), rest.find(KEPT_MARKER)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|i| {
+                let i = start + SOAK_HEADING.len() + i;
+                if old.as_bytes()[i] == b'\n' {
+                    i + 1
+                } else {
+                    i
+                }
+            })
+            .unwrap_or(old.len());
+        return format!("{}{section}{}", &old[..start], &old[end..]);
+    }
+    match line_start("## Targets").or_else(|| line_start(KEPT_MARKER)) {
+        Some(at) => format!("{}{section}{}", &old[..at], &old[at..]),
+        None => format!("{}\n\n{section}", old.trim_end()),
+    }
 }
 
 /// How many numeric table cells a report holds (the smoke test's well-formedness check).
@@ -616,6 +905,31 @@ pub fn numeric_cells(md: &str) -> usize {
 #[cfg(test)]
 mod kept_notes_tests {
     use super::*;
+
+    #[test]
+    fn a_soak_section_replaces_the_old_one_or_goes_before_the_targets() {
+        let new = "## Soak: 50 tracks\nnew\n";
+        let with_old = format!(
+            "# B\n## CPU\nx\n\n## Soak: 50 tracks\nold\n\n## Targets (issue 7)\nt\n\n{KEPT_MARKER}\nkept\n"
+        );
+        assert_eq!(
+            splice_soak(&with_old, new),
+            format!(
+                "# B\n## CPU\nx\n\n## Soak: 50 tracks\nnew\n\n## Targets (issue 7)\nt\n\n{KEPT_MARKER}\nkept\n"
+            )
+        );
+        let without = format!("# B\n## CPU\nx\n\n## Targets (issue 7)\nt\n\n{KEPT_MARKER}\nkept\n");
+        assert_eq!(splice_soak(&without, new), with_old.replace("old", "new"));
+        let last = format!("# B\n## Soak: 6 tracks\nold\n\n{KEPT_MARKER}\nkept\n");
+        assert_eq!(
+            splice_soak(&last, new),
+            format!("# B\n## Soak: 50 tracks\nnew\n\n{KEPT_MARKER}\nkept\n")
+        );
+        assert_eq!(
+            splice_soak("# B\n", new),
+            "# B\n\n## Soak: 50 tracks\nnew\n\n"
+        );
+    }
 
     #[test]
     fn a_new_report_keeps_the_hand_written_part_only() {

@@ -254,6 +254,21 @@ pub fn pin_max_bitrate(bin: &gst::Element, max_bitrate: u64) {
     });
 }
 
+/// Pins every amzdashdemux that `bin` (playbin3, uridecodebin3) creates (element-setup) to
+/// representation `rep`: no adaptive choice, so the output is that representation's samples.
+pub fn pin_representation(bin: &gst::Element, rep: &str) {
+    let rep = rep.to_string();
+    bin.connect("element-setup", false, move |args| {
+        let e = args[1]
+            .get::<gst::Element>()
+            .expect("element-setup gives the element");
+        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
+            e.set_property("representation", &rep);
+        }
+        None
+    });
+}
+
 /// Sets amazonmusicsrc's `quality` and `market` when playbin3/uridecodebin3 creates it.
 pub fn set_source_properties(bin: &gst::Element, quality: Option<&str>, market: Option<&str>) {
     let quality = quality.map(str::to_string);

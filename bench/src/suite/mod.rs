@@ -2,7 +2,7 @@
 //! The benchmark suite: for each measurement, an emulator process, our pipeline and playbin3 +
 //! dashdemux2 on the open mirror under the same shaping, and the figures BENCHMARKS.md shows.
 //!
-//! One module per section (`abr`, `ttfa`, `cpu`, `decrypt`), and `runner`, the run
+//! One module per section (`abr`, `ttfa`, `cpu`, `decrypt`, `soak`), and `runner`, the run
 //! plumbing they share; this one holds the options, the results and the order of a run.
 
 use anyhow::{bail, Context, Result};
@@ -15,12 +15,17 @@ mod abr;
 mod cpu;
 mod decrypt;
 mod runner;
+mod soak;
 mod ttfa;
 
 pub use abr::{timeline, AbrRow, PlayerAbr};
 pub use cpu::{CpuCell, CpuRow, CPU_REPEATS};
 pub use decrypt::DecryptRow;
 pub use runner::{OurKind, Player, SINK_BUFFER_MS};
+pub use soak::{
+    SoakResult, SoakRow, DURATION_TOLERANCE_MS, HEAP_SLOPE_BOUND_KIB, RSS_SLOPE_BOUND_KIB,
+    SOAK_QUICK_TRACKS, SOAK_TRACKS, WARMUP_TRACKS,
+};
 pub use ttfa::{TtfaCell, TtfaRow, TTFA_KBPS};
 
 use runner::{probe_ours, Ctx};
@@ -58,7 +63,7 @@ pub struct Options {
     pub exe: PathBuf,
 }
 
-pub const SECTIONS: [&str; 4] = ["abr", "ttfa", "cpu", "decrypt"];
+pub const SECTIONS: [&str; 5] = ["abr", "ttfa", "cpu", "decrypt", "soak"];
 
 impl Options {
     fn runs(&self, section: &str) -> bool {
@@ -86,6 +91,8 @@ pub struct Results {
     pub long_skipped: Option<String>,
     pub decrypt: Vec<DecryptRow>,
     pub criterion_command: Option<String>,
+    /// 50 tracks through one playbin3 (`soak`).
+    pub soak: Option<SoakResult>,
     pub opts: Options,
 }
 
@@ -128,6 +135,7 @@ pub fn run(opts: Options) -> Result<Results> {
         long_skipped: None,
         decrypt: vec![],
         criterion_command: None,
+        soak: None,
         opts: opts.clone(),
     };
 
@@ -178,6 +186,10 @@ pub fn run(opts: Options) -> Result<Results> {
     // Decryption throughput.
     if opts.runs("decrypt") {
         res.decrypt = decrypt::decrypt_rows(&opts, &mut res.criterion_command);
+    }
+    // Tracks back to back in one process: RSS and threads stay flat.
+    if opts.runs("soak") {
+        soak::run_section(&ctx, &mut res)?;
     }
     res.finished = date();
     Ok(res)

@@ -157,6 +157,25 @@ impl<'a> Ctx<'a> {
         eprintln!("amzmusic-bench: {what}: {} …", player.name());
         play::spawn(&self.opts.exe, spec, &env, &log)
     }
+
+    /// Runs `amzmusic-bench SUBCOMMAND --spec SPEC` as our player (the emulator's env file
+    /// applied), killed after `limit`: what it printed after `RESULT `.
+    pub(super) fn run_ours_child(
+        &self,
+        what: &str,
+        subcommand: &str,
+        spec_json: &str,
+        limit: std::time::Duration,
+        emu: &Emulator,
+    ) -> Result<String> {
+        let n = self.log_n.get() + 1;
+        self.log_n.set(n);
+        let log = self.opts.work_dir.join(format!("{n:03}-{what}.log"));
+        let mut env = self.env_common.clone();
+        env.extend(emu.env.iter().cloned());
+        eprintln!("amzmusic-bench: {what} (log: {}) …", log.display());
+        play::spawn_child(&self.opts.exe, subcommand, spec_json, limit, &env, &log)
+    }
 }
 
 /// Finds the best way to run our pipeline: a short unclocked playback of each, in order.
