@@ -4,6 +4,8 @@
 
 pub mod codec;
 pub mod contract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod license;
 pub mod pssh;

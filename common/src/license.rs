@@ -487,6 +487,29 @@ impl ClientSession {
         }
     }
 
+    /// A session whose key pair, id and pending nonce are fixed, so that a license issued to
+    /// it once answers it again: for the fuzz targets and their seed corpus only (a real
+    /// session's secret is random).
+    #[doc(hidden)]
+    pub fn fixed_for_fuzzing(
+        secret: [u8; 32],
+        session_id: &str,
+        nonce: [u8; 16],
+        key_ids: Vec<KeyId>,
+    ) -> Self {
+        let secret = StaticSecret::from(secret);
+        let public = PublicKey::from(&secret);
+        ClientSession {
+            secret,
+            public,
+            session_id: session_id.to_owned(),
+            key_ids,
+            content_id: Vec::new(),
+            client_info: ClientInfo::default(),
+            pending_nonce: Some(nonce),
+        }
+    }
+
     pub fn session_id(&self) -> &str {
         &self.session_id
     }

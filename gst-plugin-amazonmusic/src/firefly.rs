@@ -236,7 +236,7 @@ impl Client {
         Ok(ans.body)
     }
 
-    fn parse(id: &str, body: &[u8]) -> Result<TrackMetadata, FireflyError> {
+    pub(crate) fn parse(id: &str, body: &[u8]) -> Result<TrackMetadata, FireflyError> {
         let a: GqlAnswer<TrackData> = serde_json::from_slice(body)
             .map_err(|e| FireflyError::Http(HttpError::BadBody(format!("GraphQL answer: {e}"))))?;
         match a.data.and_then(|d| d.track) {

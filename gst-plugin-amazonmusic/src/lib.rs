@@ -14,6 +14,8 @@ pub mod config;
 pub mod credentials;
 pub mod errors;
 pub mod firefly;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod resolver;
 pub mod session;

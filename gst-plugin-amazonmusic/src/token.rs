@@ -105,10 +105,15 @@ impl TokenFile {
             message: e.to_string(),
         })?;
         // serde's message names the field and position, never the value.
-        let mut f: TokenFile = serde_json::from_slice(&text).map_err(|e| TokenError::Read {
+        Self::from_json(&text).map_err(|e| TokenError::Read {
             path: path.to_owned(),
             message: format!("not a token file: {e}"),
-        })?;
+        })
+    }
+
+    /// The token file's contents, read as [`load`](Self::load) reads them.
+    pub fn from_json(text: &[u8]) -> Result<TokenFile, serde_json::Error> {
+        let mut f: TokenFile = serde_json::from_slice(text)?;
         if f.issued_at == 0 && f.expires_at > 0 {
             if let Some(lifetime) = f.expires_in {
                 f.issued_at = f.expires_at.saturating_sub(lifetime);
@@ -166,7 +171,7 @@ impl TokenFile {
         }
         self.token_type = answer.token_type.clone().unwrap_or_else(bearer);
         self.issued_at = now;
-        self.expires_at = now + answer.expires_in.unwrap_or(3600);
+        self.expires_at = now.saturating_add(answer.expires_in.unwrap_or(3600));
         self.expires_in = answer.expires_in;
     }
 }
@@ -234,6 +239,24 @@ pub struct CodePair {
     pub verification_uri: String,
     pub expires_in: u64,
     pub interval: u64,
+}
+
+/// The longest `expires_in` or `interval` of a code pair taken as meant (LWA says 600 and 5):
+/// the login waits and polls by them.
+const MAX_CODE_PAIR_SECS: u64 = 86_400;
+
+impl CodePair {
+    /// Parses LWA's code pair, refusing waits longer than a day.
+    pub fn from_json(body: &[u8]) -> Result<CodePair, String> {
+        let pair: CodePair = serde_json::from_slice(body).map_err(|e| format!("code pair: {e}"))?;
+        if pair.expires_in > MAX_CODE_PAIR_SECS || pair.interval > MAX_CODE_PAIR_SECS {
+            return Err(format!(
+                "code pair: expires_in {} s or interval {} s is longer than a day",
+                pair.expires_in, pair.interval
+            ));
+        }
+        Ok(pair)
+    }
 }
 
 /// One poll of the token endpoint during the device flow.
@@ -322,8 +345,7 @@ impl LwaClient {
             )
             .await
             .map_err(TokenError::Http)?;
-        serde_json::from_slice(&body)
-            .map_err(|e| TokenError::Http(HttpError::BadBody(format!("code pair: {e}"))))
+        CodePair::from_json(&body).map_err(|e| TokenError::Http(HttpError::BadBody(e)))
     }
 
     /// Asks once whether the user has approved `pair`.
@@ -351,7 +373,7 @@ impl LwaClient {
     }
 }
 
-fn parse_token_answer(body: &[u8]) -> Result<TokenAnswer, TokenError> {
+pub(crate) fn parse_token_answer(body: &[u8]) -> Result<TokenAnswer, TokenError> {
     // The error text of serde never contains the values, only positions.
     serde_json::from_slice(body)
         .map_err(|e| TokenError::Http(HttpError::BadBody(format!("token answer: {e}"))))
@@ -554,6 +576,29 @@ mod tests {
         assert_eq!(t.access_token.expose(), "Atza|b");
         assert_eq!(t.refresh_token.as_ref().unwrap().expose(), "Atzr|r");
         assert_eq!((t.issued_at, t.expires_at), (2000, 2060));
+    }
+
+    #[test]
+    fn absurd_lifetimes_do_not_overflow() {
+        // Seen while writing the api_json fuzz target (kept as its corpus's crash-expires-in;
+        // 10^7 runs did not reach it by mutation): "expires_in": u64::MAX overflowed
+        // `now + expires_in`.
+        let answer =
+            parse_token_answer(br#"{"access_token":"Atza|x","expires_in":18446744073709551615}"#)
+                .unwrap();
+        let mut t = sample();
+        t.apply(&answer, 1000);
+        assert_eq!(t.expires_at, u64::MAX);
+        assert!(refresh_at(t.issued_at, t.expires_at).is_some());
+        // A code pair's waits end up in `Instant::now() + …` in amzmusic-login.
+        let pair = br#"{"user_code":"U","device_code":"D","verification_uri":"http://h/a",
+            "expires_in":18446744073709551615,"interval":5}"#;
+        assert!(CodePair::from_json(pair)
+            .unwrap_err()
+            .contains("longer than a day"));
+        let pair = br#"{"user_code":"U","device_code":"D","verification_uri":"http://h/a",
+            "expires_in":600,"interval":5}"#;
+        assert_eq!(CodePair::from_json(pair).unwrap().interval, 5);
     }
 
     #[test]

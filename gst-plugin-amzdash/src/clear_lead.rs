@@ -19,6 +19,13 @@ use bytes::{Bytes, BytesMut};
 
 /// A `moof` larger than this is passed through untouched (real ones are a few KB).
 const MAX_MOOF: usize = 4 << 20;
+/// A `moof` describing more samples than this is passed through untouched: a `trun` without
+/// per-sample sizes names any count in 8 bytes, and each sample costs the marker an entry (a
+/// 10 s fragment of 20 ms Opus frames has 500).
+const MAX_SAMPLES: usize = 1 << 16;
+/// The largest sample one all-clear `senc` entry can describe: an auxiliary information entry
+/// is at most 255 bytes (`saiz`), 2 + 6 per subsample of at most 65 535 clear bytes.
+const MAX_CLEAR_SAMPLE: u32 = (255 - 2) / 6 * 0xffff;
 
 /// Rewrites the media byte stream that follows one initialization segment.
 #[derive(Debug)]
@@ -138,9 +145,19 @@ impl ClearLeadMarker {
         // Plan every traf first: any traf we do not understand leaves the moof untouched.
         let mut plans = Vec::new();
         let mut any = false;
+        let mut samples = 0usize;
+        let mut clear_aux = 0usize;
+        // The moof is written back box by box with 32-bit headers: any other layout (a 64-bit
+        // size, bytes after the last box) would change its length under the sizes we write.
+        if be32(moof, 0) == Some(1) || !canonical(&moof[8..]) {
+            return None;
+        }
         for (t, body) in children(&moof[8..]) {
             if t != *b"traf" {
                 continue;
+            }
+            if !canonical(body) {
+                return None;
             }
             let tfhd = children(body).find(|(t, _)| t == b"tfhd")?.1;
             let flags = be32(tfhd, 0)? & 0x00ff_ffff;
@@ -178,15 +195,32 @@ impl ClearLeadMarker {
             };
             let mut sizes = Vec::new();
             for (_, trun) in children(body).filter(|(t, _)| t == b"trun") {
-                sizes.extend(trun_sizes(trun, default_size)?);
+                let run = trun_sizes(trun, default_size)?;
+                samples += run.len();
+                if samples > MAX_SAMPLES {
+                    return None;
+                }
+                sizes.extend(run);
             }
             if sizes.is_empty() {
                 plans.push(None);
                 continue;
             }
             let entries = match children(body).find(|(t, _)| t == b"senc") {
-                // No encryption information at all: the clear lead.
-                None => sizes.iter().map(|s| split(*s, Coverage::Clear)).collect(),
+                // No encryption information at all: the clear lead. Sized before anything is
+                // built: no sample larger than one entry describes, no moof past MAX_MOOF.
+                None => {
+                    for size in &sizes {
+                        if *size > MAX_CLEAR_SAMPLE {
+                            return None;
+                        }
+                        clear_aux += 2 + 6 * (*size as usize).div_ceil(0xffff).max(1);
+                    }
+                    if moof.len() + clear_aux > MAX_MOOF {
+                        return None;
+                    }
+                    sizes.iter().map(|s| split(*s, Coverage::Clear)).collect()
+                }
                 // Encrypted, but described only by an senc qtdemux does not find without a
                 // saiz (Shaka's full-sample cbcs audio: empty entries). Left so, qtdemux would
                 // apply the stale information of the previous (marked) fragment and let these
@@ -206,6 +240,9 @@ impl ClearLeadMarker {
         let removed: usize = plans.iter().flatten().map(|(_, r)| *r).sum();
         // Never negative: the explicit senc is at least as long as the one it replaces.
         let added = grown.checked_sub(removed)?;
+        if moof.len() + added > MAX_MOOF {
+            return None;
+        }
         let mut out = Vec::with_capacity(moof.len() + added);
         out.extend_from_slice(&((moof.len() + added) as u32).to_be_bytes());
         out.extend_from_slice(b"moof");
@@ -357,7 +394,7 @@ fn trun_sizes(trun: &[u8], default_size: u32) -> Option<Vec<u32>> {
         .filter(|f| flags & **f != 0)
         .count()
         * 4;
-    if count > 1 << 20 || (per_sample > 0 && at + count * per_sample > trun.len()) {
+    if count > MAX_SAMPLES || (per_sample > 0 && at + count * per_sample > trun.len()) {
         return None;
     }
     let mut sizes = Vec::with_capacity(count);
@@ -442,6 +479,19 @@ fn children(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
         at += size;
         Some((kind, body))
     })
+}
+
+/// Whether `data` is exactly a run of boxes with 32-bit sizes, nothing before, between or
+/// after them: what [`put_box`] writes back byte for byte.
+fn canonical(data: &[u8]) -> bool {
+    let mut at = 0usize;
+    while at < data.len() {
+        match be32(data, at).map(|s| s as usize) {
+            Some(size) if size >= 8 && size <= data.len() - at => at += size,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn put_box(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
@@ -662,6 +712,83 @@ mod tests {
         assert!(ClearLeadMarker::from_init(&init(8)).is_none());
         assert!(ClearLeadMarker::from_init(&boxed(b"moov", &[])).is_none());
         assert!(ClearLeadMarker::from_init(b"garbage").is_none());
+    }
+
+    /// A moof of track 7 whose one trun names `count` samples of the tfhd's default `size`
+    /// (no per-sample fields), and an mdat of 16 bytes.
+    fn default_size_fragment(count: u32, size: u32) -> Vec<u8> {
+        let tfhd = [0x0002_0012u32, 7, 2, size].map(u32::to_be_bytes).concat();
+        let trun = [
+            &0x0000_0001u32.to_be_bytes()[..],
+            &count.to_be_bytes(),
+            &200i32.to_be_bytes(),
+        ];
+        let traf = boxed(
+            b"traf",
+            &[&boxed(b"tfhd", &[&tfhd]), &boxed(b"trun", &trun)],
+        );
+        let moof = boxed(b"moof", &[&boxed(b"mfhd", &[&[0; 8]]), &traf]);
+        [moof, boxed(b"mdat", &[&[0; 16]])].concat()
+    }
+
+    #[test]
+    fn a_few_bytes_naming_a_million_samples_pass_through() {
+        // Found by fuzzing (fuzz/corpus/clear_lead/crash-*): samples near 4 GiB were each
+        // split into 65 537 clear subsamples before the entry was found too long (2 KB of
+        // input took 0.1 s and 60 MB); a trun without per-sample sizes naming 2^20 such
+        // samples in 12 bytes ran out of memory, and 2^20 samples of 100 bytes took 0.3 s.
+        for (count, size) in [(1 << 20, u32::MAX), (1 << 20, 100), (120, u32::MAX - 1)] {
+            let frag = default_size_fragment(count, size);
+            let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+            assert_eq!(m.feed(Bytes::from(frag.clone())).to_vec(), frag);
+            assert_eq!(m.rewritten(), 0);
+        }
+        // Within the bounds, such a fragment is still marked.
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        m.feed(Bytes::from(default_size_fragment(500, 1000)));
+        assert_eq!(m.rewritten(), 1);
+    }
+
+    #[test]
+    fn a_traf_with_bytes_after_its_last_box_passes_through() {
+        // Found by fuzzing (fuzz/corpus/clear_lead/crash-traf-trailing-bytes): a traf whose
+        // trun ended 2 bytes before the traf did was written back 2 bytes shorter than the
+        // size the marker gave it (a debug assertion; in release, a corrupt moof).
+        let (frag, _) = fragment(1, Aux::None);
+        let moof_len = be32(&frag, 0).unwrap() as usize;
+        let traf_at = 8 + 16; // after the moof header and the mfhd
+        let mut odd = frag[..moof_len].to_vec();
+        odd.splice(moof_len..moof_len, [0xee, 0xee]);
+        for at in [0, traf_at] {
+            let size = be32(&odd, at).unwrap() + 2;
+            odd[at..at + 4].copy_from_slice(&size.to_be_bytes());
+        }
+        odd.extend_from_slice(&frag[moof_len..]);
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        assert_eq!(m.feed(Bytes::from(odd.clone())).to_vec(), odd);
+        assert_eq!(m.rewritten(), 0);
+        // The same with a 64-bit size on the traf's first box.
+        let mut m = ClearLeadMarker::from_init(&init(0)).unwrap();
+        let tfhd = children(&frag[traf_at + 8..moof_len]).next().unwrap().1;
+        let large = [
+            &1u32.to_be_bytes()[..],
+            b"tfhd",
+            &(tfhd.len() as u64 + 16).to_be_bytes(),
+            tfhd,
+        ]
+        .concat();
+        let mut odd = [
+            &frag[..traf_at + 8],
+            &large[..],
+            &frag[traf_at + 16 + tfhd.len()..],
+        ]
+        .concat();
+        for at in [0, traf_at] {
+            let size = be32(&odd, at).unwrap() + 8;
+            odd[at..at + 4].copy_from_slice(&size.to_be_bytes());
+        }
+        assert_eq!(m.feed(Bytes::from(odd.clone())).to_vec(), odd);
+        assert_eq!(m.rewritten(), 0);
     }
 
     #[test]

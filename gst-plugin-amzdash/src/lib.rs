@@ -9,6 +9,8 @@ pub mod amzdashdemux;
 pub mod clear_lead;
 pub mod engine;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mpd;
 pub mod playhead;
 pub mod segments;

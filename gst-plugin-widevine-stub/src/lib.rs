@@ -9,6 +9,8 @@ pub mod cdm;
 pub mod cenc;
 pub mod fetch;
 pub mod flac;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod license;
 pub mod protocol;
 mod widevinedecrypt;
