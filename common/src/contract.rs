@@ -21,6 +21,9 @@ pub mod field {
     pub const CREDENTIALS: &str = "credentials";
     /// Query only: why the asker wants a fresh audio object ([`super::RefreshReason`]).
     pub const REASON: &str = "reason";
+    /// Query only (`reason=unauthorized`): the serial of the access token that got 401, as
+    /// the credentials' `token-serial` property gave it.
+    pub const TOKEN_SERIAL: &str = "token-serial";
 }
 
 /// The media type of the MPD the source outputs (section 0).
@@ -53,6 +56,9 @@ pub mod credentials {
     pub const KEY_HEADERS: &str = "key-headers";
     pub const AUTHORIZATION: &str = "authorization";
     pub const USER_AGENT: &str = "user-agent";
+    /// The serial of the access token in `authorization` (+1 per refresh; not secret). A 401
+    /// asker hands it back, so the source refreshes once however many elements saw the 401.
+    pub const TOKEN_SERIAL: &str = "token-serial";
     /// Name of the structures the header properties hold.
     pub const HEADERS_STRUCTURE: &str = "headers";
 }
@@ -64,6 +70,10 @@ pub enum RefreshReason {
     Expiring,
     /// A request got 403.
     Forbidden,
+    /// A request got 401 with the access token of serial `token-serial`: the source refreshes
+    /// that token once (or, when it cannot be refreshed, posts an error saying so) and answers
+    /// the current audio object with the new token.
+    Unauthorized,
     /// Just answer the current one (never an API call).
     Lookup,
 }
@@ -73,6 +83,7 @@ impl RefreshReason {
         match self {
             RefreshReason::Expiring => "expiring",
             RefreshReason::Forbidden => "forbidden",
+            RefreshReason::Unauthorized => "unauthorized",
             RefreshReason::Lookup => "lookup",
         }
     }
@@ -83,6 +94,7 @@ impl RefreshReason {
         match s.get::<&str>(field::REASON) {
             Ok("expiring") => RefreshReason::Expiring,
             Ok("forbidden") => RefreshReason::Forbidden,
+            Ok("unauthorized") => RefreshReason::Unauthorized,
             _ => RefreshReason::Lookup,
         }
     }
@@ -104,6 +116,25 @@ pub fn refresh_query_structure(reason: &str, generation: u32) -> gst::Structure 
 /// The refresh query a demuxer or decryptor sends upstream.
 pub fn refresh_query(reason: RefreshReason, generation: u32) -> gst::query::Custom<gst::Query> {
     gst::query::Custom::new(refresh_query_structure(reason.as_str(), generation))
+}
+
+/// The refresh query after a 401: the generation the asker holds and the serial of the token
+/// that was refused (`None` when its credentials named none: the source then refreshes the
+/// token it holds).
+pub fn unauthorized_query(
+    generation: u32,
+    token_serial: Option<u64>,
+) -> gst::query::Custom<gst::Query> {
+    let mut s = refresh_query_structure(RefreshReason::Unauthorized.as_str(), generation);
+    if let Some(serial) = token_serial {
+        s.set(field::TOKEN_SERIAL, serial);
+    }
+    gst::query::Custom::new(s)
+}
+
+/// The refused token's serial an `unauthorized` query carries.
+pub fn refresh_query_token_serial(s: &gst::StructureRef) -> Option<u64> {
+    s.get::<u64>(field::TOKEN_SERIAL).ok()
 }
 
 /// What the asker of a refresh query holds: its reason as written and its generation (0 when
@@ -213,6 +244,14 @@ impl CredentialsView {
     pub fn user_agent(&self) -> Option<String> {
         self.string(credentials::USER_AGENT)
     }
+    /// The serial of the token in [`Self::authorization`], to hand back after a 401.
+    pub fn token_serial(&self) -> Option<u64> {
+        self.0.find_property(credentials::TOKEN_SERIAL)?;
+        self.0
+            .property_value(credentials::TOKEN_SERIAL)
+            .get::<u64>()
+            .ok()
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +266,13 @@ mod tests {
         assert!(is_audio_object(s));
         assert_eq!(RefreshReason::from_query(s), RefreshReason::Forbidden);
         assert_eq!(refresh_query_request(s), ("forbidden".to_string(), 3));
+        let q = unauthorized_query(2, Some(7));
+        let s = q.structure().unwrap();
+        assert_eq!(RefreshReason::from_query(s), RefreshReason::Unauthorized);
+        assert_eq!(refresh_query_request(s), ("unauthorized".to_string(), 2));
+        assert_eq!(refresh_query_token_serial(s), Some(7));
+        let q = unauthorized_query(2, None);
+        assert_eq!(refresh_query_token_serial(q.structure().unwrap()), None);
         let bare = gst::Structure::new_empty(AUDIO_OBJECT);
         assert_eq!(RefreshReason::from_query(&bare), RefreshReason::Lookup);
         assert_eq!(refresh_query_request(&bare), ("lookup".to_string(), 0));
@@ -257,6 +303,7 @@ mod tests {
         assert_eq!(s.get::<&str>(field::TRACK_ID).unwrap(), "T");
         let view = CredentialsView::from_structure(&s).unwrap();
         assert_eq!(view.authorization(), None);
+        assert_eq!(view.token_serial(), None);
         assert_eq!(view.manifest_uri(), None);
         assert!(view.segment_headers().is_empty() && view.key_headers().is_empty());
         assert!(!format!("{view:?}").is_empty());

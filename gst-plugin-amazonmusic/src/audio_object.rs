@@ -15,11 +15,13 @@ use crate::http::Secret;
 use crate::session::{Current, Session};
 use crate::token::{now_unix_ms, TokenError};
 
-/// What a refresh query asks: its reason as written and the generation the asker holds.
+/// What a refresh query asks: its reason as written, the generation the asker holds and,
+/// after a 401, the serial of the token that was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub reason: String,
     pub held: u32,
+    pub token_serial: Option<u64>,
 }
 
 impl Request {
@@ -27,6 +29,7 @@ impl Request {
         Request {
             reason: reason.as_str().to_string(),
             held,
+            token_serial: None,
         }
     }
 
@@ -34,7 +37,16 @@ impl Request {
     /// 0).
     pub fn from_query(s: &gst::StructureRef) -> Request {
         let (reason, held) = contract::refresh_query_request(s);
-        Request { reason, held }
+        Request {
+            reason,
+            held,
+            token_serial: contract::refresh_query_token_serial(s),
+        }
+    }
+
+    /// `unauthorized`: a request got 401 with the token of serial `token_serial`.
+    pub fn is_unauthorized(&self) -> bool {
+        self.is(RefreshReason::Unauthorized)
     }
 
     fn is(&self, r: RefreshReason) -> bool {
@@ -70,7 +82,10 @@ pub enum Decision {
 pub fn decide(current: Option<Current>, req: &Request, now_ms: u64) -> Decision {
     match current {
         None => Decision::NotStarted,
-        Some(c) if req.is_lookup() || c.generation != req.held => Decision::Current(c),
+        // A 401 is about the token, not the audio object: the token is refreshed instead.
+        Some(c) if req.is_lookup() || req.is_unauthorized() || c.generation != req.held => {
+            Decision::Current(c)
+        }
         Some(c)
             if req.is(RefreshReason::Expiring)
                 && (c.is_fresh(now_ms) || c.expired_recently_fetched(now_ms)) =>
@@ -81,18 +96,19 @@ pub fn decide(current: Option<Current>, req: &Request, now_ms: u64) -> Decision 
     }
 }
 
-/// The answer to a refresh query: the audio object and the access token current now.
+/// The answer to a refresh query: the audio object and the access token current now, with
+/// its serial.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub current: Current,
-    pub token: Option<Secret>,
+    pub token: Option<(Secret, u64)>,
 }
 
 impl Answer {
     /// Whether the sticky event should follow the answer (a newer generation than the asker
     /// held, not a lookup), for elements linked later.
     pub fn push_downstream(&self, req: &Request) -> bool {
-        self.current.generation > req.held && !req.is_lookup()
+        (self.current.generation > req.held && !req.is_lookup()) || req.is_unauthorized()
     }
 }
 
@@ -103,6 +119,9 @@ pub enum AnswerError {
     NotStarted,
     /// The refresh the request called for failed.
     Refresh(ApiError),
+    /// After a 401: the token cannot be refreshed (none to refresh it with, or Login with
+    /// Amazon refused).
+    Token(TokenError),
 }
 
 /// Answers `req` by the rules of [`decide`], `now_ms` telling the time. A due access token is
@@ -120,20 +139,40 @@ pub async fn answer(
             .await
             .map_err(AnswerError::Refresh)?,
     };
+    if req.is_unauthorized() {
+        // Once per refused token: a serial older than the current one was refreshed already.
+        let serial = match req.token_serial {
+            Some(s) => s,
+            None => session.tokens.serial().await,
+        };
+        let token = session
+            .tokens
+            .unauthorized(serial)
+            .await
+            .map_err(AnswerError::Token)?;
+        return Ok(Answer {
+            current,
+            token: Some(token),
+        });
+    }
     // Only Login with Amazon may be asked here (a due token), never the music API.
     let token = match session.tokens.current().await {
-        Ok((t, _)) => Some(t),
+        Ok(t) => Some(t),
         Err(_) => session.tokens.peek().await,
     };
     Ok(Answer { current, token })
 }
 
-/// The contract's audio-object structure (section 1) for `current`, with `token` as the
-/// credentials' authorization.
-pub fn structure(session: &Session, current: &Current, token: Option<&Secret>) -> gst::Structure {
+/// The contract's audio-object structure (section 1) for `current`, with `token` (and its
+/// serial) as the credentials' authorization.
+pub fn structure(
+    session: &Session,
+    current: &Current,
+    token: Option<&(Secret, u64)>,
+) -> gst::Structure {
     let creds = AmzMusicCredentials::new(
         &current.audio,
-        token.map(|t| t.expose()),
+        token.map(|(t, serial)| (t.expose(), *serial)),
         &session.cfg.user_agent,
         &session.cfg.market,
     );
@@ -156,7 +195,7 @@ pub trait RefreshListener: Send + 'static {
     fn token_refreshed(&self);
     fn token_refresh_failed(&self, err: &TokenError);
     /// A new generation was fetched ahead of expiry (`token`: the current access token).
-    fn refreshed(&self, session: &Session, next: &Current, token: Option<&Secret>);
+    fn refreshed(&self, session: &Session, next: &Current, token: Option<&(Secret, u64)>);
     fn refresh_failed(&self, err: &ApiError);
 }
 
@@ -294,6 +333,7 @@ mod tests {
         let odd = Request {
             reason: "later".into(),
             held: 2,
+            token_serial: None,
         };
         assert!(matches!(
             decide(Some(current(2, T0)), &odd, T0),
@@ -337,7 +377,7 @@ mod tests {
         RUNTIME.block_on(session.refresh(0)).unwrap();
         let first = ask(&session, RefreshReason::Lookup, 0);
         assert_eq!(first.current.generation, 1);
-        assert!(first.token.unwrap().expose().starts_with("Atza|"));
+        assert!(first.token.unwrap().0.expose().starts_with("Atza|"));
 
         // Four askers holding generation 1 at once: one refresh.
         let answers: Vec<u32> = RUNTIME.block_on(async {
@@ -415,17 +455,48 @@ mod tests {
     }
 
     #[test]
+    fn an_unauthorized_request_refreshes_the_refused_token_once() {
+        let (emu, _dir, session) = signed_in(&[], HD);
+        RUNTIME.block_on(session.refresh(0)).unwrap();
+        let (before, serial) = ask(&session, RefreshReason::Lookup, 0).token.unwrap();
+        let unauthorized = |token_serial| {
+            let req = Request {
+                token_serial,
+                ..Request::new(RefreshReason::Unauthorized, 1)
+            };
+            RUNTIME
+                .block_on(answer(&session, &req, now_unix_ms))
+                .expect("answered")
+        };
+        let first = unauthorized(Some(serial));
+        let (after, new_serial) = first.token.clone().unwrap();
+        assert_ne!(after.expose(), before.expose());
+        assert_eq!(new_serial, serial + 1);
+        assert_eq!(first.current.generation, 1, "the audio object stays");
+        assert!(first.push_downstream(&Request::new(RefreshReason::Unauthorized, 1)));
+        // A second element that saw the same 401 gets the new token, with no second refresh.
+        let second = unauthorized(Some(serial));
+        assert_eq!(second.token.unwrap().0.expose(), after.expose());
+        assert_eq!(
+            emu.calls("POST", "/auth/o2/token").len(),
+            2,
+            "sign-in + one refresh"
+        );
+        assert_eq!(session.audio_object_calls(), 1, "no music API call");
+    }
+
+    #[test]
     fn a_lookup_refreshes_a_due_token_and_never_calls_the_api() {
         // Tokens live 5 s and are due 1 s before expiry.
         let (emu, _dir, session) = signed_in(&["--token-lifetime", "5"], HD);
         RUNTIME.block_on(session.refresh(0)).unwrap();
-        let before = ask(&session, RefreshReason::Lookup, 0).token.unwrap();
+        let before = ask(&session, RefreshReason::Lookup, 0).token.unwrap().0;
         let due_ms = RUNTIME.block_on(session.tokens.due_at()).unwrap() * 1000;
         std::thread::sleep(Duration::from_millis(
             due_ms.saturating_sub(now_unix_ms()) + 50,
         ));
         let after = ask(&session, RefreshReason::Lookup, 0);
-        assert_ne!(after.token.unwrap().expose(), before.expose());
+        assert_ne!(after.token.unwrap().0.expose(), before.expose());
         assert_eq!(after.current.generation, 1);
         assert_eq!(
             emu.calls("POST", "/auth/o2/token").len(),
@@ -450,7 +521,7 @@ mod tests {
         fn token_refresh_failed(&self, err: &TokenError) {
             self.failures.lock().unwrap().push(err.to_string());
         }
-        fn refreshed(&self, _: &Session, next: &Current, token: Option<&Secret>) {
+        fn refreshed(&self, _: &Session, next: &Current, token: Option<&(Secret, u64)>) {
             assert!(token.is_some());
             self.generations.lock().unwrap().push(next.generation);
         }

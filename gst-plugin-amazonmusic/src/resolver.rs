@@ -16,7 +16,8 @@ pub struct Opened {
     pub manifest: Vec<u8>,
     pub metadata: Result<TrackMetadata, String>,
     pub cover: Cover,
-    pub token: Option<Secret>,
+    /// The access token and its serial.
+    pub token: Option<(Secret, u64)>,
 }
 
 /// A cover image and its media type.
@@ -104,7 +105,7 @@ mod tests {
         let mpd = String::from_utf8(opened.manifest).unwrap();
         assert!(mpd.contains("<MPD"), "{mpd}");
         assert_eq!(opened.metadata.unwrap().title, "Harbour Lights");
-        let token = opened.token.expect("token");
+        let (token, _) = opened.token.expect("token");
         assert!(token.expose().starts_with("Atza|"));
         let cover = match opened.cover {
             Cover::Here(c) => c,

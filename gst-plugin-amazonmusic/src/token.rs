@@ -440,10 +440,15 @@ impl TokenManager {
         Ok((st.tokens.access_token.clone(), st.serial))
     }
 
-    /// The token without any network call (for lookups), if there is one.
-    pub async fn peek(&self) -> Option<Secret> {
+    /// The token and its serial without any network call (for lookups), if there is one.
+    pub async fn peek(&self) -> Option<(Secret, u64)> {
         let st = self.state.lock().await;
-        (!st.tokens.access_token.is_empty()).then(|| st.tokens.access_token.clone())
+        (!st.tokens.access_token.is_empty()).then(|| (st.tokens.access_token.clone(), st.serial))
+    }
+
+    /// The serial of the token held now.
+    pub async fn serial(&self) -> u64 {
+        self.state.lock().await.serial
     }
 
     /// When the current token should be refreshed ahead of time (None: never).

@@ -60,6 +60,8 @@ pub struct Played {
     /// (PTS, duration) of every buffer, in nanoseconds.
     pub timestamps: Vec<(u64, u64)>,
     pub error: Option<String>,
+    /// The error message's GError (its domain and code), with its source element's name.
+    pub gerror: Option<(gst::glib::Error, String)>,
     pub eos: bool,
 }
 
@@ -166,6 +168,10 @@ pub fn play_to_end(
         if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
             match msg.view() {
                 gst::MessageView::Error(e) => {
+                    p.gerror = Some((
+                        e.error(),
+                        msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                    ));
                     p.error = Some(format!(
                         "{} from {} ({})",
                         e.error(),

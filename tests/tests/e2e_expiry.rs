@@ -208,6 +208,102 @@ fn access_token_unknown_lifetime_is_refreshed_once_on_401() {
     );
 }
 
+/// Plays the HD track with a 6 s license (renewed at 4.8 s) and an access token that expires
+/// at 3 s with no lifetime the source knows (the environment's), so the renewal is the first
+/// request to meet the expired token; holds until the first license has expired.
+fn play_with_a_renewal_after_the_token_expired(e: &EmulatorEnv) -> Played {
+    let license_seen = std::cell::Cell::new(None::<Instant>);
+    play_holding(
+        &pipeline("license-expiration-secs=6"),
+        || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if count(&e.requests().unwrap(), "POST", "/license/") > 0 {
+                    license_seen.set(Some(Instant::now()));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("no license request within 5 s of the first buffer");
+        },
+        |_| license_seen.get().unwrap() + Duration::from_millis(6_500),
+    )
+}
+
+#[test]
+fn a_license_401_makes_the_source_refresh_the_token_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The license server's 401 on the renewal goes upstream as `reason=unauthorized`; the
+    // source refreshes the token (its own calls never met the 401) and the renewal is retried
+    // with the new one.
+    let e =
+        EmulatorEnv::start(&["--token-lifetime", "3", "--audio-object-lifetime", "3600"]).unwrap();
+    e.prepare(&[HD]).unwrap();
+    e.apply();
+    let p = play_with_a_renewal_after_the_token_expired(&e);
+    assert_whole_track("license 401", &p);
+    let log = e.requests().unwrap();
+    assert_eq!(
+        count(&log, "POST", "/auth/o2/token"),
+        1,
+        "one token refresh"
+    );
+    let unauthorized: Vec<_> = log.iter().filter(|r| r.status == 401).collect();
+    assert_eq!(unauthorized.len(), 1, "one 401: {unauthorized:?}");
+    assert!(unauthorized[0].path.starts_with("/license/"));
+    assert_eq!(failed(&log).len(), 1, "nothing failed but the 401");
+    assert_eq!(
+        count(&log, "POST", "/license/"),
+        3,
+        "the license, the refused renewal and its retry"
+    );
+    assert_eq!(
+        count(&log, "GET", &audio_object_path()),
+        1,
+        "no music API call"
+    );
+}
+
+#[test]
+fn a_license_401_with_a_token_that_cannot_be_refreshed_says_so() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Only the environment's access token: no token file, so no refresh token.
+    let e =
+        EmulatorEnv::start(&["--token-lifetime", "3", "--audio-object-lifetime", "3600"]).unwrap();
+    e.prepare(&[HD]).unwrap();
+    e.apply();
+    let dir = temp_dir("no-token-file-");
+    std::env::set_var("AMAZONMUSIC_TOKEN_FILE", dir.path().join("absent.json"));
+    let p = play_with_a_renewal_after_the_token_expired(&e);
+    let (gerror, from) = p.gerror.clone().expect("an error");
+    assert_eq!(
+        gerror.kind::<gst::ResourceError>(),
+        Some(gst::ResourceError::NotAuthorized),
+        "{gerror:?} from {from}"
+    );
+    assert!(
+        from.starts_with("amazonmusicsrc"),
+        "posted by the source: {from}"
+    );
+    let message = gerror.message().to_string();
+    assert!(
+        message.contains("refused (401)") && message.contains("cannot be refreshed"),
+        "{message}"
+    );
+    assert!(
+        p.error.as_deref().unwrap().contains("no refresh token"),
+        "the detail says why: {:?}",
+        p.error
+    );
+    let log = e.requests().unwrap();
+    assert_eq!(count(&log, "POST", "/auth/o2/token"), 0);
+    assert_eq!(
+        log.iter().filter(|r| r.status == 401).count(),
+        1,
+        "no retry with the refused token"
+    );
+}
+
 #[test]
 fn license_expiring_mid_track_is_renewed_once_with_no_gap() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -369,7 +369,7 @@ impl AmazonMusicSrc {
         &self,
         session: &Session,
         current: &Current,
-        token: Option<&Secret>,
+        token: Option<&(Secret, u64)>,
     ) -> bool {
         let s = audio_object::structure(session, current, token);
         self.push_audio_object(s, current.generation, current.audio.expires)
@@ -572,6 +572,21 @@ impl AmazonMusicSrc {
                 }
                 false
             }
+            Some(Err(AnswerError::Token(e))) => {
+                // A downstream request got 401 and no fresher token can be had: the track
+                // cannot go on, and the reason is here, not in the 401 downstream sees.
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::NotAuthorized,
+                    (
+                        "A request for {} was refused (401) and the access token cannot be \
+                         refreshed",
+                        session.track_id
+                    ),
+                    ["{}", e]
+                );
+                false
+            }
             Some(Err(AnswerError::NotStarted)) | None => false,
         }
     }
@@ -601,7 +616,7 @@ impl audio_object::RefreshListener for Glue {
         );
     }
 
-    fn refreshed(&self, session: &Session, next: &Current, token: Option<&Secret>) {
+    fn refreshed(&self, session: &Session, next: &Current, token: Option<&(Secret, u64)>) {
         let Some(e) = self.0.upgrade() else { return };
         gst::info!(
             CAT,

@@ -17,6 +17,7 @@ pub struct AmzMusicCredentials {
     key_headers: OnceLock<Option<gst::Structure>>,
     authorization: OnceLock<Option<String>>,
     user_agent: OnceLock<Option<String>>,
+    token_serial: OnceLock<u64>,
 }
 
 #[glib::object_subclass]
@@ -74,6 +75,14 @@ impl ObjectImpl for AmzMusicCredentials {
                     "User-Agent",
                     "The User-Agent every request carries",
                 ),
+                glib::ParamSpecUInt64::builder(names::TOKEN_SERIAL)
+                    .nick("Token serial")
+                    .blurb(
+                        "The serial of the access token in authorization (+1 per refresh); \
+                         hand it back in an unauthorized query after a 401",
+                    )
+                    .construct_only()
+                    .build(),
             ]
         });
         PROPS.as_ref()
@@ -100,6 +109,9 @@ impl ObjectImpl for AmzMusicCredentials {
             names::USER_AGENT => {
                 let _ = self.user_agent.set(value.get().unwrap());
             }
+            names::TOKEN_SERIAL => {
+                let _ = self.token_serial.set(value.get().unwrap());
+            }
             _ => unimplemented!(),
         }
     }
@@ -115,6 +127,7 @@ impl ObjectImpl for AmzMusicCredentials {
             names::KEY_HEADERS => v(&self.key_headers),
             names::AUTHORIZATION => v(&self.authorization),
             names::USER_AGENT => v(&self.user_agent),
+            names::TOKEN_SERIAL => v(&self.token_serial),
             _ => unimplemented!(),
         };
         value.unwrap_or_else(|| pspec.default_value().clone())

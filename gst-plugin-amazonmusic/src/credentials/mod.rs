@@ -25,12 +25,13 @@ fn headers(list: &[Header]) -> gst::Structure {
 pub const MARKET_HEADER: &str = "x-amzn-market";
 
 impl AmzMusicCredentials {
-    /// The credentials of `audio`, with the current access token and User-Agent. `market`
+    /// The credentials of `audio`, with the current access token (and its serial) and
+    /// User-Agent. `market`
     /// joins the key headers: the license server, like the music API, decides entitlement by
     /// the caller's market, and the decryptor sends exactly the key headers.
     pub fn new(
         audio: &AudioObject,
-        access_token: Option<&str>,
+        access_token: Option<(&str, u64)>,
         user_agent: &str,
         market: &str,
     ) -> Self {
@@ -51,8 +52,9 @@ impl AmzMusicCredentials {
             .property(names::KEY_HEADERS, key_headers)
             .property(
                 names::AUTHORIZATION,
-                access_token.map(|t| format!("Bearer {t}")),
+                access_token.map(|(t, _)| format!("Bearer {t}")),
             )
+            .property(names::TOKEN_SERIAL, access_token.map_or(0, |(_, s)| s))
             .property(names::USER_AGENT, user_agent)
             .build()
     }
@@ -85,7 +87,7 @@ mod tests {
                 audio_segment_headers: vec![header("x-segment", "G")],
             },
         };
-        let creds = AmzMusicCredentials::new(&audio, Some("Atza|tok"), "ua/1", "US");
+        let creds = AmzMusicCredentials::new(&audio, Some(("Atza|tok", 4)), "ua/1", "US");
         let s = contract::audio_object_structure(
             &AudioObjectFields {
                 track_id: "T1",
@@ -102,6 +104,7 @@ mod tests {
         );
         assert_eq!(view.authorization().as_deref(), Some("Bearer Atza|tok"));
         assert_eq!(view.user_agent().as_deref(), Some("ua/1"));
+        assert_eq!(view.token_serial(), Some(4));
         let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
         assert_eq!(view.segment_headers(), vec![pair("x-segment", "G")]);
         assert_eq!(view.manifest_headers(), vec![pair("x-manifest", "M")]);

@@ -20,9 +20,15 @@ use session::LicenseSession;
 /// Which credentials a license exchange asks upstream for (docs/element-contract.md section 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialsAsk {
-    /// The current ones (`reason=lookup`), read for every exchange as it goes out and after a
-    /// 401 (upstream answers with its current token).
+    /// The current ones (`reason=lookup`), read for every exchange as it goes out.
     Lookup,
+    /// A fresher token (`reason=unauthorized`): the license server answered 401 to the token
+    /// of serial `token_serial`. Upstream refreshes it once, or posts an error saying it
+    /// cannot.
+    Unauthorized {
+        held: u32,
+        token_serial: Option<u64>,
+    },
     /// Refreshed ones (`reason=forbidden`): the license server answered 403 to the key headers
     /// of audio object generation `held`.
     Forbidden { held: u32 },
@@ -34,6 +40,8 @@ pub struct Credentials {
     pub headers: RequestHeaders,
     /// `None`: nobody upstream answered, `headers` are the defaults.
     pub generation: Option<u32>,
+    /// The serial of the token in `headers.authorization`, to hand back after a 401.
+    pub token_serial: Option<u64>,
 }
 
 /// What the manager needs from the element that owns it.

@@ -150,7 +150,7 @@ impl LicenseSession {
     }
 
     /// [`fetch_license`] with `credentials`, and one more try with fresher ones where the
-    /// answer asks for them: after a 401 the current token (a lookup), after a 403 a refreshed
+    /// answer asks for them: after a 401 a refreshed token (`unauthorized`), after a 403 a refreshed
     /// audio object (its key headers may be what the server refused). Upstream is asked on the
     /// blocking pool: its answer may wait on an HTTP refresh. The first pass stops at the
     /// 401/403; the second continues with the fresh headers from the same attempt count and
@@ -176,11 +176,20 @@ impl LicenseSession {
         .await;
         let (done, headers) = match &first {
             Err(FetchError::Server { attempts, .. }) if wants_refresh.load(Ordering::Relaxed) => {
-                let fresh = self.credentials(CredentialsAsk::Lookup).await.headers;
+                let ask = CredentialsAsk::Unauthorized {
+                    held: credentials.generation.unwrap_or(0),
+                    token_serial: credentials.token_serial,
+                };
+                let fresh = self.credentials(ask).await.headers;
                 let old = credentials.headers.authorization.as_ref();
                 if fresh.authorization.is_none() || fresh.authorization.as_ref() == old {
+                    // Upstream had no fresher token (it posts why when it cannot refresh).
                     return first;
                 }
+                gst::info!(
+                    CAT,
+                    "license server refused the access token: retrying with a refreshed one"
+                );
                 (*attempts, fresh)
             }
             Err(FetchError::Server { error, attempts }) if error.status() == 403 => {

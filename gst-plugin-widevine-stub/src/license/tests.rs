@@ -110,11 +110,13 @@ struct TestHost {
     /// How long a lookup after the first blocks (an upstream token refresh over HTTP).
     refresh_takes: Duration,
     lookups: Mutex<usize>,
+    asks: Mutex<Vec<CredentialsAsk>>,
     posted: Mutex<Vec<Failure>>,
 }
 
 impl Host for TestHost {
-    fn credentials(&self, _ask: CredentialsAsk) -> Credentials {
+    fn credentials(&self, ask: CredentialsAsk) -> Credentials {
+        self.asks.lock().unwrap().push(ask);
         let n = {
             let mut lookups = self.lookups.lock().unwrap();
             *lookups += 1;
@@ -131,9 +133,11 @@ impl Host for TestHost {
             user_agent: "license-test/1".into(),
             ..Default::default()
         };
+        let serial = n.min(self.tokens.len().saturating_sub(1));
         Credentials {
             headers,
             generation: None,
+            token_serial: Some(serial as u64),
         }
     }
 
@@ -288,6 +292,17 @@ fn a_token_refresh_waits_off_the_runtime() {
         1,
         "the 401 counts as one failed attempt"
     );
+    assert_eq!(
+        *a_host.asks.lock().unwrap(),
+        [
+            CredentialsAsk::Lookup,
+            CredentialsAsk::Unauthorized {
+                held: 0,
+                token_serial: Some(0)
+            }
+        ],
+        "the 401 asks upstream to refresh the token it refused"
+    );
     a.stop();
     b.stop();
 }
@@ -347,6 +362,7 @@ impl Host for GenerationHost {
                 ..Default::default()
             },
             generation: Some(*g),
+            token_serial: None,
         }
     }
 

@@ -5,16 +5,19 @@
 
 use gst::prelude::*;
 
-use amzmusic_common::contract::{self, field, CredentialsView, RefreshReason};
+use amzmusic_common::contract::{field, CredentialsView};
 
 use crate::fetch::{bearer, RequestHeaders};
 
-/// Asks upstream of `pad` for a credentials object: [`RefreshReason::Lookup`] (the current one;
-/// upstream never calls its API for it) or [`RefreshReason::Forbidden`] (a refreshed one, newer
-/// than generation `held`). Returns it with its audio object's generation. May block: upstream
-/// may refresh its token or its audio object first.
-pub fn query(pad: &gst::Pad, reason: RefreshReason, held: u32) -> Option<(CredentialsView, u32)> {
-    let mut query = contract::refresh_query(reason, held);
+/// Asks upstream of `pad` for a credentials object with a refresh `query` of the contract:
+/// `lookup` (the current one; upstream never calls its API for it), `forbidden` (a refreshed
+/// one, newer than the generation held) or `unauthorized` (the same audio object with a
+/// refreshed token). Returns it with its audio object's generation. May block: upstream may
+/// refresh its token or its audio object first.
+pub fn query(
+    pad: &gst::Pad,
+    mut query: gst::query::Custom<gst::Query>,
+) -> Option<(CredentialsView, u32)> {
     if !pad.peer_query(&mut query) {
         return None;
     }

@@ -13,7 +13,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use amzmusic_common::codec::Codec;
-use amzmusic_common::contract::{RefreshReason, PROTECTION_LICENSE_URL_FIELD};
+use amzmusic_common::contract::{self, RefreshReason, PROTECTION_LICENSE_URL_FIELD};
 
 use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
@@ -114,11 +114,21 @@ impl WidevineDecrypt {
     /// current ones (`reason=lookup`) or, after a 403, refreshed ones (`reason=forbidden` with
     /// the generation held); defaults when nobody upstream answers.
     fn ask_credentials(&self, ask: CredentialsAsk) -> Credentials {
-        let (reason, held) = match ask {
-            CredentialsAsk::Lookup => (RefreshReason::Lookup, 0),
-            CredentialsAsk::Forbidden { held } => (RefreshReason::Forbidden, held),
+        let (query, reason) = match ask {
+            CredentialsAsk::Lookup => (
+                contract::refresh_query(RefreshReason::Lookup, 0),
+                RefreshReason::Lookup,
+            ),
+            CredentialsAsk::Forbidden { held } => (
+                contract::refresh_query(RefreshReason::Forbidden, held),
+                RefreshReason::Forbidden,
+            ),
+            CredentialsAsk::Unauthorized { held, token_serial } => (
+                contract::unauthorized_query(held, token_serial),
+                RefreshReason::Unauthorized,
+            ),
         };
-        let answer = credentials::query(self.obj().sink_pad(), reason, held);
+        let answer = credentials::query(self.obj().sink_pad(), query);
         let reason = reason.as_str();
         let mut headers = credentials::request_headers(answer.as_ref().map(|(c, _)| c));
         match &answer {
@@ -144,6 +154,7 @@ impl WidevineDecrypt {
         headers.license_expiration_secs = (secs > 0).then_some(secs);
         Credentials {
             headers,
+            token_serial: answer.as_ref().and_then(|(c, _)| c.token_serial()),
             generation: answer.map(|(_, g)| g),
         }
     }
