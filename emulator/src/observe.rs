@@ -165,6 +165,9 @@ pub enum FaultAction {
     Oversize { bytes: u64 },
     /// Answer `302 Found` back to the same URL (a redirect loop, while the rule's count lasts).
     RedirectLoop,
+    /// Answer normally, with the body's bytes from offset `at` overwritten by `hex` (hex
+    /// digits; the length is unchanged): a box header that lies, a flipped sample byte.
+    Patch { at: u64, hex: String },
 }
 
 fn default_stall() -> u64 {

@@ -126,6 +126,7 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         Some(FaultAction::Reset) => cut_body(next.run(req).await, 0),
         Some(FaultAction::Truncate { bytes }) => cut_body(next.run(req).await, *bytes),
         Some(FaultAction::Oversize { bytes }) => oversize_body(*bytes),
+        Some(FaultAction::Patch { at, hex }) => patch_body(next.run(req).await, *at, hex).await,
         Some(FaultAction::RedirectLoop) => Response::builder()
             .status(StatusCode::FOUND)
             .header(axum::http::header::LOCATION, req.uri().to_string())
@@ -187,6 +188,34 @@ fn cut_body(resp: Response, limit: u64) -> Response {
         ))
     }));
     Response::from_parts(parts, Body::from_stream(ended))
+}
+
+/// The body with `hex`'s bytes written over it from offset `at` (what lies past its end is
+/// dropped); a `hex` that does not parse leaves it as it was, and says so in the log.
+async fn patch_body(resp: Response, at: u64, hex: &str) -> Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(mut data) = axum::body::to_bytes(body, 256 << 20).await.map(Vec::from) else {
+        return cdn::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected",
+            "body too large",
+        );
+    };
+    match hex::decode(hex) {
+        Ok(patch) => {
+            for (i, b) in patch.into_iter().enumerate() {
+                if let Some(d) = usize::try_from(at)
+                    .ok()
+                    .and_then(|at| at.checked_add(i))
+                    .and_then(|j| data.get_mut(j))
+                {
+                    *d = b;
+                }
+            }
+        }
+        Err(e) => tracing::warn!("patch fault: {hex:?} is not hex ({e}); body unchanged"),
+    }
+    Response::from_parts(parts, Body::from(data))
 }
 
 /// 200 with `total` bytes of filler, 64 KiB at a time, made as the client reads them.

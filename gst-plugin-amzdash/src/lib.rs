@@ -6,6 +6,7 @@ use gst::glib;
 pub mod abr;
 pub mod amzdashbin;
 pub mod amzdashdemux;
+pub mod box_layout;
 pub mod clear_lead;
 pub mod engine;
 pub mod fetch;

@@ -138,6 +138,37 @@ fn a_trickle_of_bytes_per_response_does_not_renew_the_attempts() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
+/// An `mdat` whose largesize claims 2^62 bytes (the segment is the same length): qtdemux would
+/// take every later segment as its sample data and play no more, with no error. The demuxer
+/// knows the segment's size, so it is a clear STREAM/DEMUX error naming the box.
+#[test]
+fn an_mdat_claiming_more_than_its_segment_is_a_clear_error() {
+    let emu = Emulator::in_process(Addressing::Template);
+    let seg = "/open/B0EMUHD001/flac-44k16/00002";
+    let bytes = emu.get(&format!("{}{seg}.m4s", emu.base_url));
+    // The top-level boxes: walk to the mdat.
+    let mut at = 0usize;
+    while &bytes[at + 4..at + 8] != b"mdat" {
+        at += u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    let hex = format!("00000001{}{:016x}", hex::encode(b"mdat"), 1u64 << 62);
+    fault(&emu, seg, 1, FaultAction::Patch { at: at as u64, hex });
+    let out = play_desc(&open(&emu, ""), None);
+    let err = out.error.expect("an error, not a silent end");
+    assert!(
+        err.contains("A segment is malformed: segment 1 of flac-44k16")
+            && err.contains(&format!(
+                "'mdat' box at byte {at} claims 4611686018427387904 bytes, past the segment's \
+                 end ({} bytes)",
+                bytes.len()
+            )),
+        "{err}"
+    );
+    assert!(!out.eos);
+    // Segments before it played whole: 2 × 10 s of the 44.1/16 stream.
+    assert!(out.pcm.len() >= 10 * BYTES_PER_SECOND, "{}", out.pcm.len());
+}
+
 #[test]
 fn missing_segment_is_a_clear_not_found_error() {
     let emu = Emulator::in_process(Addressing::Template);

@@ -87,6 +87,9 @@ pub fn engine_error(e: EngineError) -> gst::ErrorMessage {
             gst::StreamError::Demux,
             ["Cannot play this manifest: {}", m]
         ),
+        EngineError::Media(m) => {
+            gst::error_msg!(gst::StreamError::Demux, ["A segment is malformed: {}", m])
+        }
     }
 }
 
@@ -194,5 +197,8 @@ mod tests {
         let (e, debug) = posted(EngineError::Manifest("x".into()));
         assert!(e.matches(gst::StreamError::Demux));
         assert!(debug.ends_with("Cannot play this manifest: x"));
+        let (e, debug) = posted(EngineError::Media("x".into()));
+        assert!(e.matches(gst::StreamError::Demux));
+        assert!(debug.ends_with("A segment is malformed: x"));
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{plan_id, Context, EngineError, Item, MAX_RESPONSE_BYTES};
 use crate::abr;
+use crate::box_layout::{self, BoxLayout};
 use crate::fetch::{FetchError, Fetched, Request};
 
 /// A media segment's bytes are queued for downstream in pieces of at least this much, or
@@ -234,6 +235,8 @@ impl Context {
                     .ok_or_else(|| EngineError::Manifest("init vanished".into()))
             })
             .await?;
+        box_layout::check(&f.data)
+            .map_err(|e| EngineError::Media(format!("the init segment of {id}: {e}")))?;
         self.inits.lock().unwrap().insert(id, f.data.clone());
         Ok(f.data)
     }
@@ -270,6 +273,10 @@ impl Context {
             queued_time: Duration::ZERO,
             pending: BytesMut::new(),
         };
+        // Every box must end within the segment: qtdemux would believe a header that claims
+        // more, and swallow the segments after it.
+        let mut layout = BoxLayout::new(piece.total);
+        let malformed = |e: box_layout::LayoutError| EngineError::Media(format!("{what}: {e}"));
         let started = Instant::now();
         let mut ttfb: Option<Duration> = None;
         let mut received = 0u64;
@@ -313,6 +320,7 @@ impl Context {
             ttfb.get_or_insert(started.elapsed());
             if piece.total.is_none() {
                 piece.total = body.expected_len().map(|n| n + received);
+                layout.set_total(piece.total);
             }
             let at_start = received;
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -322,13 +330,17 @@ impl Context {
                 tokio::select! {
                     c = body.next_raw() => match c {
                         Ok(Some(c)) => {
+                            layout.feed(&c).map_err(malformed)?;
                             received += c.len() as u64;
                             self.stats.lock().unwrap().bytes += c.len() as u64;
                             piece.pending.extend_from_slice(&c);
                             stall_at = tokio::time::Instant::now()
                                 + self.fetcher.policy.stall_timeout;
                         }
-                        Ok(None) => break 'attempts,
+                        Ok(None) => {
+                            layout.finish().map_err(malformed)?;
+                            break 'attempts;
+                        }
                         Err(e) => {
                             if received - at_start >= MIN_PROGRESS {
                                 // It made progress: the resumed request is a new one.

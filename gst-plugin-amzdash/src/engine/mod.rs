@@ -43,6 +43,8 @@ pub enum EngineError {
     Network(String),
     /// The manifest (or an index, or a refreshed manifest) cannot be used.
     Manifest(String),
+    /// A segment's bytes cannot be what the manifest says (its boxes do not fit it).
+    Media(String),
 }
 
 #[derive(Debug, Clone, Default)]

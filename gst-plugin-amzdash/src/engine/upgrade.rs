@@ -121,6 +121,8 @@ impl Context {
         if data.is_empty() {
             return Err(EngineError::Network(format!("{what}: empty response")));
         }
+        // Malformed: the buffered segment plays, and upgrades stop (the caller logs why).
+        crate::box_layout::check(&data).map_err(|e| EngineError::Media(format!("{what}: {e}")))?;
         let (start, duration) = plan
             .segments
             .get(index)
