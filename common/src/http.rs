@@ -267,6 +267,25 @@ pub fn error_text_without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
 
+/// Whether `e` is final: no retry can change it. A request that cannot be sent as built (a
+/// header value with a newline, a scheme the client refuses), a redirect loop, or a response
+/// head that does not parse: one over hyper's limit (about 400 KiB: a server that never ends
+/// its headers; the client holds no more of it than that), or not HTTP at all.
+pub fn is_final(e: &reqwest::Error) -> bool {
+    e.is_builder() || e.is_redirect() || bad_head(e)
+}
+
+fn bad_head(e: &reqwest::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if let Some(h) = inner.downcast_ref::<hyper::Error>() {
+            return h.is_parse();
+        }
+        src = inner.source();
+    }
+    false
+}
+
 /// A reqwest error as reqwest prints it, without its URL, followed by its causes ("builder
 /// error: failed to parse header value"): for errors whose kind alone says too little.
 pub fn error_chain_without_url(e: &reqwest::Error) -> String {
@@ -274,6 +293,8 @@ pub fn error_chain_without_url(e: &reqwest::Error) -> String {
         "builder error".to_string()
     } else if e.is_redirect() {
         "error following redirect".to_string()
+    } else if bad_head(e) {
+        "the response's head cannot be read".to_string()
     } else {
         "request failed".to_string()
     };

@@ -168,6 +168,9 @@ pub enum FaultAction {
     /// Answer normally, with the body's bytes from offset `at` overwritten by `hex` (hex
     /// digits; the length is unchanged): a box header that lies, a flipped sample byte.
     Patch { at: u64, hex: String },
+    /// Answer 200 with a response header of `bytes` bytes (`x-filler: aaa…`): a server that
+    /// never ends its head.
+    HugeHeader { bytes: u64 },
 }
 
 fn default_stall() -> u64 {

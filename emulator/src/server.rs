@@ -126,6 +126,15 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         Some(FaultAction::Reset) => cut_body(next.run(req).await, 0),
         Some(FaultAction::Truncate { bytes }) => cut_body(next.run(req).await, *bytes),
         Some(FaultAction::Oversize { bytes }) => oversize_body(*bytes),
+        Some(FaultAction::HugeHeader { bytes }) => Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                "x-filler",
+                axum::http::HeaderValue::from_bytes(&vec![b'a'; (*bytes).min(1 << 30) as usize])
+                    .expect("letters are a valid header value"),
+            )
+            .body(Body::from("{}"))
+            .unwrap(),
         Some(FaultAction::Patch { at, hex }) => patch_body(next.run(req).await, *at, hex).await,
         Some(FaultAction::RedirectLoop) => Response::builder()
             .status(StatusCode::FOUND)

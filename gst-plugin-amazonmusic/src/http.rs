@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use amzmusic_common::http::{
-    clock_skew_secs, error_chain_without_url, error_text_without_url, read_body, retry_after_secs,
-    BodyError, RetryOn,
+    clock_skew_secs, error_chain_without_url, error_text_without_url, is_final, read_body,
+    retry_after_secs, BodyError, RetryOn,
 };
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
@@ -92,7 +92,8 @@ pub enum HttpError {
     #[error("the answer is larger than the {0} bytes allowed")]
     TooLarge(u64),
     /// A request that cannot be sent as built (a header value with a newline, a URL scheme the
-    /// client refuses) or a redirect loop: final, as no retry can change it.
+    /// client refuses), a redirect loop or a response head over the limit: final, as no retry
+    /// can change it.
     #[error("the request cannot be made: {0}")]
     Unsendable(String),
 }
@@ -166,7 +167,7 @@ pub async fn send_with_retries(
         // `without_url` keeps signed URLs and their signatures out of the message.
         let resp = match build().timeout(policy.request_timeout).send().await {
             Ok(r) => r,
-            Err(e) if e.is_builder() || e.is_redirect() => {
+            Err(e) if is_final(&e) => {
                 return Err(HttpError::Unsendable(error_chain_without_url(&e)))
             }
             Err(e) => {

@@ -522,6 +522,40 @@ fn an_endless_body_is_refused_at_its_limit() {
     assert_eq!(emu.audio_calls(HD).len(), before + 1);
 }
 
+/// A response head that never ends (a 10 MB header) is refused at hyper's head limit (about
+/// 400 KiB), at once and without a retry, with a message that says what was wrong.
+#[test]
+fn a_huge_response_header_is_refused_without_a_retry() {
+    let emu = Emulator::start(&[]).unwrap();
+    let dir = temp_dir();
+    let token_file = emu.sign_in(dir.path());
+    let huge = serde_json::json!({"huge_header": {"bytes": 10_000_000}});
+    for (path, what, domain) in [
+        ("/manifest.mpd", "manifest", gst::ResourceError::OpenRead),
+        ("/v1/tracks/", "audio object", gst::ResourceError::Failed),
+    ] {
+        emu.clear_faults();
+        emu.fault(serde_json::json!({"path_contains": path, "action": huge, "count": 100}));
+        let before = emu.calls("GET", path).len();
+        let started = std::time::Instant::now();
+        let run = Running::new(source(&emu, &token_file, HD));
+        let (err, debug) = run.error(WAIT);
+        assert!(err.matches(domain), "{what}: {err:?}");
+        assert!(
+            debug.contains("the request cannot be made: the response's head cannot be read")
+                && debug.contains("message head is too large"),
+            "{what}: {debug}"
+        );
+        assert_eq!(
+            emu.calls("GET", path).len(),
+            before + 1,
+            "{what}: one request"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+        drop(run);
+    }
+}
+
 /// A service whose clock is an hour behind ours hands out audio objects that look expired here.
 /// The `Date` header puts their expiry on our clock, so the source neither takes each for
 /// expired nor asks for the next at once: one API call, and the event's `expires` is a

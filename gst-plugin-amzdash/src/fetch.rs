@@ -2,7 +2,8 @@
 //! connect and stall timeouts, retries with exponential backoff and jitter; `file://` for tests.
 
 use amzmusic_common::http::{
-    error_chain_without_url, error_kind_and_causes, redact_url, retry_after_secs, Backoff, RetryOn,
+    error_chain_without_url, error_kind_and_causes, is_final, redact_url, retry_after_secs,
+    Backoff, RetryOn,
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -291,7 +292,7 @@ impl Fetcher {
             .map_err(|e| {
                 if e.is_connect() {
                     FetchError::Connect(without_url(&e))
-                } else if e.is_builder() || e.is_redirect() {
+                } else if is_final(&e) {
                     FetchError::Unsendable(error_chain_without_url(&e))
                 } else {
                     FetchError::Network(without_url(&e))

@@ -169,6 +169,35 @@ fn an_mdat_claiming_more_than_its_segment_is_a_clear_error() {
     assert!(out.pcm.len() >= 10 * BYTES_PER_SECOND, "{}", out.pcm.len());
 }
 
+/// A segment whose response head never ends (10 MB of one header) fails at once, after one
+/// request, saying why; it was retried as a network error before.
+#[test]
+fn a_huge_response_head_on_a_segment_is_a_clear_error_at_once() {
+    let emu = Emulator::in_process(Addressing::Template);
+    let seg = "/open/B0EMUHD001/flac-44k16/00002";
+    fault(
+        &emu,
+        seg,
+        100,
+        FaultAction::HugeHeader { bytes: 10_000_000 },
+    );
+    let out = play_desc(&open(&emu, ""), None);
+    let err = out.error.expect("an error");
+    assert!(
+        err.contains("the response's head cannot be read")
+            && err.contains("message head is too large"),
+        "{err}"
+    );
+    let asked = emu
+        .state()
+        .log
+        .since(0)
+        .into_iter()
+        .filter(|r| r.path.contains(seg))
+        .count();
+    assert_eq!(asked, 1, "no retry");
+}
+
 #[test]
 fn missing_segment_is_a_clear_not_found_error() {
     let emu = Emulator::in_process(Addressing::Template);

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use amzmusic_common::http::{
-    body_limit, error_text_without_url, read_body, retry_after_secs, BodyError,
+    body_limit, error_chain_without_url, error_text_without_url, is_final, read_body,
+    retry_after_secs, BodyError,
 };
 
 use crate::protocol::{
@@ -57,6 +58,9 @@ pub enum FetchError {
     /// A 200 whose body is not a license envelope.
     #[error("license response is not understood: {0}")]
     BadBody(String),
+    /// The request cannot be made or answered as it is ([`is_final`]), not retried.
+    #[error("the license request cannot be made: {0}")]
+    Unanswerable(String),
 }
 
 /// A successful exchange.
@@ -76,6 +80,8 @@ enum Posted {
     Transport(String),
     /// A 200 over [`body_limit::LICENSE`]: final.
     TooLarge(String),
+    /// No retry can change it ([`is_final`]).
+    Unanswerable(String),
 }
 
 async fn post_once(
@@ -103,6 +109,9 @@ async fn post_once(
     }
     let resp = match req.send().await {
         Ok(r) => r,
+        // No retry can change it: a request that cannot be made, a redirect loop, a response
+        // head over the limit.
+        Err(e) if is_final(&e) => return Posted::Unanswerable(error_chain_without_url(&e)),
         // reqwest's error text without the URL, never headers or bodies.
         Err(e) => return Posted::Transport(error_text_without_url(e)),
     };
@@ -172,6 +181,7 @@ pub async fn fetch_license(
                     }
                 },
                 Posted::TooLarge(why) => return Err(FetchError::BadBody(why)),
+                Posted::Unanswerable(why) => return Err(FetchError::Unanswerable(why)),
                 Posted::Transport(message) => (
                     FetchError::Transport {
                         message,
@@ -389,6 +399,33 @@ mod tests {
         .unwrap();
         assert!(matches!(err, FetchError::Server { ref error, .. } if error.status() == 401));
         assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    /// A response head that never ends (1 MB of one header) is refused at hyper's head limit,
+    /// once: no retry can change it.
+    #[tokio::test]
+    async fn a_huge_response_head_is_final() {
+        let huge = format!("X-Filler: {}\r\n", "a".repeat(1 << 20));
+        let (url, seen) = serve(vec![http("200 OK", &huge, "{}"); 3]).await;
+        let err = fetch_license(
+            &reqwest::Client::new(),
+            &url,
+            b"CH",
+            headers(),
+            &fast(),
+            || None,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, FetchError::Unanswerable(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("the response's head cannot be read")
+                && text.contains("message head is too large"),
+            "{text}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1, "one request");
     }
 
     #[tokio::test]

@@ -87,7 +87,7 @@ impl Failure {
                 FetchError::Server { attempts, .. } | FetchError::Transport { attempts, .. } => {
                     *attempts
                 }
-                FetchError::BadBody(_) => 1,
+                FetchError::BadBody(_) | FetchError::Unanswerable(_) => 1,
             },
             _ => 0,
         }
@@ -130,7 +130,7 @@ impl Failure {
                 _ => Domain::Stream(S::Decrypt),
             },
             Failure::Fetch {
-                error: FetchError::Transport { .. },
+                error: FetchError::Transport { .. } | FetchError::Unanswerable(_),
                 ..
             } => Domain::Resource(R::Read),
             Failure::Expired { .. } | Failure::NoKey { .. } => Domain::Stream(S::DecryptNokey),
@@ -172,6 +172,7 @@ impl Failure {
                     FetchError::BadBody(_) => {
                         format!("The {what} got an answer that is not a license: {error}")
                     }
+                    FetchError::Unanswerable(_) => format!("The {what} failed: {error}"),
                 }
             }
             Failure::LicenseRejected(e) => format!("The license was rejected by the CDM: {e}"),
