@@ -170,6 +170,7 @@ def issue(client_public, kind, policy, kids):
     from cryptography.hazmat.primitives import hashes, keywrap, serialization
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+    # common::fuzzing::SEED_SERVER_SECRET: the server key the fixed session trusts.
     server = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
     shared = server.exchange(X25519PublicKey.from_public_bytes(client_public))
     okm = HKDF(hashes.SHA256(), 48, SESSION_NONCE, HKDF_INFO + SESSION_ID.encode()).derive(shared)

@@ -17,14 +17,24 @@ pub const SESSION_SECRET: [u8; 32] = [0x42; 32];
 pub const SESSION_ID: &str = "00112233445566778899aabbccddeeff";
 pub const SESSION_NONCE: [u8; 16] = [0x5a; 16];
 pub const SESSION_KEY_ID: KeyId = KeyId([0xb3; 16]);
+/// The license server key the seeds were issued with (`fuzz/make_seeds.py`: bytes 1 to 32),
+/// the one the fixed session is provisioned to trust.
+pub const SEED_SERVER_SECRET: [u8; 32] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+    27, 28, 29, 30, 31, 32,
+];
 
-fn fixed_session() -> ClientSession {
+/// The fixed session of the `license` target, trusting the seeds' server.
+pub fn fixed_session() -> ClientSession {
+    let server =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(SEED_SERVER_SECRET));
     ClientSession::fixed_for_fuzzing(
         SESSION_SECRET,
         SESSION_ID,
         SESSION_NONCE,
         vec![SESSION_KEY_ID],
     )
+    .trust_server(server.to_bytes())
 }
 
 /// Init data as the decryptor receives it: `pssh` boxes (each written back and read again),

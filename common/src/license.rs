@@ -13,7 +13,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
+use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::http::RetryOn;
@@ -326,6 +326,12 @@ pub enum ProtocolError {
     UnwrapFailed(String),
     #[error("server public key is invalid")]
     BadPublicKey,
+    /// The license verifies, but for a server key this client was not provisioned with.
+    #[error(
+        "the license comes from a license server this CDM does not trust (server key {got}, \
+         provisioned {trusted})"
+    )]
+    UntrustedServer { got: String, trusted: String },
 }
 
 fn b64_array<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -387,11 +393,60 @@ pub fn parse_challenge(challenge: &[u8]) -> Result<Challenge, LicenseError> {
     Ok(c)
 }
 
-/// Server side: answers a challenge with a license holding every key `key_for` knows, wrapped to
-/// the challenge's session key. Key ids it does not know are left out; if it knows none, the
-/// answer is [`LicenseError::UnknownKeyId`] (404). Entitlement and token checks are the
-/// caller's (they are HTTP concerns).
+/// The emulator's license server key (its X25519 secret). Published on purpose: the stub
+/// protocol models a DRM, it protects nothing, and every user's emulator must be trusted by
+/// every user's stub CDM. A server with another key is refused by a stub CDM provisioned with
+/// this one's public half (its default).
+const EMULATOR_SERVER_SECRET: [u8; 32] = *b"amzmusic-emulator license key v1";
+
+/// A license server's long-term X25519 key. The license's MAC key comes from the ECDH of this
+/// key with the session's, so only its holder can issue a license that verifies for its public
+/// half: what a client pins, as a real CDM trusts only the servers of its provisioning.
+pub struct ServerKey(StaticSecret);
+
+impl ServerKey {
+    /// The emulator's key ([`EMULATOR_SERVER_SECRET`]).
+    pub fn emulator() -> ServerKey {
+        ServerKey(StaticSecret::from(EMULATOR_SERVER_SECRET))
+    }
+
+    /// A fresh random key (another license server).
+    pub fn generate() -> ServerKey {
+        ServerKey(StaticSecret::random_from_rng(OsRng))
+    }
+
+    pub fn public(&self) -> [u8; 32] {
+        PublicKey::from(&self.0).to_bytes()
+    }
+}
+
+/// The public key a stub CDM trusts by default: the emulator's.
+pub fn emulator_server_public_key() -> [u8; 32] {
+    ServerKey::emulator().public()
+}
+
+/// Reads a server public key as a property or a command line gives it: 32 bytes of base64.
+pub fn parse_server_public_key(s: &str) -> Result<[u8; 32], String> {
+    b64_array::<32>(s.trim()).ok_or_else(|| {
+        format!("{s:?} is not a server public key (32 bytes of base64, as docs/license-protocol.md shows)")
+    })
+}
+
+/// Server side: [`issue_license_as`] with the emulator's key.
 pub fn issue_license(
+    challenge: &[u8],
+    key_for: impl FnMut(&KeyId) -> Option<[u8; 16]>,
+    policy: &LicensePolicy,
+) -> Result<Vec<u8>, LicenseError> {
+    issue_license_as(&ServerKey::emulator(), challenge, key_for, policy)
+}
+
+/// Server side: answers a challenge with a license holding every key `key_for` knows, wrapped to
+/// the challenge's session key, from the license server holding `server`. Key ids it does not
+/// know are left out; if it knows none, the answer is [`LicenseError::UnknownKeyId`] (404).
+/// Entitlement and token checks are the caller's (they are HTTP concerns).
+pub fn issue_license_as(
+    server: &ServerKey,
     challenge: &[u8],
     mut key_for: impl FnMut(&KeyId) -> Option<[u8; 16]>,
     policy: &LicensePolicy,
@@ -400,9 +455,8 @@ pub fn issue_license(
     let client_public = PublicKey::from(b64_array::<32>(&c.client_public_key).unwrap());
     let nonce = b64_array::<16>(&c.nonce).unwrap();
 
-    let server_secret = EphemeralSecret::random_from_rng(OsRng);
-    let server_public = PublicKey::from(&server_secret);
-    let shared = server_secret.diffie_hellman(&client_public);
+    let server_public = PublicKey::from(&server.0);
+    let shared = server.0.diffie_hellman(&client_public);
     if !shared.was_contributory() {
         return Err(LicenseError::MalformedChallenge(
             "client_public_key is a low-order point".into(),
@@ -468,6 +522,8 @@ pub struct ClientSession {
     content_id: Vec<u8>,
     client_info: ClientInfo,
     pending_nonce: Option<[u8; 16]>,
+    /// The only license server public key whose licenses this session accepts.
+    trusted_server: [u8; 32],
 }
 
 impl ClientSession {
@@ -484,6 +540,7 @@ impl ClientSession {
             content_id,
             client_info,
             pending_nonce: None,
+            trusted_server: emulator_server_public_key(),
         }
     }
 
@@ -507,7 +564,15 @@ impl ClientSession {
             content_id: Vec::new(),
             client_info: ClientInfo::default(),
             pending_nonce: Some(nonce),
+            trusted_server: emulator_server_public_key(),
         }
+    }
+
+    /// Accept licenses only from the server holding `public`'s secret (the default: the
+    /// emulator's).
+    pub fn trust_server(mut self, public: [u8; 32]) -> Self {
+        self.trusted_server = public;
+        self
     }
 
     pub fn session_id(&self) -> &str {
@@ -557,9 +622,15 @@ impl ClientSession {
         if payload.session_id != self.session_id || b64_array::<16>(&payload.nonce) != Some(nonce) {
             return Err(ProtocolError::NotForThisChallenge);
         }
-        let server_public = PublicKey::from(
-            b64_array::<32>(&payload.server_public_key).ok_or(ProtocolError::BadPublicKey)?,
-        );
+        let server_key =
+            b64_array::<32>(&payload.server_public_key).ok_or(ProtocolError::BadPublicKey)?;
+        if server_key != self.trusted_server {
+            return Err(ProtocolError::UntrustedServer {
+                got: B64.encode(server_key),
+                trusted: B64.encode(self.trusted_server),
+            });
+        }
+        let server_public = PublicKey::from(server_key);
         let shared = self.secret.diffie_hellman(&server_public);
         if !shared.was_contributory() {
             return Err(ProtocolError::BadPublicKey);
@@ -739,6 +810,35 @@ mod tests {
             mine.accept_license(&license).err(),
             Some(ProtocolError::NotForThisChallenge)
         );
+    }
+
+    #[test]
+    fn only_the_provisioned_server_key_is_trusted() {
+        let other = ServerKey::generate();
+        let mut session = ClientSession::new(vec![KID_A], vec![], Default::default());
+        let challenge = session.challenge(RequestKind::License);
+        let license = issue_license_as(&other, &challenge, keystore, &policy()).unwrap();
+        let err = session.accept_license(&license).err().unwrap();
+        assert_eq!(
+            err,
+            ProtocolError::UntrustedServer {
+                got: B64.encode(other.public()),
+                trusted: B64.encode(emulator_server_public_key()),
+            }
+        );
+        assert!(err.to_string().contains("does not trust"), "{err}");
+        // The same license opens for a session provisioned with that server's key.
+        let mut session = ClientSession::new(vec![KID_A], vec![], Default::default())
+            .trust_server(other.public());
+        let challenge = session.challenge(RequestKind::License);
+        let license = issue_license_as(&other, &challenge, keystore, &policy()).unwrap();
+        assert_eq!(session.accept_license(&license).unwrap().keys.len(), 1);
+        // Public keys read back as written; anything else is a clear error.
+        let b64 = B64.encode(other.public());
+        assert_eq!(parse_server_public_key(&b64), Ok(other.public()));
+        assert!(parse_server_public_key("c2hvcnQ=")
+            .unwrap_err()
+            .contains("32 bytes"));
     }
 
     #[test]

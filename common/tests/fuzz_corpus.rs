@@ -30,15 +30,8 @@ static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize
 /// inputs that reach the key unwrapping.
 #[test]
 fn license_corpus_reaches_past_the_mac() {
-    use amzmusic_common::fuzzing::{SESSION_ID, SESSION_KEY_ID, SESSION_NONCE, SESSION_SECRET};
-    use amzmusic_common::license::ClientSession;
     fn accept(data: &[u8]) {
-        let mut s = ClientSession::fixed_for_fuzzing(
-            SESSION_SECRET,
-            SESSION_ID,
-            SESSION_NONCE,
-            vec![SESSION_KEY_ID],
-        );
+        let mut s = amzmusic_common::fuzzing::fixed_session();
         if s.accept_license(data).is_ok() {
             ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

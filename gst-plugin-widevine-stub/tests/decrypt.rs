@@ -7,6 +7,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use gst::prelude::*;
 use gstwidevinestub::protocol::{self, KeyId, LicenseError, LicensePolicy};
 
@@ -203,7 +205,8 @@ fn decode(desc: &str, setup: impl Fn(&gst::Element) + Send + Sync + 'static) -> 
             })
             .build(),
     );
-    pipeline.set_state(gst::State::Playing).unwrap();
+    // A refused state change (an element's start failing) posts its error: read below.
+    let _ = pipeline.set_state(gst::State::Playing);
     let bus = pipeline.bus().unwrap();
     let mut error = None;
     let mut error_text = String::new();
@@ -431,6 +434,16 @@ fn license_server_with(
     keys: &[(&str, &str)],
     answer: impl Fn(usize, &str, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
 ) -> LicenseServer {
+    license_server_as(protocol::ServerKey::emulator(), keys, answer)
+}
+
+/// [`license_server_with`] holding the license server key `server` (the emulator's is the one
+/// the stub CDM trusts by default).
+fn license_server_as(
+    server: protocol::ServerKey,
+    keys: &[(&str, &str)],
+    answer: impl Fn(usize, &str, &str) -> Result<LicensePolicy, LicenseError> + Send + Sync + 'static,
+) -> LicenseServer {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/widevine/license", listener.local_addr().unwrap());
@@ -489,7 +502,8 @@ fn license_server_with(
             log2.lock().unwrap().push((arrived, kind.clone(), kids));
             let result = answer(n, &kind, &head).and_then(|policy| {
                 let (c, _) = challenge?;
-                protocol::issue_license(
+                protocol::issue_license_as(
+                    &server,
                     &c,
                     |k| keys.iter().find(|(id, _)| id == k).map(|(_, v)| *v),
                     &policy,
@@ -677,6 +691,60 @@ fn a_license_with_the_wrong_key_is_a_decrypt_error_naming_the_key_id() {
         assert!(secs <= 30.5, "{scheme}: {secs} s decoded");
     }
     assert_eq!(server.log.lock().unwrap().len(), 2, "one license per run");
+}
+
+/// A license server other than the one the stub CDM is provisioned with (issue 20): its
+/// licenses verify (they answer the challenge, with the right keys) but are refused as
+/// untrusted, a decrypt error after the clear lead. Provisioned with that server's key
+/// (`license-server-key`), the same stream plays whole.
+#[test]
+fn a_license_from_a_server_the_cdm_does_not_trust_is_refused() {
+    let Some(dir) = media() else { return };
+    let want = reference(dir, "flac");
+    let other = protocol::ServerKey::generate();
+    let public = B64.encode(other.public());
+    let server = license_server_as(other, &[(KID, KEY), (KID2, KEY2)], |_, _, _| {
+        Ok(LicensePolicy::default())
+    });
+    let url = server.url.clone();
+    let out = decode(&manual(&dir.join("flac_cenc.mp4"), "flac"), move |e| {
+        e.set_property("license-url", &url)
+    });
+    let err = out.error.as_ref().expect("refused");
+    assert!(err.matches(gst::StreamError::Decrypt), "{}", out.error_text);
+    assert!(
+        out.error_text
+            .contains("license server this CDM does not trust")
+            && out.error_text.contains(&public),
+        "{}",
+        out.error_text
+    );
+    let secs = out.pcm.len() as f64 / (44100.0 * 4.0);
+    assert!(secs <= 30.5, "only the clear lead: {secs} s decoded");
+
+    let url = server.url.clone();
+    let out = decode(&manual(&dir.join("flac_cenc.mp4"), "flac"), move |e| {
+        e.set_property("license-url", &url);
+        e.set_property("license-server-key", &public);
+    });
+    assert!(out.error.is_none(), "{}", out.error_text);
+    assert_same(&out.pcm, &want, "provisioned with that server's key");
+
+    // A key that is not one: a settings error at start, naming the property.
+    let out = decode(&manual(&dir.join("flac_cenc.mp4"), "flac"), move |e| {
+        e.set_property("license-server-key", "not-a-key")
+    });
+    let err = out.error.as_ref().expect("a settings error");
+    assert!(
+        err.matches(gst::LibraryError::Settings),
+        "{}",
+        out.error_text
+    );
+    assert!(
+        out.error_text.contains("license-server-key"),
+        "{}",
+        out.error_text
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use super::{
 };
 use crate::cenc::{self, SampleProtection};
 use crate::protocol::{
-    widevine_init_data, ClientInfo, ClientSession, KeyId, LicensePolicy, RequestKind,
-    WIDEVINE_SYSTEM_ID,
+    emulator_server_public_key, widevine_init_data, ClientInfo, ClientSession, KeyId,
+    LicensePolicy, RequestKind, WIDEVINE_SYSTEM_ID,
 };
 
 struct Session {
@@ -27,15 +27,36 @@ struct StoredKey {
 }
 
 /// The default CDM. Cheap to create; one per element instance.
-#[derive(Default)]
 pub struct StubCdm {
     sessions: Mutex<HashMap<SessionId, Session>>,
     keys: Mutex<HashMap<KeyId, StoredKey>>,
+    /// Its provisioning: the public key of the only license server it takes licenses from.
+    trusted_server: Mutex<[u8; 32]>,
+}
+
+impl Default for StubCdm {
+    fn default() -> Self {
+        StubCdm {
+            sessions: Mutex::default(),
+            keys: Mutex::default(),
+            trusted_server: Mutex::new(emulator_server_public_key()),
+        }
+    }
 }
 
 impl StubCdm {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Provisions the CDM with the license server it trusts (default: the emulator's), for
+    /// sessions created from now on.
+    pub fn set_trusted_server(&self, public: [u8; 32]) {
+        *self.trusted_server.lock().unwrap() = public;
+    }
+
+    pub fn trusted_server(&self) -> [u8; 32] {
+        *self.trusted_server.lock().unwrap()
     }
 }
 
@@ -77,7 +98,8 @@ impl Cdm for StubCdm {
         init_data: &[u8],
     ) -> Result<(SessionId, SessionMessage), CdmError> {
         let (kids, content_id) = key_ids_from_init_data(init_data_type, init_data)?;
-        let mut client = ClientSession::new(kids, content_id, ClientInfo::default());
+        let mut client = ClientSession::new(kids, content_id, ClientInfo::default())
+            .trust_server(self.trusted_server());
         let payload = client.challenge(RequestKind::License);
         let id = client.session_id().to_owned();
         self.sessions.lock().unwrap().insert(

@@ -6,10 +6,11 @@
 pub use amzmusic_common::{license, pssh};
 
 pub use license::{
-    decode_license_request_body, decode_license_response_body, encode_license_request_body,
-    encode_license_response_body, issue_license, parse_challenge, serve_license_request,
-    status_meaning, AcceptedLicense, Challenge, ClientAction, ClientInfo, ClientSession,
-    ContentKey, LicenseError, LicensePolicy, ProtocolError, RequestKind,
+    decode_license_request_body, decode_license_response_body, emulator_server_public_key,
+    encode_license_request_body, encode_license_response_body, issue_license, issue_license_as,
+    parse_challenge, parse_server_public_key, serve_license_request, status_meaning,
+    AcceptedLicense, Challenge, ClientAction, ClientInfo, ClientSession, ContentKey, LicenseError,
+    LicensePolicy, ProtocolError, RequestKind, ServerKey,
 };
 pub use pssh::{
     parse_pssh_boxes, widevine_init_data, KeyId, PsshBox, PsshError, WidevinePsshData,

@@ -22,8 +22,13 @@ use crate::cenc::{self, Pattern, SampleProtection, Scheme};
 use crate::license::{
     Credentials, CredentialsAsk, Failure, Host, KeySources, LicenseManager, WaitError,
 };
-use crate::protocol::{parse_pssh_boxes, KeyId, WIDEVINE_SYSTEM_ID_STR};
+use crate::protocol::{
+    emulator_server_public_key, parse_pssh_boxes, parse_server_public_key, KeyId,
+    WIDEVINE_SYSTEM_ID_STR,
+};
 use crate::CAT;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 
 /// Original media types this element restores.
 /// The elementary streams it decrypts: every codec the plugins know ([`Codec::ALL`]).
@@ -49,6 +54,9 @@ struct Settings {
     license_url: Option<String>,
     key_timeout: Duration,
     license_expiration_secs: u32,
+    /// The stub CDM's provisioning, as the `license-server-key` property gave it: the only
+    /// license server key it trusts, or why the value cannot be used (an error at start).
+    license_server_key: Result<[u8; 32], String>,
 }
 
 impl Default for Settings {
@@ -58,6 +66,7 @@ impl Default for Settings {
             license_url: None,
             key_timeout: Duration::from_millis(DEFAULT_KEY_TIMEOUT_MS.into()),
             license_expiration_secs: DEFAULT_LICENSE_EXPIRATION_SECS,
+            license_server_key: Ok(emulator_server_public_key()),
         }
     }
 }
@@ -77,16 +86,20 @@ struct State {
 pub struct WidevineDecrypt {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// The CDM behind `licenses`, for its provisioning (`license-server-key`).
+    stub: Arc<StubCdm>,
     licenses: LicenseManager,
 }
 
 impl Default for WidevineDecrypt {
     fn default() -> Self {
+        // A licensed CDM would be constructed here instead (docs/cdm.md).
+        let stub = Arc::new(StubCdm::new());
         WidevineDecrypt {
             settings: Mutex::default(),
             state: Mutex::default(),
-            // A licensed CDM would be constructed here instead (docs/cdm.md).
-            licenses: LicenseManager::new(Arc::new(StubCdm::new())),
+            licenses: LicenseManager::new(stub.clone()),
+            stub,
         }
     }
 }
@@ -399,6 +412,17 @@ impl ObjectImpl for WidevineDecrypt {
                     .default_value(DEFAULT_LICENSE_EXPIRATION_SECS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("license-server-key")
+                    .nick("License server key")
+                    .blurb(
+                        "The stub CDM's provisioning: the public key (base64 X25519) of the only \
+                         license server whose licenses it accepts (default: the emulator's)",
+                    )
+                    .default_value(Some(
+                        B64.encode(emulator_server_public_key()).as_str(),
+                    ))
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -445,6 +469,12 @@ impl ObjectImpl for WidevineDecrypt {
                 settings.key_timeout = Duration::from_millis(value.get::<u32>().unwrap().into())
             }
             "license-expiration-secs" => settings.license_expiration_secs = value.get().unwrap(),
+            "license-server-key" => {
+                settings.license_server_key = match value.get::<Option<String>>().unwrap() {
+                    None => Ok(emulator_server_public_key()),
+                    Some(s) => parse_server_public_key(&s),
+                }
+            }
             _ => unimplemented!(),
         }
     }
@@ -461,6 +491,10 @@ impl ObjectImpl for WidevineDecrypt {
                 .unwrap()
                 .license_expiration_secs
                 .to_value(),
+            "license-server-key" => match &self.settings.lock().unwrap().license_server_key {
+                Ok(k) => Some(B64.encode(k)).to_value(),
+                Err(_) => None::<String>.to_value(),
+            },
             "stats" => {
                 let s = self.licenses.stats();
                 gst::Structure::builder("widevinedecrypt-stats")
@@ -562,6 +596,15 @@ impl BaseTransformImpl for WidevineDecrypt {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        match &self.settings.lock().unwrap().license_server_key {
+            Ok(k) => self.stub.set_trusted_server(*k),
+            Err(why) => {
+                return Err(gst::error_msg!(
+                    gst::LibraryError::Settings,
+                    ("Invalid license-server-key: {}", why)
+                ))
+            }
+        }
         self.state.lock().unwrap().flac = false;
         self.licenses.reset();
         Ok(())
