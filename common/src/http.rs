@@ -272,7 +272,19 @@ pub fn error_text_without_url(e: reqwest::Error) -> String {
 /// head that does not parse: one over hyper's limit (about 400 KiB: a server that never ends
 /// its headers; the client holds no more of it than that), or not HTTP at all.
 pub fn is_final(e: &reqwest::Error) -> bool {
-    e.is_builder() || e.is_redirect() || bad_head(e)
+    e.is_builder() || e.is_redirect() || bad_head(e) || refused_by_policy(e)
+}
+
+/// Whether the URL policy refused the request (a redirect, a resolved address).
+pub fn refused_by_policy(e: &reqwest::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.is::<crate::url_policy::Refused>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }
 
 fn bad_head(e: &reqwest::Error) -> bool {

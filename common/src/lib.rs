@@ -9,3 +9,4 @@ pub mod fuzzing;
 pub mod http;
 pub mod license;
 pub mod pssh;
+pub mod url_policy;

@@ -44,7 +44,12 @@ pub fn client(user_agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Clien
     let mut b = reqwest::Client::builder()
         .user_agent(user_agent)
         .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(30));
+        .pool_idle_timeout(Duration::from_secs(30))
+        // The manifest URL comes from the audio object: its redirects keep their scheme and
+        // never lead somewhere more private.
+        .redirect(amzmusic_common::url_policy::redirect_policy(
+            Default::default(),
+        ));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read ca-file {}: {e}", path.display()))?;

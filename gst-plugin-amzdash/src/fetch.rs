@@ -5,8 +5,10 @@ use amzmusic_common::http::{
     error_chain_without_url, error_kind_and_causes, is_final, redact_url, retry_after_secs,
     Backoff, RetryOn,
 };
+use amzmusic_common::url_policy::{self, AllowList, GuardedResolver};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -219,18 +221,51 @@ impl Body {
 pub struct Fetcher {
     client: reqwest::Client,
     pub policy: RetryPolicy,
+    /// Its DNS resolver: names resolving to addresses more private than the manifest's are
+    /// refused ([`url_policy::GuardedResolver`]).
+    resolver: GuardedResolver,
+    allow: AllowList,
 }
 
 impl Fetcher {
     pub fn new(policy: RetryPolicy, user_agent: &str) -> Result<Fetcher, String> {
+        Self::with_allow_list(policy, user_agent, AllowList::default())
+    }
+
+    /// A fetcher that may also reach the hosts and networks of `allow` whatever their address
+    /// class (`allowed-hosts`).
+    pub fn with_allow_list(
+        policy: RetryPolicy,
+        user_agent: &str,
+        allow: AllowList,
+    ) -> Result<Fetcher, String> {
+        let resolver = GuardedResolver::new(allow.clone());
         let client = reqwest::Client::builder()
             .connect_timeout(policy.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
             .user_agent(user_agent)
+            .redirect(url_policy::redirect_policy(allow.clone()))
+            .dns_resolver(Arc::new(resolver.clone()))
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
-        Ok(Fetcher { client, policy })
+        Ok(Fetcher {
+            client,
+            policy,
+            resolver,
+            allow,
+        })
+    }
+
+    /// The manifest the requests come from: its address class is the floor below which no
+    /// resolved address is reached (a DNS lookup when its host is a name).
+    pub async fn set_origin(&self, manifest: &url::Url) {
+        self.resolver.set_origin(manifest).await;
+    }
+
+    /// What `allowed-hosts` allows, for the checks of the URLs a manifest names.
+    pub fn allow_list(&self) -> &AllowList {
+        &self.allow
     }
 
     /// One attempt, read whole; `max_bytes` bounds the body whatever the server says.
@@ -290,10 +325,11 @@ impl Fetcher {
             .await
             .map_err(|_| FetchError::NoResponse(self.policy.stall_timeout))?
             .map_err(|e| {
-                if e.is_connect() {
-                    FetchError::Connect(without_url(&e))
-                } else if is_final(&e) {
+                // Before the connect test: a name the URL policy refused fails at connect.
+                if is_final(&e) {
                     FetchError::Unsendable(error_chain_without_url(&e))
+                } else if e.is_connect() {
+                    FetchError::Connect(without_url(&e))
                 } else {
                     FetchError::Network(without_url(&e))
                 }
@@ -393,6 +429,7 @@ async fn fetch_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn a_header_that_cannot_be_sent_is_final_and_said() {
@@ -416,6 +453,85 @@ mod tests {
             msg.contains("builder error") && !msg.contains("SECRET"),
             "{msg}"
         );
+    }
+
+    /// A loopback listener that counts the connections it gets and answers each with `answer`.
+    fn counting_server(rt: &tokio::runtime::Runtime, answer: String) -> (u16, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        rt.spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        (port, count)
+    }
+
+    /// The URL policy holds where the request is made (issue 20): a host name that resolves
+    /// to loopback is refused for a manifest on a public address, before any connection and
+    /// without a retry; a redirect that changes the scheme is refused after one request.
+    #[test]
+    fn names_resolving_below_the_origin_and_scheme_changing_redirects_are_final() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (port, count) =
+            counting_server(&rt, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".into());
+        let f = Fetcher::new(RetryPolicy::default(), "t").unwrap();
+        rt.block_on(f.set_origin(&Url::parse("https://203.0.113.9/m.mpd").unwrap()));
+        let req = |url: String| Request {
+            url: Url::parse(&url).unwrap(),
+            range: None,
+            headers: vec![],
+        };
+        let Err(e) =
+            rt.block_on(f.fetch_once(&req(format!("http://localhost:{port}/seg?sig=S")), 1024))
+        else {
+            panic!("fetched")
+        };
+        assert!(matches!(e, FetchError::Unsendable(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("localhost resolves only to loopback addresses") && !msg.contains("sig=S"),
+            "{msg}"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 0, "no connection");
+        // Allowed by name, the same request is made.
+        let f = Fetcher::with_allow_list(
+            RetryPolicy::default(),
+            "t",
+            AllowList::parse("localhost").unwrap(),
+        )
+        .unwrap();
+        rt.block_on(f.set_origin(&Url::parse("https://203.0.113.9/m.mpd").unwrap()));
+        let got = rt
+            .block_on(f.fetch_once(&req(format!("http://localhost:{port}/seg")), 1024))
+            .unwrap();
+        assert_eq!(&got.data[..], b"ok");
+
+        let (to, _) = counting_server(&rt, String::new());
+        let (port, count) = counting_server(
+            &rt,
+            format!("HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1:{to}/seg\r\nContent-Length: 0\r\n\r\n"),
+        );
+        let f = Fetcher::new(RetryPolicy::default(), "t").unwrap();
+        let Err(e) = rt.block_on(f.fetch_once(&req(format!("http://127.0.0.1:{port}/seg")), 1024))
+        else {
+            panic!("followed")
+        };
+        assert!(matches!(e, FetchError::Unsendable(_)), "{e:?}");
+        assert!(e.to_string().contains("changes the scheme"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub mod fuzzing;
 pub mod mpd;
 pub mod playhead;
 pub mod segments;
-pub mod url_policy;
+/// Which URLs a manifest may name: shared with the other plugins (`amzmusic_common::url_policy`).
+pub use amzmusic_common::url_policy;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     amzdashdemux::register(plugin)?;

@@ -7,7 +7,7 @@ use url::Url;
 use crate::mpd::{
     sidx::Sidx, ByteRange, MpdError, Representation, SegmentInfo, SegmentScheme, MAX_PRESENTATION,
 };
-use crate::url_policy;
+use crate::url_policy::{self, AllowList};
 
 /// Refuse more segments than this for one representation (a 10 h file at 1 s segments).
 const MAX_SEGMENTS: usize = 36_000;
@@ -50,27 +50,37 @@ fn invalid(rep: &Representation, why: impl std::fmt::Display) -> MpdError {
 
 /// The representation's base URL resolved against the manifest URI, if the manifest may send
 /// the demuxer there ([`url_policy`]).
-pub fn base_url(manifest: &Url, rep: &Representation) -> Result<Url, MpdError> {
+pub fn base_url(manifest: &Url, allow: &AllowList, rep: &Representation) -> Result<Url, MpdError> {
     let mut u = manifest.clone();
     for b in &rep.base_urls {
         u = u
             .join(b.trim())
             .map_err(|e| invalid(rep, format!("bad BaseURL {b:?}: {e}")))?;
     }
-    allowed(manifest, rep, u)
+    allowed(manifest, allow, rep, u)
 }
 
-fn allowed(manifest: &Url, rep: &Representation, u: Url) -> Result<Url, MpdError> {
-    url_policy::check(manifest, &u).map_err(|e| invalid(rep, e))?;
+fn allowed(
+    manifest: &Url,
+    allow: &AllowList,
+    rep: &Representation,
+    u: Url,
+) -> Result<Url, MpdError> {
+    url_policy::check_with(allow, manifest, &u).map_err(|e| invalid(rep, e))?;
     Ok(u)
 }
 
 /// `s` resolved against `base`, if the manifest may send the demuxer there.
-fn join(manifest: &Url, base: &Url, rep: &Representation, s: &str) -> Result<Url, MpdError> {
+fn join(
+    (manifest, allow): (&Url, &AllowList),
+    base: &Url,
+    rep: &Representation,
+    s: &str,
+) -> Result<Url, MpdError> {
     let u = base
         .join(s)
         .map_err(|e| invalid(rep, format!("bad URL {s:?}: {e}")))?;
-    allowed(manifest, rep, u)
+    allowed(manifest, allow, rep, u)
 }
 
 /// Expands `$RepresentationID$`, `$Number$`, `$Time$`, `$Bandwidth$` (with `%0Nd` widths) and
@@ -229,7 +239,26 @@ pub fn plan(
     period_start: Duration,
     period_duration: Option<Duration>,
 ) -> Result<SegmentPlan, MpdError> {
-    let base = base_url(manifest, rep)?;
+    plan_with(
+        &AllowList::default(),
+        manifest,
+        rep,
+        period_start,
+        period_duration,
+    )
+}
+
+/// [`plan`], with the hosts and networks of `allow` reachable whatever their address class
+/// (`allowed-hosts`).
+pub fn plan_with(
+    allow: &AllowList,
+    manifest: &Url,
+    rep: &Representation,
+    period_start: Duration,
+    period_duration: Option<Duration>,
+) -> Result<SegmentPlan, MpdError> {
+    let base = base_url(manifest, allow, rep)?;
+    let origin = (manifest, allow);
     let init_of = |info: &SegmentInfo| -> Result<Option<InitRef>, MpdError> {
         info.initialization
             .as_ref()
@@ -238,7 +267,7 @@ pub fn plan(
                     Some(u) => {
                         let u = expand_template(u, &rep.id, 0, 0, rep.bandwidth)
                             .map_err(|e| invalid(rep, e))?;
-                        join(manifest, &base, rep, &u)?
+                        join(origin, &base, rep, &u)?
                     }
                     None => base.clone(),
                 };
@@ -297,7 +326,7 @@ pub fn plan(
                     .copied()
                     .ok_or_else(|| invalid(rep, "SegmentTimeline shorter than SegmentList"))?;
                 let url = match &u.media {
-                    Some(m) => join(manifest, &base, rep, m)?,
+                    Some(m) => join(origin, &base, rep, m)?,
                     None => base.clone(),
                 };
                 segments.push(SegmentRef {
@@ -352,7 +381,7 @@ pub fn plan(
                 let name = expand_template(media, &rep.id, number, t, rep.bandwidth)
                     .map_err(|e| invalid(rep, e))?;
                 segments.push(SegmentRef {
-                    url: join(manifest, &base, rep, &name)?,
+                    url: join(origin, &base, rep, &name)?,
                     range: None,
                     start: period_start + time(rep, "segment start", t.saturating_sub(pto), ts)?,
                     duration: time(rep, "segment duration", d, ts)?,

@@ -14,7 +14,7 @@ use amzmusic_common::contract::MPD_MEDIA_TYPE;
 
 use super::audio_object::{audio_object_from_structure, AUDIO_OBJECT};
 use super::history::{HistorySlot, CONTEXT_TYPE as HISTORY_CONTEXT};
-use super::protection::protection_events;
+use super::protection::{check_license_urls, protection_events};
 use super::refresher::PadRefresher;
 use super::report::{self, buffering_percent};
 use super::seek::SeekRequest;
@@ -188,8 +188,14 @@ impl AmzDashDemux {
         if !skipped.is_empty() {
             gst::info!(CAT, imp = self, "no decoder for: {}", skipped.join(", "));
         }
+        let allow = settings.allow_list()?;
+        check_license_urls(&presentation, &allow)?;
         let ua = ao.as_ref().and_then(|a| a.user_agent.as_deref());
-        let fetcher = Fetcher::new(settings.retry_policy(), ua.unwrap_or(DEFAULT_USER_AGENT))?;
+        let fetcher = Fetcher::with_allow_list(
+            settings.retry_policy(),
+            ua.unwrap_or(DEFAULT_USER_AGENT),
+            allow,
+        )?;
         let refresher: Option<Arc<dyn Refresher>> = ao
             .as_ref()
             .map(|_| Arc::new(PadRefresher(self.sinkpad.downgrade())) as Arc<dyn Refresher>);

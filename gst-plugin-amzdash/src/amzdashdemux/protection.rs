@@ -5,6 +5,8 @@
 
 use crate::engine::Presentation;
 use amzmusic_common::contract;
+use amzmusic_common::url_policy::{self, AllowList};
+use url::Url;
 
 /// A protection event and what it is for (for the log).
 pub struct ProtectionEvent {
@@ -46,6 +48,28 @@ pub fn protection_events(p: &Presentation) -> Vec<ProtectionEvent> {
     events
 }
 
+/// Checks the license URLs of `p`'s candidates' sets by the URL policy, as every URL the
+/// manifest names (the decryptor POSTs to them with the account's token and key headers): a
+/// manifest on a public address may not name a license server on a private one.
+pub fn check_license_urls(p: &Presentation, allow: &AllowList) -> Result<(), String> {
+    for c in &p.candidates {
+        let set = &p.mpd.periods[p.period].adaptation_sets[c.set];
+        for cp in &set.content_protections {
+            let Some(u) = cp
+                .license_url
+                .as_deref()
+                .and_then(|u| Url::parse(u.trim()).ok())
+            else {
+                continue;
+            };
+            url_policy::check_with(allow, &p.manifest_url, &u).map_err(|e| {
+                format!("Cannot play this manifest: the LicenseUrl of {}: {e}", c.id)
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +91,38 @@ mod tests {
             <SegmentList timescale="1" duration="2"><SegmentURL mediaRange="0-9"/></SegmentList>
           </Representation></AdaptationSet>
       </Period></MPD>"#;
+
+    #[test]
+    fn a_license_url_more_private_than_the_manifest_is_refused() {
+        let build = |manifest: &str| {
+            let mpd = Mpd::parse(MPD.as_bytes()).unwrap();
+            let wanted = Wanted {
+                max_quality: "",
+                max_bitrate: 0,
+                representation: "",
+            };
+            presentation::build(mpd, Url::parse(manifest).unwrap(), wanted, |f| {
+                f == Codec::Flac
+            })
+            .unwrap()
+            .presentation
+        };
+        // A public manifest naming a license server on loopback (the account's token and key
+        // headers would go there).
+        let public = build("http://cdn.example/m.mpd");
+        let e = check_license_urls(&public, &AllowList::default()).unwrap_err();
+        assert!(
+            e.contains("LicenseUrl")
+                && e.contains(
+                    "public address may not send the demuxer to http://127.0.0.1:9/license"
+                ),
+            "{e}"
+        );
+        assert!(check_license_urls(&public, &AllowList::parse("127.0.0.1").unwrap()).is_ok());
+        // The emulator's manifest, on loopback itself, may.
+        let local = build("http://127.0.0.1:9/m.mpd");
+        assert!(check_license_urls(&local, &AllowList::default()).is_ok());
+    }
 
     #[test]
     fn one_event_per_pssh_of_a_playable_set() {

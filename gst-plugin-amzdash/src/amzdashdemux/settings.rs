@@ -2,6 +2,7 @@
 //! The element's settings: what its properties set, their defaults, their declarations and the
 //! conversions between property values and what the engine is configured with.
 
+use amzmusic_common::url_policy::AllowList;
 use gst::glib;
 use gst::prelude::*;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub connect_timeout: u32,
     pub stall_timeout: u32,
     pub codec_switching: bool,
+    /// `allowed-hosts` as written (read by [`Settings::allow_list`] at start).
+    pub allowed_hosts: String,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             codec_switching: DEFAULT_CODEC_SWITCHING,
+            allowed_hosts: String::new(),
         }
     }
 }
@@ -100,6 +104,9 @@ impl Settings {
             "max-attempts" | "retries" => self.max_attempts = value.get().unwrap(),
             "connect-timeout" => self.connect_timeout = value.get().unwrap(),
             "stall-timeout" => self.stall_timeout = value.get().unwrap(),
+            "allowed-hosts" => {
+                self.allowed_hosts = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
             _ => return false,
         }
         true
@@ -116,8 +123,16 @@ impl Settings {
             "max-attempts" | "retries" => self.max_attempts.to_value(),
             "connect-timeout" => self.connect_timeout.to_value(),
             "stall-timeout" => self.stall_timeout.to_value(),
+            "allowed-hosts" => (!self.allowed_hosts.is_empty())
+                .then(|| self.allowed_hosts.clone())
+                .to_value(),
             _ => return None,
         })
+    }
+
+    /// The hosts and networks of `allowed-hosts`, or why the value cannot be used.
+    pub fn allow_list(&self) -> Result<AllowList, String> {
+        AllowList::parse(&self.allowed_hosts).map_err(|e| format!("Invalid allowed-hosts: {e}"))
     }
 
     /// The retry policy of every request (`max-attempts` counts attempts, at least one).
@@ -233,6 +248,11 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .minimum(1)
             .maximum(300)
             .default_value(DEFAULT_STALL_TIMEOUT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("allowed-hosts")
+            .nick("Allowed hosts")
+            .blurb("Hosts (name, *.suffix), addresses and CIDR networks the manifest may reach whatever their address class, comma-separated (by default a manifest on a public address reaches only public ones; the http(s)/file rule has no exception)")
             .mutable_ready()
             .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")

@@ -365,8 +365,14 @@ impl Context {
         }
         let period = &p.mpd.periods[p.period];
         let rep = p.rep(c);
-        let planned = segments::plan(&p.manifest_url, rep, period.start, period.duration)
-            .map_err(|e| EngineError::Manifest(e.to_string()))?;
+        let planned = segments::plan_with(
+            self.fetcher.allow_list(),
+            &p.manifest_url,
+            rep,
+            period.start,
+            period.duration,
+        )
+        .map_err(|e| EngineError::Manifest(e.to_string()))?;
         let plan = match planned {
             SegmentPlan::Ready { init, segments } => RepPlan { init, segments },
             SegmentPlan::NeedsIndex { init, url, index } => {
@@ -524,6 +530,9 @@ pub async fn run(ctx: Arc<Context>, position: Duration, epoch: u64) {
 }
 
 async fn run_inner(ctx: &Context, position: Duration, epoch: u64) -> Result<(), EngineError> {
+    // No resolved address more private than the manifest's is reached.
+    let manifest = ctx.presentation.lock().unwrap().manifest_url.clone();
+    ctx.fetcher.set_origin(&manifest).await;
     ctx.build_abr().await?;
     // The segment index at `position` in the family's common timeline.
     let any = ctx.family_head();

@@ -132,6 +132,7 @@ impl Context {
             "audio object refreshed ({reason}): generation {gen} -> {new_gen}"
         ));
         if let Some(url) = manifest {
+            self.fetcher.set_origin(&url).await;
             let req = Request {
                 url: url.clone(),
                 range: None,
@@ -184,8 +185,14 @@ impl Context {
             let Some(old) = plans.get(&c.id).cloned() else {
                 continue;
             };
-            let fresh = segments::plan(&p.manifest_url, p.rep(c), period.start, period.duration)
-                .map_err(|e| EngineError::Manifest(format!("refreshed manifest: {e}")))?;
+            let fresh = segments::plan_with(
+                self.fetcher.allow_list(),
+                &p.manifest_url,
+                p.rep(c),
+                period.start,
+                period.duration,
+            )
+            .map_err(|e| EngineError::Manifest(format!("refreshed manifest: {e}")))?;
             let plan = match fresh {
                 SegmentPlan::Ready { init, segments } => {
                     if segments.len() != old.segments.len() {

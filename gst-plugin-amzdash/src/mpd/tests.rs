@@ -484,3 +484,40 @@ fn a_remote_manifest_never_names_a_local_file_or_a_private_address() {
         assert!(e.contains(want), "{want:?} not in {e:?}");
     }
 }
+
+#[test]
+fn allowed_hosts_open_private_addresses_but_never_another_scheme() {
+    use crate::url_policy::AllowList;
+    let doc = hostile(
+        "PT20S",
+        r#"<SegmentTemplate media="http://10.1.2.3/$Number$" duration="10"/>"#,
+    );
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let p = &m.periods[0];
+    let r = &p.adaptation_sets[0].representations[0];
+    let with = |allow: &str| {
+        crate::segments::plan_with(
+            &AllowList::parse(allow).unwrap(),
+            &manifest_url(),
+            r,
+            p.start,
+            p.duration,
+        )
+        .map_err(|e| e.to_string())
+    };
+    assert!(with("").unwrap_err().contains("on a private address"));
+    assert!(with("10.0.0.0/8").is_ok());
+    assert!(with("10.2.0.0/16").is_err());
+    let doc = hostile("PT20S", "<BaseURL>file:///etc/passwd</BaseURL>");
+    let m = Mpd::parse(doc.as_bytes()).unwrap();
+    let r = &m.periods[0].adaptation_sets[0].representations[0];
+    let e = crate::segments::plan_with(
+        &AllowList::parse("0.0.0.0/0, ::/0").unwrap(),
+        &manifest_url(),
+        r,
+        p.start,
+        p.duration,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("file:///etc/passwd"), "{e}");
+}

@@ -28,6 +28,11 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
+        // The license URL comes from the manifest: its redirects keep their scheme and never
+        // lead somewhere more private.
+        .redirect(amzmusic_common::url_policy::redirect_policy(
+            Default::default(),
+        ))
         .build()
         .unwrap_or_default()
 });
