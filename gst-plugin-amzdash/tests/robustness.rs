@@ -83,6 +83,59 @@ fn server_errors_truncation_and_stalls_are_retried() {
     assert!(out.buffering.contains(&100), "{:?}", out.buffering);
 }
 
+/// Retrying lasts as long as the buffer does (issue 20): a segment that fails for 5 s while
+/// 20 s of audio are buffered ahead (the sink holds playback) is retried past `max-attempts`
+/// (3) and the track plays whole once the server is back. Before, the 3 attempts were spent in
+/// under a second and the track stopped, with 20 s still buffered.
+#[test]
+fn retries_last_as_long_as_the_buffer_does() {
+    use gst::prelude::*;
+    let emu = Emulator::in_process(Addressing::Template);
+    let seg = "/open/B0EMUHD001/flac-44k16/00003";
+    fault(&emu, seg, 1000, FaultAction::Status(500));
+    let (pipeline, sink) = launch(&open(
+        &emu,
+        "max-attempts=3 stall-timeout=2 buffer-time=30000000000",
+    ));
+    sink.set_property("sync", false);
+    sink.set_property("max-buffers", 1u32);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut pcm = Vec::new();
+    let mut held = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let error = loop {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+            pcm.extend_from_slice(&s.buffer().unwrap().map_readable().unwrap());
+            if !held && pcm.len() >= BYTES_PER_SECOND {
+                // Playback held at 1 s, the server failing the third segment for 5 s.
+                held = true;
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                emu.clear_faults();
+            }
+            continue;
+        }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+            break match msg.view() {
+                gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+                _ => None,
+            };
+        }
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(error, None, "the track stopped");
+    amzmusic_tests::assert_same_pcm(&pcm, &source_pcm(TRACK, "flac-44k16"), 4, "whole");
+    let tries = emu
+        .state()
+        .log
+        .since(0)
+        .into_iter()
+        .filter(|r| r.path.contains(seg))
+        .count();
+    assert!(tries > 3 + 1, "{tries} requests: retried past max-attempts");
+}
+
 /// A segment answered 503 with `Retry-After: 1` (what the emulator's injected 503 carries) is
 /// retried no sooner than the server asked, not after the 250 ms backoff alone.
 #[test]

@@ -26,6 +26,23 @@ pub const START_SAMPLE: Duration = Duration::from_millis(100);
 /// being resumed forever; a budget is renewed at most once per 16 KiB of the segment.
 pub const MIN_PROGRESS: u64 = CHUNK_BYTES as u64;
 
+/// A request's attempts: `charged` count against `max-attempts`, `made` are all of them (the
+/// backoff's step). An attempt that fails while more audio is buffered than the wait and the
+/// next attempt's timeout is not charged: retrying lasts as long as the buffer does, and the
+/// budget is spent only when playback would run dry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Attempts {
+    pub(super) charged: u32,
+    pub(super) made: u32,
+}
+
+impl Attempts {
+    fn begin(&mut self) {
+        self.charged += 1;
+        self.made += 1;
+    }
+}
+
 /// How a media segment download ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Streamed {
@@ -109,13 +126,15 @@ impl Piece {
 }
 
 impl Context {
-    /// After attempt `attempt` of `what` failed with `e`: `Ok` to try again (after the backoff,
-    /// or after refreshing the audio object on a first 401/403), or the error to give up with.
+    /// After the last of `attempts` of `what` failed with `e`: `Ok` to try again (after the
+    /// backoff, or after refreshing the audio object on a first 401/403), or the error to give
+    /// up with. A transient failure is not charged while the buffer outlasts the wait and the
+    /// next attempt ([`Attempts`]).
     pub(super) async fn after_failure(
         &self,
         what: &str,
         e: FetchError,
-        attempt: u32,
+        attempts: &mut Attempts,
         refreshed: &mut bool,
         gen: u32,
         req: &Request,
@@ -139,7 +158,22 @@ impl Context {
             FetchError::NotFound(code) => Err(EngineError::NotFound(format!(
                 "{what}: HTTP {code} ({req:?})"
             ))),
-            e if e.is_transient() && attempt < self.fetcher.policy.attempts => {
+            e if e.is_transient() => {
+                let d = self.fetcher.policy.delay(attempts.made, &e);
+                let ahead = self.queue.level(true).ahead;
+                if ahead > d + self.fetcher.policy.stall_timeout {
+                    attempts.charged = attempts.charged.saturating_sub(1);
+                    (self.log)(&format!(
+                        "{what}: {:.1} s of audio buffered, this attempt is not charged",
+                        ahead.as_secs_f64()
+                    ));
+                }
+                if attempts.charged >= self.fetcher.policy.attempts {
+                    return Err(EngineError::Network(format!(
+                        "{what}: {e} (after {} attempts)",
+                        attempts.made
+                    )));
+                }
                 match e {
                     FetchError::Stalled(_) => self.stats.lock().unwrap().stalls += 1,
                     FetchError::NoResponse(waited) => {
@@ -152,13 +186,13 @@ impl Context {
                     _ => {}
                 }
                 self.stats.lock().unwrap().retries += 1;
-                let d = self.fetcher.policy.delay(attempt, &e);
-                (self.log)(&format!("{what}: {e}; retry {attempt} in {d:?}"));
+                (self.log)(&format!("{what}: {e}; retry {} in {d:?}", attempts.made));
                 tokio::time::sleep(d).await;
                 Ok(())
             }
             e => Err(EngineError::Network(format!(
-                "{what}: {e} (after {attempt} attempts)"
+                "{what}: {e} (after {} attempts)",
+                attempts.made
             ))),
         }
     }
@@ -170,12 +204,12 @@ impl Context {
     where
         F: Fn(&Context) -> Result<Request, EngineError>,
     {
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::default();
         let mut refreshed = false;
         loop {
             self.maybe_refresh_expiring().await?;
             let (gen, req) = self.snapshot(&build)?;
-            attempt += 1;
+            attempts.begin();
             match self.fetcher.fetch_once(&req, MAX_RESPONSE_BYTES).await {
                 Ok(f) => {
                     self.stats.lock().unwrap().bytes += f.data.len() as u64;
@@ -183,7 +217,7 @@ impl Context {
                     return Ok(f);
                 }
                 Err(e) => {
-                    self.after_failure(what, e, attempt, &mut refreshed, gen, &req)
+                    self.after_failure(what, e, &mut attempts, &mut refreshed, gen, &req)
                         .await?
                 }
             }
@@ -282,7 +316,7 @@ impl Context {
         let mut received = 0u64;
         let mut last_flush = Instant::now();
         let mut next_check = started + ABANDON_CHECK;
-        let (mut attempt, mut refreshed) = (0u32, false);
+        let (mut attempts, mut refreshed) = (Attempts::default(), false);
         // A switch's init segment (from `gate`) is held here and queued with the first piece,
         // not before: until then nothing of this download is downstream, and the start check
         // (or an abandon) may drop it with the rest.
@@ -306,11 +340,11 @@ impl Context {
             self.maybe_refresh_expiring().await?;
             let build = |c: &Context| c.media_request(cand, index);
             let (gen, req) = self.snapshot(&build)?;
-            attempt += 1;
+            attempts.begin();
             let mut body = match self.fetcher.open(&req, received, MAX_RESPONSE_BYTES).await {
                 Ok(b) => b,
                 Err(e) => {
-                    self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
+                    self.after_failure(&what, e, &mut attempts, &mut refreshed, gen, &req)
                         .await?;
                     continue;
                 }
@@ -344,25 +378,25 @@ impl Context {
                         Err(e) => {
                             if received - at_start >= MIN_PROGRESS {
                                 // It made progress: the resumed request is a new one.
-                                attempt = 1;
+                                attempts.charged = 1;
                             }
                             if gate.is_none() && !piece.pending.is_empty() {
                                 queue(piece.take(false), &mut held_init);
                             }
-                            self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
+                            self.after_failure(&what, e, &mut attempts, &mut refreshed, gen, &req)
                                 .await?;
                             continue 'attempts;
                         }
                     },
                     _ = tokio::time::sleep_until(stall_at) => {
                         if received - at_start >= MIN_PROGRESS {
-                            attempt = 1;
+                            attempts.charged = 1;
                         }
                         if gate.is_none() && !piece.pending.is_empty() {
                             queue(piece.take(false), &mut held_init);
                         }
                         let e = FetchError::Stalled(self.fetcher.policy.stall_timeout);
-                        self.after_failure(&what, e, attempt, &mut refreshed, gen, &req)
+                        self.after_failure(&what, e, &mut attempts, &mut refreshed, gen, &req)
                             .await?;
                         continue 'attempts;
                     }
