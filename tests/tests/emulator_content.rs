@@ -100,6 +100,34 @@ fn catalog_lists_the_required_tracks_and_ladders() {
     assert_eq!(album["track_ids"].as_array().unwrap().len(), 3);
 }
 
+/// The `samplesize` of the first AudioSampleEntry in `mp4`'s
+/// `moov/trak/mdia/minf/stbl/stsd`.
+fn sample_entry_size(mp4: &[u8]) -> u16 {
+    fn child<'a>(mut data: &'a [u8], kind: &[u8; 4]) -> &'a [u8] {
+        while data.len() >= 8 {
+            let size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            assert!(size >= 8 && size <= data.len(), "bad box size");
+            if &data[4..8] == kind {
+                return &data[8..size];
+            }
+            data = &data[size..];
+        }
+        panic!("no {} box", String::from_utf8_lossy(kind));
+    }
+    let mut b = child(mp4, b"moov");
+    for kind in [b"trak", b"mdia", b"minf", b"stbl", b"stsd"] {
+        b = child(b, kind);
+    }
+    // stsd: version/flags, entry count, then the entry: size, type, 6 reserved, the data
+    // reference index, 8 reserved, channelcount, samplesize.
+    let entry = &b[8..];
+    u16::from_be_bytes(
+        entry[8 + 6 + 2 + 8 + 2..8 + 6 + 2 + 8 + 4]
+            .try_into()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn ffprobe_reads_every_representation() {
     let Some(ffprobe) = shaka_tool("ffprobe") else {
@@ -143,6 +171,23 @@ fn ffprobe_reads_every_representation() {
                 s["channels"].as_u64(),
                 r["channels"].as_u64(),
                 "{}",
+                file.display()
+            );
+            // The sample entry's samplesize is the stream's bit depth (ffprobe reads it from
+            // the FLAC STREAMINFO in dfLa; Opus and E-AC-3 entries say 16). Chromium's MP4
+            // parser refuses FLAC whose two disagree.
+            let entry_bits = sample_entry_size(&std::fs::read(&file).unwrap());
+            let want_bits = match codec {
+                "flac" => s["bits_per_raw_sample"]
+                    .as_str()
+                    .and_then(|b| b.parse::<u16>().ok())
+                    .expect("ffprobe names FLAC's bit depth"),
+                _ => 16,
+            };
+            assert_eq!(
+                entry_bits,
+                want_bits,
+                "{}: AudioSampleEntry samplesize",
                 file.display()
             );
             let dur: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
