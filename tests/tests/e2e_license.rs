@@ -104,8 +104,9 @@ fn every_row_of_the_license_error_table() {
         (418, Want::Stream(gst::StreamError::Decrypt)),
     ] {
         clear_faults();
-        // A 403 earns one retry with a refreshed audio object (issue 20): refuse both.
-        let refusals = if status == 403 { 2 } else { 1 };
+        // A 403 earns one retry with a refreshed audio object, a 401 one with a refreshed
+        // token (issue 20): refuse both.
+        let refusals = if status == 403 || status == 401 { 2 } else { 1 };
         inject(status, Some(refusals));
         let before = license_requests();
         let out = play();
@@ -126,7 +127,8 @@ fn every_row_of_the_license_error_table() {
         assert_eq!(
             license_requests() - before,
             refusals as usize,
-            "{status}: no retry (403: one, with a refreshed audio object)"
+            "{status}: no retry (403: one, with a refreshed audio object; 401: one, with a \
+             refreshed token)"
         );
     }
     // Transient failures: retried (429/503 after Retry-After: 1 s), and the track plays whole.
