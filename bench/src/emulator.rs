@@ -290,6 +290,9 @@ mod tests {
             headers: range
                 .map(|r| vec![("range".to_string(), Some(r.to_string()))])
                 .unwrap_or_default(),
+            http_version: "HTTP/1.1".into(),
+            tls: false,
+            peer: String::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! differ on purpose in a few points; each difference is a parameter here, named at the caller.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::Rng;
@@ -267,12 +268,253 @@ pub fn error_text_without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
 
+/// The CA file every element reads when its `ca-file` property is unset (playbin3 users set
+/// no properties): PEM certificates trusted on top of the system roots.
+pub const ENV_CA_FILE: &str = "AMAZONMUSIC_CA_FILE";
+
+/// What an element's `ca-file` and `proxy` properties say (None: unset). The one set of TLS
+/// and proxy rules of the three plugins: the system roots are always trusted, plus every
+/// certificate of the CA file; nothing disables verification. A `proxy` carries every request
+/// (as souphttpsrc's does); without it the standard `http_proxy`, `https_proxy`, `all_proxy`
+/// and `no_proxy` variables apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsProxy {
+    /// The `ca-file` property.
+    pub ca_file: Option<PathBuf>,
+    /// The `proxy` property.
+    pub proxy: Option<String>,
+}
+
+/// Why a `ca-file` or `proxy` cannot be used: an error at start, naming the setting and its
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("{setting} {path}: the file cannot be read: {why}")]
+    CaFileUnreadable {
+        /// `ca-file` or [`ENV_CA_FILE`].
+        setting: &'static str,
+        path: String,
+        why: String,
+    },
+    #[error("{setting} {path} holds no usable PEM certificate{why}")]
+    CaFileNoCertificate {
+        setting: &'static str,
+        path: String,
+        /// ": <parser's reason>", or empty when the file has no CERTIFICATE block at all.
+        why: String,
+    },
+    #[error("proxy {url:?} is not a usable proxy URL: {why}")]
+    BadProxy {
+        /// The value with any password replaced.
+        url: String,
+        why: String,
+    },
+}
+
+/// A [`TlsProxy`] checked and loaded: the CA file's certificates and the proxy, ready for
+/// any number of clients ([`Transport::client_builder`]).
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    roots: Vec<reqwest::Certificate>,
+    proxy: Option<reqwest::Proxy>,
+}
+
+impl TlsProxy {
+    /// Reads the CA file (the property, else [`ENV_CA_FILE`] from the process environment)
+    /// and checks the proxy URL.
+    pub fn load(&self) -> Result<Transport, TransportError> {
+        self.load_with_env(|k| std::env::var(k).ok())
+    }
+
+    /// [`load`](Self::load) with `env` looking variables up.
+    pub fn load_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Transport, TransportError> {
+        let ca_file = match &self.ca_file {
+            Some(p) if !p.as_os_str().is_empty() => Some(("ca-file", p.clone())),
+            _ => env(ENV_CA_FILE)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (ENV_CA_FILE, PathBuf::from(v))),
+        };
+        let roots = match ca_file {
+            Some((setting, path)) => load_ca_file(setting, &path)?,
+            None => Vec::new(),
+        };
+        let proxy = match self.proxy.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => Some(parse_proxy(p)?),
+            _ => None,
+        };
+        Ok(Transport { roots, proxy })
+    }
+}
+
+fn load_ca_file(
+    setting: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<reqwest::Certificate>, TransportError> {
+    let shown = path.display().to_string();
+    let no_cert = |why: String| TransportError::CaFileNoCertificate {
+        setting,
+        path: shown.clone(),
+        why,
+    };
+    // A CA bundle is kilobytes; a path naming something huge (a device, a disk image) is not
+    // read whole.
+    const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
+    let unreadable = |why: String| TransportError::CaFileUnreadable {
+        setting,
+        path: shown.clone(),
+        why,
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CA_FILE + 1), &mut pem)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(unreadable(format!(
+            "larger than the {MAX_CA_FILE} bytes a CA file may hold"
+        )));
+    }
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| no_cert(format!(": {e}")))?;
+    if certs.is_empty() {
+        return Err(no_cert(String::new()));
+    }
+    // A CERTIFICATE block whose content is not a certificate fails only when a client is
+    // built: build one now (without the system roots, which it does not need) so the error
+    // comes at start and names the file.
+    let mut probe = reqwest::Client::builder().tls_built_in_root_certs(false);
+    for c in &certs {
+        probe = probe.add_root_certificate(c.clone());
+    }
+    probe
+        .build()
+        .map_err(|e| no_cert(format!(": {}", error_chain_without_url(&e))))?;
+    Ok(certs)
+}
+
+/// The `proxy` property's URL: `http://` or `https://` (a bare `host:port` is `http://`, as
+/// souphttpsrc reads it), with a host.
+fn parse_proxy(value: &str) -> Result<reqwest::Proxy, TransportError> {
+    let with_scheme = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let bad = |why: String| TransportError::BadProxy {
+        url: redact_password(value),
+        why,
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme {:?} is not supported (http or https)",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it names no host".into()));
+    }
+    reqwest::Proxy::all(url.as_str()).map_err(|e| bad(error_chain_without_url(&e)))
+}
+
+/// `value` with the password of a `user:password@` part replaced, for messages.
+fn redact_password(value: &str) -> String {
+    let start = value.find("://").map_or(0, |i| i + 3);
+    let Some(at) = value[start..].rfind('@').map(|i| start + i) else {
+        return value.to_string();
+    };
+    match value[start..at].find(':') {
+        Some(colon) => format!("{}:<redacted>{}", &value[..start + colon], &value[at..]),
+        None => value.to_string(),
+    }
+}
+
+impl Transport {
+    /// A client builder with the user agent (none when empty: each request names its own),
+    /// the CA file's certificates on top of the system roots, and the proxy; the caller adds
+    /// its timeouts and pool settings.
+    /// Redirects follow [`crate::url_policy::redirect_policy`] (same scheme, never more
+    /// private, no loop, at most 10): the URLs these clients are sent to come from manifests
+    /// and audio objects.
+    pub fn client_builder(&self, user_agent: &str) -> reqwest::ClientBuilder {
+        let mut b = reqwest::Client::builder()
+            .redirect(crate::url_policy::redirect_policy(Default::default()));
+        if !user_agent.is_empty() {
+            b = b.user_agent(user_agent);
+        }
+        for c in &self.roots {
+            b = b.add_root_certificate(c.clone());
+        }
+        if let Some(p) = &self.proxy {
+            // Replaces the environment's proxies (reqwest reads them only without one).
+            b = b.proxy(p.clone());
+        }
+        b
+    }
+
+    /// The CA file's certificates (none without one).
+    pub fn extra_roots(&self) -> usize {
+        self.roots.len()
+    }
+
+    pub fn has_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+}
+
+/// [`TlsProxy::load`] then [`Transport::client_builder`].
+pub fn client_builder(
+    user_agent: &str,
+    settings: &TlsProxy,
+) -> Result<reqwest::ClientBuilder, TransportError> {
+    Ok(settings.load()?.client_builder(user_agent))
+}
+
+/// Why the server's certificate was refused, when that is what `e` failed on (rustls's
+/// reason: "invalid peer certificate: UnknownIssuer"). Final: no retry changes it.
+pub fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        // hyper-rustls wraps rustls's error in an io::Error, itself in another: an io::Error's
+        // `source` skips the error it wraps, so each is opened by hand.
+        let mut here: &(dyn std::error::Error + 'static) = inner;
+        while let Some(wrapped) = here
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            here = wrapped;
+        }
+        if let Some(t @ rustls::Error::InvalidCertificate(_)) = here.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.to_string());
+        }
+        src = inner.source();
+    }
+    None
+}
+
+/// The message of a refused server certificate: what failed and what to do about it.
+pub fn certificate_message(reason: &str) -> String {
+    format!(
+        "TLS certificate verification failed ({reason}): the server's certificate is not signed \
+         by a trusted CA; if it is a private CA, name its PEM file in the ca-file property or \
+         {ENV_CA_FILE}"
+    )
+}
+
 /// Whether `e` is final: no retry can change it. A request that cannot be sent as built (a
 /// header value with a newline, a scheme the client refuses), a redirect loop, or a response
 /// head that does not parse: one over hyper's limit (about 400 KiB: a server that never ends
-/// its headers; the client holds no more of it than that), or not HTTP at all.
+/// its headers; the client holds no more of it than that), or not HTTP at all; or a server
+/// certificate that does not verify ([`certificate_error`]).
 pub fn is_final(e: &reqwest::Error) -> bool {
-    e.is_builder() || e.is_redirect() || bad_head(e) || refused_by_policy(e)
+    e.is_builder()
+        || e.is_redirect()
+        || bad_head(e)
+        || refused_by_policy(e)
+        || certificate_error(e).is_some()
 }
 
 /// Whether the URL policy refused the request (a redirect, a resolved address).
@@ -301,6 +543,9 @@ fn bad_head(e: &reqwest::Error) -> bool {
 /// A reqwest error as reqwest prints it, without its URL, followed by its causes ("builder
 /// error: failed to parse header value"): for errors whose kind alone says too little.
 pub fn error_chain_without_url(e: &reqwest::Error) -> String {
+    if let Some(reason) = certificate_error(e) {
+        return certificate_message(&reason);
+    }
     let mut s = if e.is_builder() {
         "builder error".to_string()
     } else if e.is_redirect() {
@@ -322,6 +567,9 @@ pub fn error_chain_without_url(e: &reqwest::Error) -> String {
 /// A reqwest error described by its kind and its causes only, never its URL: the text the CDN
 /// fetcher reports.
 pub fn error_kind_and_causes(e: &reqwest::Error) -> String {
+    if let Some(reason) = certificate_error(e) {
+        return certificate_message(&reason);
+    }
     let mut s = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
@@ -479,5 +727,193 @@ mod tests {
         assert_eq!(redact_url(&local), "http://127.0.0.1:8080/cdn/a.mp4?…");
         let v6 = Url::parse("http://[::1]:9/x").unwrap();
         assert_eq!(redact_url(&v6), "http://[::1]:9/x");
+    }
+    fn write(dir: &std::path::Path, name: &str, body: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_ca_file_adds_its_certificates_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = format!("{}\n{}", ca_pem(), ca_pem());
+        let good = write(dir.path(), "ca.pem", bundle.as_bytes());
+        let t = TlsProxy {
+            ca_file: Some(good.clone()),
+            proxy: None,
+        };
+        assert_eq!(t.load_with_env(no_env).unwrap().extra_roots(), 2);
+        t.load_with_env(no_env)
+            .unwrap()
+            .client_builder("t")
+            .build()
+            .unwrap();
+        // No file, no certificate in it, a certificate block that is not one.
+        let missing = dir.path().join("missing.pem");
+        let text = write(dir.path(), "text.pem", b"just some text\n");
+        let broken = write(
+            dir.path(),
+            "broken.pem",
+            b"-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+        );
+        for (path, want) in [
+            (&missing, "the file cannot be read"),
+            (&text, "holds no usable PEM certificate"),
+            (&broken, "holds no usable PEM certificate: "),
+        ] {
+            let t = TlsProxy {
+                ca_file: Some(path.clone()),
+                proxy: None,
+            };
+            let e = t.load_with_env(no_env).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("ca-file {}", path.display())), "{e}");
+            assert!(e.contains(want), "{e}");
+        }
+        // The environment's file when the property is unset, named as such.
+        let env = |k: &str| (k == ENV_CA_FILE).then(|| missing.display().to_string());
+        let e = TlsProxy::default().load_with_env(env).unwrap_err();
+        assert!(e.to_string().starts_with(ENV_CA_FILE), "{e}");
+        // The property wins over the environment.
+        let t = TlsProxy {
+            ca_file: Some(good),
+            proxy: None,
+        };
+        assert_eq!(t.load_with_env(env).unwrap().extra_roots(), 2);
+        assert_eq!(
+            TlsProxy::default()
+                .load_with_env(no_env)
+                .unwrap()
+                .extra_roots(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_proxy_url_is_checked_and_its_password_never_printed() {
+        for ok in [
+            "http://127.0.0.1:3128",
+            "127.0.0.1:3128",
+            "https://u:p@proxy:8443/",
+        ] {
+            let t = TlsProxy {
+                ca_file: None,
+                proxy: Some(ok.into()),
+            };
+            assert!(t.load_with_env(no_env).unwrap().has_proxy(), "{ok}");
+        }
+        for (bad, why) in [
+            ("socks5://u:hunter2@127.0.0.1:1080", "scheme \"socks5\""),
+            ("http://u:hunter2@[::1", "invalid IPv6"),
+            ("http://", "empty host"),
+            ("ftp://proxy:21", "scheme \"ftp\""),
+        ] {
+            let t = TlsProxy {
+                ca_file: None,
+                proxy: Some(bad.into()),
+            };
+            let e = t.load_with_env(no_env).unwrap_err().to_string();
+            assert!(e.starts_with("proxy \""), "{e}");
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(!TlsProxy {
+            ca_file: None,
+            proxy: Some(" ".into())
+        }
+        .load_with_env(no_env)
+        .unwrap()
+        .has_proxy());
+    }
+
+    /// A one-shot HTTP proxy on loopback: answers the first request with its request line
+    /// as the body, and hands that line back.
+    fn one_shot_proxy() -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let mut rest = String::new();
+            while r.read_line(&mut rest).unwrap() > 2 {
+                rest.clear();
+            }
+            let line = line.trim().to_string();
+            write!(
+                &s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
+                line.len()
+            )
+            .unwrap();
+            line
+        });
+        (url, h)
+    }
+
+    fn get_text(c: reqwest::Client, url: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { c.get(url).send().await.unwrap().text().await.unwrap() })
+    }
+
+    /// reqwest as the workspace builds it (no `system-proxy` feature) still reads the proxy
+    /// environment, and the `proxy` property replaces it. The only test of this binary that
+    /// touches the proxy variables.
+    #[test]
+    fn the_proxy_environment_is_honoured_and_the_property_overrides_it() {
+        for k in ["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"] {
+            std::env::remove_var(k);
+        }
+        let (env_proxy, env_seen) = one_shot_proxy();
+        std::env::set_var("http_proxy", &env_proxy);
+        // reqwest reads the environment when the client is built.
+        let c = client_builder("t", &TlsProxy::default())
+            .unwrap()
+            .build()
+            .unwrap();
+        std::env::remove_var("http_proxy");
+        let body = get_text(c, "http://upstream.invalid/env");
+        assert_eq!(body, "GET http://upstream.invalid/env HTTP/1.1");
+        assert_eq!(env_seen.join().unwrap(), body);
+
+        let (prop_proxy, prop_seen) = one_shot_proxy();
+        std::env::set_var("http_proxy", "http://127.0.0.1:9");
+        let t = TlsProxy {
+            ca_file: None,
+            proxy: Some(prop_proxy),
+        };
+        let c = client_builder("t", &t).unwrap().build().unwrap();
+        std::env::remove_var("http_proxy");
+        let body = get_text(c, "http://upstream.invalid/prop");
+        assert_eq!(body, "GET http://upstream.invalid/prop HTTP/1.1");
+        assert_eq!(prop_seen.join().unwrap(), body);
+    }
+
+    #[test]
+    fn a_certificate_refusal_says_what_to_do() {
+        let m = certificate_message("invalid peer certificate: UnknownIssuer");
+        assert!(
+            m.starts_with(
+                "TLS certificate verification failed (invalid peer certificate: UnknownIssuer)"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("ca-file") && m.contains(ENV_CA_FILE), "{m}");
     }
 }

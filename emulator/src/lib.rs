@@ -11,3 +11,4 @@ pub mod services;
 pub mod shaping;
 pub mod signing;
 pub mod state;
+pub mod tls;

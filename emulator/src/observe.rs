@@ -49,6 +49,10 @@ pub struct LoggedRequest {
     pub headers: Vec<(String, Option<String>)>,
     pub fault: Option<String>,
     pub http_version: String,
+    /// The request came over TLS (`serve --tls`).
+    pub tls: bool,
+    /// The client's address (a proxy's, for a request that came through one).
+    pub peer: String,
 }
 
 pub struct RequestLog {

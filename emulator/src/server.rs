@@ -29,6 +29,7 @@ use crate::content::store::Store;
 use crate::observe::{self, FaultAction, FaultRule, LoggedRequest};
 use crate::services;
 use crate::shaping::{paced_body, Schedule};
+use crate::tls::Connection;
 
 pub use crate::config::Config;
 pub use crate::state::AppState;
@@ -80,6 +81,11 @@ pub struct ServeArgs {
     /// Write shell exports pointing the plugins at this emulator to this file.
     #[arg(long)]
     pub env_file: Option<PathBuf>,
+    /// Serve HTTPS with a CA made at start (written to <env-file>.ca.pem, or
+    /// <data-dir>/emulator-ca.pem, and exported as AMAZONMUSIC_CA_FILE). Plain HTTP on the
+    /// port is then for the admin API (/_emulator/) only.
+    #[arg(long, env = "AMZMUSIC_EMULATOR_TLS")]
+    pub tls: bool,
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
@@ -102,6 +108,9 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
     let headers = observe::loggable_headers(req.headers());
     let http_version = format!("{:?}", req.version());
     let admin = service == "admin";
+    let conn = req.extensions().get::<Connection>().copied();
+    let tls = conn.is_some_and(|c| c.tls);
+    let peer = conn.map(|c| c.peer.to_string()).unwrap_or_default();
     let fault = if admin {
         None
     } else {
@@ -113,7 +122,13 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
             tokio::time::sleep(delay).await;
         }
     }
+    let plain_refused = state.tls.is_enabled() && !tls && !admin;
     let resp = match &fault {
+        _ if plain_refused => cdn::error(
+            StatusCode::FORBIDDEN,
+            "https_required",
+            "this emulator serves its services over https (serve --tls); plain HTTP is for /_emulator/ only",
+        ),
         Some(FaultAction::Status(code)) => services::injected_error(&service, *code),
         Some(FaultAction::Stall { seconds }) => {
             tokio::time::sleep(Duration::from_secs(*seconds)).await;
@@ -167,6 +182,8 @@ async fn observe_layer(State(state): State<Arc<AppState>>, req: Request, next: N
         headers,
         fault: fault.map(|f| format!("{f:?}")),
         http_version,
+        tls,
+        peer,
     });
     resp
 }
@@ -319,6 +336,10 @@ fn admin_router() -> Router<Arc<AppState>> {
         )
         .route("/_emulator/health", get(|| async { "ok" }))
         .route(
+            "/_emulator/tls",
+            get(|State(s): State<Arc<AppState>>| async move { Json(s.tls.report()) }),
+        )
+        .route(
             "/_emulator/prepare",
             post(
                 |State(s): State<Arc<AppState>>, Json(ids): Json<Vec<String>>| async move {
@@ -445,27 +466,68 @@ impl Drop for Running {
     }
 }
 
-/// Binds and serves on the current tokio runtime.
+/// Binds and serves plain HTTP on the current tokio runtime.
 pub async fn start(addr: &str, state: Arc<AppState>) -> Result<Running> {
+    start_with(addr, state, None).await
+}
+
+/// Binds and serves on the current tokio runtime: HTTPS with `tls` (a connection whose first
+/// byte is not a TLS handshake is served plain, for the admin API only), else plain HTTP.
+pub async fn start_with(
+    addr: &str,
+    state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let base = format!("http://{local}");
+    let base = match tls {
+        // `https://[::1]:port` for an IPv6 listener, as SocketAddr prints it.
+        Some(_) => format!("https://{local}"),
+        None => format!("http://{local}"),
+    };
+    if tls.is_some() {
+        state.tls.enable();
+    }
     state.set_base_url(&base);
     let router = app(state.clone());
+    let conn_state = state.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let io = TokioIo::new(tcp);
-            let svc = TowerToHyperService::new(router.clone());
+            let router = router.clone();
+            let tls = tls.clone();
+            let state = conn_state.clone();
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await;
+                let Some(acceptor) = tls else {
+                    return serve(tcp, Connection { tls: false, peer }, router).await;
+                };
+                // A TLS client speaks first with a handshake record (0x16).
+                let mut first = [0u8; 1];
+                let peeked =
+                    tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+                match peeked {
+                    Ok(Ok(1)) if first[0] == 0x16 => {}
+                    Ok(Ok(1)) => return serve(tcp, Connection { tls: false, peer }, router).await,
+                    _ => return,
+                }
+                match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(stream)) => {
+                        state.tls.completed();
+                        serve(stream, Connection { tls: true, peer }, router).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!("TLS handshake with {peer} failed: {e}");
+                        state.tls.failed(e.to_string());
+                    }
+                    Err(_) => state.tls.failed("handshake timed out".into()),
+                }
             });
         }
     });
@@ -474,6 +536,24 @@ pub async fn start(addr: &str, state: Arc<AppState>) -> Result<Running> {
         state,
         task,
     })
+}
+
+/// Serves one connection (HTTP/1.1 or HTTP/2, which hyper tells apart by the preface), every
+/// request carrying what [`Connection`] says.
+async fn serve<IO>(io: IO, conn: Connection, router: Router)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = tower::ServiceExt::map_request(
+        router,
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(conn);
+            req
+        },
+    );
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .await;
 }
 
 pub fn run(args: ServeArgs, data_dir: &Path, catalog: Arc<Catalog>) -> Result<()> {
@@ -516,10 +596,26 @@ pub fn run(args: ServeArgs, data_dir: &Path, catalog: Arc<Catalog>) -> Result<()
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let tls = if args.tls {
+        let t = crate::tls::generate()?;
+        let path = crate::tls::ca_file_path(args.env_file.as_deref(), data_dir);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, &t.ca_pem).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "amzmusic-emulator: HTTPS, CA certificate in {}",
+            path.display()
+        );
+        Some((t.acceptor, std::path::absolute(&path)?))
+    } else {
+        None
+    };
     rt.block_on(async move {
-        let running = start(&args.addr, state.clone()).await?;
+        let (acceptor, ca_file) = tls.unzip();
+        let running = start_with(&args.addr, state.clone(), acceptor).await?;
         if let Some(path) = &args.env_file {
-            services::write_env_file(&state, path)?;
+            services::write_env_file(&state, path, ca_file.as_deref())?;
         }
         let mut out = std::io::stdout();
         writeln!(out, "ready {}", running.base_url)?;

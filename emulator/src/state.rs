@@ -30,6 +30,8 @@ pub struct AppState {
     pub log: RequestLog,
     pub config: Mutex<Config>,
     pub services: ServicesState,
+    /// `serve --tls`: whether the port speaks TLS and what its handshakes did.
+    pub tls: crate::tls::TlsStatus,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             log: RequestLog::default(),
             config: Mutex::new(config),
             services: ServicesState::default(),
+            tls: Default::default(),
         }
     }
 

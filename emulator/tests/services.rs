@@ -1337,7 +1337,7 @@ async fn env_file_points_at_the_emulator_with_a_valid_token() {
     let (c, base) = (client(), emu.base_url.clone());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("emulator.env");
-    services::write_env_file(&emu.state, &path).unwrap();
+    services::write_env_file(&emu.state, &path, None).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let vars: std::collections::HashMap<String, String> = text
         .lines()

@@ -184,7 +184,7 @@ impl ApiError {
                 asked: asked.into(),
                 message,
             },
-            e @ HttpError::Transport { .. } => ApiError::Network(e),
+            e @ (HttpError::Transport { .. } | HttpError::Certificate(_)) => ApiError::Network(e),
             e @ HttpError::Status { status: 500.., .. } => ApiError::Network(e),
             e => ApiError::Other(e),
         }

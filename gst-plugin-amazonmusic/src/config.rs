@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::http::Secret;
 use crate::token::{default_token_path, TokenFile, TokenSource};
+use amzmusic_common::http::TlsProxy;
 
 pub const ENV_API_ENDPOINT: &str = "AMAZONMUSIC_API_ENDPOINT";
 pub const ENV_LWA_ENDPOINT: &str = "AMAZONMUSIC_LWA_ENDPOINT";
@@ -43,6 +44,7 @@ pub struct Overrides {
     pub market: Option<String>,
     pub user_agent: Option<String>,
     pub ca_file: Option<PathBuf>,
+    pub proxy: Option<String>,
     pub feature_flags: Option<String>,
 }
 
@@ -59,7 +61,8 @@ pub struct Resolved {
     pub device_type: String,
     pub market: String,
     pub user_agent: String,
-    pub ca_file: Option<PathBuf>,
+    /// `ca-file` and `proxy` (the environment's CA file is read when the client is built).
+    pub tls: TlsProxy,
     pub feature_flags: String,
 }
 
@@ -169,7 +172,10 @@ pub fn resolve(
         device_type,
         market,
         user_agent: non_empty(p.user_agent.clone()).unwrap_or_else(default_user_agent),
-        ca_file: p.ca_file.clone(),
+        tls: TlsProxy {
+            ca_file: p.ca_file.clone(),
+            proxy: p.proxy.clone(),
+        },
         feature_flags: p.feature_flags.clone().unwrap_or_default(),
     })
 }

@@ -27,6 +27,11 @@ pub fn api_error_message(e: &ApiError, track: &str) -> gst::ErrorMessage {
             )
         ),
         ApiError::Token(t) => token_error_message(t),
+        ApiError::Network(HttpError::Certificate(why)) => gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Could not reach the Amazon Music API securely: {}", why),
+            ["{}", e]
+        ),
         ApiError::Network(_) => gst::error_msg!(
             gst::ResourceError::OpenRead,
             (

@@ -3,13 +3,13 @@
 //! runtime and the reqwest client. The retry, backoff and `Secret` policy they follow is
 //! `amzmusic_common::http`, shared with the other plugins.
 
-use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub use amzmusic_common::http::TlsProxy;
 use amzmusic_common::http::{
-    clock_skew_secs, error_chain_without_url, error_text_without_url, is_final, read_body,
-    retry_after_secs, BodyError, RetryOn,
+    certificate_error, client_builder, clock_skew_secs, error_chain_without_url,
+    error_text_without_url, is_final, read_body, retry_after_secs, BodyError, RetryOn,
 };
 
 /// One runtime for the whole plugin: every element instance and the login tool share it.
@@ -38,28 +38,15 @@ pub fn wait_on_runtime<T: Send + 'static>(
 /// A string that must never reach a log (shared with the other plugins).
 pub use amzmusic_common::http::Secret;
 
-/// Builds the client every service call uses. `ca_file` adds a PEM root (a private CA in front
-/// of the services); the system roots stay trusted.
-pub fn client(user_agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(user_agent)
+/// Builds the client every service call uses, with the TLS and proxy rules of
+/// [`amzmusic_common::http::TlsProxy`] (system roots plus the `ca-file`, the `proxy` or the
+/// proxy environment). Err names the setting that cannot be used.
+pub fn client(user_agent: &str, tls: &TlsProxy) -> Result<reqwest::Client, String> {
+    client_builder(user_agent, tls)
+        .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(30))
-        // The manifest URL comes from the audio object: its redirects keep their scheme and
-        // never lead somewhere more private.
-        .redirect(amzmusic_common::url_policy::redirect_policy(
-            Default::default(),
-        ));
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read ca-file {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca-file {} holds no PEM certificate: {e}", path.display()))?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    b.build()
+        .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
@@ -101,6 +88,9 @@ pub enum HttpError {
     /// can change it.
     #[error("the request cannot be made: {0}")]
     Unsendable(String),
+    /// The server's TLS certificate does not verify ([`amzmusic_common::http::certificate_message`]): final.
+    #[error("{0}")]
+    Certificate(String),
 }
 
 impl HttpError {
@@ -172,6 +162,9 @@ pub async fn send_with_retries(
         // `without_url` keeps signed URLs and their signatures out of the message.
         let resp = match build().timeout(policy.request_timeout).send().await {
             Ok(r) => r,
+            Err(e) if certificate_error(&e).is_some() => {
+                return Err(HttpError::Certificate(error_chain_without_url(&e)))
+            }
             Err(e) if is_final(&e) => {
                 return Err(HttpError::Unsendable(error_chain_without_url(&e)))
             }
@@ -217,7 +210,7 @@ mod tests {
     /// 2.7 s of retries).
     #[test]
     fn an_unsendable_request_fails_at_once_saying_why() {
-        let c = client("t", None).unwrap();
+        let c = client("t", &TlsProxy::default()).unwrap();
         for (build, why) in [
             (
                 Box::new(|| c.get("http://127.0.0.1:9/x").header("x-a", "1\n2"))

@@ -85,7 +85,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(cfg: Resolved, track_id: &str, capability: &str) -> Result<Arc<Session>, String> {
-        let http = http::client(&cfg.user_agent, cfg.ca_file.as_deref())?;
+        let http = http::client(&cfg.user_agent, &cfg.tls)?;
         let policy = API_RETRY;
         let lwa = match (&cfg.lwa_endpoint, &cfg.client_id) {
             (Some(base), client_id) => Some(LwaClient::new(

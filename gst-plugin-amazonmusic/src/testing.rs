@@ -20,7 +20,7 @@ pub const API_KEY: &str = "amzn1.application.amzmusicemulator";
 pub fn signed_in(extra: &[&str], track: &str) -> (Emulator, tempfile::TempDir, Arc<Session>) {
     let emu = Emulator::start(extra).expect("emulator (cargo build -p amzmusic-emulator)");
     let dir = amzmusic_tests::temp_dir("amazonmusic-unit-");
-    let client = http::client("amazonmusic-tests", None).unwrap();
+    let client = http::client("amazonmusic-tests", &http::TlsProxy::default()).unwrap();
     let lwa = LwaClient::new(client, &emu.base_url, CLIENT_ID, API_RETRY);
     let pair = RUNTIME.block_on(lwa.create_code_pair(SCOPE)).unwrap();
     let approved = emu.post_json(

@@ -13,7 +13,7 @@ use gstamazonmusic::token::TokenFile;
 
 fn client(emu: &Emulator) -> firefly::Client {
     firefly::Client {
-        http: http::client("amazonmusic-tests", None).unwrap(),
+        http: http::client("amazonmusic-tests", &http::TlsProxy::default()).unwrap(),
         url: emu.url("/graphql"),
         api_key: Some(Secret::new(API_KEY)),
         device_id: "0123456789ABCDEF".into(),

@@ -2,8 +2,8 @@
 //! connect and stall timeouts, retries with exponential backoff and jitter; `file://` for tests.
 
 use amzmusic_common::http::{
-    error_chain_without_url, error_kind_and_causes, is_final, redact_url, retry_after_secs,
-    Backoff, RetryOn,
+    certificate_error, certificate_message, error_chain_without_url, error_kind_and_causes,
+    is_final, redact_url, retry_after_secs, Backoff, RetryOn, Transport,
 };
 use amzmusic_common::url_policy::{self, AllowList, GuardedResolver};
 use bytes::{Bytes, BytesMut};
@@ -47,6 +47,9 @@ pub enum FetchError {
     /// loop: no retry can change it.
     #[error("the request cannot be made: {0}")]
     Unsendable(String),
+    /// The server's TLS certificate does not verify: no retry can change it.
+    #[error("{0}")]
+    Certificate(String),
 }
 
 impl FetchError {
@@ -228,23 +231,29 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(policy: RetryPolicy, user_agent: &str) -> Result<Fetcher, String> {
-        Self::with_allow_list(policy, user_agent, AllowList::default())
+    /// A client with `transport`'s CA file and proxy (the element's `ca-file` and `proxy`).
+    pub fn new(
+        policy: RetryPolicy,
+        user_agent: &str,
+        transport: &Transport,
+    ) -> Result<Fetcher, String> {
+        Self::with_allow_list(policy, user_agent, transport, AllowList::default())
     }
 
-    /// A fetcher that may also reach the hosts and networks of `allow` whatever their address
-    /// class (`allowed-hosts`).
+    /// [`Fetcher::new`], also reaching the hosts and networks of `allow` whatever their
+    /// address class (`allowed-hosts`).
     pub fn with_allow_list(
         policy: RetryPolicy,
         user_agent: &str,
+        transport: &Transport,
         allow: AllowList,
     ) -> Result<Fetcher, String> {
         let resolver = GuardedResolver::new(allow.clone());
-        let client = reqwest::Client::builder()
+        let client = transport
+            .client_builder(user_agent)
             .connect_timeout(policy.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(user_agent)
             .redirect(url_policy::redirect_policy(allow.clone()))
             .dns_resolver(Arc::new(resolver.clone()))
             .build()
@@ -325,8 +334,11 @@ impl Fetcher {
             .await
             .map_err(|_| FetchError::NoResponse(self.policy.stall_timeout))?
             .map_err(|e| {
-                // Before the connect test: a name the URL policy refused fails at connect.
-                if is_final(&e) {
+                // A refused certificate, then what is final (a name the URL policy refused
+                // fails at connect), before the connect test.
+                if let Some(why) = certificate_error(&e) {
+                    FetchError::Certificate(certificate_message(&why))
+                } else if is_final(&e) {
                     FetchError::Unsendable(error_chain_without_url(&e))
                 } else if e.is_connect() {
                     FetchError::Connect(without_url(&e))
@@ -437,7 +449,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let f = Fetcher::new(RetryPolicy::default(), "t").unwrap();
+        let f = Fetcher::new(RetryPolicy::default(), "t", &Transport::default()).unwrap();
         let req = Request {
             url: Url::parse("http://127.0.0.1:9/seg?sig=SECRET").unwrap(),
             range: None,

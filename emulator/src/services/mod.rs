@@ -47,7 +47,9 @@ pub fn token_file_path(env_file: &Path) -> PathBuf {
 
 /// Writes `export KEY='value'` lines pointing the plugins at this emulator, with a freshly
 /// issued token (scope `amazon_music:access`), and the token as JSON in `<path>.token.json`.
-pub fn write_env_file(state: &AppState, path: &Path) -> anyhow::Result<()> {
+/// With `ca_file` (`serve --tls`), `AMAZONMUSIC_CA_FILE` names the CA's PEM and every URL is
+/// https.
+pub fn write_env_file(state: &AppState, path: &Path, ca_file: Option<&Path>) -> anyhow::Result<()> {
     let base = state.base_url();
     let lifetime = state.config.lock().unwrap().token_lifetime_s;
     let pair = state.services.lwa.lock().unwrap().issue(
@@ -74,7 +76,7 @@ pub fn write_env_file(state: &AppState, path: &Path) -> anyhow::Result<()> {
         "api_key": EMULATOR_API_KEY,
     });
     write_private(&token_file, &serde_json::to_vec_pretty(&token_json)?)?;
-    let vars = [
+    let mut vars = vec![
         ("AMZMUSIC_EMULATOR_URL", base.to_string()),
         ("AMAZONMUSIC_API_ENDPOINT", base.to_string()),
         ("AMAZONMUSIC_LWA_ENDPOINT", base.to_string()),
@@ -87,6 +89,9 @@ pub fn write_env_file(state: &AppState, path: &Path) -> anyhow::Result<()> {
             std::path::absolute(&token_file)?.display().to_string(),
         ),
     ];
+    if let Some(ca) = ca_file {
+        vars.push(("AMAZONMUSIC_CA_FILE", ca.display().to_string()));
+    }
     let mut text = String::from("# Written by amzmusic-emulator serve --env-file: source it.\n");
     for (k, v) in vars {
         // Single quotes: tokens contain `|`. Nothing written here contains a single quote.

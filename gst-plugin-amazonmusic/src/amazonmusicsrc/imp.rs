@@ -212,7 +212,12 @@ impl ObjectImpl for AmazonMusicSrc {
                 s(
                     "ca-file",
                     "CA file",
-                    "PEM file with extra root certificates to trust (system roots stay trusted)",
+                    "PEM file of CA certificates to trust besides the system roots (default: $AMAZONMUSIC_CA_FILE); certificates are always verified",
+                ),
+                s(
+                    "proxy",
+                    "Proxy",
+                    "HTTP proxy URL for every request, http://[user:password@]host:port (default: the http_proxy, https_proxy and no_proxy environment)",
                 ),
                 s(
                     "feature-flags",
@@ -247,6 +252,7 @@ impl ObjectImpl for AmazonMusicSrc {
             "market" => o.market = opt_string(value),
             "user-agent" => o.user_agent = opt_string(value),
             "ca-file" => o.ca_file = opt_string(value).map(PathBuf::from),
+            "proxy" => o.proxy = opt_string(value),
             "feature-flags" => o.feature_flags = opt_string(value),
             _ => unimplemented!(),
         }
@@ -269,6 +275,7 @@ impl ObjectImpl for AmazonMusicSrc {
             "market" => o.market.to_value(),
             "user-agent" => o.user_agent.to_value(),
             "ca-file" => path(&o.ca_file).to_value(),
+            "proxy" => o.proxy.to_value(),
             "feature-flags" => o.feature_flags.to_value(),
             _ => unimplemented!(),
         }

@@ -89,7 +89,8 @@ async fn run(args: Args) -> Result<PathBuf> {
         .clone()
         .or_else(default_token_path)
         .ok_or_else(|| anyhow!("no --token-file and no config directory to put one in"))?;
-    let http = http::client(&default_user_agent(), None).map_err(|e| anyhow!(e))?;
+    let http =
+        http::client(&default_user_agent(), &http::TlsProxy::default()).map_err(|e| anyhow!(e))?;
     let lwa = LwaClient::new(http, &args.lwa_endpoint, &args.client_id, API_RETRY);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut restarts = 0;

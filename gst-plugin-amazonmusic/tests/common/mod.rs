@@ -37,7 +37,7 @@ impl AmazonMusicEmulator for Emulator {
     }
 
     fn sign_in(&self, dir: &Path) -> PathBuf {
-        let http = http::client("amazonmusic-tests", None).unwrap();
+        let http = http::client("amazonmusic-tests", &http::TlsProxy::default()).unwrap();
         let lwa = LwaClient::new(http, &self.base_url, CLIENT_ID, API_RETRY);
         let pair = RUNTIME.block_on(lwa.create_code_pair(SCOPE)).unwrap();
         assert_eq!(

@@ -29,6 +29,7 @@ use crate::engine::{
 };
 use crate::fetch::{redact, Fetcher};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
+use amzmusic_common::http::Transport;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -42,6 +43,8 @@ pub struct AmzDashDemux {
     sinkpad: gst::Pad,
     srcpad: gst::Pad,
     settings: Mutex<Settings>,
+    /// `ca-file` and `proxy` as loaded when the element started (READY to PAUSED).
+    transport: Mutex<Transport>,
     state: Mutex<State>,
     /// Shared with the download task (and kept across plays: the playhead's clock).
     queue: Arc<Queue>,
@@ -191,9 +194,11 @@ impl AmzDashDemux {
         let allow = settings.allow_list()?;
         check_license_urls(&presentation, &allow)?;
         let ua = ao.as_ref().and_then(|a| a.user_agent.as_deref());
+        let transport = self.transport.lock().unwrap().clone();
         let fetcher = Fetcher::with_allow_list(
             settings.retry_policy(),
             ua.unwrap_or(DEFAULT_USER_AGENT),
+            &transport,
             allow,
         )?;
         let refresher: Option<Arc<dyn Refresher>> = ao
@@ -688,6 +693,7 @@ impl ObjectSubclass for AmzDashDemux {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
+            transport: Mutex::default(),
             state: Mutex::new(State::default()),
             queue: Arc::new(Queue::default()),
             live: Arc::new(engine::Live::default()),
@@ -787,6 +793,17 @@ impl ElementImpl for AmzDashDemux {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady {
             self.history.obtain(self.obj().upcast_ref());
+        }
+        if transition == gst::StateChange::ReadyToPaused {
+            // A CA file or proxy that cannot be used is an error now, not at the first segment.
+            let tls = self.settings.lock().unwrap().tls.clone();
+            match tls.load() {
+                Ok(t) => *self.transport.lock().unwrap() = t,
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::ResourceError::Settings, ("{}", e));
+                    return Err(gst::StateChangeError);
+                }
+            }
         }
         match transition {
             gst::StateChange::PausedToPlaying => self.queue.set_clock_running(true),

@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::engine::{self, Limits, Live};
 use crate::fetch::RetryPolicy;
 use amzmusic_common::codec::Codec;
+use amzmusic_common::http::TlsProxy;
+use std::path::PathBuf;
 
 pub const DEFAULT_MAX_BITRATE: u64 = 0;
 pub const DEFAULT_MAX_QUALITY: MaxQuality = MaxQuality::Any;
@@ -72,6 +74,8 @@ pub struct Settings {
     pub codec_switching: bool,
     /// `allowed-hosts` as written (read by [`Settings::allow_list`] at start).
     pub allowed_hosts: String,
+    /// `ca-file` (unset: `$AMAZONMUSIC_CA_FILE`) and `proxy` (unset: the proxy environment).
+    pub tls: TlsProxy,
 }
 
 impl Default for Settings {
@@ -86,6 +90,7 @@ impl Default for Settings {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             codec_switching: DEFAULT_CODEC_SWITCHING,
             allowed_hosts: String::new(),
+            tls: TlsProxy::default(),
         }
     }
 }
@@ -107,6 +112,19 @@ impl Settings {
             "allowed-hosts" => {
                 self.allowed_hosts = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
+            "ca-file" => {
+                self.tls.ca_file = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            }
+            "proxy" => {
+                self.tls.proxy = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|s| !s.is_empty())
+            }
             _ => return false,
         }
         true
@@ -126,6 +144,13 @@ impl Settings {
             "allowed-hosts" => (!self.allowed_hosts.is_empty())
                 .then(|| self.allowed_hosts.clone())
                 .to_value(),
+            "ca-file" => self
+                .tls
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
+            "proxy" => self.tls.proxy.to_value(),
             _ => return None,
         })
     }
@@ -255,6 +280,16 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .blurb("Hosts (name, *.suffix), addresses and CIDR networks the manifest may reach whatever their address class, comma-separated (by default a manifest on a public address reaches only public ones; the http(s)/file rule has no exception)")
             .mutable_ready()
             .build(),
+        glib::ParamSpecString::builder("ca-file")
+            .nick("CA file")
+            .blurb("PEM file of CA certificates to trust besides the system roots (default: $AMAZONMUSIC_CA_FILE); certificates are always verified")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("proxy")
+            .nick("Proxy")
+            .blurb("HTTP proxy URL for every segment and manifest request, http://[user:password@]host:port (default: the http_proxy, https_proxy and no_proxy environment)")
+            .mutable_ready()
+            .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
             .blurb("Current representation, throughput estimate, buffer level, switches, stalls, bytes, refreshes, retries")
@@ -271,7 +306,7 @@ mod tests {
     fn every_setting_round_trips_through_its_property() {
         gst::init().unwrap();
         let mut s = Settings::default();
-        let values: [(&str, glib::Value); 9] = [
+        let values: [(&str, glib::Value); 11] = [
             ("max-quality", MaxQuality::Hd.to_value()),
             ("codec-switching", true.to_value()),
             ("buffer-time", 5_000_000_000u64.to_value()),
@@ -281,6 +316,8 @@ mod tests {
             ("retries", 4u32.to_value()),
             ("connect-timeout", 7u32.to_value()),
             ("stall-timeout", 9u32.to_value()),
+            ("ca-file", Some("/etc/ssl/ca.pem").to_value()),
+            ("proxy", Some("http://127.0.0.1:3128").to_value()),
         ];
         for (name, v) in &values {
             assert!(s.set(name, v), "{name}");

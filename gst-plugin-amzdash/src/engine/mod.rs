@@ -670,7 +670,7 @@ pub(crate) mod tests {
         Context::new(
             presentation,
             audio_object,
-            Fetcher::new(Default::default(), "test").unwrap(),
+            Fetcher::new(Default::default(), "test", &Default::default()).unwrap(),
             None,
             Arc::default(),
             config,

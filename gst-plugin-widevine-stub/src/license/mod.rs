@@ -15,6 +15,7 @@ use crate::protocol::KeyId;
 use crate::CAT;
 
 pub use errors::{kid_list, Domain, Failure, NoKeyReason, Phase};
+pub use session::client;
 use session::LicenseSession;
 
 /// Which credentials a license exchange asks upstream for (docs/element-contract.md section 2).
@@ -158,6 +159,9 @@ pub struct LicenseManager {
     cdm: Arc<dyn Cdm>,
     shared: Arc<Shared>,
     policy: RetryPolicy,
+    /// The license client ([`LicenseManager::set_client`]: the element's `ca-file` and
+    /// `proxy`).
+    http: Mutex<reqwest::Client>,
 }
 
 impl LicenseManager {
@@ -170,7 +174,13 @@ impl LicenseManager {
             cdm,
             shared: Arc::default(),
             policy,
+            http: Mutex::new(session::client(&Default::default()).unwrap_or_default()),
         }
+    }
+
+    /// The client of the license requests from now on.
+    pub fn set_client(&self, http: reqwest::Client) {
+        *self.http.lock().unwrap() = http;
     }
 
     pub fn cdm(&self) -> &dyn Cdm {
@@ -319,6 +329,7 @@ impl LicenseManager {
             cdm: self.cdm.clone(),
             shared: self.shared.clone(),
             host: host.clone(),
+            http: self.http.lock().unwrap().clone(),
         };
         let task = session::spawn(session, message.payload);
         if let Some(open) = self.shared.lock().sessions.iter_mut().find(|s| s.id == id) {

@@ -10,6 +10,7 @@ use crate::cdm::{Cdm, KeyStatus, LicenseUpdate, SessionId};
 use crate::fetch::{fetch_license, FetchError, Fetched, RetryPolicy};
 use crate::protocol::KeyId;
 use crate::CAT;
+use amzmusic_common::http::Transport;
 
 use super::{kid_list, Credentials, CredentialsAsk, Failure, Host, Phase, Shared};
 
@@ -23,19 +24,17 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("tokio runtime")
 });
 
-/// License requests are rare (one per session, then renewals minutes apart): keeping no idle
-/// connection means a stopped pipeline leaves nothing open to the license server.
-static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
+/// The license client of an element whose `ca-file` and `proxy` are `transport`. License
+/// requests are rare (one per session, then renewals minutes apart): keeping no idle
+/// connection means a stopped pipeline leaves nothing open to the license server. No user
+/// agent of its own: each request carries the audio object's.
+pub fn client(transport: &Transport) -> Result<reqwest::Client, String> {
+    transport
+        .client_builder("")
         .pool_max_idle_per_host(0)
-        // The license URL comes from the manifest: its redirects keep their scheme and never
-        // lead somewhere more private.
-        .redirect(amzmusic_common::url_policy::redirect_policy(
-            Default::default(),
-        ))
         .build()
-        .unwrap_or_default()
-});
+        .map_err(|e| format!("cannot build the license client: {e}"))
+}
 
 /// A failed renewal is tried again this much later, while the license is still valid.
 const RENEWAL_RETRY: Duration = Duration::from_secs(5);
@@ -50,6 +49,7 @@ pub(super) struct LicenseSession {
     pub cdm: Arc<dyn Cdm>,
     pub shared: Arc<Shared>,
     pub host: Arc<dyn Host>,
+    pub http: reqwest::Client,
 }
 
 /// Starts the session's task: its first license from `challenge`, then its renewals.
@@ -168,7 +168,7 @@ impl LicenseSession {
         let start = Instant::now();
         let wants_refresh = AtomicBool::new(false);
         let first = fetch_license(
-            &HTTP,
+            &self.http,
             &self.url,
             challenge,
             credentials.headers.clone(),
@@ -219,7 +219,7 @@ impl LicenseSession {
             base_delay: self.policy.base_delay.saturating_mul(1 << done.min(16)),
             ..self.policy
         };
-        match fetch_license(&HTTP, &self.url, challenge, headers, &rest, || None).await {
+        match fetch_license(&self.http, &self.url, challenge, headers, &rest, || None).await {
             Ok(f) => Ok(Fetched {
                 failures: f.failures + done,
                 latency: start.elapsed(),

@@ -14,6 +14,7 @@ use gst_base::subclass::prelude::*;
 
 use amzmusic_common::codec::Codec;
 use amzmusic_common::contract::{self, RefreshReason, PROTECTION_LICENSE_URL_FIELD};
+use amzmusic_common::http::TlsProxy;
 
 use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
@@ -57,6 +58,9 @@ struct Settings {
     /// The stub CDM's provisioning, as the `license-server-key` property gave it: the only
     /// license server key it trusts, or why the value cannot be used (an error at start).
     license_server_key: Result<[u8; 32], String>,
+    /// `ca-file` (unset: `$AMAZONMUSIC_CA_FILE`) and `proxy` (unset: the proxy environment)
+    /// of the license requests.
+    tls: TlsProxy,
 }
 
 impl Default for Settings {
@@ -67,6 +71,7 @@ impl Default for Settings {
             key_timeout: Duration::from_millis(DEFAULT_KEY_TIMEOUT_MS.into()),
             license_expiration_secs: DEFAULT_LICENSE_EXPIRATION_SECS,
             license_server_key: Ok(emulator_server_public_key()),
+            tls: TlsProxy::default(),
         }
     }
 }
@@ -423,6 +428,24 @@ impl ObjectImpl for WidevineDecrypt {
                     ))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("ca-file")
+                    .nick("CA file")
+                    .blurb(
+                        "PEM file of CA certificates to trust besides the system roots for \
+                         license requests (default: $AMAZONMUSIC_CA_FILE); certificates are \
+                         always verified",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("proxy")
+                    .nick("Proxy")
+                    .blurb(
+                        "HTTP proxy URL for license requests, \
+                         http://[user:password@]host:port (default: the http_proxy, \
+                         https_proxy and no_proxy environment)",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -469,6 +492,19 @@ impl ObjectImpl for WidevineDecrypt {
                 settings.key_timeout = Duration::from_millis(value.get::<u32>().unwrap().into())
             }
             "license-expiration-secs" => settings.license_expiration_secs = value.get().unwrap(),
+            "ca-file" => {
+                settings.tls.ca_file = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|s| !s.is_empty())
+                    .map(std::path::PathBuf::from)
+            }
+            "proxy" => {
+                settings.tls.proxy = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|s| !s.is_empty())
+            }
             "license-server-key" => {
                 settings.license_server_key = match value.get::<Option<String>>().unwrap() {
                     None => Ok(emulator_server_public_key()),
@@ -491,6 +527,16 @@ impl ObjectImpl for WidevineDecrypt {
                 .unwrap()
                 .license_expiration_secs
                 .to_value(),
+            "ca-file" => self
+                .settings
+                .lock()
+                .unwrap()
+                .tls
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
+            "proxy" => self.settings.lock().unwrap().tls.proxy.to_value(),
             "license-server-key" => match &self.settings.lock().unwrap().license_server_key {
                 Ok(k) => Some(B64.encode(k)).to_value(),
                 Err(_) => None::<String>.to_value(),
@@ -596,7 +642,8 @@ impl BaseTransformImpl for WidevineDecrypt {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        match &self.settings.lock().unwrap().license_server_key {
+        let settings = self.settings.lock().unwrap();
+        match &settings.license_server_key {
             Ok(k) => self.stub.set_trusted_server(*k),
             Err(why) => {
                 return Err(gst::error_msg!(
@@ -605,6 +652,14 @@ impl BaseTransformImpl for WidevineDecrypt {
                 ))
             }
         }
+        let client = settings
+            .tls
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::license::client(&t))
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ("{}", e)))?;
+        drop(settings);
+        self.licenses.set_client(client);
         self.state.lock().unwrap().flac = false;
         self.licenses.reset();
         Ok(())
