@@ -15,7 +15,7 @@ use crate::{data_dir, emulator_bin, temp_dir};
 
 /// A running emulator, stopped on drop, and its admin API (`/_emulator/…`).
 pub struct Emulator {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for `serve --tls`).
     pub base_url: String,
     run: Run,
 }
@@ -77,6 +77,16 @@ impl Emulator {
         format!("{}{path}", self.base_url)
     }
 
+    /// The admin API's URL for `path`: plain HTTP even under `--tls` (the emulator serves
+    /// `/_emulator/` plain on its port), so this harness needs no TLS client.
+    pub fn admin(&self, path: &str) -> String {
+        let base = self
+            .base_url
+            .strip_prefix("https://")
+            .map_or_else(|| self.base_url.clone(), |rest| format!("http://{rest}"));
+        format!("{base}{path}")
+    }
+
     /// `GET url` (any URL), which must succeed: the body.
     pub fn get(&self, url: &str) -> Vec<u8> {
         self.get_with(url, &[])
@@ -91,14 +101,14 @@ impl Emulator {
 
     /// `POST path` with a JSON body: the status.
     pub fn post_json(&self, path: &str, body: Value) -> u16 {
-        let (status, _) = http("POST", &self.url(path), Some(&body.to_string()))
+        let (status, _) = http("POST", &self.admin(path), Some(&body.to_string()))
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         status
     }
 
     /// `GET path` as JSON.
     pub fn get_json(&self, path: &str) -> Value {
-        serde_json::from_slice(&self.get(&self.url(path))).expect("JSON")
+        serde_json::from_slice(&self.get(&self.admin(path))).expect("JSON")
     }
 
     /// `POST /_emulator/prepare`: packages the tracks' content now (the emulator otherwise
@@ -109,7 +119,7 @@ impl Emulator {
         let body = serde_json::to_string(tracks)?;
         let (status, text) = http_within(
             "POST",
-            &self.url("/_emulator/prepare"),
+            &self.admin("/_emulator/prepare"),
             Some(&body),
             Duration::from_secs(600),
         )?;
@@ -124,7 +134,7 @@ impl Emulator {
 
     /// The emulator's request log (`GET /_emulator/requests`).
     pub fn requests(&self) -> Result<Vec<LoggedRequest>> {
-        let (status, body) = http("GET", &self.url("/_emulator/requests"), None)?;
+        let (status, body) = http("GET", &self.admin("/_emulator/requests"), None)?;
         if status != 200 {
             bail!("GET /_emulator/requests: HTTP {status}");
         }
@@ -161,8 +171,8 @@ impl Emulator {
 
     /// `DELETE /_emulator/faults`.
     pub fn clear_faults(&self) {
-        let (status, _) =
-            http("DELETE", &self.url("/_emulator/faults"), None).expect("DELETE /_emulator/faults");
+        let (status, _) = http("DELETE", &self.admin("/_emulator/faults"), None)
+            .expect("DELETE /_emulator/faults");
         assert!(
             (200..300).contains(&status),
             "DELETE /_emulator/faults: HTTP {status}"
@@ -183,7 +193,7 @@ impl Emulator {
     fn shape(&self, body: Value) {
         let (status, text) = http(
             "POST",
-            &self.url("/_emulator/shaping"),
+            &self.admin("/_emulator/shaping"),
             Some(&body.to_string()),
         )
         .expect("POST /_emulator/shaping");
@@ -196,7 +206,7 @@ impl Emulator {
 
     /// `DELETE /_emulator/shaping`: the link at full speed again.
     pub fn unshape(&self) {
-        let (status, _) = http("DELETE", &self.url("/_emulator/shaping"), None)
+        let (status, _) = http("DELETE", &self.admin("/_emulator/shaping"), None)
             .expect("DELETE /_emulator/shaping");
         assert!(
             (200..300).contains(&status),
@@ -206,7 +216,7 @@ impl Emulator {
 
     /// `POST /_emulator/config` with a JSON object such as `{"audio_object_lifetime_s": 3600}`.
     pub fn configure(&self, json: &str) -> Result<()> {
-        let (status, body) = http("POST", &self.url("/_emulator/config"), Some(json))?;
+        let (status, body) = http("POST", &self.admin("/_emulator/config"), Some(json))?;
         if !(200..300).contains(&status) {
             bail!(
                 "POST /_emulator/config {json}: HTTP {status} {}",
@@ -243,6 +253,15 @@ pub struct LoggedRequest {
     /// Request headers; the value only for those the emulator logs in plain.
     #[serde(default)]
     pub headers: Vec<(String, Option<String>)>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    #[serde(default)]
+    pub http_version: String,
+    /// It came over TLS (`serve --tls`).
+    #[serde(default)]
+    pub tls: bool,
+    /// The client's address, `127.0.0.1:PORT` (a proxy's, through one).
+    #[serde(default)]
+    pub peer: String,
 }
 
 /// A running `amzmusic-emulator serve --env-file`: the emulator and the `AMAZONMUSIC_*`
@@ -288,6 +307,18 @@ impl EmulatorEnv {
     pub fn apply(&self) {
         for (k, v) in &self.vars {
             std::env::set_var(k, v);
+        }
+    }
+
+    /// [`apply`](Self::apply) without the exports named in `skip`, which it removes from this
+    /// process's environment instead (a user who did not export them).
+    pub fn apply_except(&self, skip: &[&str]) {
+        for (k, v) in &self.vars {
+            if skip.contains(&k.as_str()) {
+                std::env::remove_var(k);
+            } else {
+                std::env::set_var(k, v);
+            }
         }
     }
 

@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The test harness every crate's tests share: the one emulator harness ([`Emulator`], in a
 //! process of its own or in this one, with its admin API; [`EmulatorEnv`] for its env file),
-//! finding the built binaries and plugins, decoding pipelines ([`play`]), the cross-check tools.
+//! finding the built binaries and plugins, decoding pipelines ([`play`]), a forward proxy
+//! ([`proxy`]), the cross-check tools.
 
 pub mod emulator;
 pub mod http;
 pub mod play;
+pub mod proxy;
 
 pub use emulator::*;
 pub use http::*;
 pub use play::*;
+pub use proxy::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
