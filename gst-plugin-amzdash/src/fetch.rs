@@ -499,7 +499,7 @@ mod tests {
             .unwrap();
         let (port, count) =
             counting_server(&rt, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".into());
-        let f = Fetcher::new(RetryPolicy::default(), "t").unwrap();
+        let f = Fetcher::new(RetryPolicy::default(), "t", &Transport::default()).unwrap();
         rt.block_on(f.set_origin(&Url::parse("https://203.0.113.9/m.mpd").unwrap()));
         let req = |url: String| Request {
             url: Url::parse(&url).unwrap(),
@@ -522,6 +522,7 @@ mod tests {
         let f = Fetcher::with_allow_list(
             RetryPolicy::default(),
             "t",
+            &Transport::default(),
             AllowList::parse("localhost").unwrap(),
         )
         .unwrap();
@@ -536,7 +537,7 @@ mod tests {
             &rt,
             format!("HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1:{to}/seg\r\nContent-Length: 0\r\n\r\n"),
         );
-        let f = Fetcher::new(RetryPolicy::default(), "t").unwrap();
+        let f = Fetcher::new(RetryPolicy::default(), "t", &Transport::default()).unwrap();
         let Err(e) = rt.block_on(f.fetch_once(&req(format!("http://127.0.0.1:{port}/seg")), 1024))
         else {
             panic!("followed")
