@@ -208,10 +208,9 @@ fn access_token_unknown_lifetime_is_refreshed_once_on_401() {
     );
 }
 
-/// Plays the HD track with a 6 s license (renewed at 4.8 s) and an access token that expires
-/// at 3 s with no lifetime the source knows (the environment's), so the renewal is the first
-/// request to meet the expired token; holds until the first license has expired.
-fn play_with_a_renewal_after_the_token_expired(e: &EmulatorEnv) -> Played {
+/// Plays the HD track with a 6 s license (renewed at 4.8 s), holding the output at 1 s of
+/// audio until the first license has expired (6.5 s after its request was seen).
+fn play_past_the_first_license(e: &EmulatorEnv) -> Played {
     let license_seen = std::cell::Cell::new(None::<Instant>);
     play_holding(
         &pipeline("license-expiration-secs=6"),
@@ -240,7 +239,7 @@ fn a_license_401_makes_the_source_refresh_the_token_once() {
         EmulatorEnv::start(&["--token-lifetime", "3", "--audio-object-lifetime", "3600"]).unwrap();
     e.prepare(&[HD]).unwrap();
     e.apply();
-    let p = play_with_a_renewal_after_the_token_expired(&e);
+    let p = play_past_the_first_license(&e);
     assert_whole_track("license 401", &p);
     let log = e.requests().unwrap();
     assert_eq!(
@@ -274,7 +273,7 @@ fn a_license_401_with_a_token_that_cannot_be_refreshed_says_so() {
     e.apply();
     let dir = temp_dir("no-token-file-");
     std::env::set_var("AMAZONMUSIC_TOKEN_FILE", dir.path().join("absent.json"));
-    let p = play_with_a_renewal_after_the_token_expired(&e);
+    let p = play_past_the_first_license(&e);
     let (gerror, from) = p.gerror.clone().expect("an error");
     assert_eq!(
         gerror.kind::<gst::ResourceError>(),
@@ -313,23 +312,7 @@ fn license_expiring_mid_track_is_renewed_once_with_no_gap() {
     // A 6 s license is renewed at 80 % (4.8 s); the hold lasts until the first license has
     // expired, so the encrypted half decrypts with the renewed keys only. The next renewal
     // (9.6 s) is after the track has finished decoding.
-    let license_seen = std::cell::Cell::new(None::<Instant>);
-    let p = play_holding(
-        &pipeline("license-expiration-secs=6"),
-        || {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                let log = e.requests().unwrap();
-                if count(&log, "POST", "/license/") > 0 {
-                    license_seen.set(Some(Instant::now()));
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            panic!("no license request within 5 s of the first buffer");
-        },
-        |_| license_seen.get().unwrap() + Duration::from_millis(6_500),
-    );
+    let p = play_past_the_first_license(&e);
     assert_whole_track("license expiry", &p);
     let log = e.requests().unwrap();
     assert_eq!(failed(&log), Vec::<String>::new(), "failed requests");
