@@ -475,24 +475,26 @@ pub fn client_builder(
 /// Why the server's certificate was refused, when that is what `e` failed on (rustls's
 /// reason: "invalid peer certificate: UnknownIssuer"). Final: no retry changes it.
 pub fn certificate_error(e: &reqwest::Error) -> Option<String> {
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
+    causes(e).find_map(|inner| {
         // hyper-rustls wraps rustls's error in an io::Error, itself in another: an io::Error's
         // `source` skips the error it wraps, so each is opened by hand.
-        let mut here: &(dyn std::error::Error + 'static) = inner;
+        let mut here = inner;
         while let Some(wrapped) = here
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
             here = wrapped;
         }
-        if let Some(t @ rustls::Error::InvalidCertificate(_)) = here.downcast_ref::<rustls::Error>()
-        {
-            return Some(t.to_string());
+        match here.downcast_ref::<rustls::Error>() {
+            Some(t @ rustls::Error::InvalidCertificate(_)) => Some(t.to_string()),
+            _ => None,
         }
-        src = inner.source();
-    }
-    None
+    })
+}
+
+/// The causes of `e`, outermost first (not `e` itself).
+fn causes(e: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |inner| inner.source())
 }
 
 /// The message of a refused server certificate: what failed and what to do about it.
@@ -519,25 +521,14 @@ pub fn is_final(e: &reqwest::Error) -> bool {
 
 /// Whether the URL policy refused the request (a redirect, a resolved address).
 pub fn refused_by_policy(e: &reqwest::Error) -> bool {
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        if inner.is::<crate::url_policy::Refused>() {
-            return true;
-        }
-        src = inner.source();
-    }
-    false
+    causes(e).any(|inner| inner.is::<crate::url_policy::Refused>())
 }
 
+/// Whether hyper could not parse the response head (the first hyper error among the causes).
 fn bad_head(e: &reqwest::Error) -> bool {
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        if let Some(h) = inner.downcast_ref::<hyper::Error>() {
-            return h.is_parse();
-        }
-        src = inner.source();
-    }
-    false
+    causes(e)
+        .find_map(|inner| inner.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_parse)
 }
 
 /// A reqwest error as reqwest prints it, without its URL, followed by its causes ("builder
@@ -555,11 +546,9 @@ pub fn error_chain_without_url(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
+    for inner in causes(e) {
         s.push_str(": ");
         s.push_str(&inner.to_string());
-        src = inner.source();
     }
     s
 }
@@ -579,10 +568,8 @@ pub fn error_kind_and_causes(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
+    for inner in causes(e) {
         s = format!("{s}: {inner}");
-        src = inner.source();
     }
     s
 }
