@@ -19,6 +19,16 @@ fn open(emu: &Emulator, props: &str) -> String {
     )
 }
 
+/// How many requests the emulator logged whose path contains `seg`.
+fn requests_to(emu: &Emulator, seg: &str) -> usize {
+    emu.state()
+        .log
+        .since(0)
+        .into_iter()
+        .filter(|r| r.path.contains(seg))
+        .count()
+}
+
 fn fault(emu: &Emulator, path: &str, count: u32, action: FaultAction) {
     emu.fault(serde_json::json!({ "path_contains": path, "count": count, "action": action }));
 }
@@ -126,13 +136,7 @@ fn retries_last_as_long_as_the_buffer_does() {
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(error, None, "the track stopped");
     amzmusic_tests::assert_same_pcm(&pcm, &source_pcm(TRACK, "flac-44k16"), 4, "whole");
-    let tries = emu
-        .state()
-        .log
-        .since(0)
-        .into_iter()
-        .filter(|r| r.path.contains(seg))
-        .count();
+    let tries = requests_to(&emu, seg);
     assert!(tries > 3 + 1, "{tries} requests: retried past max-attempts");
 }
 
@@ -180,13 +184,7 @@ fn a_trickle_of_bytes_per_response_does_not_renew_the_attempts() {
     let out = play_desc(&open(&emu, "max-attempts=3"), None);
     let err = out.error.expect("an error");
     assert!(err.contains("3 attempts"), "{err}");
-    let asked = emu
-        .state()
-        .log
-        .since(0)
-        .into_iter()
-        .filter(|r| r.path.contains(seg))
-        .count();
+    let asked = requests_to(&emu, seg);
     assert_eq!(asked, 3, "one request per attempt");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
@@ -241,13 +239,7 @@ fn a_huge_response_head_on_a_segment_is_a_clear_error_at_once() {
             && err.contains("message head is too large"),
         "{err}"
     );
-    let asked = emu
-        .state()
-        .log
-        .since(0)
-        .into_iter()
-        .filter(|r| r.path.contains(seg))
-        .count();
+    let asked = requests_to(&emu, seg);
     assert_eq!(asked, 1, "no retry");
 }
 
