@@ -141,6 +141,18 @@ impl Emulator {
         serde_json::from_slice(&body).context("request log is not the documented JSON")
     }
 
+    /// The service requests (admin ones left out) that arrive within `wait` from now, as
+    /// "METHOD path -> status": none once every pipeline has stopped.
+    pub fn requests_within(&self, wait: std::time::Duration) -> Result<Vec<String>> {
+        let settled = self.requests()?.len();
+        std::thread::sleep(wait);
+        Ok(self.requests()?[settled..]
+            .iter()
+            .filter(|r| !r.path.starts_with("/_emulator/"))
+            .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+            .collect())
+    }
+
     /// The request log as JSON, every field included.
     pub fn request_log(&self) -> Vec<Value> {
         self.get_json("/_emulator/requests")

@@ -138,12 +138,7 @@ fn no_thread_or_connection_left(
     );
     // Stopped pipelines stop asking: nothing reaches the emulator once they are gone.
     let settled = e.requests().unwrap().len();
-    std::thread::sleep(Duration::from_millis(500));
-    let late: Vec<String> = e.requests().unwrap()[settled..]
-        .iter()
-        .filter(|r| !r.path.starts_with("/_emulator/"))
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect();
+    let late = e.requests_within(Duration::from_millis(500)).unwrap();
     assert!(
         late.is_empty(),
         "requests after every pipeline stopped: {late:?}"

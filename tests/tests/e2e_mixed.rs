@@ -439,13 +439,7 @@ fn eight_mixed_tracks_with_stops_restarts_and_seeks_leave_no_thread_or_connectio
     );
     assert_eq!(conns, 0, "connections to the emulator left open");
     // Stopped pipelines stop asking: nothing reaches the emulator once they are gone.
-    let settled = e.requests().unwrap().len();
-    std::thread::sleep(Duration::from_millis(500));
-    let late: Vec<String> = e.requests().unwrap()[settled..]
-        .iter()
-        .filter(|r| !r.path.starts_with("/_emulator/"))
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect();
+    let late = e.requests_within(Duration::from_millis(500)).unwrap();
     assert!(
         late.is_empty(),
         "requests after every pipeline stopped: {late:?}"
