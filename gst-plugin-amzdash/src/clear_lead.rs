@@ -457,7 +457,7 @@ fn track_id(trak: &[u8]) -> Option<u32> {
     }
 }
 
-fn path<'a>(mut data: &'a [u8], names: &[&[u8; 4]]) -> Option<&'a [u8]> {
+pub(crate) fn path<'a>(mut data: &'a [u8], names: &[&[u8; 4]]) -> Option<&'a [u8]> {
     for name in names {
         data = children(data).find(|(t, _)| t == *name)?.1;
     }
@@ -465,7 +465,7 @@ fn path<'a>(mut data: &'a [u8], names: &[&[u8; 4]]) -> Option<&'a [u8]> {
 }
 
 /// The boxes directly in `data`: `(type, body)`; stops at the first malformed one.
-fn children(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+pub(crate) fn children(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
     let mut at = 0usize;
     std::iter::from_fn(move || {
         let size = be32(data, at)? as usize;
@@ -500,11 +500,11 @@ fn put_box(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-fn be32(d: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn be32(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn be64(d: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn be64(d: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(d.get(at..at + 8)?.try_into().ok()?))
 }
 

@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod mpd;
 pub mod playhead;
 pub mod segments;
+pub mod timing;
 /// Which URLs a manifest may name: shared with the other plugins (`amzmusic_common::url_policy`).
 pub use amzmusic_common::url_policy;
 

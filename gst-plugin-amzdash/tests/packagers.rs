@@ -42,7 +42,7 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
     M.get_or_init(|| {
         let t = tools()?;
         let pcm = source_pcm(TRACK, "flac-44k16");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v3");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v4");
         if dir.join("done").exists() {
             return Some((dir, pcm));
         }
@@ -54,6 +54,9 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
             "ff-list",
             "shaka-opus-clear",
             "shaka-opus-cbcs",
+            "opus48-shaka-clear",
+            "opus48-shaka-cenc",
+            "opus48-ff-tpl",
         ] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -119,6 +122,52 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
             }
             run(&mut c);
         }
+        // Opus from a 48 kHz source (no resampling): libopus's 312-sample priming signalled by
+        // an edit list, the last frame trimmed, packaged by Shaka (SegmentBase, clear and cenc)
+        // and by ffmpeg's dash muxer (SegmentTemplate with a timeline).
+        // The source: the track's samples resampled to 48 kHz once (Opus's only rate).
+        run(Command::new(&t.ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "s16le", "-ar", "44100", "-ac", "2", "-i"])
+            .arg(dir.join("source.raw"))
+            .args(["-ar", "48000", "-f", "s16le"])
+            .arg(dir.join("source48.raw")));
+        run(Command::new(&t.ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "s16le", "-ar", "48000", "-ac", "2", "-i"])
+            .arg(dir.join("source48.raw"))
+            .args(["-c:a", "libopus", "-b:a", "128k"])
+            .arg(dir.join("opus48.mp4")));
+        for (sub, crypt) in [("opus48-shaka-clear", false), ("opus48-shaka-cenc", true)] {
+            let mut c = Command::new(&t.packager);
+            c.arg(format!(
+                "in={},stream=audio,output={}",
+                dir.join("opus48.mp4").display(),
+                dir.join(sub).join("audio.mp4").display()
+            ))
+            .args(["--segment_duration", "4", "--mpd_output"])
+            .arg(dir.join(sub).join("manifest.mpd"));
+            if crypt {
+                c.args(["--enable_raw_key_encryption", "--keys"])
+                    .arg(format!("label=:key_id={OPUS_KID}:key={OPUS_KEY}"))
+                    .args(["--protection_scheme", "cenc", "--clear_lead", "8"])
+                    .args(["--protection_systems", "Widevine"]);
+            }
+            run(&mut c);
+        }
+        run(Command::new(&t.ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(dir.join("opus48.mp4"))
+            .args(["-c", "copy", "-f", "dash", "-dash_segment_type", "mp4"])
+            .args([
+                "-seg_duration",
+                "4",
+                "-use_template",
+                "1",
+                "-use_timeline",
+                "1",
+            ])
+            .arg(dir.join("opus48-ff-tpl/manifest.mpd")));
         std::fs::write(dir.join("done"), b"").unwrap();
         Some((dir, pcm))
     })
@@ -253,4 +302,56 @@ fn ffmpeg_segment_template_without_timeline() {
 #[test]
 fn ffmpeg_segment_list() {
     plays("ff-list", "SegmentList");
+}
+
+/// Decodes `desc` (ending in `appsink name=sink`) to S16LE.
+fn decode(desc: &str, what: &str) -> Vec<u8> {
+    let out = play_desc(desc, None);
+    assert!(out.error.is_none(), "{what}: {:?}", out.error);
+    assert!(out.eos, "{what}: no EOS");
+    out.pcm
+}
+
+/// Opus with an edit list (the encoder's priming) through amzdashdemux starts and ends where
+/// GStreamer's own decode of the file (qtdemux applying the edit list) does, whatever the
+/// addressing and the scheme, and is exactly as long as the source.
+#[test]
+fn opus_with_an_edit_list_starts_and_ends_with_the_source() {
+    let Some((dir, _)) = media() else { return };
+    let source_len = std::fs::read(dir.join("source48.raw")).unwrap().len();
+    let want = decode(
+        &format!(
+            "filesrc location={} ! qtdemux ! opusdec ! audio/x-raw,format=S16LE ! \
+             appsink name=sink",
+            dir.join("opus48.mp4").display()
+        ),
+        "filesrc ! qtdemux",
+    );
+    // GStreamer's file path trims the start; at the end it keeps the last frame whole.
+    println!(
+        "qtdemux file decode: {} frames, source {} frames",
+        want.len() / 4,
+        source_len / 4
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = serve(&rt, dir.clone());
+    for (sub, decrypt) in [
+        ("opus48-shaka-clear", String::new()),
+        (
+            "opus48-shaka-cenc",
+            format!("! widevinedecrypt keys={OPUS_KID}:{OPUS_KEY}"),
+        ),
+        ("opus48-ff-tpl", String::new()),
+    ] {
+        let got = decode(
+            &format!(
+                "souphttpsrc location={base}/{sub}/manifest.mpd ! amzdashdemux ! qtdemux \
+                 {decrypt} ! opusdec ! audio/x-raw,format=S16LE ! appsink name=sink"
+            ),
+            sub,
+        );
+        assert_eq!(got.len(), source_len, "{sub}: length against the source");
+        let n = got.len().min(want.len());
+        amzmusic_tests::assert_same_pcm(&got[..n], &want[..n], 4, sub);
+    }
 }

@@ -29,6 +29,7 @@ use crate::engine::{
 };
 use crate::fetch::{redact, Fetcher};
 use crate::mpd::{Mpd, MAX_MANIFEST_BYTES};
+use crate::timing;
 use amzmusic_common::http::Transport;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -324,9 +325,10 @@ impl AmzDashDemux {
     /// `codec`: the family of the first init segment (the adaptive choice may start in
     /// another family than the manifest's preferred one when codec switching is on).
     fn push_initial_events(&self, engine: &Engine, codec: Codec) {
+        let end = engine.presentation().duration();
         let (segment, seqnum) = {
             let st = self.state.lock().unwrap();
-            (st.segment.clone(), st.seqnum)
+            (st.output_segment(end), st.seqnum)
         };
         let stream_id = stream_id(codec);
         if self
@@ -377,11 +379,10 @@ impl AmzDashDemux {
         time: Duration,
         first: bool,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let piece = self
-            .state
-            .lock()
-            .unwrap()
-            .take_piece(data, start, duration, time, first);
+        let (piece, timing) = {
+            let mut st = self.state.lock().unwrap();
+            (st.take_piece(data, start, duration, time, first), st.timing)
+        };
         let Some(piece) = piece else {
             return Ok(gst::FlowSuccess::Ok);
         };
@@ -389,6 +390,8 @@ impl AmzDashDemux {
         {
             let b = buf.get_mut().unwrap();
             if let Some((start, duration)) = piece.stamp {
+                // In media time when an edit list puts a priming before presentation zero.
+                let start = timing.map_or(start, |t| t.stamp(start));
                 b.set_pts(to_clock(start));
                 b.set_duration(to_clock(duration));
             }
@@ -408,10 +411,11 @@ impl AmzDashDemux {
     /// new representation starts a new stream (stream-start with a new id and group, caps, the
     /// same TIME segment, protection events) and parsebin/decodebin3 plug a new chain for it.
     fn start_new_stream(&self, engine: &Engine, codec: Codec) {
+        let end = engine.presentation().duration();
         let n = {
             let mut st = self.state.lock().unwrap();
             st.discont = true;
-            st.segment.clone()
+            st.output_segment(end)
         };
         let stream_id = stream_id(codec);
         gst::info!(
@@ -472,6 +476,16 @@ impl AmzDashDemux {
             return;
         };
         let need = std::mem::take(&mut self.state.lock().unwrap().need_events);
+        // The timing of the representation whose init segment this is: what the segment
+        // events downstream say (its priming and end).
+        let timing = match &item {
+            Item::Init { data, .. } => Some(timing::from_init(data)),
+            _ => None,
+        };
+        let retimed = timing.is_some_and(|t| {
+            let mut st = self.state.lock().unwrap();
+            std::mem::replace(&mut st.timing, t) != t
+        });
         if need {
             let codec = match &item {
                 Item::Init { codec, .. } => *codec,
@@ -489,6 +503,12 @@ impl AmzDashDemux {
                 let previous = self.state.lock().unwrap().codec.replace(codec);
                 if previous.is_some_and(|p| p != codec) {
                     self.start_new_stream(&engine, codec);
+                } else if retimed && !need {
+                    // Same codec, another edit list: the same stream, retimed.
+                    let end = engine.presentation().duration();
+                    let seg = self.state.lock().unwrap().output_segment(end);
+                    gst::debug!(CAT, imp = self, "edit list changed: segment {:?}", seg);
+                    self.srcpad.push_event(gst::event::Segment::new(&seg));
                 }
                 self.state.lock().unwrap().init_pushed(&data);
                 let buf = init_buffer(data);

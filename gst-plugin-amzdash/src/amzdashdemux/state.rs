@@ -9,6 +9,7 @@ use super::report::buffering_changed;
 use super::streams::to_clock;
 use crate::clear_lead::ClearLeadMarker;
 use crate::engine::{AudioObject, Engine};
+use crate::timing::{self, EditTiming};
 
 #[derive(Default)]
 pub struct State {
@@ -32,6 +33,9 @@ pub struct State {
     pub fragment_time: Option<(Duration, Duration)>,
     /// Media time up to which pieces went downstream (for the playhead).
     pub pushed_to: Duration,
+    /// The edit list of the representation playing (`timing.rs`): its priming is dropped and
+    /// its end clipped downstream.
+    pub timing: Option<EditTiming>,
 }
 
 /// A piece of a media segment ready to go downstream.
@@ -50,6 +54,7 @@ impl State {
     pub fn start_engine(&mut self, engine: Arc<Engine>) {
         self.engine = Some(engine);
         self.segment = gst::FormattedSegment::new();
+        self.timing = None;
         self.need_events = true;
         self.discont = true;
     }
@@ -104,6 +109,11 @@ impl State {
     pub fn init_pushed(&mut self, init: &[u8]) {
         self.discont = false;
         self.clear_lead = ClearLeadMarker::from_init(init);
+    }
+
+    /// The TIME segment to send downstream (see [`timing::output_segment`]).
+    pub fn output_segment(&self, end: Option<Duration>) -> gst::FormattedSegment<gst::ClockTime> {
+        timing::output_segment(&self.segment, self.timing.as_ref(), end)
     }
 
     /// Records `pct` as the level posted if it is worth a message (see
