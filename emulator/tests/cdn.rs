@@ -282,7 +282,9 @@ async fn open_mirror_answers_cors_and_options() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap();
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
     assert!(methods.contains("GET"), "{methods}");
     assert!(r.headers().contains_key("access-control-allow-headers"));
     // A plain OPTIONS (no preflight headers) on the manifest: what is allowed, not 405.
@@ -295,7 +297,9 @@ async fn open_mirror_answers_cors_and_options() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap();
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
     assert!(methods.contains("GET"), "{methods}");
     // The authenticated CDN stays without CORS.
     let r = c
