@@ -105,23 +105,26 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
             .arg(dir.join("source.raw"))
             .args(["-c:a", "libopus", "-b:a", "128k"])
             .arg(dir.join("opus.mp4")));
-        for (sub, crypt) in [("shaka-opus-clear", false), ("shaka-opus-cbcs", true)] {
+        // Shaka's on-demand packaging of an Opus file: clear, or `scheme` with an 8 s clear lead.
+        let shaka_opus = |input: &str, sub: &str, scheme: Option<&str>| {
             let mut c = Command::new(&t.packager);
             c.arg(format!(
                 "in={},stream=audio,output={}",
-                dir.join("opus.mp4").display(),
+                dir.join(input).display(),
                 dir.join(sub).join("audio.mp4").display()
             ))
             .args(["--segment_duration", "4", "--mpd_output"])
             .arg(dir.join(sub).join("manifest.mpd"));
-            if crypt {
+            if let Some(scheme) = scheme {
                 c.args(["--enable_raw_key_encryption", "--keys"])
                     .arg(format!("label=:key_id={OPUS_KID}:key={OPUS_KEY}"))
-                    .args(["--protection_scheme", "cbcs", "--clear_lead", "8"])
+                    .args(["--protection_scheme", scheme, "--clear_lead", "8"])
                     .args(["--protection_systems", "Widevine"]);
             }
             run(&mut c);
-        }
+        };
+        shaka_opus("opus.mp4", "shaka-opus-clear", None);
+        shaka_opus("opus.mp4", "shaka-opus-cbcs", Some("cbcs"));
         // Opus from a 48 kHz source (no resampling): libopus's 312-sample priming signalled by
         // an edit list, the last frame trimmed, packaged by Shaka (SegmentBase, clear and cenc)
         // and by ffmpeg's dash muxer (SegmentTemplate with a timeline).
@@ -138,23 +141,8 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
             .arg(dir.join("source48.raw"))
             .args(["-c:a", "libopus", "-b:a", "128k"])
             .arg(dir.join("opus48.mp4")));
-        for (sub, crypt) in [("opus48-shaka-clear", false), ("opus48-shaka-cenc", true)] {
-            let mut c = Command::new(&t.packager);
-            c.arg(format!(
-                "in={},stream=audio,output={}",
-                dir.join("opus48.mp4").display(),
-                dir.join(sub).join("audio.mp4").display()
-            ))
-            .args(["--segment_duration", "4", "--mpd_output"])
-            .arg(dir.join(sub).join("manifest.mpd"));
-            if crypt {
-                c.args(["--enable_raw_key_encryption", "--keys"])
-                    .arg(format!("label=:key_id={OPUS_KID}:key={OPUS_KEY}"))
-                    .args(["--protection_scheme", "cenc", "--clear_lead", "8"])
-                    .args(["--protection_systems", "Widevine"]);
-            }
-            run(&mut c);
-        }
+        shaka_opus("opus48.mp4", "opus48-shaka-clear", None);
+        shaka_opus("opus48.mp4", "opus48-shaka-cenc", Some("cenc"));
         run(Command::new(&t.ffmpeg)
             .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
             .arg(dir.join("opus48.mp4"))
