@@ -215,7 +215,7 @@ impl WidevineDecrypt {
                 return Err(gst::error_msg!(
                     gst::LibraryError::Init,
                     (
-                        "Cannot use the Chromium CDM {}: this build has no chromium: backend yet                          (docs/cdm.md); use ocdm:, clearkey or stub",
+                        "Cannot use the Chromium CDM {}: this build has no chromium: backend yet (docs/cdm.md); use ocdm:, clearkey or stub",
                         library.display()
                     )
                 ))
