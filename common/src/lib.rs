@@ -2,6 +2,8 @@
 //! What the Amazon Music plugins and the emulator share, in plain Rust: one definition of each
 //! wire format for both of its sides. It registers no GObject type (GTypes stay per plugin).
 
+pub mod cenc;
+pub mod clearkey;
 pub mod codec;
 pub mod contract;
 #[doc(hidden)]

@@ -287,6 +287,32 @@ pub fn widevine_init_data(init_data: &[u8]) -> Result<WidevinePsshData, PsshErro
     Ok(merged)
 }
 
+/// Every key id the boxes of `systems` in `init_data` name: header key ids, and for Widevine
+/// boxes the protobuf's too (deduplicated, in order of appearance). A CDM-neutral reading:
+/// which key ids a session over this init data will ask for.
+pub fn key_ids_for_systems(
+    init_data: &[u8],
+    systems: &[[u8; 16]],
+) -> Result<Vec<KeyId>, PsshError> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for pssh in parse_pssh_boxes(init_data)?
+        .into_iter()
+        .filter(|b| systems.contains(&b.system_id))
+    {
+        let mut kids = pssh.key_ids.clone();
+        if pssh.is_widevine() {
+            kids.extend(WidevinePsshData::parse(&pssh.data)?.key_ids);
+        }
+        for kid in kids {
+            if seen.insert(kid) {
+                out.push(kid);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

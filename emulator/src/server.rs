@@ -334,6 +334,10 @@ fn admin_router() -> Router<Arc<AppState>> {
             "/_emulator/catalog",
             get(|State(s): State<Arc<AppState>>| async move { Json(s.catalog.as_ref().clone()) }),
         )
+        .route(
+            "/_emulator/clearkey",
+            post(crate::services::clearkey::register),
+        )
         .route("/_emulator/health", get(|| async { "ok" }))
         .route(
             "/_emulator/tls",

@@ -32,6 +32,8 @@ pub struct AppState {
     pub services: ServicesState,
     /// `serve --tls`: whether the port speaks TLS and what its handshakes did.
     pub tls: crate::tls::TlsStatus,
+    /// The Clear Key license server's registered keys (`POST /_emulator/clearkey`).
+    pub clear_keys: crate::services::clearkey::ClearKeys,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             config: Mutex::new(config),
             services: ServicesState::default(),
             tls: Default::default(),
+            clear_keys: Default::default(),
         }
     }
 

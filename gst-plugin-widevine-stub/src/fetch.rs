@@ -24,6 +24,19 @@ pub struct RequestHeaders {
     /// The audio object's `key` list.
     pub extra: Vec<(String, String)>,
     pub license_expiration_secs: Option<u32>,
+    /// How the challenge and the license travel.
+    pub body: BodyFormat,
+}
+
+/// How a license exchange carries the CDM's challenge and the server's license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// Amazon's JSON wrapping (`encode_license_request_body`/`decode_license_response_body`).
+    #[default]
+    Amazon,
+    /// The challenge is the body and the answer's body the license, as EME players send them
+    /// to Clear Key and generic license servers.
+    Raw,
 }
 
 /// `Authorization` value for a token that may or may not carry its scheme already.
@@ -91,11 +104,15 @@ async fn post_once(
     headers: &RequestHeaders,
     timeout: Duration,
 ) -> Posted {
+    let content_type = match headers.body {
+        BodyFormat::Amazon => "application/json",
+        BodyFormat::Raw => "application/octet-stream",
+    };
     let mut req = client
         .post(url)
         .timeout(timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .header(reqwest::header::ACCEPT, "application/json, */*")
         .header(reqwest::header::USER_AGENT, &headers.user_agent)
         .body(body.to_vec());
     if let Some(auth) = &headers.authorization {
@@ -140,7 +157,10 @@ pub async fn fetch_license(
     policy: &RetryPolicy,
     refresh_token: impl Fn() -> Option<String>,
 ) -> Result<Fetched, FetchError> {
-    let body = encode_license_request_body(challenge);
+    let body = match headers.body {
+        BodyFormat::Amazon => encode_license_request_body(challenge),
+        BodyFormat::Raw => challenge.to_vec(),
+    };
     let start = Instant::now();
     let mut refreshed = false;
     let mut retries = policy.retries();
@@ -153,8 +173,11 @@ pub async fn fetch_license(
         let (error, retry_after) =
             match post_once(client, url, &body, &headers, policy.request_timeout).await {
                 Posted::Ok(bytes) => {
-                    let license = decode_license_response_body(&bytes)
-                        .map_err(|e| FetchError::BadBody(e.to_string()))?;
+                    let license = match headers.body {
+                        BodyFormat::Amazon => decode_license_response_body(&bytes)
+                            .map_err(|e| FetchError::BadBody(e.to_string()))?,
+                        BodyFormat::Raw => bytes,
+                    };
                     return Ok(Fetched {
                         license,
                         latency: start.elapsed(),
@@ -264,7 +287,36 @@ mod tests {
             user_agent: "test-agent/1".into(),
             extra: vec![("x-amz-key-header".into(), "v1".into())],
             license_expiration_secs: Some(120),
+            body: BodyFormat::Amazon,
         }
+    }
+
+    #[tokio::test]
+    async fn a_raw_body_is_the_challenge_and_the_answer_the_license() {
+        let (url, seen) = serve(vec![http("200 OK", "", r#"{"keys":[]}"#)]).await;
+        let h = RequestHeaders {
+            body: BodyFormat::Raw,
+            ..headers()
+        };
+        let got = fetch_license(
+            &reqwest::Client::new(),
+            &url,
+            b"{\"kids\":[]}",
+            h,
+            &fast(),
+            || None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.license, br#"{"keys":[]}"#);
+        let seen = seen.lock().unwrap();
+        let head = seen[0].to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/octet-stream"),
+            "{head}"
+        );
+        assert!(head.ends_with("{\"kids\":[]}"), "{head}");
+        assert!(head.contains("authorization: bearer atza|old"), "{head}");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod checks;
+pub mod clearkey;
 pub mod graphql;
 pub mod images;
 pub mod license;
@@ -35,6 +36,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(api::router())
         .merge(graphql::router())
         .merge(license::router())
+        .merge(clearkey::router())
         .merge(images::router())
 }
 

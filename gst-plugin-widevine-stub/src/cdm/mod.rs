@@ -1,11 +1,21 @@
 //! The CDM (Content Decryption Module) interface the decryptor talks to, modelled on EME and
 //! OpenCDM: sessions from init data, license messages in and out, key statuses, decrypt by key id.
 
+mod clearkey;
+mod ocdm;
+mod select;
 mod stub;
 
 use std::time::{Duration, Instant};
 
+pub use clearkey::ClearKeyCdm;
+pub use ocdm::OcdmCdm;
+pub use select::{CdmChoice, LicenseBody, CDM_ENV};
 pub use stub::StubCdm;
+
+/// What the CDM sends by itself after a session's first message (renewals it schedules), in
+/// the order it sent them.
+pub type MessageStream = tokio::sync::mpsc::UnboundedReceiver<SessionMessage>;
 
 use crate::cenc::{DecryptError, SampleProtection};
 use crate::protocol::{KeyId, ProtocolError, PsshError};
@@ -87,6 +97,12 @@ pub enum CdmError {
     KeyExpired { kid: KeyId, ago: Duration },
     #[error("sample does not decrypt: {0}")]
     Decrypt(#[from] DecryptError),
+    #[error("the license is not understood: {0}")]
+    BadLicense(String),
+    /// A CDM module (`ocdm:`, `chromium:`) refused or failed a call; the text names the call
+    /// and what it returned.
+    #[error("{0}")]
+    Module(String),
 }
 
 /// A Content Decryption Module. Keys stay inside: callers name them by key id only.
@@ -98,6 +114,19 @@ pub enum CdmError {
 pub trait Cdm: Send + Sync {
     /// The DRM system this CDM implements (matches `pssh` system ids and caps).
     fn system_id(&self) -> [u8; 16];
+
+    /// Every system id whose `pssh` boxes and protection events this CDM reads (Clear Key
+    /// has two).
+    fn system_ids(&self) -> Vec<[u8; 16]> {
+        vec![self.system_id()]
+    }
+
+    /// The messages the CDM sends by itself for `session` (its own renewal schedule), taken
+    /// once. `None`: the CDM sends none, the caller asks [`renewal_request`](Cdm::renewal_request)
+    /// at `renew_at`.
+    fn take_messages(&self, _session: &SessionId) -> Option<MessageStream> {
+        None
+    }
 
     fn security_level(&self) -> SecurityLevel;
 

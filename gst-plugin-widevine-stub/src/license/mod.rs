@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::cdm::{Cdm, InitDataType, KeyStatus, SessionId};
-use crate::fetch::{RequestHeaders, RetryPolicy, LICENSE_RETRY};
+use crate::fetch::{BodyFormat, RequestHeaders, RetryPolicy, LICENSE_RETRY};
 use crate::protocol::KeyId;
 use crate::CAT;
 
@@ -156,7 +156,10 @@ pub enum WaitError {
 
 /// Sessions, key waits and the license tasks of one element.
 pub struct LicenseManager {
-    cdm: Arc<dyn Cdm>,
+    /// The element's CDM ([`LicenseManager::set_cdm`], at READY).
+    cdm: Mutex<Arc<dyn Cdm>>,
+    /// How license requests travel (`license-body`, resolved for the CDM).
+    body: Mutex<BodyFormat>,
     shared: Arc<Shared>,
     policy: RetryPolicy,
     /// The license client ([`LicenseManager::set_client`]: the element's `ca-file` and
@@ -171,7 +174,8 @@ impl LicenseManager {
 
     pub fn with_retry_policy(cdm: Arc<dyn Cdm>, policy: RetryPolicy) -> Self {
         LicenseManager {
-            cdm,
+            cdm: Mutex::new(cdm),
+            body: Mutex::default(),
             shared: Arc::default(),
             policy,
             http: Mutex::new(session::client(&Default::default()).unwrap_or_default()),
@@ -183,8 +187,15 @@ impl LicenseManager {
         *self.http.lock().unwrap() = http;
     }
 
-    pub fn cdm(&self) -> &dyn Cdm {
-        self.cdm.as_ref()
+    pub fn cdm(&self) -> Arc<dyn Cdm> {
+        self.cdm.lock().unwrap().clone()
+    }
+
+    /// The CDM and license body format of the sessions opened from now on (the element sets
+    /// them at READY, with no session open).
+    pub fn set_cdm(&self, cdm: Arc<dyn Cdm>, body: BodyFormat) {
+        *self.cdm.lock().unwrap() = cdm;
+        *self.body.lock().unwrap() = body;
     }
 
     /// Forgets everything (the element starts).
@@ -195,8 +206,9 @@ impl LicenseManager {
     /// Closes every session (the element stops).
     pub fn stop(&self) {
         let old = std::mem::take(&mut *self.shared.lock());
+        let cdm = self.cdm();
         for session in old.sessions {
-            session.close(self.cdm.as_ref());
+            session.close(cdm.as_ref());
         }
     }
 
@@ -266,9 +278,10 @@ impl LicenseManager {
         let mut state = self.shared.lock();
         state.request_pending = false;
         let init_data: Vec<u8> = state.pssh_boxes.concat();
-        let mut wanted: Vec<KeyId> = crate::protocol::widevine_init_data(&init_data)
-            .map(|d| d.key_ids)
-            .unwrap_or_default();
+        let cdm = self.cdm();
+        let mut wanted: Vec<KeyId> =
+            crate::protocol::pssh::key_ids_for_systems(&init_data, &cdm.system_ids())
+                .unwrap_or_default();
         let extra_outside_pssh = extra.filter(|k| !wanted.contains(k));
         wanted.extend(extra_outside_pssh);
         self.close_sessions_outside(&mut state, &wanted);
@@ -290,10 +303,10 @@ impl LicenseManager {
             return;
         };
         let created = if extra_outside_pssh.is_none() {
-            self.cdm.create_session(InitDataType::Cenc, &init_data)
+            cdm.create_session(InitDataType::Cenc, &init_data)
         } else {
             let ids: Vec<u8> = wanted.iter().flat_map(|k| k.0).collect();
-            self.cdm.create_session(InitDataType::KeyIds, &ids)
+            cdm.create_session(InitDataType::KeyIds, &ids)
         };
         let (id, message) = match created {
             Ok(s) => s,
@@ -304,7 +317,7 @@ impl LicenseManager {
                 return;
             }
         };
-        let kids = self.cdm.session_key_ids(&id).unwrap_or(wanted);
+        let kids = cdm.session_key_ids(&id).unwrap_or(wanted);
         state.requested.extend(kids.iter().copied());
         // Open before its task starts, which reports nothing once its session is closed.
         let stream = state.stream;
@@ -326,7 +339,8 @@ impl LicenseManager {
             kids,
             url,
             policy: self.policy,
-            cdm: self.cdm.clone(),
+            body: *self.body.lock().unwrap(),
+            cdm,
             shared: self.shared.clone(),
             host: host.clone(),
             http: self.http.lock().unwrap().clone(),
@@ -364,7 +378,7 @@ impl LicenseManager {
                     state.requested.remove(k);
                 }
             }
-            session.close(self.cdm.as_ref());
+            session.close(self.cdm().as_ref());
         }
     }
 
@@ -378,8 +392,9 @@ impl LicenseManager {
     ) -> Result<(), WaitError> {
         let deadline = Instant::now() + timeout;
         let mut announce = Some(announce);
+        let cdm = self.cdm();
         loop {
-            let status = self.cdm.key_status(&kid);
+            let status = cdm.key_status(&kid);
             if status == Some(KeyStatus::Usable) {
                 return Ok(());
             }

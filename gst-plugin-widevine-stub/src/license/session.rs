@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::cdm::{Cdm, KeyStatus, LicenseUpdate, SessionId};
-use crate::fetch::{fetch_license, FetchError, Fetched, RetryPolicy};
+use crate::fetch::{fetch_license, BodyFormat, FetchError, Fetched, RequestHeaders, RetryPolicy};
 use crate::protocol::KeyId;
 use crate::CAT;
 use amzmusic_common::http::Transport;
@@ -46,6 +46,7 @@ pub(super) struct LicenseSession {
     pub kids: Vec<KeyId>,
     pub url: String,
     pub policy: RetryPolicy,
+    pub body: BodyFormat,
     pub cdm: Arc<dyn Cdm>,
     pub shared: Arc<Shared>,
     pub host: Arc<dyn Host>,
@@ -72,15 +73,43 @@ impl LicenseSession {
         };
         log_update(&update, "license");
         self.shared.changed.notify_all();
-        while let Some(renew_at) = update.renew_at {
-            tokio::time::sleep_until(renew_at.into()).await;
-            let message = match self.cdm.renewal_request(&self.id) {
-                Ok(m) => m,
-                Err(_) if !self.shared.is_open(&self.id) => return,
-                Err(e) => {
-                    self.shared.lock().renewal_failure = Some(e.to_string());
-                    return;
+        // A CDM that schedules its own renewals sends them (an OpenCDM module's challenge
+        // callback); the others are asked at the license's renew_at.
+        let mut messages = self.cdm.take_messages(&self.id);
+        loop {
+            let own = match (&mut messages, update.renew_at) {
+                (None, None) => return,
+                (None, Some(at)) => {
+                    tokio::time::sleep_until(at.into()).await;
+                    None
                 }
+                (Some(rx), at) => tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => Some(m),
+                        // The CDM closed the session's message channel: nothing more comes.
+                        None => return,
+                    },
+                    _ = sleep_until_or_never(at) => None,
+                },
+            };
+            let message = match own {
+                Some(m) => {
+                    gst::info!(
+                        CAT,
+                        "the CDM sent a {:?} message for session {}",
+                        m.kind,
+                        self.id
+                    );
+                    m
+                }
+                None => match self.cdm.renewal_request(&self.id) {
+                    Ok(m) => m,
+                    Err(_) if !self.shared.is_open(&self.id) => return,
+                    Err(e) => {
+                        self.shared.lock().renewal_failure = Some(e.to_string());
+                        return;
+                    }
+                },
             };
             match self.exchange(Phase::Renewal, &message.payload).await {
                 Ok(u) => {
@@ -100,6 +129,9 @@ impl LicenseSession {
                     let retry_at = Instant::now() + RENEWAL_RETRY;
                     match update.expires_at {
                         Some(exp) if retry_at < exp => update.renew_at = Some(retry_at),
+                        // A CDM keeping its own clock tells when it is over (its next message
+                        // or an expired key status); its last renewal is retried meanwhile.
+                        None if messages.is_some() => update.renew_at = Some(retry_at),
                         _ => {
                             gst::warning!(
                                 CAT,
@@ -167,6 +199,8 @@ impl LicenseSession {
     ) -> Result<Fetched, FetchError> {
         let start = Instant::now();
         let wants_refresh = AtomicBool::new(false);
+        let mut credentials = credentials;
+        credentials.headers.body = self.body;
         let first = fetch_license(
             &self.http,
             &self.url,
@@ -214,6 +248,10 @@ impl LicenseSession {
             }
             _ => return first,
         };
+        let headers = RequestHeaders {
+            body: self.body,
+            ..headers
+        };
         let rest = RetryPolicy {
             max_attempts: self.policy.max_attempts.saturating_sub(done).max(1),
             base_delay: self.policy.base_delay.saturating_mul(1 << done.min(16)),
@@ -256,6 +294,14 @@ impl LicenseSession {
             shared.set_fatal();
         })
         .await;
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

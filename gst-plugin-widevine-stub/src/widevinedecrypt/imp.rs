@@ -18,7 +18,9 @@ use amzmusic_common::http::TlsProxy;
 
 use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
-use crate::cdm::{CdmError, KeyStatus, StubCdm};
+use crate::cdm::{
+    Cdm, CdmChoice, CdmError, ClearKeyCdm, KeyStatus, LicenseBody, OcdmCdm, StubCdm, CDM_ENV,
+};
 use crate::cenc::{self, Pattern, SampleProtection, Scheme};
 use crate::license::{
     Credentials, CredentialsAsk, Failure, Host, KeySources, LicenseManager, WaitError,
@@ -28,6 +30,7 @@ use crate::protocol::{
     WIDEVINE_SYSTEM_ID_STR,
 };
 use crate::CAT;
+use amzmusic_common::clearkey::{CLEARKEY_DASH_SYSTEM_ID_STR, CLEARKEY_SYSTEM_ID_STR};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
@@ -61,6 +64,9 @@ struct Settings {
     /// `ca-file` (unset: `$AMAZONMUSIC_CA_FILE`) and `proxy` (unset: the proxy environment)
     /// of the license requests.
     tls: TlsProxy,
+    /// The `cdm` property as set (`None`: `$AMAZONMUSIC_CDM`, else the stub).
+    cdm: Option<String>,
+    license_body: LicenseBody,
 }
 
 impl Default for Settings {
@@ -72,6 +78,8 @@ impl Default for Settings {
             license_expiration_secs: DEFAULT_LICENSE_EXPIRATION_SECS,
             license_server_key: Ok(emulator_server_public_key()),
             tls: TlsProxy::default(),
+            cdm: None,
+            license_body: LicenseBody::default(),
         }
     }
 }
@@ -177,9 +185,62 @@ impl WidevineDecrypt {
         }
     }
 
+    /// Loads the CDM the `cdm` property (or `$AMAZONMUSIC_CDM`) names: at READY, so a library
+    /// that is missing, lacks a symbol or refuses the key system fails the state change with an
+    /// error naming it.
+    fn load_cdm(&self) -> Result<(), gst::ErrorMessage> {
+        let (value, body) = {
+            let settings = self.settings.lock().unwrap();
+            (settings.cdm.clone(), settings.license_body)
+        };
+        let choice = match &value {
+            Some(v) => v.parse::<CdmChoice>().map_err(|e| {
+                gst::error_msg!(gst::LibraryError::Settings, ("Invalid cdm property: {}", e))
+            })?,
+            None => CdmChoice::from_env().map_err(|e| {
+                gst::error_msg!(gst::LibraryError::Settings, ("Invalid ${}: {}", CDM_ENV, e))
+            })?,
+        };
+        let cdm: Arc<dyn Cdm> = match &choice {
+            CdmChoice::Stub => self.stub.clone(),
+            CdmChoice::ClearKey => Arc::new(ClearKeyCdm::new()),
+            CdmChoice::Ocdm {
+                library,
+                key_system,
+            } => Arc::new(
+                OcdmCdm::open(library, key_system, choice.system_ids())
+                    .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?,
+            ),
+            CdmChoice::Chromium { library, .. } => {
+                return Err(gst::error_msg!(
+                    gst::LibraryError::Init,
+                    (
+                        "Cannot use the Chromium CDM {}: this build has no chromium: backend yet (docs/cdm.md); use ocdm:, clearkey or stub",
+                        library.display()
+                    )
+                ))
+            }
+        };
+        let format = body.resolve(&cdm.system_ids());
+        gst::info!(
+            CAT,
+            imp = self,
+            "CDM {choice} (license body {format:?}){}",
+            if value.is_none() && choice != CdmChoice::Stub {
+                format!(" from ${CDM_ENV}")
+            } else {
+                String::new()
+            }
+        );
+        self.licenses.set_cdm(cdm, format);
+        Ok(())
+    }
+
     fn on_protection_event(&self, event: &gst::event::Protection) {
         let (system_id, data, origin) = event.get();
-        if !system_id.eq_ignore_ascii_case(WIDEVINE_SYSTEM_ID_STR) {
+        let systems = self.licenses.cdm().system_ids();
+        let system = system_id.parse::<KeyId>().ok().map(|k| k.0);
+        if !system.is_some_and(|s| systems.contains(&s)) {
             gst::debug!(
                 CAT,
                 imp = self,
@@ -193,8 +254,8 @@ impl WidevineDecrypt {
             .structure()
             .and_then(|s| s.get::<String>(PROTECTION_LICENSE_URL_FIELD).ok());
         let unusable = match parse_pssh_boxes(&bytes) {
-            Ok(boxes) if boxes.iter().any(|b| b.is_widevine()) => None,
-            Ok(_) => Some("no Widevine pssh box".to_string()),
+            Ok(boxes) if boxes.iter().any(|b| systems.contains(&b.system_id)) => None,
+            Ok(_) => Some("no pssh box of the CDM's system".to_string()),
             Err(e) => Some(e.to_string()),
         };
         if let Some(why) = unusable {
@@ -203,7 +264,7 @@ impl WidevineDecrypt {
             gst::warning!(
                 CAT,
                 imp = self,
-                "protection event from {origin:?} holds no usable Widevine pssh ({why}){}",
+                "protection event from {origin:?} holds no usable pssh ({why}){}",
                 if url.is_some() {
                     "; its license URL is kept"
                 } else {
@@ -220,7 +281,7 @@ impl WidevineDecrypt {
             gst::info!(
                 CAT,
                 imp = self,
-                "Widevine pssh from {origin:?} ({len} bytes)"
+                "pssh for system {system_id} from {origin:?} ({len} bytes)"
             );
         }
     }
@@ -446,6 +507,24 @@ impl ObjectImpl for WidevineDecrypt {
                     )
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("cdm")
+                    .nick("CDM")
+                    .blurb(
+                        "The CDM, loaded at READY: stub (the emulator's Widevine stand-in), \
+                         clearkey (W3C Clear Key, built in), ocdm:<libocdm.so>[,<key system>] \
+                         (an OpenCDM library, key system default com.widevine.alpha) or \
+                         chromium:<library> (default: $AMAZONMUSIC_CDM, else stub)",
+                    )
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("license-body", LicenseBody::Auto)
+                    .nick("License body")
+                    .blurb(
+                        "How a license request travels: amazon (Amazon's JSON wrapping), raw \
+                         (the CDM's challenge as the body, as EME players send it) or auto \
+                         (amazon for a Widevine key system, raw otherwise)",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -505,6 +584,13 @@ impl ObjectImpl for WidevineDecrypt {
                     .unwrap()
                     .filter(|s| !s.is_empty())
             }
+            "cdm" => {
+                settings.cdm = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|s| !s.trim().is_empty())
+            }
+            "license-body" => settings.license_body = value.get().unwrap(),
             "license-server-key" => {
                 settings.license_server_key = match value.get::<Option<String>>().unwrap() {
                     None => Ok(emulator_server_public_key()),
@@ -537,6 +623,8 @@ impl ObjectImpl for WidevineDecrypt {
                 .map(|p| p.display().to_string())
                 .to_value(),
             "proxy" => self.settings.lock().unwrap().tls.proxy.to_value(),
+            "cdm" => self.settings.lock().unwrap().cdm.to_value(),
+            "license-body" => self.settings.lock().unwrap().license_body.to_value(),
             "license-server-key" => match &self.settings.lock().unwrap().license_server_key {
                 Ok(k) => Some(B64.encode(k)).to_value(),
                 Err(_) => None::<String>.to_value(),
@@ -566,7 +654,7 @@ impl ElementImpl for WidevineDecrypt {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
-                "Widevine decryptor (stub CDM)",
+                "CENC decryptor (stub, Clear Key and OpenCDM CDMs)",
                 "Decryptor/Audio",
                 "Decrypts CENC (cenc, cbcs) protected audio with Widevine licenses through a CDM",
                 "gst-amazonmusic developers",
@@ -580,13 +668,22 @@ impl ElementImpl for WidevineDecrypt {
             let types = gst::List::new(MEDIA_TYPES);
             // One structure carrying the system id (what gst_protection_select_system looks
             // for) and one without, for caps that do not say.
-            let sink = gst::Caps::builder_full()
-                .structure(
+            let mut sink = gst::Caps::builder_full();
+            // One structure per system id (gst_protection_select_system reads each one's
+            // string): Widevine, and Clear Key's two.
+            for system in [
+                WIDEVINE_SYSTEM_ID_STR,
+                CLEARKEY_SYSTEM_ID_STR,
+                CLEARKEY_DASH_SYSTEM_ID_STR,
+            ] {
+                sink = sink.structure(
                     gst::Structure::builder("application/x-cenc")
-                        .field("protection-system", WIDEVINE_SYSTEM_ID_STR)
+                        .field("protection-system", system)
                         .field("original-media-type", &types)
                         .build(),
-                )
+                );
+            }
+            let sink = sink
                 .structure(
                     gst::Structure::builder("application/x-cenc")
                         .field("original-media-type", &types)
@@ -631,7 +728,19 @@ impl ElementImpl for WidevineDecrypt {
         if transition == gst::StateChange::ReadyToPaused {
             self.licenses.set_flushing(false);
         }
-        self.parent_change_state(transition)
+        if transition == gst::StateChange::NullToReady {
+            if let Err(e) = self.load_cdm() {
+                self.post_error_message(e);
+                return Err(gst::StateChangeError);
+            }
+        }
+        let result = self.parent_change_state(transition);
+        if transition == gst::StateChange::ReadyToNull {
+            // Releases a module's system (its library stays loaded).
+            self.licenses
+                .set_cdm(self.stub.clone(), crate::fetch::BodyFormat::Amazon);
+        }
+        result
     }
 }
 
