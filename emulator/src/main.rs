@@ -32,7 +32,8 @@ enum Cmd {
     Serve(amzmusic_emulator::server::ServeArgs),
     /// Print the catalogue as JSON.
     Catalog,
-    /// Write the exact source samples of a lossless representation to stdout (raw, LE).
+    /// Write the source samples a representation was encoded from to stdout (raw, LE): exact
+    /// for a lossless one, the alignment and length reference for a lossy one (16-bit).
     Pcm {
         id: String,
         #[arg(long)]

@@ -58,6 +58,35 @@ pub fn frame_samples(rep: &RepresentationSpec) -> u32 {
     }
 }
 
+/// The encoder delay (priming) of a codec as the emulator packages it, in samples: one whole
+/// frame for the lossy codecs, signalled by the init segment's edit list (`elst` media_time)
+/// and, for Opus, by the OpusHead pre-skip. A whole frame keeps every segment boundary on a
+/// frame boundary in presentation time (Opus: 10 s = 500 frames after the priming frame).
+pub fn priming(codec: Codec) -> u32 {
+    match codec {
+        Codec::Flac => 0,
+        Codec::Opus => 960,
+        Codec::Eac3 => 1536,
+    }
+}
+
+/// The delay the encoder itself adds before the first source sample, measured: libopus's
+/// lookahead at 48 kHz with 20 ms frames (its OpusHead pre-skip, checked when it arrives) and
+/// ffmpeg's E-AC-3 encoder's one block of 256 samples (`avenc_eac3` then `avdec_eac3` puts an
+/// impulse 256 samples late).
+fn encoder_delay(codec: Codec) -> u32 {
+    match codec {
+        Codec::Flac => 0,
+        Codec::Opus => 312,
+        Codec::Eac3 => 256,
+    }
+}
+
+/// Silence fed to the encoder before the source, so that its delay grows to [`priming`].
+fn priming_pad(codec: Codec) -> u32 {
+    priming(codec) - encoder_delay(codec)
+}
+
 /// The exact source samples a representation encodes: the composition over the track's frame
 /// range, quantized to the representation's depth (lossy codecs get 16-bit input).
 pub fn source_pcm(
@@ -73,7 +102,9 @@ pub fn source_pcm(
 }
 
 /// Encodes frames `[first, end)` of `comp` for `rep`, calling `config` once with the codec
-/// configuration and `on_frame` for every coded frame in order.
+/// configuration and `on_frame` for every coded frame in order. The frames of a lossy codec start
+/// [`priming`] samples before the source and end with it: the last frame's duration is trimmed to
+/// the source's end and frames wholly past it are dropped, as packagers do.
 pub fn encode(
     comp: &Composition,
     rep: &RepresentationSpec,
@@ -141,7 +172,24 @@ pub fn encode(
     let rate = rep.sample_rate as u64;
     let comp = comp.clone();
     let rep_c = rep.clone();
+    let pad = priming_pad(rep.codec) as u64;
     let pusher = std::thread::spawn(move || -> Result<()> {
+        if pad > 0 {
+            let bytes_per_sample = match rep_c.codec {
+                Codec::Eac3 => 4,
+                _ => 2,
+            };
+            let silence = vec![0u8; pad as usize * rep_c.channels as usize * bytes_per_sample];
+            let mut buf = gst::Buffer::from_mut_slice(silence);
+            {
+                let b = buf.get_mut().expect("new buffer is writable");
+                b.set_pts(gst::ClockTime::ZERO);
+                b.set_duration(gst::ClockTime::from_nseconds(pad * 1_000_000_000 / rate));
+            }
+            if appsrc.push_buffer(buf).is_err() {
+                return Ok(());
+            }
+        }
         let mut pos = first;
         while pos < end {
             let n = (rate * CHUNK_SECONDS).min(end - pos) as usize;
@@ -156,8 +204,8 @@ pub fn encode(
             let mut buf = gst::Buffer::from_mut_slice(bytes);
             {
                 let b = buf.get_mut().expect("new buffer is writable");
-                let t0 = (pos - first) * 1_000_000_000 / rate;
-                let t1 = (pos - first + n as u64) * 1_000_000_000 / rate;
+                let t0 = (pad + pos - first) * 1_000_000_000 / rate;
+                let t1 = (pad + pos - first + n as u64) * 1_000_000_000 / rate;
                 b.set_pts(gst::ClockTime::from_nseconds(t0));
                 b.set_duration(gst::ClockTime::from_nseconds(t1 - t0));
             }
@@ -171,6 +219,9 @@ pub fn encode(
         Ok(())
     });
 
+    // Media time of the next frame, and where the source ends in media time.
+    let media_end = priming(rep.codec) as u64 + (end - first);
+    let mut media_t = 0u64;
     let result = (|| -> Result<()> {
         let mut configured = false;
         loop {
@@ -204,7 +255,10 @@ pub fn encode(
                     }
                     Codec::Opus => {
                         config(CodecConfig::Opus {
-                            opus_head: first_streamheader(caps)?,
+                            opus_head: with_pre_skip(
+                                first_streamheader(caps)?,
+                                priming_pad(rep.codec),
+                            )?,
                         })?;
                         configured = true;
                     }
@@ -222,12 +276,18 @@ pub fn encode(
                 })?;
                 configured = true;
             }
-            let duration = match rep.codec {
+            let coded = match rep.codec {
                 Codec::Flac => flac_frame_blocksize(&data)
                     .ok_or_else(|| anyhow!("flacenc produced a buffer that is not a frame"))?,
                 Codec::Opus => 960,
                 Codec::Eac3 => 1536,
             };
+            if media_t >= media_end {
+                // Wholly past the source's end: the encoder's flush of its lookahead.
+                continue;
+            }
+            let duration = (coded as u64).min(media_end - media_t) as u32;
+            media_t += duration as u64;
             on_frame(Frame { data, duration })?;
         }
         Ok(())
@@ -237,6 +297,24 @@ pub fn encode(
         .join()
         .map_err(|_| anyhow!("PCM pusher thread panicked"))??;
     result
+}
+
+/// The OpusHead with its pre-skip grown by `pad` samples of silence fed before the source,
+/// checked against the delay [`priming`] assumes (a libopus that primed differently would
+/// otherwise shift every Opus rung silently).
+fn with_pre_skip(mut head: Vec<u8>, pad: u32) -> Result<Vec<u8>> {
+    if head.len() < 19 || !head.starts_with(b"OpusHead") {
+        bail!("opusenc's first header is not an OpusHead");
+    }
+    let own = u16::from_le_bytes([head[10], head[11]]) as u32;
+    if own != encoder_delay(Codec::Opus) {
+        bail!(
+            "opusenc's pre-skip is {own} samples, not the {} this emulator primes for",
+            encoder_delay(Codec::Opus)
+        );
+    }
+    head[10..12].copy_from_slice(&((own + pad) as u16).to_le_bytes());
+    Ok(head)
 }
 
 fn first_streamheader(caps: &gst::CapsRef) -> Result<Vec<u8>> {

@@ -67,6 +67,9 @@ pub struct TrackInfo {
     /// The codec configuration box (`dfLa`, `dOps`, `dec3`).
     pub codec_box: Vec<u8>,
     pub protection: Option<Protection>,
+    /// The edit list's one edit, for a codec with priming: (presentation duration, media_time),
+    /// both in `timescale` (which is then also the movie timescale).
+    pub edit: Option<(u64, u32)>,
 }
 
 /// The Widevine `pssh` box (version 0) with a `WidevinePsshData` protobuf: key ids (field 2),
@@ -144,7 +147,8 @@ pub fn init_segment(info: &TrackInfo) -> Vec<u8> {
         0,
         &cat(&[
             &[0u8; 8],
-            &1000u32.to_be_bytes(),
+            // The movie timescale is the track's, so the edit list is exact to the sample.
+            &info.timescale.to_be_bytes(),
             &0u32.to_be_bytes(),
             &0x0001_0000u32.to_be_bytes(),
             &0x0100u16.to_be_bytes(),
@@ -234,7 +238,30 @@ pub fn init_segment(info: &TrackInfo) -> Vec<u8> {
     );
     let minf = bx(b"minf", &cat(&[&smhd, &dinf, &stbl]));
     let mdia = bx(b"mdia", &cat(&[&mdhd, &hdlr, &minf]));
-    let trak = bx(b"trak", &cat(&[&tkhd, &mdia]));
+    // The encoder delay as packagers write it (ISO/IEC 14496-12 8.6.6; for Opus, the Opus in
+    // ISOBMFF mapping's media_time = pre-skip): one edit presenting the source's samples from
+    // media_time on, version 1 so that long durations fit.
+    let edts = info.edit.map(|(duration, media_time)| {
+        bx(
+            b"edts",
+            &full_box(
+                b"elst",
+                1,
+                0,
+                &cat(&[
+                    &1u32.to_be_bytes(),
+                    &duration.to_be_bytes(),
+                    &(media_time as u64).to_be_bytes(),
+                    &1u16.to_be_bytes(),
+                    &0u16.to_be_bytes(),
+                ]),
+            ),
+        )
+    });
+    let trak = bx(
+        b"trak",
+        &cat(&[&tkhd, edts.as_deref().unwrap_or_default(), &mdia]),
+    );
     let trex = full_box(
         b"trex",
         0,
@@ -542,8 +569,10 @@ mod tests {
                 pattern: (1, 9),
                 pssh: widevine_pssh(&[[7; 16]], b"B0", Scheme::Cbcs),
             }),
+            edit: None,
         };
         let init = init_segment(&info);
+        assert!(!init.windows(4).any(|w| w == b"elst"));
         let b = boxes(&init);
         assert_eq!(
             b.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
@@ -560,6 +589,40 @@ mod tests {
         ] {
             assert!(init.windows(4).any(|w| w == needle));
         }
+    }
+
+    #[test]
+    fn priming_is_one_edit_in_the_track_timescale() {
+        let info = TrackInfo {
+            timescale: 48_000,
+            sample_rate: 48_000,
+            channels: 2,
+            sample_size: 16,
+            format: *b"Opus",
+            codec_box: vec![],
+            protection: None,
+            edit: Some((1_152_000, 960)),
+        };
+        let init = init_segment(&info);
+        let at = init.windows(4).position(|w| w == b"elst").unwrap() + 4;
+        let elst = &init[at..at + 28];
+        // version 1, one entry: segment_duration, media_time, rate 1.0
+        assert_eq!(elst[0], 1);
+        assert_eq!(u32::from_be_bytes(elst[4..8].try_into().unwrap()), 1);
+        assert_eq!(
+            u64::from_be_bytes(elst[8..16].try_into().unwrap()),
+            1_152_000
+        );
+        assert_eq!(u64::from_be_bytes(elst[16..24].try_into().unwrap()), 960);
+        assert_eq!(&elst[24..28], &[0, 1, 0, 0]);
+        let mvhd = init.windows(4).position(|w| w == b"mvhd").unwrap() + 4;
+        assert_eq!(
+            u32::from_be_bytes(init[mvhd + 12..mvhd + 16].try_into().unwrap()),
+            48_000
+        );
+        // edts sits between tkhd and mdia
+        let pos = |n: &[u8]| init.windows(4).position(|w| w == n).unwrap();
+        assert!(pos(b"tkhd") < pos(b"edts") && pos(b"edts") < pos(b"mdia"));
     }
 
     #[test]
