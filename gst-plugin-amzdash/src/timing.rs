@@ -110,6 +110,10 @@ pub fn output_segment(
     let mut out = segment.clone();
     let start = segment.start().map_or(Duration::ZERO, ns);
     out.set_start(clock(t.bound(start)));
+    // The first kept sample's PTS is half a sample before the start: the base moves by as much,
+    // so that its running time is the presentation's, exactly (a join with a stream without
+    // priming is then seamless to the nanosecond, not only to the sample).
+    out.set_base(segment.base().unwrap_or(gst::ClockTime::ZERO) + clock(t.half()));
     if let Some(p) = segment.position() {
         out.set_position(clock(t.bound(ns(p))));
     }
