@@ -117,6 +117,56 @@ pub fn file_uri(p: &Path) -> String {
     format!("file://{}", p.display())
 }
 
+/// Mono (channels averaged) samples of interleaved S16LE PCM.
+pub fn mono_s16(pcm: &[u8], channels: usize) -> Vec<f64> {
+    pcm.chunks_exact(2 * channels)
+        .map(|f| {
+            f.chunks_exact(2)
+                .map(|s| i16::from_le_bytes([s[0], s[1]]) as f64)
+                .sum::<f64>()
+                / channels as f64
+        })
+        .collect()
+}
+
+/// The lag, in samples, at which `got` best lines up with `source` (both mono), comparing
+/// `window` samples of `got` from `got_at` with `source` from `source_at + lag`, for every lag
+/// within `max_lag`: the normalized cross-correlation's peak and its value. A lossy decode of
+/// the source that is aligned to the sample peaks at lag 0, well above 0.9 for music.
+pub fn best_lag(
+    got: &[f64],
+    got_at: usize,
+    source: &[f64],
+    source_at: usize,
+    window: usize,
+    max_lag: i64,
+) -> (i64, f64) {
+    let g = &got[got_at..(got_at + window).min(got.len())];
+    let mut best = (0, f64::MIN);
+    for lag in -max_lag..=max_lag {
+        let from = source_at as i64 + lag;
+        if from < 0 || from as usize + g.len() > source.len() {
+            continue;
+        }
+        let s = &source[from as usize..from as usize + g.len()];
+        let (mut gs, mut gg, mut ss) = (0.0, 0.0, 0.0);
+        for (a, b) in g.iter().zip(s) {
+            gs += a * b;
+            gg += a * a;
+            ss += b * b;
+        }
+        let c = if gg > 0.0 && ss > 0.0 {
+            gs / (gg * ss).sqrt()
+        } else {
+            0.0
+        };
+        if c > best.1 {
+            best = (lag, c);
+        }
+    }
+    best
+}
+
 /// Where a stream of buffers jumped: `(buffer index, pts, expected pts)` for every buffer
 /// whose PTS is not the previous buffer's PTS + duration (1 µs of rounding tolerated).
 pub fn timestamp_jumps(bufs: &[(u64, u64)]) -> Vec<(usize, u64, u64)> {
@@ -163,4 +213,34 @@ pub fn port_of(base_url: &str) -> u16 {
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .expect("base URL with a port")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_lag_finds_a_shift_and_its_sign() {
+        // A deterministic noise-like signal; `got` is the source delayed by 7 samples.
+        let source: Vec<f64> = (0..20_000u64)
+            .map(|i| ((i * 2_654_435_761) % 65_521) as f64 - 32_760.0)
+            .collect();
+        let got: Vec<f64> = std::iter::repeat_n(0.0, 7)
+            .chain(source.iter().copied())
+            .collect();
+        assert_eq!(best_lag(&got, 1_000, &source, 1_000, 4_096, 20).0, -7);
+        assert_eq!(best_lag(&source, 1_000, &got, 1_000, 4_096, 20).0, 7);
+        let (lag, c) = best_lag(&source, 500, &source, 500, 4_096, 20);
+        assert_eq!(lag, 0);
+        assert!((c - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn mono_averages_channels() {
+        let pcm: Vec<u8> = [100i16, 300, -2, -4]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        assert_eq!(mono_s16(&pcm, 2), vec![200.0, -3.0]);
+    }
 }

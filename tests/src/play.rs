@@ -59,6 +59,10 @@ pub struct Played {
     pub caps: Vec<(gst::Caps, u64)>,
     /// (PTS, duration) of every buffer, in nanoseconds.
     pub timestamps: Vec<(u64, u64)>,
+    /// (running time, duration) of every buffer, in nanoseconds: where the sink plays it. It
+    /// differs from the PTS where a segment does not start at zero (a codec with priming: its
+    /// PTS are media time) and after a seek.
+    pub running: Vec<(u64, u64)>,
     pub error: Option<String>,
     /// The error message's GError (its domain and code), with its source element's name.
     pub gerror: Option<(gst::glib::Error, String)>,
@@ -149,10 +153,16 @@ pub fn play_to_end(
                     last.1 += m.len() as u64;
                 }
             }
-            p.timestamps.push((
-                b.pts().map(|t| t.nseconds()).unwrap_or(u64::MAX),
-                b.duration().map(|t| t.nseconds()).unwrap_or(0),
-            ));
+            let duration = b.duration().map(|t| t.nseconds()).unwrap_or(0);
+            p.timestamps
+                .push((b.pts().map(|t| t.nseconds()).unwrap_or(u64::MAX), duration));
+            let running = b.pts().and_then(|pts| {
+                s.segment()?
+                    .downcast_ref::<gst::ClockTime>()?
+                    .to_running_time(pts)
+            });
+            p.running
+                .push((running.map(|t| t.nseconds()).unwrap_or(u64::MAX), duration));
         }
     };
     loop {

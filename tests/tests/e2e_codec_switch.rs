@@ -11,7 +11,7 @@ use std::time::Duration;
 
 const HD: &str = "B0EMUHD001";
 
-/// What one decoder output: (decoder, pts, duration, samples).
+/// What one decoder output: (decoder, running time, duration, samples).
 type Decoded = Vec<(String, u64, u64, Vec<u8>)>;
 
 /// One test at a time: each points the process-wide `AMAZONMUSIC_*` environment at its own
@@ -44,12 +44,20 @@ fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
                 let (dec, name) = (dec2.clone(), f.name().to_string());
                 el.static_pad("src").unwrap().add_probe(
                     gst::PadProbeType::BUFFER,
-                    move |_, info| {
+                    move |pad, info| {
                         if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
                             let bytes = b.map_readable().map(|m| m.to_vec()).unwrap_or_default();
+                            // In running time: an Opus stream's segment starts at its priming
+                            // (its PTS are media time), a FLAC stream's at zero.
+                            let running = b.pts().and_then(|pts| {
+                                let ev = pad.sticky_event::<gst::event::Segment>(0)?;
+                                ev.segment()
+                                    .downcast_ref::<gst::ClockTime>()?
+                                    .to_running_time(pts)
+                            });
                             dec.lock().unwrap().push((
                                 name.clone(),
-                                b.pts().map_or(u64::MAX, |t| t.nseconds()),
+                                running.map_or(u64::MAX, |t| t.nseconds()),
                                 b.duration().map_or(0, |t| t.nseconds()),
                                 bytes,
                             ));
@@ -91,7 +99,9 @@ fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
         plugged.iter().any(|f| f == "opusdec"),
         "it switched to Opus: {plugged:?}"
     );
-    let jumps = timestamp_jumps(&p.timestamps);
+    // In running time, which is where the sink plays them: the Opus stream's PTS are media
+    // time (its priming before zero).
+    let jumps = timestamp_jumps(&p.running);
     eprintln!(
         "sink: {} bytes, caps {:?}, sample duration {} ns",
         p.bytes.len(),
@@ -150,6 +160,26 @@ fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
         let to = (from + r.3.len()).min(src.len());
         assert_same_pcm(&r.3, &src[from..to], 4, &format!("FLAC from {} ns", r.1));
     }
+    // The Opus run lines up with the source it was encoded from at both of its ends: nothing
+    // repeated at the switch down, nothing skipped at the switch up (the FLAC on each side is
+    // the source at its times, above).
+    let opus_src = mono_s16(&source_pcm(HD, "opus-320k"), 2);
+    let r = runs.iter().find(|r| r.0 == "opusdec").unwrap();
+    let got = mono_s16(&r.3, 2);
+    let at = (r.1 as u128 * 48_000 / 1_000_000_000) as usize;
+    const WINDOW: usize = 9_600;
+    let first = best_lag(&got, 0, &opus_src, at, WINDOW, 2_000);
+    let tail = got.len() - WINDOW;
+    let last = best_lag(&got, tail, &opus_src, at + tail, WINDOW, 2_000);
+    eprintln!("opus run from sample {at}: lag {first:?} at its start, {last:?} at its end");
+    assert!(
+        first.0.abs() <= 1 && first.1 > 0.9,
+        "at the switch to Opus: {first:?}"
+    );
+    assert!(
+        last.0.abs() <= 1 && last.1 > 0.9,
+        "at the switch back: {last:?}"
+    );
 }
 
 /// The adaptive choice itself, in real time (about a minute): the 90 s UHD track at HD
