@@ -43,7 +43,9 @@ pub struct TrackRecord {
     pub duration_ns: u64,
     /// The samples the buffers' bytes hold, as time.
     pub samples_ns: u64,
-    /// First PTS, and the last buffer's PTS + duration.
+    /// First buffer's stream time (its PTS through the segment in force, so a primed
+    /// stream whose segment starts at its edit list's media time reads 0), and the last
+    /// buffer's stream time + duration.
     pub first_pts_ns: Option<u64>,
     pub end_pts_ns: Option<u64>,
     /// Every raw format the track came in (`S16LE/44100/2`, …), in order.
@@ -161,6 +163,8 @@ struct Sink {
     /// (bytes per frame, rate) and label of the caps in force.
     frame: Option<(u64, u64)>,
     format: Option<String>,
+    /// The time segment in force at the sink.
+    segment: Option<gst::FormattedSegment<gst::ClockTime>>,
     eos_events: u32,
     anomalies: Vec<String>,
 }
@@ -309,6 +313,9 @@ fn play(spec: &SoakSpec, out: &mut SoakOutput) -> Result<()> {
                                 }
                             }
                         }
+                        gst::EventView::Segment(e) => {
+                            s.segment = e.segment().downcast_ref::<gst::ClockTime>().cloned();
+                        }
                         gst::EventView::Eos(_) => {
                             s.eos_events += 1;
                             s.close(t0);
@@ -317,6 +324,7 @@ fn play(spec: &SoakSpec, out: &mut SoakOutput) -> Result<()> {
                     },
                     Some(gst::PadProbeData::Buffer(b)) => {
                         let frame = s.frame;
+                        let segment = s.segment.clone();
                         match s.current.as_mut() {
                             Some(t) => {
                                 t.buffers += 1;
@@ -326,7 +334,11 @@ fn play(spec: &SoakSpec, out: &mut SoakOutput) -> Result<()> {
                                     let frames = b.size() as u64 / bpf.max(1);
                                     t.samples_ns += frames * 1_000_000_000 / rate;
                                 }
-                                if let Some(pts) = b.pts().map(|p| p.nseconds()) {
+                                let stream_time = b.pts().and_then(|p| match &segment {
+                                    Some(seg) => seg.to_stream_time(p),
+                                    None => Some(p),
+                                });
+                                if let Some(pts) = stream_time.map(|p| p.nseconds()) {
                                     t.first_pts_ns.get_or_insert(pts);
                                     t.end_pts_ns = Some(pts + dur);
                                 }
