@@ -14,7 +14,7 @@ use std::io::SeekFrom;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::content::catalog::{Addressing, Tier};
+use crate::content::catalog::{Addressing, KeySystem, Tier};
 use crate::content::mpd::{self, SelectError, UrlStyle};
 use crate::content::store::{PackagedRep, PackagedTrack, Variant};
 use crate::signing::{
@@ -278,7 +278,11 @@ async fn cdn_manifest(
         }
     };
     let query = state.signer.sign_query(&grant);
-    let license = state.license_url();
+    let key_system = state.config.lock().unwrap().key_system;
+    let license = match key_system {
+        KeySystem::Widevine => state.license_url(),
+        KeySystem::Clearkey => state.clearkey_license_url(),
+    };
     mpd_response(mpd::write_mpd(
         &spec,
         &p,
@@ -287,6 +291,7 @@ async fn cdn_manifest(
         &UrlStyle {
             query: &query,
             license_url: Some(&license),
+            key_system,
         },
     ))
 }
@@ -317,7 +322,7 @@ async fn cdn_file(
         );
     };
     let with_sidx = grant.addressing == Addressing::Base.name();
-    serve_virtual(rep, VirtualFile::Whole { with_sidx }, &headers).await
+    serve_virtual(&state, rep, VirtualFile::Whole { with_sidx }, &headers).await
 }
 
 async fn cdn_segment(
@@ -377,7 +382,7 @@ async fn segment_response(
             None => return error(StatusCode::NOT_FOUND, "not_found", "no such file"),
         }
     };
-    serve_virtual(rep, part, headers).await
+    serve_virtual(state, rep, part, headers).await
 }
 
 async fn open_manifest(State(state): State<Arc<AppState>>, Path(track): Path<String>) -> Response {
@@ -401,6 +406,7 @@ async fn open_manifest(State(state): State<Arc<AppState>>, Path(track): Path<Str
         &UrlStyle {
             query: "",
             license_url: None,
+            key_system: KeySystem::Widevine,
         },
     ))
 }
@@ -465,16 +471,22 @@ pub fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64
 }
 
 /// Serves a virtual file made of in-memory parts and a region of the media file.
-async fn serve_virtual(rep: &PackagedRep, part: VirtualFile, headers: &HeaderMap) -> Response {
+async fn serve_virtual(
+    state: &AppState,
+    rep: &PackagedRep,
+    part: VirtualFile,
+    headers: &HeaderMap,
+) -> Response {
+    let key_system = state.config.lock().unwrap().key_system;
     let (prefix, media_start, media_len): (Vec<u8>, u64, u64) = match part {
         VirtualFile::Whole { with_sidx } => {
-            let mut p = rep.init.clone();
+            let mut p = rep.init_for(key_system).into_owned();
             if with_sidx {
                 p.extend_from_slice(&rep.sidx());
             }
             (p, 0, rep.media_len())
         }
-        VirtualFile::Init => (rep.init.clone(), 0, 0),
+        VirtualFile::Init => (rep.init_for(key_system).into_owned(), 0, 0),
         VirtualFile::Segment(i) => (Vec::new(), rep.segments[i].offset, rep.segments[i].size),
     };
     let total = prefix.len() as u64 + media_len;

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::content::catalog::Addressing;
+use crate::content::catalog::{Addressing, KeySystem};
 
 /// Settings tests may change while the emulator runs (`POST /_emulator/config`).
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct Config {
     /// header tells, as a server whose clock disagrees with the client's.
     #[serde(default)]
     pub clock_offset_s: i64,
+    /// The DRM system the encrypted content is offered for (`widevine`, `clearkey`).
+    #[serde(default)]
+    pub key_system: KeySystem,
 }
 
 fn default_device_code_lifetime() -> u64 {
@@ -53,6 +56,7 @@ impl Default for Config {
             license_duration_s: default_license_duration(),
             graphql_rate_limit: default_graphql_rate_limit(),
             clock_offset_s: 0,
+            key_system: KeySystem::Widevine,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::content::catalog::{Addressing, Catalog};
+use crate::content::catalog::{Addressing, Catalog, KeySystem};
 use crate::content::encode::source_pcm;
 use crate::content::mpd::{self, UrlStyle};
 use crate::content::store::{content_keys, PackagedRep, Store, Variant};
@@ -171,6 +171,7 @@ pub fn export(
         &UrlStyle {
             query: "",
             license_url,
+            key_system: KeySystem::Widevine,
         },
     );
     fs::write(dir.join("manifest.mpd"), mpd)?;

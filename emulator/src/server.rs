@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cdn;
-use crate::content::catalog::{Addressing, Catalog};
+use crate::content::catalog::{Addressing, Catalog, KeySystem};
 use crate::content::store::Store;
 use crate::observe::{self, FaultAction, FaultRule, LoggedRequest};
 use crate::services;
@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Addressing of the manifests the CDN hands out: list (as the service), template or base.
     #[arg(long, default_value = "list")]
     pub addressing: Addressing,
+    /// The DRM system encrypted content is offered for: widevine (Amazon's) or clearkey (a
+    /// Common System pssh and the emulator's Clear Key license server, for Clear Key CDMs).
+    #[arg(long, default_value = "widevine", env = "AMZMUSIC_EMULATOR_KEY_SYSTEM")]
+    pub key_system: KeySystem,
     /// Shape the network with a named scenario (stable-high, stable-low, wifi-to-4g, outage,
     /// noisy-mobile).
     #[arg(long)]
@@ -579,6 +583,7 @@ pub fn run(args: ServeArgs, data_dir: &Path, catalog: Arc<Catalog>) -> Result<()
         license_duration_s: args.license_duration,
         graphql_rate_limit: args.graphql_rate_limit,
         clock_offset_s: args.clock_offset,
+        key_system: args.key_system,
     };
     let state = Arc::new(AppState::new(catalog, store, config));
     if let Some(name) = &args.network {

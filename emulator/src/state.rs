@@ -73,6 +73,15 @@ impl AppState {
     pub fn license_url(&self) -> String {
         format!("{}{}", self.base_url(), LICENSE_PATH)
     }
+
+    /// The Clear Key license server's URL (`--key-system clearkey` manifests name it).
+    pub fn clearkey_license_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.base_url(),
+            crate::services::clearkey::CLEARKEY_LICENSE_PATH
+        )
+    }
 }
 
 /// Runtime state of the services: tokens and device codes, issued audio objects, rate limits.

@@ -131,6 +131,33 @@ impl std::str::FromStr for Addressing {
     }
 }
 
+/// The DRM system the encrypted content is offered for. The media (keys, key ids, encrypted
+/// samples) is the same for both; what differs is the `pssh` in the init segments, the
+/// manifest's `ContentProtection` and the license server it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySystem {
+    /// Amazon's: a Widevine `pssh` and `<amz:LicenseUrl>` naming the Widevine license service.
+    #[default]
+    Widevine,
+    /// W3C Clear Key: a Common System `pssh` (key ids only, `1077efec-…`), a
+    /// `ContentProtection` for `e2719d58-…` with `<dashif:Laurl>` naming the emulator's Clear Key
+    /// license server, which then serves the catalogue's keys. Modelled: Amazon does not offer
+    /// Clear Key; it lets any Clear Key CDM (a test module, an EME browser) play the catalogue.
+    Clearkey,
+}
+
+impl std::str::FromStr for KeySystem {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "widevine" => Ok(KeySystem::Widevine),
+            "clearkey" => Ok(KeySystem::Clearkey),
+            _ => Err(format!("unknown key system {s:?} (widevine or clearkey)")),
+        }
+    }
+}
+
 impl Addressing {
     pub fn name(self) -> &'static str {
         match self {

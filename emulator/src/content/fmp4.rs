@@ -34,6 +34,49 @@ pub const WIDEVINE_SYSTEM_ID: [u8; 16] = [
     0xed, 0xef, 0x8b, 0xa9, 0x79, 0xd6, 0x4a, 0xce, 0xa3, 0xc8, 0x27, 0xdc, 0xd5, 0x1d, 0x21, 0xed,
 ];
 
+/// The boxes of `data` in order, as (type, whole box); None if a size does not fit.
+fn split_boxes(data: &[u8]) -> Option<Vec<([u8; 4], &[u8])>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let size = u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
+        let typ: [u8; 4] = data.get(at + 4..at + 8)?.try_into().ok()?;
+        if size < 8 {
+            return None;
+        }
+        out.push((typ, data.get(at..at + size)?));
+        at += size;
+    }
+    Some(out)
+}
+
+/// `init` with the `pssh` boxes in its `moov` replaced by `pssh` (another DRM system's). The
+/// rest of the init segment is byte-identical. `init` is the emulator's own, so a box that does
+/// not parse is a bug: the init is returned unchanged.
+pub fn with_pssh(init: &[u8], pssh: &[u8]) -> Vec<u8> {
+    let Some(top) = split_boxes(init) else {
+        return init.to_vec();
+    };
+    let mut out = Vec::with_capacity(init.len() + pssh.len());
+    for (typ, whole) in top {
+        if &typ != b"moov" {
+            out.extend_from_slice(whole);
+            continue;
+        }
+        let Some(children) = split_boxes(&whole[8..]) else {
+            return init.to_vec();
+        };
+        let mut body: Vec<u8> = children
+            .iter()
+            .filter(|(t, _)| t != b"pssh")
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect();
+        body.extend_from_slice(pssh);
+        out.extend_from_slice(&bx(b"moov", &body));
+    }
+    out
+}
+
 /// How the track is protected, as written in `tenc`.
 #[derive(Debug, Clone)]
 pub struct Protection {
@@ -589,6 +632,45 @@ mod tests {
         ] {
             assert!(init.windows(4).any(|w| w == needle));
         }
+    }
+
+    #[test]
+    fn another_systems_pssh_replaces_the_widevine_one_and_nothing_else() {
+        let info = TrackInfo {
+            timescale: 44100,
+            sample_rate: 44100,
+            channels: 2,
+            sample_size: 16,
+            format: *b"fLaC",
+            codec_box: dfla(&[0u8; 34]),
+            protection: Some(Protection {
+                scheme: Scheme::Cenc,
+                kid: [7; 16],
+                constant_iv: None,
+                pattern: (0, 0),
+                pssh: widevine_pssh(&[[7; 16]], b"B0", Scheme::Cenc),
+            }),
+            edit: None,
+        };
+        let init = init_segment(&info);
+        let other = full_box(b"pssh", 1, 0, &[0x10; 40]);
+        let out = with_pssh(&init, &other);
+        assert_eq!(boxes(&out).len(), 2);
+        let moov = &out[boxes(&out)[0].1 + 8..];
+        let kids = boxes(moov);
+        assert_eq!(kids.iter().filter(|(t, _)| t == "pssh").count(), 1);
+        assert!(out.windows(other.len()).any(|w| w == other));
+        assert!(!out
+            .windows(WIDEVINE_SYSTEM_ID.len())
+            .any(|w| w == WIDEVINE_SYSTEM_ID));
+        // Everything before the pssh is the same bytes; only moov's size changed.
+        let wv = widevine_pssh(&[[7; 16]], b"B0", Scheme::Cenc);
+        assert_eq!(out.len(), init.len() - wv.len() + other.len());
+        let moov_at = boxes(&init)[0].1;
+        assert_eq!(
+            out[moov_at + 8..out.len() - other.len()],
+            init[moov_at + 8..init.len() - wv.len()]
+        );
     }
 
     #[test]

@@ -4,12 +4,16 @@
 use base64::Engine;
 use std::fmt::Write;
 
-use super::catalog::{Addressing, Codec, RepresentationSpec, Tier, TrackSpec};
+use super::catalog::{Addressing, Codec, KeySystem, RepresentationSpec, Tier, TrackSpec};
 use super::store::{PackagedRep, PackagedTrack, Variant};
 
 pub const NS_AMZ: &str = "urn:amazon:music:3p:music:2020";
 pub const NS_AMZ_MUSIC: &str = "urn:amazon:music:drm:2019";
 pub const WIDEVINE_URN: &str = "urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed";
+/// W3C Clear Key's system id as DASH-IF IOP signals it in a manifest.
+pub const CLEARKEY_URN: &str = "urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e";
+/// The DASH-IF content protection namespace (`dashif:Laurl`).
+pub const NS_DASHIF: &str = "https://dashif.org/CPS";
 
 /// Why a capability request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +87,11 @@ pub fn select_representations(
 pub struct UrlStyle<'a> {
     /// Appended to every media URL (the signed query, `?ao=…&exp=…&sig=…`), or empty.
     pub query: &'a str,
-    /// `<amz:LicenseUrl>` for device clients; None for the open mirror.
+    /// `<amz:LicenseUrl>` (Widevine) or `<dashif:Laurl>` (Clear Key) for device clients; None
+    /// for the open mirror.
     pub license_url: Option<&'a str>,
+    /// The DRM system the encrypted content is offered for.
+    pub key_system: KeySystem,
 }
 
 fn iso_duration(seconds: f64) -> String {
@@ -151,7 +158,7 @@ pub fn write_mpd(
                 .reps
                 .iter()
                 .find(|p| p.key_id == Some(kid))
-                .and_then(|p| p.pssh.clone())
+                .and_then(|p| p.pssh_for(urls.key_system))
                 .unwrap_or_default();
             let _ = writeln!(
                 m,
@@ -159,13 +166,32 @@ pub fn write_mpd(
                 scheme.name(),
                 kid_uuid(&kid)
             );
-            let _ = write!(
-                m,
-                r#"      <ContentProtection schemeIdUri="{WIDEVINE_URN}" value="Widevine"><cenc:pssh>{}</cenc:pssh>"#,
-                base64::engine::general_purpose::STANDARD.encode(pssh)
-            );
-            if let Some(url) = urls.license_url {
-                let _ = write!(m, "<amz:LicenseUrl>{}</amz:LicenseUrl>", xml_escape(url));
+            let pssh = base64::engine::general_purpose::STANDARD.encode(pssh);
+            match urls.key_system {
+                KeySystem::Widevine => {
+                    let _ = write!(
+                        m,
+                        r#"      <ContentProtection schemeIdUri="{WIDEVINE_URN}" value="Widevine"><cenc:pssh>{pssh}</cenc:pssh>"#,
+                    );
+                    if let Some(url) = urls.license_url {
+                        let _ = write!(m, "<amz:LicenseUrl>{}</amz:LicenseUrl>", xml_escape(url));
+                    }
+                }
+                // DASH-IF IOP's Clear Key signalling: the W3C system id, a Common System pssh
+                // (key ids), and the license server as dashif:Laurl.
+                KeySystem::Clearkey => {
+                    let _ = write!(
+                        m,
+                        r#"      <ContentProtection schemeIdUri="{CLEARKEY_URN}" value="ClearKey1.0"><cenc:pssh>{pssh}</cenc:pssh>"#,
+                    );
+                    if let Some(url) = urls.license_url {
+                        let _ = write!(
+                            m,
+                            r#"<dashif:Laurl xmlns:dashif="{NS_DASHIF}">{}</dashif:Laurl>"#,
+                            xml_escape(url)
+                        );
+                    }
+                }
             }
             let _ = writeln!(m, "</ContentProtection>");
         }
@@ -234,7 +260,7 @@ fn write_representation(
     };
     let _ = writeln!(m, "        <AudioChannelConfiguration {ch_value}/>");
     let q = xml_escape(urls.query);
-    let init_len = p.init.len() as u64;
+    let init_len = p.init_for(urls.key_system).len() as u64;
     let seg_ticks = super::store::SEGMENT_SECONDS * p.timescale as u64;
     match addressing {
         Addressing::List => {

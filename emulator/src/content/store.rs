@@ -9,7 +9,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::catalog::{Catalog, Codec, RepresentationSpec, Scheme, Tier, TrackSpec};
+use super::catalog::{Catalog, Codec, KeySystem, RepresentationSpec, Scheme, Tier, TrackSpec};
 use super::encode::{self, CodecConfig};
 use super::fmp4::{self, Protection, TrackInfo};
 use super::protect::SampleEncryptor;
@@ -84,6 +84,26 @@ pub struct PackagedRep {
 }
 
 impl PackagedRep {
+    /// The `pssh` the manifest and the init segment carry when the content is offered for
+    /// `ks`; None for clear content.
+    pub fn pssh_for(&self, ks: KeySystem) -> Option<Vec<u8>> {
+        match ks {
+            KeySystem::Widevine => self.pssh.clone(),
+            KeySystem::Clearkey => self.key_id.map(|kid| {
+                amzmusic_common::clearkey::pssh(&[amzmusic_common::license::KeyId(kid)])
+            }),
+        }
+    }
+
+    /// The init segment as served when the content is offered for `ks`: the packaged one
+    /// (Widevine's `pssh`), or the same with the other system's `pssh` in its place.
+    pub fn init_for(&self, ks: KeySystem) -> std::borrow::Cow<'_, [u8]> {
+        match (ks, self.pssh_for(ks)) {
+            (KeySystem::Clearkey, Some(pssh)) => fmp4::with_pssh(&self.init, &pssh).into(),
+            _ => self.init.as_slice().into(),
+        }
+    }
+
     pub fn media_len(&self) -> u64 {
         self.segments.last().map(|s| s.offset + s.size).unwrap_or(0)
     }

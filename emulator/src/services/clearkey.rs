@@ -4,6 +4,8 @@
 //! outside the emulator, e.g. by Shaka Packager, for any client: Clear Key servers do not
 //! authenticate). `x-amz-music-license-expiration-secs` asks for a lifetime, answered in the
 //! JWK set's `expiration_secs` (the emulator's extension; a CDM that honours it renews).
+//! With `--key-system clearkey` it also serves the catalogue's own keys, whose manifests then
+//! name it (modelled: Amazon runs no Clear Key server).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::license::EXPIRATION_HEADER;
+use super::license::{key_owner, EXPIRATION_HEADER};
+use crate::content::catalog::KeySystem;
 use crate::state::AppState;
 
 /// Where the Clear Key license server listens.
@@ -67,9 +70,18 @@ async fn license(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             }
         },
     };
+    // The catalogue's own keys too when its content is offered for Clear Key.
+    let catalogue = state.config.lock().unwrap().key_system == KeySystem::Clearkey;
     let keys: Vec<(KeyId, [u8; 16])> = kids
         .iter()
-        .filter_map(|k| state.clear_keys.get(k).map(|key| (*k, key)))
+        .filter_map(|k| {
+            let own = || {
+                key_owner(&state.catalog, k)
+                    .filter(|_| catalogue)
+                    .map(|(t, tier)| t.content_key(tier))
+            };
+            state.clear_keys.get(k).or_else(own).map(|key| (*k, key))
+        })
         .collect();
     if keys.is_empty() {
         return table_error(LicenseError::UnknownKeyId(

@@ -51,7 +51,7 @@ fn as_table(e: ApiError) -> Response {
 }
 
 /// Which track and tier a key id belongs to.
-fn key_owner<'a>(catalog: &'a Catalog, kid: &KeyId) -> Option<(&'a TrackSpec, Tier)> {
+pub(crate) fn key_owner<'a>(catalog: &'a Catalog, kid: &KeyId) -> Option<(&'a TrackSpec, Tier)> {
     catalog.tracks.iter().find_map(|t| {
         t.tiers()
             .into_iter()
