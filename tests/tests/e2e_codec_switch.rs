@@ -214,10 +214,26 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
                 let (dec, name) = (dec2.clone(), name.to_string());
                 el.static_pad("src").unwrap().add_probe(
                     gst::PadProbeType::BUFFER,
-                    move |_, info| {
+                    move |pad, info| {
                         if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
-                            let pts = b.pts().map_or(0, |t| t.nseconds());
-                            let end = pts + b.duration().map_or(0, |t| t.nseconds());
+                            // In running time: a primed codec's PTS are media time, its
+                            // segment starting at the priming.
+                            let segment =
+                                pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                                    e.segment().downcast_ref::<gst::ClockTime>().cloned()
+                                });
+                            let running = |t: gst::ClockTime| {
+                                segment
+                                    .as_ref()
+                                    .and_then(|s| s.to_running_time(t))
+                                    .unwrap_or(t)
+                                    .nseconds()
+                            };
+                            let Some(start) = b.pts() else {
+                                return gst::PadProbeReturn::Ok;
+                            };
+                            let pts = running(start);
+                            let end = running(start + b.duration().unwrap_or(gst::ClockTime::ZERO));
                             let mut d = dec.lock().unwrap();
                             match d.last_mut() {
                                 Some(r) if r.0 == name => r.2 = end,

@@ -69,6 +69,27 @@ fn locate(got: &[u8], joins: &[usize]) -> String {
         + &format!("; got {} frames", got.len() / 4)
 }
 
+/// Plays `uris` back to back on `pb` (the first already set), each queued at about-to-finish.
+fn play_queued(pb: &gst::Element, sink: &gst_app::AppSink, uris: &[String]) -> Played {
+    let queue = Arc::new(Mutex::new(
+        uris[1..].iter().cloned().collect::<VecDeque<_>>(),
+    ));
+    {
+        let queue = queue.clone();
+        pb.connect("about-to-finish", false, move |args| {
+            let pb = args[0].get::<gst::Element>().unwrap();
+            if let Some(next) = queue.lock().unwrap().pop_front() {
+                pb.set_property("uri", next);
+            }
+            None
+        });
+    }
+    let p = play_to_end(pb, sink, Duration::from_secs(90), |_| {});
+    p.ok().unwrap();
+    assert!(queue.lock().unwrap().is_empty(), "every track was queued");
+    p
+}
+
 #[test]
 fn playbin3_album_joins_are_sample_exact() {
     let _serial = serial();
@@ -90,22 +111,7 @@ fn playbin3_album_joins_are_sample_exact() {
     let (pb, sink) = playbin3(&uris[0], Some("hd"), None).unwrap();
     // flac-44k16 only: the source is one representation.
     pin_max_bitrate(&pb, 1_000_000);
-    let queue = Arc::new(Mutex::new(
-        uris[1..].iter().cloned().collect::<VecDeque<_>>(),
-    ));
-    {
-        let queue = queue.clone();
-        pb.connect("about-to-finish", false, move |args| {
-            let pb = args[0].get::<gst::Element>().unwrap();
-            if let Some(next) = queue.lock().unwrap().pop_front() {
-                pb.set_property("uri", next);
-            }
-            None
-        });
-    }
-    let p = play_to_end(&pb, &sink, Duration::from_secs(90), |_| {});
-    p.ok().unwrap();
-    assert!(queue.lock().unwrap().is_empty(), "every track was queued");
+    let p = play_queued(&pb, &sink, &uris);
     assert_eq!(p.last_caps_field::<i32>("rate"), Some(44_100));
     if p.bytes != want {
         panic!(
@@ -407,4 +413,63 @@ fn playbin3_join_from_flac_to_opus_plays_both_tracks() {
         "{:?}",
         p.caps
     );
+}
+
+/// The album at the SD tier (opus-320k for every track): Opus is lossy, so each join is checked
+/// by cross-correlation with the source on both sides (lag 0 ± 1 sample), and the whole is
+/// exactly as long as the three sources (the priming dropped, each last frame's padding clipped).
+#[test]
+fn playbin3_album_joins_at_the_opus_tier_are_aligned() {
+    let _serial = serial();
+    let _ = env();
+    let tracks = album();
+    let mut want = Vec::new();
+    let mut joins = Vec::new();
+    for (id, _) in &tracks {
+        want.extend(source_pcm(id, "opus-320k"));
+        joins.push(want.len() / 4);
+    }
+    joins.pop();
+    let uris: Vec<String> = tracks
+        .iter()
+        .map(|(id, _)| format!("amazonmusic://track/{id}"))
+        .collect();
+    let (pb, sink) = playbin3(&uris[0], Some("hd"), None).unwrap();
+    pb.connect("element-setup", false, |args| {
+        let e = args[1].get::<gst::Element>().unwrap();
+        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
+            e.set_property("representation", "opus-320k");
+        }
+        None
+    });
+    let p = play_queued(&pb, &sink, &uris);
+    assert_eq!(p.last_caps_field::<i32>("rate"), Some(48_000));
+    assert!(
+        p.caps
+            .iter()
+            .all(|(c, _)| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()) == Some(48_000)),
+        "Opus throughout: {:?}",
+        p.caps
+    );
+    assert_eq!(
+        p.bytes.len() / 4,
+        want.len() / 4,
+        "frames played vs the sources' frames"
+    );
+    let (got, src) = (mono_s16(&p.bytes, 2), mono_s16(&want, 2));
+    const WINDOW: usize = 9_600;
+    let mut checks = vec![(0usize, "start")];
+    for j in &joins {
+        checks.push((j - WINDOW, "before a join"));
+        checks.push((*j, "after a join"));
+    }
+    checks.push((got.len() - WINDOW, "end"));
+    for (at, what) in checks {
+        let (lag, r) = best_lag(&got, at, &src, at, WINDOW, 2_000);
+        eprintln!("{what} at frame {at}: lag {lag}, r {r:.4}");
+        assert!(
+            lag.abs() <= 1 && r > 0.9,
+            "{what} at frame {at}: lag {lag}, r {r}"
+        );
+    }
 }

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 /// For one pipeline's whole run, however it is stopped and restarted.
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// Opus and E-AC-3 durations: the emulator's Opus may end up to 20 ms long.
-const LOSSY_TOLERANCE_NS: u64 = 30_000_000;
 /// Threads the later tracks may leave above the count after the first one: GLib keeps up to two
 /// unused pool threads (`g_thread_pool_set_max_unused_threads`' default) for GStreamer's tasks,
 /// which the first track may not have filled.
@@ -25,7 +23,7 @@ const THREAD_MARGIN: usize = 2;
 /// the first to need (libsoup's proxy resolver reads GSettings, whose dconf backend runs them).
 const PROCESS_LIFETIME_THREADS: [&str; 2] = ["gmain", "dconf worker"];
 
-/// What came out of an appsink: the bytes, and each buffer's (PTS, duration, byte offset).
+/// What came out of an appsink: the bytes, and each buffer's (stream time, duration, byte offset).
 #[derive(Default)]
 struct Out {
     bytes: Vec<u8>,
@@ -72,10 +70,27 @@ impl Out {
         assert!(self.eos, "{what}: no EOS");
         assert_eq!(self.bufs.first().map(|b| b.0), Some(0), "{what}: first PTS");
         self.no_jumps(what, 0);
+        // Exactly the source's length: the priming dropped, the last frame's padding clipped.
         let end = self.end_ns();
+        let sample_ns = 1_000_000_000 / rate as u64 + 1;
         assert!(
-            end >= duration_ms * 1_000_000 && end - duration_ms * 1_000_000 <= LOSSY_TOLERANCE_NS,
+            end.abs_diff(duration_ms * 1_000_000) <= sample_ns,
             "{what}: ends at {end} ns for a {duration_ms} ms track"
+        );
+        let width = match self
+            .caps
+            .last()
+            .and_then(|c| c.structure(0)?.get::<String>("format").ok())
+            .as_deref()
+        {
+            Some("S16LE") => 2,
+            Some("S24LE") => 3,
+            _ => 4,
+        };
+        assert_eq!(
+            self.bytes.len() as u64 / (width * channels as u64),
+            duration_ms * rate as u64 / 1000,
+            "{what}: samples played for a {duration_ms} ms track"
         );
         assert_eq!(
             self.caps_field("rate"),
@@ -107,8 +122,15 @@ fn pull(what: &str, p: &gst::Element, sink: &gst_app::AppSink, out: &mut Out, un
         }
         let b = s.buffer().expect("a sample holds a buffer");
         let m = b.map_readable().expect("readable buffer");
+        // Stream time: the position in the track, whatever the segment (after a seek, and for a
+        // codec with priming, whose PTS are media time and whose segment starts after it).
+        let position = b.pts().and_then(|pts| {
+            s.segment()?
+                .downcast_ref::<gst::ClockTime>()?
+                .to_stream_time(pts)
+        });
         out.bufs.push((
-            b.pts().map_or(u64::MAX, |t| t.nseconds()),
+            position.map_or(u64::MAX, |t| t.nseconds()),
             b.duration().map_or(0, |t| t.nseconds()),
             out.bytes.len(),
         ));

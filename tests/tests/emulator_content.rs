@@ -358,8 +358,11 @@ fn dashdemux2_plays_the_open_mirror_of_every_track_for_its_full_duration() {
         let end = d.end.unwrap().mseconds();
         let start = d.first_pts.unwrap().mseconds();
         assert!(start <= 30, "{id} starts at {start} ms");
+        // dashdemux2 feeds qtdemux in push mode, where 1.22's qtdemux ignores the edit list: a
+        // lossy rung plays its priming too (Opus 20 ms, E-AC-3 32 ms), as it does for Shaka
+        // Packager's and ffmpeg's files (amzdashdemux honours it: exact, in e2e_playbin).
         assert!(
-            end.abs_diff(want) <= 30,
+            end + 30 >= want && end <= want + 40,
             "{id}: dashdemux2 played to {end} ms, the track lasts {want} ms"
         );
     }
@@ -376,9 +379,9 @@ fn inspection_commands_refuse_bad_input() {
             .output()
             .unwrap()
     };
-    let o = run(&["pcm", "B0EMUHD001", "--representation", "opus-320k"]);
+    let o = run(&["pcm", "B0EMUHD001", "--representation", "opus-999k"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("lossy"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no representation opus-999k"));
     let o = run(&["keys", "NOSUCHTRACK"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown track"));

@@ -65,10 +65,16 @@ pub fn add_to_runs(runs: &mut Vec<RateRun>, s: &gst::Sample) -> Option<(u64, u64
         .unwrap()
         .get::<i32>("rate")
         .unwrap();
-    let (pts, dur) = (
-        b.pts().unwrap().nseconds(),
-        b.duration().unwrap().nseconds(),
-    );
+    // In running time (where the sink plays it): a primed codec's PTS are media time, its
+    // segment starting at the priming.
+    let pts = b.pts().unwrap();
+    let pts = s
+        .segment()
+        .and_then(|seg| seg.downcast_ref::<gst::ClockTime>())
+        .and_then(|seg| seg.to_running_time(pts))
+        .unwrap_or(pts)
+        .nseconds();
+    let dur = b.duration().unwrap().nseconds();
     let gap = runs
         .last()
         .filter(|last| pts.abs_diff(last.end) > 1_000_000)
