@@ -337,7 +337,15 @@ pub fn plan_with(
                     size: u.media_range.map(|r| r.len()),
                 });
             }
-            clip_to_period(rep, &mut segments, period_start, period_duration)?;
+            // A listed segment is a real file. With @duration its start is nominal and its
+            // media may begin up to half a duration earlier (DASH-IF IOP): ffmpeg segments
+            // Opus in media time, so the priming pushes its last few ms into a segment listed
+            // at the period's end. Such a segment still plays (the decoder clips at the end).
+            let slack = match (&info.timeline, info.duration) {
+                (None, Some(d)) => time(rep, "segment duration", d / 2, ts)?,
+                _ => Duration::ZERO,
+            };
+            clip_to_period(rep, &mut segments, period_start, period_duration, slack)?;
             Ok(SegmentPlan::Ready {
                 init: init_of(info)?,
                 segments,
@@ -389,7 +397,13 @@ pub fn plan_with(
                 });
             }
             // Without a timeline the last segment is usually shorter than @duration.
-            clip_to_period(rep, &mut segments, period_start, period_duration)?;
+            clip_to_period(
+                rep,
+                &mut segments,
+                period_start,
+                period_duration,
+                Duration::ZERO,
+            )?;
             Ok(SegmentPlan::Ready {
                 init: init_of(info)?,
                 segments,
@@ -398,8 +412,8 @@ pub fn plan_with(
     }
 }
 
-/// Clips `segments` to the period: segments that start at or after its end are dropped (they
-/// would never be presented) and the last one ends with it. A segment declared longer than the
+/// Clips `segments` to the period: segments that start at or after its end plus `slack` are
+/// dropped (they would never be presented) and the last one ends with it. A segment declared longer than the
 /// whole period, among several, means the manifest's timing is wrong (its media would be cut
 /// off silently), and is refused.
 fn clip_to_period(
@@ -407,6 +421,7 @@ fn clip_to_period(
     segments: &mut Vec<SegmentRef>,
     period_start: Duration,
     period_duration: Option<Duration>,
+    slack: Duration,
 ) -> Result<(), MpdError> {
     let Some(total) = period_duration else {
         if segments.len() > MAX_SEGMENTS {
@@ -433,7 +448,10 @@ fn clip_to_period(
         }
     }
     let end = period_start + total;
-    let playing = segments.iter().take_while(|s| s.start < end).count();
+    let playing = segments
+        .iter()
+        .take_while(|s| s.start < end + slack)
+        .count();
     if playing == 0 && total > Duration::ZERO {
         return Err(invalid(rep, "no segment starts inside the Period"));
     }

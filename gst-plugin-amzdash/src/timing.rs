@@ -12,6 +12,13 @@
 //! priming. The audio decoder clips its output to that segment (`GstAudioDecoder`), and what
 //! comes out starts and ends where the source does.
 //!
+//! In pull mode `qtdemux` drops whole samples that end before the edit's `media_time` instead
+//! of handing them to the decoder to be clipped. With a priming of one whole frame (the
+//! emulator's Opus: 960 samples, as Opus encoders pad it) its decoder starts cold one frame in,
+//! so its first ~0.4 s differ slightly from a decode that ran through the priming, as ours does
+//! (`tests/cdn.rs` measures it). `dashdemux2` and push-mode `qtdemux` ignore the edit list and
+//! play the priming.
+//!
 //! How packagers write it (Shaka Packager 3, ffmpeg 8's dash muxer, for libopus): an `elst`
 //! whose one edit has `media_time` = the priming; `tfdt` in media time from 0; the MPD's segment
 //! times (`sidx` earliest presentation time, `SegmentTimeline`) in presentation time from 0, with

@@ -42,7 +42,7 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
     M.get_or_init(|| {
         let t = tools()?;
         let pcm = source_pcm(TRACK, "flac-44k16");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v4");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("amzdash-packagers-v5");
         if dir.join("done").exists() {
             return Some((dir, pcm));
         }
@@ -57,6 +57,10 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
             "opus48-shaka-clear",
             "opus48-shaka-cenc",
             "opus48-ff-tpl",
+            "opus48-ff-list",
+            "opus48-shaka-cbcs",
+            "opus48-shaka-tpl-cbcs",
+            "opus48-list-cbcs",
         ] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -156,10 +160,77 @@ fn media() -> Option<&'static (PathBuf, Vec<u8>)> {
                 "1",
             ])
             .arg(dir.join("opus48-ff-tpl/manifest.mpd")));
+        run(Command::new(&t.ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+            .arg(dir.join("opus48.mp4"))
+            .args(["-c", "copy", "-f", "dash", "-dash_segment_type", "mp4"])
+            .args(["-seg_duration", "4", "-use_template", "0"])
+            .args(["-use_timeline", "0"])
+            .arg(dir.join("opus48-ff-list/manifest.mpd")));
+        shaka_opus("opus48.mp4", "opus48-shaka-cbcs", Some("cbcs"));
+        // Shaka's live-profile packaging: SegmentTemplate + SegmentTimeline, cbcs, a clear lead.
+        run(Command::new(&t.packager)
+            .arg(format!(
+                "in={},stream=audio,init_segment={},segment_template={}",
+                dir.join("opus48.mp4").display(),
+                dir.join("opus48-shaka-tpl-cbcs/init.mp4").display(),
+                dir.join("opus48-shaka-tpl-cbcs/$Number$.m4s").display()
+            ))
+            .args(["--generate_static_live_mpd", "--segment_duration", "4"])
+            .args(["--enable_raw_key_encryption", "--keys"])
+            .arg(format!("label=:key_id={OPUS_KID}:key={OPUS_KEY}"))
+            .args(["--protection_scheme", "cbcs", "--clear_lead", "8"])
+            .args(["--protection_systems", "Widevine", "--mpd_output"])
+            .arg(dir.join("opus48-shaka-tpl-cbcs/manifest.mpd")));
+        segment_list_from_sidx(
+            &dir.join("opus48-shaka-cbcs"),
+            &dir.join("opus48-list-cbcs"),
+        );
         std::fs::write(dir.join("done"), b"").unwrap();
         Some((dir, pcm))
     })
     .as_ref()
+}
+
+/// Amazon's own addressing (its vinyl player's test manifests): one file, a `SegmentList` of
+/// `mediaRange`s, the first starting after the file's `sidx`. Made from a Shaka SegmentBase
+/// packaging by reading its `sidx`: the same file, addressed as Amazon addresses it.
+fn segment_list_from_sidx(from: &Path, to: &Path) {
+    let file = std::fs::read(from.join("audio.mp4")).unwrap();
+    std::fs::write(to.join("audio.mp4"), &file).unwrap();
+    let mpd = std::fs::read_to_string(from.join("manifest.mpd")).unwrap();
+    let attr = |name: &str| {
+        let at = mpd.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        let v = &mpd[at..at + mpd[at..].find('"').unwrap()];
+        let (a, b) = v.split_once('-').unwrap();
+        (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap())
+    };
+    let (index_start, index_end) = attr("indexRange");
+    let (init_start, init_end) = attr("range");
+    let sidx =
+        gstamzdash::mpd::sidx::parse(&file[index_start..=index_end], index_start as u64).unwrap();
+    assert!(
+        sidx.references[0].offset > (index_end as u64),
+        "media after the sidx"
+    );
+    let longest = sidx.references.iter().map(|r| r.duration).max().unwrap();
+    let mut list = format!(
+        "<SegmentList timescale=\"{}\" duration=\"{longest}\">\
+         <Initialization range=\"{init_start}-{init_end}\"/>",
+        sidx.timescale
+    );
+    for r in &sidx.references {
+        list += &format!(
+            "<SegmentURL mediaRange=\"{}-{}\"/>",
+            r.offset,
+            r.offset + r.size - 1
+        );
+    }
+    list += "</SegmentList>";
+    let start = mpd.find("<SegmentBase").unwrap();
+    let end = mpd.find("</SegmentBase>").unwrap() + "</SegmentBase>".len();
+    let out = format!("{}{list}{}", &mpd[..start], &mpd[end..]);
+    std::fs::write(to.join("manifest.mpd"), out).unwrap();
 }
 
 /// A static file server with byte ranges, as any CDN.
@@ -323,14 +394,46 @@ fn opus_with_an_edit_list_starts_and_ends_with_the_source() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = serve(&rt, dir.clone());
-    for (sub, decrypt) in [
-        ("opus48-shaka-clear", String::new()),
+    let keys = format!("! widevinedecrypt keys={OPUS_KID}:{OPUS_KEY}");
+    let keys = keys.as_str();
+    // (packaging, what its MPD must say: addressing and scheme, the decryptor it needs)
+    for (sub, says, decrypt) in [
+        ("opus48-shaka-clear", &["<SegmentBase"][..], ""),
         (
             "opus48-shaka-cenc",
-            format!("! widevinedecrypt keys={OPUS_KID}:{OPUS_KEY}"),
+            &["<SegmentBase", "value=\"cenc\""],
+            keys,
         ),
-        ("opus48-ff-tpl", String::new()),
+        (
+            "opus48-shaka-cbcs",
+            &["<SegmentBase", "value=\"cbcs\""],
+            keys,
+        ),
+        (
+            "opus48-ff-tpl",
+            &["<SegmentTemplate", "<SegmentTimeline"],
+            "",
+        ),
+        (
+            "opus48-shaka-tpl-cbcs",
+            &["<SegmentTimeline", "value=\"cbcs\""],
+            keys,
+        ),
+        (
+            "opus48-ff-list",
+            &["<SegmentList", "<SegmentURL media="],
+            "",
+        ),
+        (
+            "opus48-list-cbcs",
+            &["<SegmentList", "mediaRange=", "value=\"cbcs\""],
+            keys,
+        ),
     ] {
+        let mpd = std::fs::read_to_string(dir.join(sub).join("manifest.mpd")).unwrap();
+        for s in says {
+            assert!(mpd.contains(s), "{sub}: expected {s} in\n{mpd}");
+        }
         let got = decode(
             &format!(
                 "souphttpsrc location={base}/{sub}/manifest.mpd ! amzdashdemux ! qtdemux \

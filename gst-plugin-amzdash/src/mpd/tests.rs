@@ -521,3 +521,35 @@ fn allowed_hosts_open_private_addresses_but_never_another_scheme() {
     .unwrap_err();
     assert!(e.to_string().contains("file:///etc/passwd"), "{e}");
 }
+
+/// ffmpeg's SegmentList for Opus: segments cut in media time, so the priming pushes the last
+/// few milliseconds into a seventh segment listed at the end of a 24 s period. A listed segment
+/// that may hold presented media (its nominal start within half a duration of the end) is kept;
+/// one a whole duration past the end is not.
+#[test]
+fn a_listed_segment_at_the_period_end_is_kept_one_past_it_is_dropped() {
+    let list = |n| {
+        plan_of(&hostile(
+            "PT24S",
+            &format!(
+                r#"<SegmentList timescale="1000" duration="4000">{}</SegmentList>"#,
+                urls(n)
+            ),
+        ))
+        .unwrap()
+    };
+    let seven = list(7);
+    assert_eq!(seven.len(), 7);
+    assert_eq!(seven[6].start, Duration::from_secs(24));
+    assert_eq!(list(8).len(), 7);
+    // A timeline's times are exact: nothing at the end is kept.
+    let timeline = plan_of(&hostile(
+        "PT24S",
+        &format!(
+            r#"<SegmentList timescale="1000"><SegmentTimeline><S d="4000" r="6"/></SegmentTimeline>{}</SegmentList>"#,
+            urls(7)
+        ),
+    ))
+    .unwrap();
+    assert_eq!(timeline.len(), 6);
+}
