@@ -160,14 +160,20 @@ fn playbin3_goes_from_flac_to_opus_and_back_without_a_gap() {
         let to = (from + r.3.len()).min(src.len());
         assert_same_pcm(&r.3, &src[from..to], 4, &format!("FLAC from {} ns", r.1));
     }
-    // The Opus run lines up with the source it was encoded from at both of its ends: nothing
-    // repeated at the switch down, nothing skipped at the switch up (the FLAC on each side is
-    // the source at its times, above).
-    let opus_src = mono_s16(&source_pcm(HD, "opus-320k"), 2);
     let r = runs.iter().find(|r| r.0 == "opusdec").unwrap();
-    let got = mono_s16(&r.3, 2);
-    let at = (r.1 as u128 * 48_000 / 1_000_000_000) as usize;
+    assert_opus_run_aligned(HD, "opus-320k", r.1, &r.3);
+}
+
+/// An Opus run that began at running time `start_ns` lines up with the source it was encoded
+/// from (the emulator's `pcm` of `rep`) at both of its ends: lag 0 +- 1 sample, so nothing was
+/// repeated at the switch down and nothing skipped at the switch up (the FLAC on each side is
+/// checked against the source at its times).
+fn assert_opus_run_aligned(track: &str, rep: &str, start_ns: u64, samples: &[u8]) {
     const WINDOW: usize = 9_600;
+    let opus_src = mono_s16(&source_pcm(track, rep), 2);
+    let got = mono_s16(samples, 2);
+    assert!(got.len() > WINDOW, "an Opus run of {} samples", got.len());
+    let at = (start_ns as u128 * 48_000 / 1_000_000_000) as usize;
     let first = best_lag(&got, 0, &opus_src, at, WINDOW, 2_000);
     let tail = got.len() - WINDOW;
     let last = best_lag(&got, tail, &opus_src, at + tail, WINDOW, 2_000);
@@ -200,7 +206,7 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
     let (pb, sink) = playbin3(&format!("amazonmusic://track/{TRACK}"), Some("hd"), None).unwrap();
     sink.set_sync(true);
     let demux: Arc<Mutex<Option<gst::Element>>> = Arc::default();
-    let decoders: Arc<Mutex<Vec<(String, u64, u64)>>> = Arc::default();
+    let decoders: Arc<Mutex<Decoded>> = Arc::default();
     let (d2, dec2) = (demux.clone(), decoders.clone());
     pb.connect("deep-element-added", false, move |args| {
         let el = args[2].get::<gst::Element>().unwrap();
@@ -234,10 +240,14 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
                             };
                             let pts = running(start);
                             let end = running(start + b.duration().unwrap_or(gst::ClockTime::ZERO));
+                            let bytes = b.map_readable().map(|m| m.to_vec()).unwrap_or_default();
                             let mut d = dec.lock().unwrap();
                             match d.last_mut() {
-                                Some(r) if r.0 == name => r.2 = end,
-                                _ => d.push((name.clone(), pts, end)),
+                                Some(r) if r.0 == name => {
+                                    r.2 = end;
+                                    r.3.extend_from_slice(&bytes);
+                                }
+                                _ => d.push((name.clone(), pts, end, bytes)),
                             }
                         }
                         gst::PadProbeReturn::Ok
@@ -287,4 +297,15 @@ fn a_bandwidth_drop_goes_to_opus_and_back_without_a_stall() {
         );
     }
     assert_eq!(stats.get::<u64>("underruns").unwrap_or(0), 0, "{stats}");
+    // Every Opus rung of the ladder is encoded from the same 48 kHz source, so the run is
+    // checked against it whichever rung the choice played.
+    let opus = runs.iter().find(|r| r.0 == "opusdec").unwrap();
+    assert_opus_run_aligned(TRACK, "opus-320k", opus.1, &opus.3);
+    // The FLAC runs are the source's samples at their times.
+    let src = source_pcm(TRACK, "flac-44k16");
+    for r in runs.iter().filter(|r| r.0 == "flacdec") {
+        let from = (r.1 as u128 * 44100 / 1_000_000_000) as usize * 4;
+        let to = (from + r.3.len()).min(src.len());
+        assert_same_pcm(&r.3, &src[from..to], 4, &format!("FLAC from {} ns", r.1));
+    }
 }
