@@ -63,7 +63,8 @@ fn hd_flac_timestamps_are_continuous_across_the_encrypted_boundary() {
 fn eac3_atmos_tier_decodes_through_avdec_eac3() {
     let _ = env();
     let desc = "amazonmusicsrc track-id=B0EMUATM01 quality=atmos ! amzdashdemux ! qtdemux ! \
-                widevinedecrypt ! avdec_eac3 ! appsink name=sink";
+                widevinedecrypt ! avdec_eac3 ! audioconvert ! \
+                audio/x-raw,format=S16LE,layout=interleaved ! appsink name=sink";
     let got = play_launch(desc, Duration::from_secs(60), |_| {}).unwrap();
     got.ok().unwrap();
     assert_eq!(
@@ -89,10 +90,17 @@ fn eac3_atmos_tier_decodes_through_avdec_eac3() {
         end.abs_diff(60_000_000_000) <= 30_000_000,
         "ends at {end} ns"
     );
-    // avdec_eac3 decodes to planar F32: the sample count must match the duration too.
-    let frames = got.bytes.len() / (6 * 4);
-    assert!(
-        frames.abs_diff(60 * 48_000) <= 48 * 30,
-        "{frames} frames for 60 s at 48 kHz"
-    );
+    // Exactly as long as the source the encoder was fed (the emulator's `pcm` of the rung),
+    // and lined up with it from the first sample to the last: the encoder delay (256 samples,
+    // grown to a 1536-sample frame) is dropped, the last frame's padding clipped.
+    let source = source_pcm("B0EMUATM01", "eac3-640k");
+    assert_eq!(got.bytes.len(), source.len(), "length against the source");
+    let (got, source) = (mono_s16(&got.bytes, 6), mono_s16(&source, 6));
+    const WINDOW: usize = 9_600;
+    let first = best_lag(&got, 0, &source, 0, WINDOW, 2_000);
+    let tail = got.len() - WINDOW;
+    let last = best_lag(&got, tail, &source, tail, WINDOW, 2_000);
+    eprintln!("E-AC-3 against its source: lag {first:?} at the start, {last:?} at the end");
+    assert!(first.0 == 0 && first.1 > 0.9, "at the start: {first:?}");
+    assert!(last.0 == 0 && last.1 > 0.9, "at the end: {last:?}");
 }
