@@ -90,6 +90,10 @@ fn check_full_duration(what: &str, duration_ms: u64, p: &Played) {
     // within a sample: the segment's start sits half a sample inside the first one kept.
     let first = p.running.first().map_or(u64::MAX, |r| r.0);
     assert!(first <= 20_834, "{what}: first running time {first} ns");
+    // Continuous in running time: nothing played twice, nothing skipped (decodebin3's
+    // parsebin once made flacdec re-stamp three frames at 30 s, a 300 ms step back).
+    let jumps = timestamp_jumps(&p.running);
+    assert!(jumps.is_empty(), "{what}: timestamp jumps {jumps:?}");
     // Every codec exactly as long as the source (to the sample: 1 ms covers the rounding).
     let got = p.sample_duration_ns();
     assert!(

@@ -92,8 +92,12 @@ struct State {
     /// The FLAC `streamheader` of the stream's clear sample entry. 1.22's qtdemux drops it for
     /// the `enca` entry, so at the clear-lead → encrypted switch the caps would lose it and
     /// flacparse would re-send its headers mid-stream (flacdec then re-stamps frames, a 300 ms
-    /// jump back): the encrypted caps get the same header. Reset at each stream-start.
+    /// jump back): the encrypted caps get the same header. Reset when a stream-start names
+    /// another stream: qtdemux re-announces the same stream (same stream-id, caps without
+    /// the header) when it reads the init segment again, as behind decodebin3's parsebin.
     flac_streamheader: Option<glib::SendValue>,
+    /// The stream-id of the last stream-start.
+    stream_id: Option<glib::GString>,
 }
 
 pub struct WidevineDecrypt {
@@ -867,8 +871,14 @@ impl BaseTransformImpl for WidevineDecrypt {
                 // Nothing downstream needs it: the samples leave here in clear.
                 return true;
             }
-            gst::EventView::StreamStart(_) => {
-                self.state.lock().unwrap().flac_streamheader = None;
+            gst::EventView::StreamStart(ev) => {
+                let mut state = self.state.lock().unwrap();
+                let id = ev.stream_id();
+                if state.stream_id.as_deref() != Some(id) {
+                    state.flac_streamheader = None;
+                    state.stream_id = Some(id.into());
+                }
+                drop(state);
                 // The next track of a gapless album reuses this element with its own PSSHs.
                 self.licenses.stream_start();
             }
