@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod encode;
 pub mod fmp4;
+pub mod loudness;
 pub mod mpd;
 pub mod protect;
 pub mod store;

@@ -207,13 +207,16 @@ pub fn write_mpd(
             r#"      <SupplementalProperty schemeIdUri="{NS_AMZ_MUSIC}" value="trackType" amz-music:trackType="{}"/>"#,
             tier.track_type()
         );
+        // The source's measured loudness, as the service writes it (`-13.5 LUFS`). Music has
+        // no dialogue anchor: the anchor is modelled as the programme's own loudness.
+        let lufs = super::loudness::manifest_value(packaged.loudness);
         let _ = writeln!(
             m,
-            r#"      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="-14.2"/>"#
+            r#"      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="{lufs}"/>"#
         );
         let _ = writeln!(
             m,
-            r#"      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:AnchorLoudness" value="-16.8"/>"#
+            r#"      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:AnchorLoudness" value="{lufs}"/>"#
         );
         for r in reps.iter().filter(|r| r.tier == *tier) {
             let Some(p) = packaged.rep(r.id) else {

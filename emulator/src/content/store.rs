@@ -131,6 +131,9 @@ pub struct PackagedTrack {
     pub track_id: String,
     pub variant: Variant,
     pub reps: Vec<PackagedRep>,
+    /// The source's integrated loudness in LUFS ([`super::loudness`]), which the manifest
+    /// reports.
+    pub loudness: f64,
 }
 
 impl PackagedTrack {
@@ -229,9 +232,27 @@ impl Store {
             track_id: track.id.clone(),
             variant,
             reps,
+            loudness: self.loudness(&track)?,
         });
         self.packaged.lock().unwrap().insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The source's loudness, measured once and kept beside its frames.
+    fn loudness(&self, track: &TrackSpec) -> Result<f64> {
+        let path = self.track_dir(track).join("loudness.json");
+        if let Some(lufs) = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<f64>(&b).ok())
+        {
+            return Ok(lufs);
+        }
+        let lufs = super::loudness::programme_loudness(track)?;
+        fs::create_dir_all(self.track_dir(track))?;
+        let tmp = path.with_extension(tmp_suffix());
+        fs::write(&tmp, serde_json::to_vec(&lufs)?)?;
+        fs::rename(&tmp, &path)?;
+        Ok(lufs)
     }
 
     fn track_dir(&self, track: &TrackSpec) -> PathBuf {
