@@ -483,7 +483,7 @@ pub(crate) fn children(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
 
 /// Whether `data` is exactly a run of boxes with 32-bit sizes, nothing before, between or
 /// after them: what [`put_box`] writes back byte for byte.
-fn canonical(data: &[u8]) -> bool {
+pub(crate) fn canonical(data: &[u8]) -> bool {
     let mut at = 0usize;
     while at < data.len() {
         match be32(data, at).map(|s| s as usize) {
@@ -494,7 +494,7 @@ fn canonical(data: &[u8]) -> bool {
     true
 }
 
-fn put_box(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+pub(crate) fn put_box(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
     out.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
     out.extend_from_slice(kind);
     out.extend_from_slice(body);

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod loudness;
 pub mod mpd;
 pub mod playhead;
 pub mod segments;

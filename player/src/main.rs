@@ -34,6 +34,14 @@ struct Cli {
     /// Give up after this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Play at the loudness the service measured, not normalized (by default `rgvolume`
+    /// applies the ReplayGain track gain that amzdashdemux reads from the manifest's
+    /// ProgramLoudness, to ReplayGain's -18 LUFS).
+    #[arg(long)]
+    no_normalize: bool,
+    /// Loudness to normalize to, in LUFS (rgvolume's pre-amp over ReplayGain's -18 LUFS).
+    #[arg(long, default_value_t = -18.0, allow_negative_numbers = true)]
+    target_lufs: f64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +248,22 @@ fn run() -> Result<()> {
         playbin.set_property("audio-sink", make("autoaudiosink")?);
     }
     playbin.set_property("video-sink", make("fakesink")?);
+    let mut rgvolume: Option<gst::Element> = None;
+    if !cli.no_normalize {
+        // rgvolume works on float samples; playbin3 converts after the filter for the sink.
+        // The manifest gives no peak, so rgvolume would refuse any gain above 0 dB: headroom
+        // lets a quiet track come up, and rglimiter keeps what would clip below full scale.
+        let filter = gst::parse::bin_from_description(
+            &format!(
+                "audioconvert ! rgvolume name=rg pre-amp={:.2} headroom=10 ! rglimiter",
+                cli.target_lufs + 18.0
+            ),
+            true,
+        )
+        .context("rgvolume (gst-plugins-good) for loudness normalization (--no-normalize)")?;
+        rgvolume = filter.by_name("rg");
+        playbin.set_property("audio-filter", &filter);
+    }
     // The sources playbin3 creates, in queue order. A source posts its track's title and artist
     // when it starts, which for the next track (prefetched) is while the current one plays.
     let sources: Arc<Mutex<Vec<gst::glib::WeakRef<gst::Element>>>> = Arc::default();
@@ -288,6 +312,7 @@ fn run() -> Result<()> {
     let mut track_tags: Vec<(Option<String>, Option<String>)> = vec![(None, None); total];
     let mut times = TrackClock::default();
     let mut codec = String::new();
+    let mut gain: Option<f64> = None;
     let mut last_rep: Option<String> = None;
     let mut last_status = Instant::now() - Duration::from_secs(1);
     let mut buffering = 100;
@@ -340,6 +365,20 @@ fn run() -> Result<()> {
                             show_artist(&mut artist, t_artist);
                         }
                     }
+                    if let Some(v) = tags.get::<gst::tags::TrackGain>() {
+                        if gain != Some(v.get()) {
+                            gain = Some(v.get());
+                            say(&format!(
+                                "  loudness: ReplayGain track gain {:+.2} dB{}",
+                                v.get(),
+                                if cli.no_normalize {
+                                    " (not applied)"
+                                } else {
+                                    " (rgvolume)"
+                                }
+                            ));
+                        }
+                    }
                     if let Some(v) = tags.get::<gst::tags::AudioCodec>() {
                         if codec != v.get() {
                             codec = v.get().to_string();
@@ -362,6 +401,15 @@ fn run() -> Result<()> {
         }
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
+            // rgvolume takes the ReplayGain tags out of the stream: its result says the gain.
+            if let Some(rg) = &rgvolume {
+                let g = rg.property::<f64>("result-gain");
+                // 0 dB before the first tags is no news.
+                if gain != Some(g) && (gain.is_some() || g != 0.0) {
+                    gain = Some(g);
+                    say(&format!("  loudness: {g:+.2} dB (ReplayGain, rgvolume)"));
+                }
+            }
             let (pos, dur) = times.track_times(
                 playbin
                     .query_position::<gst::ClockTime>()

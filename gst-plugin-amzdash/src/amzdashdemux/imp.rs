@@ -107,6 +107,18 @@ impl AmzDashDemux {
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
+            EventView::Tag(t) if t.tag().scope() == gst::TagScope::Stream => {
+                let now = {
+                    let mut st = self.state.lock().unwrap();
+                    st.upstream_tags = Some(t.tag_owned());
+                    // Before the stream's tags are due (or while they wait) they go with them.
+                    st.started && !st.tags_due && st.fragment_seen
+                };
+                if now {
+                    self.push_tags();
+                }
+                true
+            }
             EventView::Eos(_) => {
                 if let Err(msg) = self.start_playback() {
                     gst::element_imp_error!(self, gst::StreamError::Demux, ["{}", msg]);
@@ -167,6 +179,17 @@ impl AmzDashDemux {
             (std::mem::take(&mut st.manifest), st.audio_object.clone())
         };
         let mpd = Mpd::parse(&doc).map_err(|e| format!("Cannot play this manifest: {e}"))?;
+        let loudness = crate::loudness::Loudness::of(&mpd);
+        if let Some(l) = &loudness {
+            gst::info!(
+                CAT,
+                imp = self,
+                "programme loudness {} LUFS: ReplayGain track gain {:+.2} dB",
+                l.programme,
+                l.track_gain()
+            );
+        }
+        self.state.lock().unwrap().loudness = loudness;
         let url = self.manifest_url(ao.as_ref()).ok_or(
             "Cannot resolve segment URLs: upstream gave neither an audio object nor the \
              manifest URI (use amazonmusicsrc, souphttpsrc or filesrc)",
@@ -365,7 +388,44 @@ impl AmzDashDemux {
             ev = ev.seqnum(s);
         }
         self.srcpad.push_event(ev.build());
+        self.tags_due();
         self.push_protection_events(engine);
+    }
+
+    /// A new stream: its tags go out once qtdemux has a pad for them and has sent its own
+    /// (see `State::tags_due`).
+    fn tags_due(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.tags_due = true;
+        st.fragment_seen = false;
+    }
+
+    /// Before each fragment's first piece: the stream's tags, when they are due and the
+    /// stream's first fragment is through qtdemux.
+    fn push_tags_if_due(&self) {
+        let due = {
+            let mut st = self.state.lock().unwrap();
+            let due = st.tags_due && st.fragment_seen;
+            st.fragment_seen = true;
+            if due {
+                st.tags_due = false;
+            }
+            due
+        };
+        if due {
+            self.push_tags();
+        }
+    }
+
+    /// The stream tags downstream: upstream's with the manifest's loudness (ReplayGain).
+    fn push_tags(&self) {
+        let tags = {
+            let st = self.state.lock().unwrap();
+            crate::loudness::merged(st.upstream_tags.as_ref(), st.loudness.as_ref())
+        };
+        if let Some(tags) = tags {
+            self.srcpad.push_event(gst::event::Tag::new(tags));
+        }
     }
 
     /// Pushes a piece of a media segment (a fragment arrives in many, in order). The first
@@ -432,6 +492,7 @@ impl AmzDashDemux {
         );
         self.srcpad.push_event(gst::event::Caps::new(&src_caps()));
         self.srcpad.push_event(gst::event::Segment::new(&n));
+        self.tags_due();
         self.push_protection_events(engine);
     }
 
@@ -510,7 +571,16 @@ impl AmzDashDemux {
                     gst::debug!(CAT, imp = self, "edit list changed: segment {:?}", seg);
                     self.srcpad.push_event(gst::event::Segment::new(&seg));
                 }
-                self.state.lock().unwrap().init_pushed(&data);
+                let gain = {
+                    let mut st = self.state.lock().unwrap();
+                    st.init_pushed(&data);
+                    st.loudness.map(|l| l.track_gain())
+                };
+                // The ReplayGain track gain where qtdemux reads it before the first sample.
+                let data = match gain.and_then(|g| crate::loudness::init_with_gain(&data, g)) {
+                    Some(tagged) => bytes::Bytes::from(tagged),
+                    None => data,
+                };
                 let buf = init_buffer(data);
                 gst::debug!(CAT, imp = self, "pushing init of candidate {}", candidate);
                 self.srcpad.push(buf)
@@ -526,11 +596,16 @@ impl AmzDashDemux {
             } => {
                 if first {
                     self.post_segment(&engine, candidate, start, duration);
+                    self.push_tags_if_due();
                 }
                 self.push_piece(data, start, duration, time, first)
             }
             Item::Eos => {
                 gst::debug!(CAT, imp = self, "end of presentation");
+                // A one-fragment stream: its tags still go out.
+                if std::mem::take(&mut self.state.lock().unwrap().tags_due) {
+                    self.push_tags();
+                }
                 self.report_level(false);
                 self.srcpad.push_event(gst::event::Eos::new());
                 self.pause();

@@ -36,6 +36,16 @@ pub struct State {
     /// The edit list of the representation playing (`timing.rs`): its priming is dropped and
     /// its end clipped downstream.
     pub timing: Option<EditTiming>,
+    /// The manifest's loudness (`loudness.rs`), sent downstream as ReplayGain tags.
+    pub loudness: Option<crate::loudness::Loudness>,
+    /// The last stream tags from upstream (amazonmusicsrc's title, artist, cover): a stream
+    /// tag event replaces the one before it, so ours go out merged with these.
+    pub upstream_tags: Option<gst::TagList>,
+    /// Tags wait for the stream's second fragment: qtdemux drops tag events before it has a
+    /// source pad, and replaces what it forwards with its own tags when it first pushes.
+    pub tags_due: bool,
+    /// The stream's first fragment went downstream.
+    pub fragment_seen: bool,
 }
 
 /// A piece of a media segment ready to go downstream.

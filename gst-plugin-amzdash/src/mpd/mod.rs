@@ -256,12 +256,22 @@ impl AdaptationSet {
             .find_map(|d| d.attr("trackType"))
     }
 
-    /// The value of a loudness descriptor (`ProgramLoudness`, `AnchorLoudness`), in LUFS.
+    /// The value of a loudness descriptor (`urn:mpeg:mpegB:cicp:ProgramLoudness`,
+    /// `…:AnchorLoudness`), in LUFS. The service writes `-13.5 LUFS`; a bare number, or LKFS
+    /// (the same unit), reads the same. Anything else (another unit, not finite) is no value.
     pub fn loudness(&self, which: &str) -> Option<f64> {
-        self.supplemental
+        let d = self
+            .supplemental
             .iter()
-            .find(|d| d.scheme_id_uri.ends_with(which))
-            .and_then(|d| d.value.as_deref()?.parse().ok())
+            .chain(&self.essential)
+            .find(|d| d.scheme_id_uri == format!("urn:mpeg:mpegB:cicp:{which}"))?;
+        let v = d.value.as_deref()?.trim();
+        let number = v
+            .strip_suffix("LUFS")
+            .or_else(|| v.strip_suffix("LKFS"))
+            .unwrap_or(v)
+            .trim();
+        number.parse::<f64>().ok().filter(|l| l.is_finite())
     }
 
     /// The default KID of the set (from any of its ContentProtections).

@@ -11,7 +11,8 @@ const AMAZON_LIST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
       <ContentProtection schemeIdUri="urn:uuid:EDEF8BA9-79D6-4ACE-A3C8-27DCD51D21ED" value="Widevine"><cenc:pssh>AAAAIHBzc2gAAAAA7e+LqXnWSs6jyCfc1R0h7QAAAAA=</cenc:pssh><amz:LicenseUrl>http://127.0.0.1:9/license?a=1&amp;b=2</amz:LicenseUrl></ContentProtection>
       <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="2"/>
       <SupplementalProperty schemeIdUri="urn:amazon:music:drm:2019" value="trackType" amz-music:trackType="HD"/>
-      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="-14.2"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="-14.2 LUFS"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:AnchorLoudness" value="-16.5"/>
       <Representation id="flac-48k24" codecs="flac" bandwidth="1700000" audioSamplingRate="48000" qualityRanking="1" mimeType="audio/mp4" amz-music:bitDepth="24">
         <AudioChannelConfiguration schemeIdUri="urn:mpeg:mpegB:cicp:ChannelConfiguration" value="2"/>
         <BaseURL>flac-48k24.mp4?ao=1&amp;sig=abc</BaseURL>
@@ -52,6 +53,7 @@ fn amazon_shape_parses_fully() {
     assert_eq!(hd.switchable_to(), vec![2]);
     assert_eq!(hd.track_type(), Some("HD"));
     assert_eq!(hd.loudness("ProgramLoudness"), Some(-14.2));
+    assert_eq!(hd.loudness("AnchorLoudness"), Some(-16.5));
     assert_eq!(hd.default_kid().unwrap()[0], 0x01);
     let wv = &hd.content_protections[1];
     assert_eq!(wv.system_id().as_deref(), Some(WIDEVINE_SYSTEM_ID));
