@@ -1,6 +1,7 @@
 //! The CDM (Content Decryption Module) interface the decryptor talks to, modelled on EME and
 //! OpenCDM: sessions from init data, license messages in and out, key statuses, decrypt by key id.
 
+mod chromium;
 mod clearkey;
 mod ocdm;
 mod select;
@@ -8,6 +9,7 @@ mod stub;
 
 use std::time::{Duration, Instant};
 
+pub use chromium::ChromiumCdm;
 pub use clearkey::ClearKeyCdm;
 pub use ocdm::OcdmCdm;
 pub use select::{CdmChoice, LicenseBody, CDM_ENV};

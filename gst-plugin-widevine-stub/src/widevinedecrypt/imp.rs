@@ -19,7 +19,8 @@ use amzmusic_common::http::TlsProxy;
 use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
 use crate::cdm::{
-    Cdm, CdmChoice, CdmError, ClearKeyCdm, KeyStatus, LicenseBody, OcdmCdm, StubCdm, CDM_ENV,
+    Cdm, CdmChoice, CdmError, ChromiumCdm, ClearKeyCdm, KeyStatus, LicenseBody, OcdmCdm, StubCdm,
+    CDM_ENV,
 };
 use crate::cenc::{self, Pattern, SampleProtection, Scheme};
 use crate::license::{
@@ -211,15 +212,13 @@ impl WidevineDecrypt {
                 OcdmCdm::open(library, key_system, choice.system_ids())
                     .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?,
             ),
-            CdmChoice::Chromium { library, .. } => {
-                return Err(gst::error_msg!(
-                    gst::LibraryError::Init,
-                    (
-                        "Cannot use the Chromium CDM {}: this build has no chromium: backend yet (docs/cdm.md); use ocdm:, clearkey or stub",
-                        library.display()
-                    )
-                ))
-            }
+            CdmChoice::Chromium {
+                library,
+                key_system,
+            } => Arc::new(
+                ChromiumCdm::open(library, key_system, choice.system_ids())
+                    .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?,
+            ),
         };
         let format = body.resolve(&cdm.system_ids());
         gst::info!(
