@@ -731,7 +731,9 @@ impl ChromiumCdm {
             }
         }
         if created.is_null() {
-            let asked = cdm.inner.state.lock().unwrap().hosts_asked.clone();
+            let mut asked = cdm.inner.state.lock().unwrap().hosts_asked.clone();
+            asked.sort_unstable();
+            asked.dedup();
             let foreign: Vec<String> = asked
                 .iter()
                 .filter(|v| !INTERFACE_VERSIONS.contains(v))
