@@ -512,7 +512,9 @@ impl ObjectImpl for WidevineDecrypt {
                         "The CDM, loaded at READY: stub (the emulator's Widevine stand-in), \
                          clearkey (W3C Clear Key, built in), ocdm:<libocdm.so>[,<key system>] \
                          (an OpenCDM library, key system default com.widevine.alpha) or \
-                         chromium:<library> (default: $AMAZONMUSIC_CDM, else stub)",
+                         chromium:<libwidevinecdm.so>[,<key system>] (a library with \
+                         Chromium's CDM interface, versions 10 and 11) (default: \
+                         $AMAZONMUSIC_CDM, else stub)",
                     )
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("license-body", LicenseBody::Auto)

@@ -8,7 +8,9 @@
 //! fail on purpose: `org.w3.clearkey.x-fail-update` (every UpdateSession is rejected, with a
 //! message), `org.w3.clearkey.x-fail-decrypt` (every Decrypt is kDecryptError) and
 //! `org.w3.clearkey.x-host-9` (asks the host for Host interface 9, which no host of this
-//! project speaks, and so creates no CDM). Anything else: CreateCdmInstance returns null.
+//! project speaks, and so creates no CDM); `org.w3.clearkey.x-only-11` is Clear Key at
+//! interface 11 only (null for 10, so a host must fall back). Anything else: CreateCdmInstance
+//! returns null.
 //!
 //! Messages: the license request (EME keyids JSON) is sent from inside
 //! CreateSessionAndGenerateRequest, after its promise is resolved; when a license carries
@@ -261,6 +263,7 @@ pub unsafe extern "C" fn CreateCdmInstance(
         let ks = unsafe { bytes(key_system as *const u8, key_system_size) };
         let (fault, host_version) = match std::str::from_utf8(ks).unwrap_or("") {
             clearkey::KEY_SYSTEM => (Fault::None, interface_version),
+            "org.w3.clearkey.x-only-11" if interface_version == 11 => (Fault::None, 11),
             "org.w3.clearkey.x-fail-update" => (Fault::Update, interface_version),
             "org.w3.clearkey.x-fail-decrypt" => (Fault::Decrypt, interface_version),
             "org.w3.clearkey.x-host-9" => (Fault::None, 9),
