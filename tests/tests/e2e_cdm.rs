@@ -2,8 +2,10 @@
 //! widevinedecrypt's `cdm` property end to end (docs/cdm.md): a file Shaka Packager protected
 //! with a Clear Key PSSH (the W3C common `pssh`, system 1077efec…), licensed by the emulator's
 //! Clear Key server, plays sample-identical to the clear packaging through `cdm=clearkey` and
-//! through `cdm=ocdm:` with the workspace's test OpenCDM module (test-cdms/ocdm); a renewal
-//! comes from the module's own message; and each way a CDM module fails is its documented error.
+//! through `cdm=ocdm:` with the workspace's test OpenCDM module (test-cdms/ocdm) and through
+//! `cdm=chromium:` with its test Chromium CDM (test-cdms/chromium, at interfaces 10 and 11); a
+//! renewal comes from each module's own message; and each way a CDM module fails is its
+//! documented error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
