@@ -23,6 +23,10 @@ use std::sync::{mpsc, Arc, Condvar, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use amzmusic_common::chromium_cdm::{
+    self as abi, exception_name, EncryptedInput, KeyInfo, SubsampleEntry, INIT_CENC, INIT_KEYIDS,
+    SCHEME_CBCS, SCHEME_CENC,
+};
 use amzmusic_common::clearkey;
 use libloading::Library;
 
@@ -46,47 +50,9 @@ const PROMISE_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---- our declarations of the shim (cdm-shim/host.cc) and of the library's entry points ----
 
-#[repr(C)]
-struct EncryptedInput {
-    data: *const u8,
-    data_size: u32,
-    scheme: u32,
-    key_id: *const u8,
-    key_id_size: u32,
-    pad0: u32,
-    iv: *const u8,
-    iv_size: u32,
-    pad1: u32,
-    subsamples: *const SubsampleEntry,
-    subsample_count: u32,
-    pad2: u32,
-    crypt: u32,
-    skip: u32,
-    timestamp: i64,
-}
-
-#[repr(C)]
-struct SubsampleEntry {
-    clear: u32,
-    cipher: u32,
-}
-
-#[repr(C)]
-struct KeyInfo {
-    key_id: *const u8,
-    key_id_size: u32,
-    status: u32,
-    system_code: u32,
-}
-
-const SCHEME_CENC: u32 = 1;
-const SCHEME_CBCS: u32 = 2;
-const INIT_CENC: u32 = 0;
-const INIT_KEYIDS: u32 = 1;
-
-const STATUS_OK: c_int = 0;
-const STATUS_NO_KEY: c_int = 2;
-const STATUS_DECRYPT_ERROR: c_int = 4;
+const STATUS_OK: c_int = abi::STATUS_OK as c_int;
+const STATUS_NO_KEY: c_int = abi::STATUS_NO_KEY as c_int;
+const STATUS_DECRYPT_ERROR: c_int = abi::STATUS_DECRYPT_ERROR as c_int;
 
 extern "C" {
     fn amz_chromium_host_new(ctx: *const c_void) -> *mut c_void;
@@ -207,23 +173,13 @@ enum Outcome {
     },
 }
 
-fn exception_name(e: u32) -> String {
-    match e {
-        0 => "TypeError".into(),
-        1 => "NotSupportedError".into(),
-        2 => "InvalidStateError".into(),
-        3 => "QuotaExceededError".into(),
-        _ => format!("exception {e}"),
-    }
-}
-
 fn key_status(code: u32) -> KeyStatus {
     match code {
-        0 => KeyStatus::Usable,
-        2 => KeyStatus::Expired,
-        3 | 4 => KeyStatus::OutputRestricted,
-        5 => KeyStatus::StatusPending,
-        6 => KeyStatus::Released,
+        abi::KEY_USABLE => KeyStatus::Usable,
+        abi::KEY_EXPIRED => KeyStatus::Expired,
+        abi::KEY_OUTPUT_RESTRICTED | abi::KEY_OUTPUT_DOWNSCALED => KeyStatus::OutputRestricted,
+        abi::KEY_PENDING => KeyStatus::StatusPending,
+        abi::KEY_RELEASED => KeyStatus::Released,
         _ => KeyStatus::InternalError,
     }
 }
@@ -853,18 +809,7 @@ impl Cdm for ChromiumCdm {
         init_data_type: InitDataType,
         init_data: &[u8],
     ) -> Result<(SessionId, SessionMessage), CdmError> {
-        let kids = match init_data_type {
-            InitDataType::Cenc => {
-                crate::protocol::pssh::key_ids_for_systems(init_data, &self.system_ids)?
-            }
-            InitDataType::KeyIds => init_data
-                .chunks_exact(16)
-                .filter_map(KeyId::from_slice)
-                .collect(),
-        };
-        if kids.is_empty() {
-            return Err(CdmError::NoKeyIds);
-        }
+        let kids = super::init_data_key_ids(init_data_type, init_data, &self.system_ids)?;
         // Chromium's keyids init data is the JSON form.
         let (type_code, data) = match init_data_type {
             InitDataType::Cenc => (INIT_CENC, init_data.to_vec()),
@@ -1149,13 +1094,9 @@ mod tests {
 
     #[test]
     fn names_and_statuses() {
-        assert_eq!(exception_name(1), "NotSupportedError");
-        assert_eq!(exception_name(9), "exception 9");
         assert_eq!(key_status(0), KeyStatus::Usable);
         assert_eq!(key_status(2), KeyStatus::Expired);
         assert_eq!(key_status(5), KeyStatus::StatusPending);
-        assert_eq!(std::mem::size_of::<EncryptedInput>(), 80);
-        assert_eq!(std::mem::size_of::<KeyInfo>(), 24);
     }
 
     #[test]

@@ -81,6 +81,26 @@ pub enum InitDataType {
     KeyIds,
 }
 
+/// The key ids init data names (for a module CDM, which reads the `pssh` boxes of `systems`),
+/// [`CdmError::NoKeyIds`] when it names none.
+pub(crate) fn init_data_key_ids(
+    init_data_type: InitDataType,
+    init_data: &[u8],
+    systems: &[[u8; 16]],
+) -> Result<Vec<KeyId>, CdmError> {
+    let kids: Vec<KeyId> = match init_data_type {
+        InitDataType::Cenc => crate::protocol::pssh::key_ids_for_systems(init_data, systems)?,
+        InitDataType::KeyIds => init_data
+            .chunks_exact(16)
+            .filter_map(KeyId::from_slice)
+            .collect(),
+    };
+    if kids.is_empty() {
+        return Err(CdmError::NoKeyIds);
+    }
+    Ok(kids)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CdmError {
     #[error("init data not understood: {0}")]

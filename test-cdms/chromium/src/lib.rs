@@ -26,52 +26,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use amzmusic_common::cenc::{self, Key, Pattern, SampleProtection, Scheme, Subsample};
+use amzmusic_common::chromium_cdm::{
+    EncryptedInput, KeyInfo, EXCEPTION_INVALID_STATE, EXCEPTION_NOT_SUPPORTED,
+    EXCEPTION_TYPE_ERROR, INIT_CENC, INIT_KEYIDS, KEY_RELEASED, KEY_USABLE, MESSAGE_RENEWAL,
+    MESSAGE_REQUEST, SCHEME_CBCS, SCHEME_CENC, STATUS_DECRYPT_ERROR, STATUS_NO_KEY, STATUS_OK,
+};
 use amzmusic_common::clearkey;
 use amzmusic_common::pssh::KeyId;
 
-#[repr(C)]
-pub struct EncryptedInput {
-    data: *const u8,
-    data_size: u32,
-    scheme: u32,
-    key_id: *const u8,
-    key_id_size: u32,
-    pad0: u32,
-    iv: *const u8,
-    iv_size: u32,
-    pad1: u32,
-    subsamples: *const SubsampleEntry,
-    subsample_count: u32,
-    pad2: u32,
-    crypt: u32,
-    skip: u32,
-    timestamp: i64,
-}
-
-#[repr(C)]
-pub struct SubsampleEntry {
-    clear: u32,
-    cipher: u32,
-}
-
-#[repr(C)]
-struct KeyInfo {
-    key_id: *const u8,
-    key_id_size: u32,
-    status: u32,
-    system_code: u32,
-}
-
-const STATUS_OK: u32 = 0;
-const STATUS_NO_KEY: u32 = 2;
-const STATUS_DECRYPT_ERROR: u32 = 4;
-const EXCEPTION_TYPE_ERROR: u32 = 0;
-const EXCEPTION_NOT_SUPPORTED: u32 = 1;
-const EXCEPTION_INVALID_STATE: u32 = 2;
-const MESSAGE_REQUEST: u32 = 0;
-const MESSAGE_RENEWAL: u32 = 1;
-const KEY_USABLE: u32 = 0;
-const KEY_RELEASED: u32 = 6;
 /// The system code this module rejects with (x-fail-update).
 const REFUSED_CODE: u32 = 0x7e57;
 
@@ -325,8 +287,8 @@ unsafe extern "C" fn amz_test_cdm_create_session(
         // SAFETY: a live instance; `data` holds `size` bytes.
         let (cdm, init) = unsafe { (cdm(c), bytes(data, size)) };
         let kids = match init_data_type {
-            0 => clearkey::key_ids(init).unwrap_or_default(),
-            1 => clearkey::parse_license_request(init).unwrap_or_default(),
+            INIT_CENC => clearkey::key_ids(init).unwrap_or_default(),
+            INIT_KEYIDS => clearkey::parse_license_request(init).unwrap_or_default(),
             _ => Vec::new(),
         };
         if kids.is_empty() {
@@ -538,8 +500,8 @@ unsafe extern "C" fn amz_test_cdm_decrypt(
             return STATUS_DECRYPT_ERROR;
         };
         let scheme = match input.scheme {
-            1 => Scheme::Cenc,
-            2 => Scheme::Cbcs,
+            SCHEME_CENC => Scheme::Cenc,
+            SCHEME_CBCS => Scheme::Cbcs,
             _ => return STATUS_DECRYPT_ERROR,
         };
         let key = {
