@@ -3,6 +3,7 @@
 //! wire format for both of its sides. It registers no GObject type (GTypes stay per plugin).
 
 pub mod cenc;
+pub mod chromium_cdm;
 pub mod clearkey;
 pub mod codec;
 pub mod contract;

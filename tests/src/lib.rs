@@ -28,6 +28,31 @@ pub fn target_profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// A test CDM module the workspace builds (`file` in target/<profile>, from `package`), for
+/// `cdm=ocdm:`/`chromium:`; panics with how to build it when it is missing.
+pub fn cdm_module(file: &str, package: &str) -> PathBuf {
+    let p = target_profile_dir().join(file);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` (package {package})",
+        p.display()
+    );
+    p
+}
+
+/// The test OpenCDM module (test-cdms/ocdm).
+pub fn ocdm_test_module() -> PathBuf {
+    cdm_module("libamzmusic_test_ocdm.so", "amzmusic-test-ocdm")
+}
+
+/// The test Chromium CDM (test-cdms/chromium).
+pub fn chromium_test_module() -> PathBuf {
+    cdm_module(
+        "libamzmusic_test_chromium_cdm.so",
+        "amzmusic-test-chromium-cdm",
+    )
+}
+
 pub fn emulator_bin() -> PathBuf {
     target_profile_dir().join("amzmusic-emulator")
 }

@@ -2,8 +2,10 @@
 //! widevinedecrypt's `cdm` property end to end (docs/cdm.md): a file Shaka Packager protected
 //! with a Clear Key PSSH (the W3C common `pssh`, system 1077efec…), licensed by the emulator's
 //! Clear Key server, plays sample-identical to the clear packaging through `cdm=clearkey` and
-//! through `cdm=ocdm:` with the workspace's test OpenCDM module (test-cdms/ocdm); a renewal
-//! comes from the module's own message; and each way a CDM module fails is its documented error.
+//! through `cdm=ocdm:` with the workspace's test OpenCDM module (test-cdms/ocdm) and through
+//! `cdm=chromium:` with its test Chromium CDM (test-cdms/chromium, at interfaces 10 and 11); a
+//! renewal comes from each module's own message; and each way a CDM module fails is its
+//! documented error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use amzmusic_tests::emulator::Emulator;
 use amzmusic_tests::play::{launch, play_to_end, Played};
-use amzmusic_tests::{assert_same_pcm, init_gst, shaka_tool, target_profile_dir};
+use amzmusic_tests::{
+    assert_same_pcm, chromium_test_module, init_gst, ocdm_test_module, shaka_tool,
+    target_profile_dir,
+};
 use gst::prelude::*;
 use serde_json::json;
 
@@ -110,16 +115,6 @@ fn emulator() -> Emulator {
     e
 }
 
-fn test_module() -> PathBuf {
-    let p = target_profile_dir().join("libamzmusic_test_ocdm.so");
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo build --workspace` (package amzmusic-test-ocdm)",
-        p.display()
-    );
-    p
-}
-
 const DECODE: &str =
     "flacparse ! flacdec ! audioconvert ! audio/x-raw,format=S16LE ! appsink name=sink";
 
@@ -146,17 +141,27 @@ fn license_posts(e: &Emulator) -> usize {
 }
 
 #[test]
-fn a_shaka_clear_key_file_plays_sample_identical_through_clearkey_and_the_ocdm_module() {
+fn a_shaka_clear_key_file_plays_sample_identical_through_clearkey_and_the_ocdm_and_chromium_modules(
+) {
     let Some(m) = media() else { return };
     let e = emulator();
     let clear = play(&m.dir.join("clear.mp4"), None, false);
     clear.ok().unwrap();
     assert!(clear.bytes.len() > SECONDS as usize * 44100 * 4 * 9 / 10);
     let url = e.url(CLEARKEY_PATH);
-    let module = test_module();
     for cdm in [
         "clearkey".to_string(),
-        format!("ocdm:{},org.w3.clearkey", module.display()),
+        format!("ocdm:{},org.w3.clearkey", ocdm_test_module().display()),
+        format!(
+            "chromium:{},org.w3.clearkey",
+            chromium_test_module().display()
+        ),
+        // The module creates no CDM at interface 10 for this key system: the host falls back
+        // to 11.
+        format!(
+            "chromium:{},org.w3.clearkey.x-only-11",
+            chromium_test_module().display()
+        ),
     ] {
         for scheme in ["cenc", "cbcs"] {
             let before = license_posts(&e);
@@ -173,33 +178,54 @@ fn a_shaka_clear_key_file_plays_sample_identical_through_clearkey_and_the_ocdm_m
     }
 }
 
-#[test]
-fn the_modules_own_renewal_message_renews_without_a_gap() {
+/// Keys for 2 s: the module sends a renewal at 1.6 s, and again after each renewal; the track
+/// plays in real time (sync) for its 8 s.
+fn renews_by_the_modules_own_message(cdm: &str) {
     let Some(m) = media() else { return };
     let e = emulator();
     let clear = play(&m.dir.join("clear.mp4"), None, false);
     let before = license_posts(&e);
     let start = Instant::now();
-    // Keys for 2 s: the module sends a renewal at 1.6 s, and again after each renewal; the
-    // track plays in real time (sync) for its 8 s.
     let got = play(
         &m.dir.join("cenc.mp4"),
         Some(&format!(
-            "cdm=\"ocdm:{},org.w3.clearkey\" license-url={} license-expiration-secs=2",
-            test_module().display(),
+            "cdm=\"{cdm}\" license-url={} license-expiration-secs=2",
             e.url(CLEARKEY_PATH)
         )),
         true,
     );
-    got.ok().unwrap();
-    assert_same_pcm(&got.bytes, &clear.bytes, 4, "renewed by the module");
+    got.ok().unwrap_or_else(|err| panic!("{cdm}: {err}"));
+    assert_same_pcm(
+        &got.bytes,
+        &clear.bytes,
+        4,
+        &format!("{cdm}: renewed by the module"),
+    );
+    let jumps = amzmusic_tests::timestamp_jumps(&got.timestamps);
+    assert!(jumps.is_empty(), "{cdm}: PTS jumps {jumps:?}");
     let posts = license_posts(&e) - before;
     eprintln!(
-        "license POSTs: {posts} in {:.1} s of real time",
+        "{cdm}: license POSTs: {posts} in {:.1} s of real time",
         start.elapsed().as_secs_f64()
     );
     // The first license and at least 3 renewals (at 1.6 s, 3.2 s, 4.8 s, …) in ~8 s.
-    assert!(posts >= 4, "{posts} license POSTs");
+    assert!(posts >= 4, "{cdm}: {posts} license POSTs");
+}
+
+#[test]
+fn the_ocdm_modules_own_renewal_message_renews_without_a_gap() {
+    renews_by_the_modules_own_message(&format!(
+        "ocdm:{},org.w3.clearkey",
+        ocdm_test_module().display()
+    ));
+}
+
+#[test]
+fn the_chromium_modules_own_renewal_message_renews_without_a_gap() {
+    renews_by_the_modules_own_message(&format!(
+        "chromium:{},org.w3.clearkey",
+        chromium_test_module().display()
+    ));
 }
 
 /// The error of a pipeline whose decryptor has `props`: from the state change (READY) or
@@ -240,7 +266,8 @@ fn each_cdm_module_failure_is_its_documented_error() {
         return;
     }
     let e = emulator();
-    let module = test_module();
+    let module = ocdm_test_module();
+    let chromium = chromium_test_module();
     let url = e.url(CLEARKEY_PATH);
     let plugin = target_profile_dir().join("libgstwidevinestub.so");
     let check = |props: String,
@@ -293,9 +320,70 @@ fn each_cdm_module_failure_is_its_documented_error() {
         "cdm=chromium:/opt/libwidevinecdm.so".into(),
         Some(gst::LibraryError::Init),
         None,
+        &["cannot load the Chromium CDM library /opt/libwidevinecdm.so".into()],
+    );
+    check(
+        format!("cdm=\"chromium:{},org.w3.clearkey\"", plugin.display()),
+        Some(gst::LibraryError::Init),
+        None,
         &[
-            "/opt/libwidevinecdm.so".into(),
-            "no chromium: backend".into(),
+            format!("the Chromium CDM library {}", plugin.display()),
+            "has no symbol InitializeCdmModule_4".into(),
+        ],
+    );
+    check(
+        format!(
+            "cdm=\"chromium:{},org.w3.clearkey.x-host-9\"",
+            chromium.display()
+        ),
+        Some(gst::LibraryError::Init),
+        None,
+        &[
+            format!(
+                "the Chromium CDM {} (version amzmusic-test-chromium-cdm",
+                chromium.display()
+            ),
+            "asks for host interface version 9: this host speaks 10 and 11".into(),
+        ],
+    );
+    check(
+        format!("cdm=\"chromium:{},com.widevine.alpha\"", chromium.display()),
+        Some(gst::LibraryError::Init),
+        None,
+        &[
+            format!("the Chromium CDM {}", chromium.display()),
+            "creates no CDM for key system com.widevine.alpha at interface version 10 or 11".into(),
+        ],
+    );
+    check(
+        format!(
+            "cdm=\"chromium:{},org.w3.clearkey.x-fail-update\" license-url={url}",
+            chromium.display()
+        ),
+        None,
+        Some(gst::StreamError::Decrypt),
+        &[
+            "The license was rejected by the CDM".into(),
+            format!(
+                "chromium CDM {}: UpdateSession rejected: InvalidStateError 32343 test module: \
+                 every license is refused (x-fail-update)",
+                chromium.display()
+            ),
+        ],
+    );
+    check(
+        format!(
+            "cdm=\"chromium:{},org.w3.clearkey.x-fail-decrypt\" license-url={url}",
+            chromium.display()
+        ),
+        None,
+        Some(gst::StreamError::Decrypt),
+        &[
+            "Cannot decrypt sample".into(),
+            format!(
+                "chromium CDM {}: Decrypt failed (kDecryptError)",
+                chromium.display()
+            ),
         ],
     );
     check(

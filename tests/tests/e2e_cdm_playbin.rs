@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The environment chooses the CDM (docs/cdm.md): `playbin3 uri=amazonmusic://track/…` with no
-//! element property at all, `AMAZONMUSIC_CDM` naming a CDM module, against an emulator that
+//! element property at all, `AMAZONMUSIC_CDM` naming a CDM module (the OpenCDM or the Chromium
+//! test module, or the built-in Clear Key CDM), against an emulator that
 //! offers the catalogue for W3C Clear Key (`serve --key-system clearkey`: a Common System
 //! `pssh` in the init segments, `dashif:Laurl` naming its Clear Key license server). The HD
 //! track plays sample-identical to the source; the license is fetched during the 30 s clear
@@ -8,7 +9,7 @@
 //!
 //! The environment is process-wide, so this binary's tests run one at a time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,16 +19,6 @@ use gst::prelude::*;
 const HD: &str = "B0EMUHD001";
 const CLEARKEY_PATH: &str = "/license/v1/clearkey";
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn module(file: &str, package: &str) -> PathBuf {
-    let p = target_profile_dir().join(file);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo build --workspace` (package {package})",
-        p.display()
-    );
-    p
-}
 
 fn clearkey_posts(log: &[LoggedRequest]) -> Vec<u16> {
     log.iter()
@@ -129,8 +120,17 @@ fn play_hd_with(cdm: &str, module: Option<&Path>) {
 
 #[test]
 fn playbin3_plays_the_hd_track_through_the_ocdm_module_the_environment_names() {
-    let m = module("libamzmusic_test_ocdm.so", "amzmusic-test-ocdm");
+    let m = ocdm_test_module();
     play_hd_with(&format!("ocdm:{},org.w3.clearkey", m.display()), Some(&m));
+}
+
+#[test]
+fn playbin3_plays_the_hd_track_through_the_chromium_cdm_the_environment_names() {
+    let m = chromium_test_module();
+    play_hd_with(
+        &format!("chromium:{},org.w3.clearkey", m.display()),
+        Some(&m),
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The CDM (Content Decryption Module) interface the decryptor talks to, modelled on EME and
 //! OpenCDM: sessions from init data, license messages in and out, key statuses, decrypt by key id.
 
+mod chromium;
 mod clearkey;
 mod ocdm;
 mod select;
@@ -8,6 +9,7 @@ mod stub;
 
 use std::time::{Duration, Instant};
 
+pub use chromium::ChromiumCdm;
 pub use clearkey::ClearKeyCdm;
 pub use ocdm::OcdmCdm;
 pub use select::{CdmChoice, LicenseBody, CDM_ENV};
@@ -77,6 +79,26 @@ pub enum InitDataType {
     Cenc,
     /// A bare key id list (WebM/keyids): 16-byte key ids back to back.
     KeyIds,
+}
+
+/// The key ids init data names (for a module CDM, which reads the `pssh` boxes of `systems`),
+/// [`CdmError::NoKeyIds`] when it names none.
+pub(crate) fn init_data_key_ids(
+    init_data_type: InitDataType,
+    init_data: &[u8],
+    systems: &[[u8; 16]],
+) -> Result<Vec<KeyId>, CdmError> {
+    let kids: Vec<KeyId> = match init_data_type {
+        InitDataType::Cenc => crate::protocol::pssh::key_ids_for_systems(init_data, systems)?,
+        InitDataType::KeyIds => init_data
+            .chunks_exact(16)
+            .filter_map(KeyId::from_slice)
+            .collect(),
+    };
+    if kids.is_empty() {
+        return Err(CdmError::NoKeyIds);
+    }
+    Ok(kids)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -466,18 +466,7 @@ impl Cdm for OcdmCdm {
                 init_data.len()
             ))
         })?;
-        let kids = match init_data_type {
-            InitDataType::Cenc => {
-                crate::protocol::pssh::key_ids_for_systems(init_data, &self.system_ids)?
-            }
-            InitDataType::KeyIds => init_data
-                .chunks_exact(16)
-                .filter_map(KeyId::from_slice)
-                .collect(),
-        };
-        if kids.is_empty() {
-            return Err(CdmError::NoKeyIds);
-        }
+        let kids = super::init_data_key_ids(init_data_type, init_data, &self.system_ids)?;
         let type_name = match init_data_type {
             InitDataType::Cenc => c"cenc",
             InitDataType::KeyIds => c"keyids",

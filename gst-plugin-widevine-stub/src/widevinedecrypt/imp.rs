@@ -19,7 +19,8 @@ use amzmusic_common::http::TlsProxy;
 use super::credentials;
 use super::sample::{parse_keys, sample_info, SampleInfo};
 use crate::cdm::{
-    Cdm, CdmChoice, CdmError, ClearKeyCdm, KeyStatus, LicenseBody, OcdmCdm, StubCdm, CDM_ENV,
+    Cdm, CdmChoice, CdmError, ChromiumCdm, ClearKeyCdm, KeyStatus, LicenseBody, OcdmCdm, StubCdm,
+    CDM_ENV,
 };
 use crate::cenc::{self, Pattern, SampleProtection, Scheme};
 use crate::license::{
@@ -215,15 +216,13 @@ impl WidevineDecrypt {
                 OcdmCdm::open(library, key_system, choice.system_ids())
                     .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?,
             ),
-            CdmChoice::Chromium { library, .. } => {
-                return Err(gst::error_msg!(
-                    gst::LibraryError::Init,
-                    (
-                        "Cannot use the Chromium CDM {}: this build has no chromium: backend yet (docs/cdm.md); use ocdm:, clearkey or stub",
-                        library.display()
-                    )
-                ))
-            }
+            CdmChoice::Chromium {
+                library,
+                key_system,
+            } => Arc::new(
+                ChromiumCdm::open(library, key_system, choice.system_ids())
+                    .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?,
+            ),
         };
         let format = body.resolve(&cdm.system_ids());
         gst::info!(
@@ -517,7 +516,9 @@ impl ObjectImpl for WidevineDecrypt {
                         "The CDM, loaded at READY: stub (the emulator's Widevine stand-in), \
                          clearkey (W3C Clear Key, built in), ocdm:<libocdm.so>[,<key system>] \
                          (an OpenCDM library, key system default com.widevine.alpha) or \
-                         chromium:<library> (default: $AMAZONMUSIC_CDM, else stub)",
+                         chromium:<libwidevinecdm.so>[,<key system>] (a library with \
+                         Chromium's CDM interface, versions 10 and 11) (default: \
+                         $AMAZONMUSIC_CDM, else stub)",
                     )
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("license-body", LicenseBody::Auto)
