@@ -54,6 +54,89 @@ pub fn measure(scheme: Scheme, budget: Duration) -> Result<Throughput> {
     })
 }
 
+/// Which CDM decrypts, through widevinedecrypt's `Cdm` trait: its own in-process Clear Key CDM,
+/// or a module loaded at run time behind an FFI backend (`ocdm:`, `chromium:`).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    InProcess,
+    Ocdm(std::path::PathBuf),
+    Chromium(std::path::PathBuf),
+}
+
+impl Backend {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Backend::InProcess => "clearkey (in process)",
+            Backend::Ocdm(_) => "ocdm: (test module, FFI)",
+            Backend::Chromium(_) => "chromium: (test module, FFI)",
+        }
+    }
+}
+
+/// The bench's key id and key.
+const KID: [u8; 16] = [0x42; 16];
+const KEY: [u8; 16] = [0x3c; 16];
+
+/// A CDM of `backend` with a Clear Key session licensed for the bench's key (the license built
+/// here, as a Clear Key server would).
+fn licensed(backend: &Backend) -> Result<(Box<dyn gstwidevinestub::cdm::Cdm>, String)> {
+    use amzmusic_common::{clearkey, license::KeyId};
+    use gstwidevinestub::cdm::{Cdm, ChromiumCdm, ClearKeyCdm, InitDataType, OcdmCdm};
+    let ks = clearkey::KEY_SYSTEM;
+    let ids = clearkey::SYSTEM_IDS.to_vec();
+    let cdm: Box<dyn Cdm> = match backend {
+        Backend::InProcess => Box::new(ClearKeyCdm::new()),
+        Backend::Ocdm(lib) => Box::new(OcdmCdm::open(lib, ks, ids).map_err(anyhow::Error::msg)?),
+        Backend::Chromium(lib) => {
+            Box::new(ChromiumCdm::open(lib, ks, ids).map_err(anyhow::Error::msg)?)
+        }
+    };
+    let (session, _request) = cdm
+        .create_session(InitDataType::Cenc, &clearkey::pssh(&[KeyId(KID)]))
+        .context("creating a session")?;
+    cdm.update(&session, &clearkey::license(&[(KeyId(KID), KEY)], None))
+        .context("licensing the session")?;
+    Ok((cdm, session))
+}
+
+/// Decrypts the same 1 MiB of 16 KiB samples in place through `backend` for about `budget`,
+/// one `Cdm::decrypt` per sample, as the element calls it.
+pub fn measure_cdm(backend: &Backend, scheme: Scheme, budget: Duration) -> Result<Throughput> {
+    let kid = amzmusic_common::license::KeyId(KID);
+    let (cdm, session) = licensed(backend)?;
+    let iv: &[u8] = match scheme {
+        Scheme::Cenc => &[7u8; 8],
+        Scheme::Cbcs => &[9u8; 16],
+    };
+    let whole = [Subsample {
+        clear: 0,
+        protected: SAMPLE_BYTES as u32,
+    }];
+    let protection = SampleProtection {
+        scheme,
+        iv,
+        subsamples: if scheme == Scheme::Cbcs { &whole } else { &[] },
+        pattern: Pattern { crypt: 1, skip: 9 },
+    };
+    let mut data = vec![0x5au8; SAMPLE_BYTES * SAMPLES];
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while started.elapsed() < budget || bytes == 0 {
+        for sample in data.chunks_exact_mut(SAMPLE_BYTES) {
+            cdm.decrypt(&kid, &protection, std::hint::black_box(sample))
+                .context("decrypting")?;
+        }
+        bytes += data.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    cdm.close_session(&session);
+    Ok(Throughput {
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        bytes,
+        seconds,
+    })
+}
+
 /// MB/s of a criterion benchmark (`target/criterion/<id>/new/`): its bytes per iteration over
 /// its mean time per iteration.
 pub fn criterion_result(criterion_dir: &Path, id: &str) -> Result<f64> {
@@ -82,6 +165,53 @@ mod tests {
             let t = measure(s, Duration::from_millis(5)).unwrap();
             assert!(t.bytes >= (SAMPLE_BYTES * SAMPLES) as u64);
             assert!(t.mb_per_s > 0.0 && t.mb_per_s.is_finite());
+        }
+    }
+
+    #[test]
+    fn every_backend_decrypts_what_the_in_process_one_does() {
+        let dir = amzmusic_tests::target_profile_dir();
+        let backends = [
+            Backend::InProcess,
+            Backend::Ocdm(dir.join("libamzmusic_test_ocdm.so")),
+            Backend::Chromium(dir.join("libamzmusic_test_chromium_cdm.so")),
+        ];
+        for b in &backends {
+            if let Backend::Ocdm(p) | Backend::Chromium(p) = b {
+                if !p.exists() {
+                    assert!(
+                        std::env::var_os("CI").is_none(),
+                        "{} is not built",
+                        p.display()
+                    );
+                    eprintln!("SKIP: {} is not built", p.display());
+                    continue;
+                }
+            }
+            let (cdm, _session) = licensed(b).unwrap();
+            for s in [Scheme::Cenc, Scheme::Cbcs] {
+                let t = measure_cdm(b, s, Duration::from_millis(5)).unwrap();
+                assert!(t.mb_per_s > 0.0 && t.mb_per_s.is_finite(), "{b:?} {s:?}");
+                // The same sample decrypts to the same bytes as the element's own AES code.
+                let iv: &[u8] = if s == Scheme::Cenc { &[7; 8] } else { &[9; 16] };
+                let whole = [Subsample {
+                    clear: 0,
+                    protected: SAMPLE_BYTES as u32,
+                }];
+                let p = SampleProtection {
+                    scheme: s,
+                    iv,
+                    subsamples: if s == Scheme::Cbcs { &whole } else { &[] },
+                    pattern: Pattern { crypt: 1, skip: 9 },
+                };
+                let sample: Vec<u8> = (0..SAMPLE_BYTES).map(|i| i as u8).collect();
+                let mut want = sample.clone();
+                cenc::decrypt_in_place(&Key::new(KEY), &p, &mut want).unwrap();
+                let mut got = sample.clone();
+                cdm.decrypt(&amzmusic_common::license::KeyId(KID), &p, &mut got)
+                    .unwrap();
+                assert!(got == want && got != sample, "{b:?} {s:?}: other bytes");
+            }
         }
     }
 

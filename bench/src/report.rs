@@ -250,6 +250,19 @@ fn targets(r: &Results) -> Vec<Target> {
                 .unwrap_or_else(|| d.error.clone().unwrap_or_default()),
         });
     }
+    for c in r.decrypt_cdm.iter().filter(|c| c.backend.contains("FFI")) {
+        t.push(Target {
+            what: format!(
+                "{} through {} within 10 % of in-process (16 KiB samples)",
+                c.scheme, c.backend
+            ),
+            met: c.vs_in_process.map(|x| x >= 0.9),
+            why: match (c.mbs, c.vs_in_process) {
+                (Some(m), Some(x)) => format!("{m:.0} MB/s, {x:.2}× in-process"),
+                _ => c.error.clone().unwrap_or_else(|| "no figure".into()),
+            },
+        });
+    }
     if let Some(soak) = &r.soak {
         t.push(Target {
             what: format!(
@@ -612,6 +625,30 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     let _ = writeln!(o);
+    if !r.decrypt_cdm.is_empty() {
+        let _ = writeln!(
+            o,
+            "Through widevinedecrypt's `Cdm` trait, one `decrypt` call per 16 KiB sample after a \
+             Clear Key license: its in-process Clear Key CDM and the workspace's test modules \
+             loaded at run time (`ocdm:`, `chromium:`), beside the in-process figure above.\n"
+        );
+        let _ = writeln!(o, "| scheme | backend | MB/s | ÷ in-process | |");
+        let _ = writeln!(o, "|---|---|---|---|---|");
+        for c in &r.decrypt_cdm {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                c.scheme,
+                c.backend,
+                opt(c.mbs, 0),
+                c.vs_in_process
+                    .map(|x| format!("{x:.2}×"))
+                    .unwrap_or_default(),
+                c.error.as_deref().map(short).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(o);
+    }
 
     if let Some(soak) = &r.soak {
         o.push_str(&soak_section(soak, r, false));

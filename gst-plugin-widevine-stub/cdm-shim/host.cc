@@ -219,8 +219,9 @@ int amz_chromium_deferred(void* m, uint32_t kind, uint32_t arg) {
   });
 }
 
-// Decrypts `input` and copies the clear bytes to `out` (`capacity` bytes). Returns the CDM's
-// status; -1 when it threw, -2 when it returned success without a buffer or a larger one.
+// Decrypts `input` and copies the clear bytes to `out` (`capacity` bytes), which may be the
+// input's own bytes: they are written only once Decrypt has returned. Returns the CDM's status;
+// -1 when it threw, -2 when it returned success without a buffer or a larger one.
 int amz_chromium_decrypt(void* m, const EncryptedInput* input, uint8_t* out, uint32_t capacity,
                          uint32_t* out_size) {
   try {

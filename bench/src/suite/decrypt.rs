@@ -7,6 +7,53 @@ use std::time::Duration;
 
 use super::Options;
 
+/// One scheme through one CDM backend, beside the in-process figure of the same run.
+#[derive(Debug, Clone)]
+pub struct CdmRow {
+    pub backend: &'static str,
+    pub scheme: &'static str,
+    pub mbs: Option<f64>,
+    /// This backend's MB/s over `cenc::decrypt_in_place`'s (the element's own AES, in process).
+    pub vs_in_process: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Each scheme through the in-process Clear Key CDM and through the two FFI backends with the
+/// workspace's test modules (built beside the bench), beside `in_process` MB/s per scheme.
+pub(super) fn cdm_rows(opts: &Options, in_process: &[DecryptRow]) -> Vec<CdmRow> {
+    use crate::decrypt::Backend;
+    let budget = Duration::from_millis(if opts.quick { 100 } else { 2000 });
+    // The modules the workspace built beside this bench binary.
+    let dir = &opts.profile_dir;
+    let backends = [
+        Backend::InProcess,
+        Backend::Ocdm(dir.join("libamzmusic_test_ocdm.so")),
+        Backend::Chromium(dir.join("libamzmusic_test_chromium_cdm.so")),
+    ];
+    let mut rows = Vec::new();
+    for (name, scheme) in [
+        ("cenc", gstwidevinestub::cenc::Scheme::Cenc),
+        ("cbcs", gstwidevinestub::cenc::Scheme::Cbcs),
+    ] {
+        let base = in_process
+            .iter()
+            .find(|r| r.scheme == name)
+            .and_then(|r| r.in_process_mbs);
+        for b in &backends {
+            let m = crate::decrypt::measure_cdm(b, scheme, budget);
+            let mbs = m.as_ref().ok().map(|t| t.mb_per_s);
+            rows.push(CdmRow {
+                backend: b.label(),
+                scheme: name,
+                mbs,
+                vs_in_process: mbs.zip(base).map(|(m, b)| m / b),
+                error: m.err().map(|e| format!("{e:#}")),
+            });
+        }
+    }
+    rows
+}
+
 #[derive(Debug, Clone)]
 pub struct DecryptRow {
     pub scheme: &'static str,

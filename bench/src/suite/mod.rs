@@ -20,7 +20,7 @@ mod ttfa;
 
 pub use abr::{timeline, AbrRow, PlayerAbr};
 pub use cpu::{CpuCell, CpuRow, CPU_REPEATS};
-pub use decrypt::DecryptRow;
+pub use decrypt::{CdmRow, DecryptRow};
 pub use runner::{OurKind, Player, SINK_BUFFER_MS};
 pub use soak::{
     SoakResult, SoakRow, DURATION_TOLERANCE_MS, HEAP_SLOPE_BOUND_KIB, RSS_SLOPE_BOUND_KIB,
@@ -90,6 +90,8 @@ pub struct Results {
     pub long: Vec<CpuRow>,
     pub long_skipped: Option<String>,
     pub decrypt: Vec<DecryptRow>,
+    /// The same through each CDM backend (in process, ocdm:, chromium:).
+    pub decrypt_cdm: Vec<decrypt::CdmRow>,
     pub criterion_command: Option<String>,
     /// 50 tracks through one playbin3 (`soak`).
     pub soak: Option<SoakResult>,
@@ -134,6 +136,7 @@ pub fn run(opts: Options) -> Result<Results> {
         long: vec![],
         long_skipped: None,
         decrypt: vec![],
+        decrypt_cdm: vec![],
         criterion_command: None,
         soak: None,
         opts: opts.clone(),
@@ -186,6 +189,7 @@ pub fn run(opts: Options) -> Result<Results> {
     // Decryption throughput.
     if opts.runs("decrypt") {
         res.decrypt = decrypt::decrypt_rows(&opts, &mut res.criterion_command);
+        res.decrypt_cdm = decrypt::cdm_rows(&opts, &res.decrypt);
     }
     // Tracks back to back in one process: RSS and threads stay flat.
     if opts.runs("soak") {

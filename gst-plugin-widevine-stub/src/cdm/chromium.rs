@@ -1016,8 +1016,12 @@ impl Cdm for ChromiumCdm {
         let size = u32::try_from(data.len()).map_err(|_| {
             CdmError::Module(format!("{}: a sample over 4 GiB", self.inner.prefix()))
         })?;
+        // One pointer for both: the CDM reads the input before it writes its own buffer, and
+        // the shim copies that buffer over the input when Decrypt has returned, so the sample
+        // is decrypted in place with one copy.
+        let sample = data.as_mut_ptr();
         let input = EncryptedInput {
-            data: data.as_ptr(),
+            data: sample.cast_const(),
             data_size: size,
             scheme: match protection.scheme {
                 Scheme::Cenc => SCHEME_CENC,
@@ -1040,9 +1044,6 @@ impl Cdm for ChromiumCdm {
             skip: protection.pattern.skip.into(),
             timestamp: 0,
         };
-        // The CDM reads the input before it writes its own buffer; the shim copies that buffer
-        // over `data` afterwards, so the sample is decrypted in place.
-        let mut out = vec![0u8; data.len()];
         let mut written = 0u32;
         let status = {
             let module = self.inner.module.lock().unwrap();
@@ -1053,13 +1054,10 @@ impl Cdm for ChromiumCdm {
                 )));
             }
             // SAFETY: a live CDM instance under its lock; every pointer outlives the call.
-            unsafe { amz_chromium_decrypt(module.0, &input, out.as_mut_ptr(), size, &mut written) }
+            unsafe { amz_chromium_decrypt(module.0, &input, sample, size, &mut written) }
         };
         match status {
-            STATUS_OK if written == size => {
-                data.copy_from_slice(&out);
-                Ok(())
-            }
+            STATUS_OK if written == size => Ok(()),
             STATUS_OK => Err(CdmError::Module(format!(
                 "{}: Decrypt returned {written} bytes for a sample of {size}",
                 self.inner.prefix()

@@ -118,18 +118,19 @@ void amz_test_host_set_timer(void* h, int64_t delay_ms, void* context) {
 }
 double amz_test_host_wall_time(void* h) { return H(h)->GetCurrentWallTime(); }
 
-// Puts `size` bytes of `data` into a buffer of the host's and hands it to the block.
-bool amz_test_block_fill(void* h, void* block, const uint8_t* data, uint32_t size) {
+// A buffer of the host's of `size` bytes, handed to the block: the CDM writes the clear
+// sample straight into it. Null when the host has none.
+uint8_t* amz_test_block_alloc(void* h, void* block, uint32_t size) {
   Buffer* b = H(h)->Allocate(size);
-  if (!b) return false;
+  if (!b) return nullptr;
   if (b->Capacity() < size) {
     b->Destroy();
-    return false;
+    return nullptr;
   }
-  if (size) std::memcpy(b->Data(), data, size);
   b->SetSize(size);
   static_cast<DecryptedBlock*>(block)->SetDecryptedBuffer(b);
-  return true;
+  return b->Data();
 }
+
 
 }  // extern "C"

@@ -63,7 +63,7 @@ extern "C" {
     fn amz_test_host_closed(h: *mut c_void, s: *const c_char, n: u32);
     fn amz_test_host_set_timer(h: *mut c_void, delay_ms: i64, context: *mut c_void);
     fn amz_test_host_wall_time(h: *mut c_void) -> f64;
-    fn amz_test_block_fill(h: *mut c_void, block: *mut c_void, data: *const u8, n: u32) -> bool;
+    fn amz_test_block_alloc(h: *mut c_void, block: *mut c_void, n: u32) -> *mut u8;
 }
 
 type HostGetter = unsafe extern "C" fn(c_int, *mut c_void) -> *mut c_void;
@@ -533,16 +533,19 @@ unsafe extern "C" fn amz_test_cdm_decrypt(
                 skip: input.skip.min(255) as u8,
             },
         };
-        let mut clear = data.to_vec();
-        if cenc::decrypt_in_place(&key, &protection, &mut clear).is_err() {
+        // As a real CDM does: the clear sample is written once, into the host's buffer.
+        // SAFETY: a live host; `block` is the host's DecryptedBlock for this call.
+        let out = unsafe { amz_test_block_alloc(cdm.host, block, data.len() as u32) };
+        if out.is_null() {
             return STATUS_DECRYPT_ERROR;
         }
-        // SAFETY: a live host; `block` is the host's DecryptedBlock for this call.
-        if unsafe { amz_test_block_fill(cdm.host, block, clear.as_ptr(), clear.len() as u32) } {
-            STATUS_OK
-        } else {
-            STATUS_DECRYPT_ERROR
+        // SAFETY: the host's buffer holds `data.len()` bytes and is not the input's.
+        let clear = unsafe { std::slice::from_raw_parts_mut(out, data.len()) };
+        clear.copy_from_slice(data);
+        if cenc::decrypt_in_place(&key, &protection, clear).is_err() {
+            return STATUS_DECRYPT_ERROR;
         }
+        STATUS_OK
     })
 }
 
