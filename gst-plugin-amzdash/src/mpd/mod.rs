@@ -248,12 +248,15 @@ impl AdaptationSet {
             .collect()
     }
 
-    /// `amz-music:trackType` (`SD`, `HD`, `UHD`, `SPATIAL`).
+    /// The set's track type (`LD`, `SD`, `HD`, `UHD`, `SPATIAL`): the service writes
+    /// `<SupplementalProperty schemeIdUri="amz-music:trackType" value="HD"/>`; an
+    /// `amz-music:trackType` attribute on a descriptor reads the same.
     pub fn track_type(&self) -> Option<&str> {
-        self.supplemental
-            .iter()
-            .chain(&self.essential)
-            .find_map(|d| d.attr("trackType"))
+        let descriptors = || self.supplemental.iter().chain(&self.essential);
+        descriptors()
+            .find(|d| d.scheme_id_uri == "amz-music:trackType")
+            .and_then(|d| d.value.as_deref())
+            .or_else(|| descriptors().find_map(|d| d.attr("trackType")))
     }
 
     /// The value of a loudness descriptor (`urn:mpeg:mpegB:cicp:ProgramLoudness`,
@@ -643,6 +646,7 @@ fn parse_period(
         let understood = |d: &Descriptor| {
             d.scheme_id_uri == "urn:mpeg:dash:adaptation-set-switching:2016"
                 || d.scheme_id_uri.starts_with("urn:amazon:music")
+                || d.scheme_id_uri.starts_with("amz-music:")
                 || d.scheme_id_uri.starts_with("urn:mpeg:mpegB:cicp")
         };
         if essential.iter().any(|d| !understood(d)) {
@@ -671,10 +675,21 @@ fn parse_period(
             } else {
                 SegmentScheme::Single
             };
+            // The service's form is a child descriptor
+            // (`<SupplementalProperty schemeIdUri="amz-music:bitDepth" value="24"/>`); an
+            // `amz-music:bitDepth` attribute reads the same.
             let bit_depth = r
-                .attr("bitDepth")
-                .or_else(|| a.attr("bitDepth"))
-                .and_then(|v| v.parse().ok());
+                .children_named("SupplementalProperty")
+                .chain(r.children_named("EssentialProperty"))
+                .map(parse_descriptor)
+                .find(|d| d.scheme_id_uri == "amz-music:bitDepth")
+                .and_then(|d| d.value)
+                .or_else(|| {
+                    r.attr("bitDepth")
+                        .or_else(|| a.attr("bitDepth"))
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse().ok());
             reps.push(Representation {
                 codecs: r
                     .attr("codecs")

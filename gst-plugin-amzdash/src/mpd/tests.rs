@@ -555,3 +555,124 @@ fn a_listed_segment_at_the_period_end_is_kept_one_past_it_is_dropped() {
     .unwrap();
     assert_eq!(timeline.len(), 6);
 }
+
+/// The shape of the service's own manifests (Amazon's vinyl player's public test asset
+/// `dash_segmentListMediaRange.ts`; our reduced copy, URLs and ranges ours): three
+/// AdaptationSets of selectionPriority 2000/1000/500 typed by `amz-music:trackType` values HD, SD
+/// and LD, bit depth as a child descriptor, CICP loudness with a unit, one default_KID and
+/// Widevine PSSH per set, SegmentList@duration of 10 s whose first mediaRange starts after the
+/// file's sidx, and a BaseURL carrying the service's query.
+const AMAZON_REAL: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<MPD minBufferTime="PT2S" type="static" mediaPresentationDuration="PT25.0S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:amz-music="urn:amazon:music:drm:2019" xmlns:cenc="urn:mpeg:cenc:2013">
+  <Period id="0">
+    <AdaptationSet id="1" contentType="audio" selectionPriority="2000">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" cenc:default_KID="11111111-2222-3333-4444-555555555555" value="cenc"/>
+      <ContentProtection schemeIdUri="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"><cenc:pssh>AAAAIHBzc2gAAAAA7e+LqXnWSs6jyCfc1R0h7QAAAAA=</cenc:pssh></ContentProtection>
+      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="-13.5 LUFS"/>
+      <SupplementalProperty schemeIdUri="amz-music:trackType" value="HD"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="2"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:AnchorLoudness" value="-11.7 LUFS"/>
+      <Representation id="1" qualityRanking="2" codecs="flac" audioSamplingRate="44100" bandwidth="1021104" mimeType="audio/mp4">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
+        <SupplementalProperty schemeIdUri="amz-music:bitDepth" value="16"/>
+        <BaseURL>https://cdn.example/t/a.mp4?r=x&amp;rs=NA&amp;mt=US&amp;ql=HD_44&amp;dtype=D</BaseURL>
+        <SegmentList timescale="44100" duration="441000">
+          <Initialization range="0-1067"/>
+          <SegmentURL mediaRange="1580-1124387"/>
+          <SegmentURL mediaRange="1124388-2301681"/>
+          <SegmentURL mediaRange="2301682-2901681"/>
+        </SegmentList>
+      </Representation>
+      <Representation id="4" qualityRanking="1" codecs="flac" audioSamplingRate="192000" bandwidth="5666448" mimeType="audio/mp4">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
+        <SupplementalProperty schemeIdUri="amz-music:bitDepth" value="24"/>
+        <BaseURL>https://cdn.example/t/d.mp4?r=x&amp;rs=NA&amp;mt=US&amp;ql=UHD_192&amp;dtype=D</BaseURL>
+        <SegmentList timescale="192000" duration="1920000">
+          <Initialization range="0-1067"/>
+          <SegmentURL mediaRange="1580-9000000"/>
+        </SegmentList>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="audio" selectionPriority="1000">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" cenc:default_KID="66666666-7777-8888-9999-aaaaaaaaaaaa" value="cenc"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:ProgramLoudness" value="-13.5 LUFS"/>
+      <SupplementalProperty schemeIdUri="amz-music:trackType" value="SD"/>
+      <Representation id="7" qualityRanking="1" codecs="opus" audioSamplingRate="48000" bandwidth="324955" mimeType="audio/mp4">
+        <BaseURL>https://cdn.example/t/g.mp4?ql=SD_HIGH</BaseURL>
+        <SegmentList timescale="48000" duration="480000"><Initialization range="0-1031"/><SegmentURL mediaRange="1544-90000"/></SegmentList>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="3" contentType="audio" selectionPriority="500">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" cenc:default_KID="bbbbbbbb-cccc-dddd-eeee-ffffffffffff" value="cenc"/>
+      <SupplementalProperty schemeIdUri="amz-music:trackType" value="LD"/>
+      <Representation id="8" qualityRanking="2000" codecs="opus" audioSamplingRate="48000" bandwidth="52950" mimeType="audio/mp4">
+        <BaseURL>https://cdn.example/t/h.mp4?ql=LD_LOW</BaseURL>
+        <SegmentList timescale="48000" duration="480000"><Initialization range="0-1031"/><SegmentURL mediaRange="1544-30000"/></SegmentList>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+
+#[test]
+fn the_services_real_manifest_shape_reads_point_for_point() {
+    let m = Mpd::parse(AMAZON_REAL.as_bytes()).unwrap();
+    let sets = &m.periods[0].adaptation_sets;
+    assert_eq!(sets.len(), 3, "no set is dropped for its descriptors");
+    let types: Vec<_> = sets.iter().map(|s| s.track_type()).collect();
+    assert_eq!(types, [Some("HD"), Some("SD"), Some("LD")]);
+    let prio: Vec<_> = sets.iter().map(|s| s.selection_priority).collect();
+    assert_eq!(prio, [2000, 1000, 500]);
+    let kids: std::collections::HashSet<_> = sets.iter().map(|s| s.default_kid()).collect();
+    assert_eq!(kids.len(), 3, "one key per set");
+    let hd = &sets[0];
+    assert_eq!(hd.loudness("ProgramLoudness"), Some(-13.5));
+    assert_eq!(hd.loudness("AnchorLoudness"), Some(-11.7));
+    let depths: Vec<_> = hd.representations.iter().map(|r| r.bit_depth).collect();
+    assert_eq!(depths, [Some(16), Some(24)]);
+    assert_eq!(hd.switchable_to(), [2]);
+    let r = &hd.representations[0];
+    assert_eq!(r.quality_ranking, Some(2));
+    let SegmentPlan::Ready { init, segments } =
+        plan(&manifest_url(), r, Duration::ZERO, m.periods[0].duration).unwrap()
+    else {
+        panic!("a list needs no index");
+    };
+    assert_eq!(
+        init.unwrap().range,
+        Some(ByteRange {
+            start: 0,
+            end: 1067
+        })
+    );
+    // The first media range starts after the sidx (1068..1579), not right after the init.
+    assert_eq!(segments[0].range.unwrap().start, 1580);
+    assert_eq!(segments[1].start, Duration::from_secs(10));
+    assert_eq!(
+        segments[2].duration,
+        Duration::from_secs(5),
+        "ends with the 25 s"
+    );
+    assert!(segments[0].url.as_str().ends_with("ql=HD_44&dtype=D"));
+    // The loudness gives the ReplayGain track gain.
+    let l = crate::loudness::Loudness::of(&m).unwrap();
+    assert_eq!(l.track_gain(), -4.5);
+    // Tiers from the sets' types: max-quality SD leaves the SD and LD Opus rungs, LD one;
+    // the LD set is a fallback rung like any other.
+    use crate::engine::presentation::{build, Wanted};
+    let ids = |q: &str| -> Vec<String> {
+        let w = Wanted {
+            max_quality: q,
+            ..Default::default()
+        };
+        build(m.clone(), manifest_url(), w, |_| true)
+            .unwrap()
+            .presentation
+            .candidates
+            .iter()
+            .map(|c| format!("{}:{}", c.label, c.id))
+            .collect()
+    };
+    assert_eq!(ids(""), ["HD:1", "HD:4", "SD:7", "LD:8"]);
+    assert_eq!(ids("SD"), ["SD:7", "LD:8"]);
+    assert_eq!(ids("LD"), ["LD:8"]);
+}
