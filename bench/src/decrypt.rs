@@ -19,30 +19,34 @@ pub struct Throughput {
     pub seconds: f64,
 }
 
-/// Decrypts the same 1 MiB of samples in place for about `budget`, one thread.
-pub fn measure(scheme: Scheme, budget: Duration) -> Result<Throughput> {
-    let key = Key::new([0x3c; 16]);
-    let iv: &[u8] = match scheme {
-        Scheme::Cenc => &[7u8; 8],
-        Scheme::Cbcs => &[9u8; 16],
-    };
-    let whole = [Subsample {
-        clear: 0,
-        protected: SAMPLE_BYTES as u32,
-    }];
-    let protection = SampleProtection {
+/// The one whole-sample subsample of a `cbcs` bench sample.
+const WHOLE: [Subsample; 1] = [Subsample {
+    clear: 0,
+    protected: SAMPLE_BYTES as u32,
+}];
+
+/// How a bench sample is protected: whole-sample CTR for `cenc`, the 1:9 pattern over one
+/// protected range for `cbcs`.
+fn protection(scheme: Scheme) -> SampleProtection<'static> {
+    SampleProtection {
         scheme,
-        iv,
-        subsamples: if scheme == Scheme::Cbcs { &whole } else { &[] },
+        iv: match scheme {
+            Scheme::Cenc => &[7u8; 8],
+            Scheme::Cbcs => &[9u8; 16],
+        },
+        subsamples: if scheme == Scheme::Cbcs { &WHOLE } else { &[] },
         pattern: Pattern { crypt: 1, skip: 9 },
-    };
+    }
+}
+
+/// Runs `decrypt` on each sample of the same 1 MiB, over and over for about `budget`.
+fn timed(budget: Duration, mut decrypt: impl FnMut(&mut [u8]) -> Result<()>) -> Result<Throughput> {
     let mut data = vec![0x5au8; SAMPLE_BYTES * SAMPLES];
     let started = Instant::now();
     let mut bytes = 0u64;
     while started.elapsed() < budget || bytes == 0 {
         for sample in data.chunks_exact_mut(SAMPLE_BYTES) {
-            cenc::decrypt_in_place(&key, &protection, std::hint::black_box(sample))
-                .context("decrypting")?;
+            decrypt(std::hint::black_box(sample))?;
         }
         bytes += data.len() as u64;
     }
@@ -51,6 +55,15 @@ pub fn measure(scheme: Scheme, budget: Duration) -> Result<Throughput> {
         mb_per_s: bytes as f64 / seconds / 1e6,
         bytes,
         seconds,
+    })
+}
+
+/// Decrypts the same 1 MiB of samples in place for about `budget`, one thread.
+pub fn measure(scheme: Scheme, budget: Duration) -> Result<Throughput> {
+    let key = Key::new([0x3c; 16]);
+    let p = protection(scheme);
+    timed(budget, |sample| {
+        cenc::decrypt_in_place(&key, &p, sample).context("decrypting")
     })
 }
 
@@ -104,37 +117,12 @@ fn licensed(backend: &Backend) -> Result<(Box<dyn gstwidevinestub::cdm::Cdm>, St
 pub fn measure_cdm(backend: &Backend, scheme: Scheme, budget: Duration) -> Result<Throughput> {
     let kid = amzmusic_common::license::KeyId(KID);
     let (cdm, session) = licensed(backend)?;
-    let iv: &[u8] = match scheme {
-        Scheme::Cenc => &[7u8; 8],
-        Scheme::Cbcs => &[9u8; 16],
-    };
-    let whole = [Subsample {
-        clear: 0,
-        protected: SAMPLE_BYTES as u32,
-    }];
-    let protection = SampleProtection {
-        scheme,
-        iv,
-        subsamples: if scheme == Scheme::Cbcs { &whole } else { &[] },
-        pattern: Pattern { crypt: 1, skip: 9 },
-    };
-    let mut data = vec![0x5au8; SAMPLE_BYTES * SAMPLES];
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    while started.elapsed() < budget || bytes == 0 {
-        for sample in data.chunks_exact_mut(SAMPLE_BYTES) {
-            cdm.decrypt(&kid, &protection, std::hint::black_box(sample))
-                .context("decrypting")?;
-        }
-        bytes += data.len() as u64;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let p = protection(scheme);
+    let t = timed(budget, |sample| {
+        cdm.decrypt(&kid, &p, sample).context("decrypting")
+    });
     cdm.close_session(&session);
-    Ok(Throughput {
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        bytes,
-        seconds,
-    })
+    t
 }
 
 /// MB/s of a criterion benchmark (`target/criterion/<id>/new/`): its bytes per iteration over
@@ -193,17 +181,7 @@ mod tests {
                 let t = measure_cdm(b, s, Duration::from_millis(5)).unwrap();
                 assert!(t.mb_per_s > 0.0 && t.mb_per_s.is_finite(), "{b:?} {s:?}");
                 // The same sample decrypts to the same bytes as the element's own AES code.
-                let iv: &[u8] = if s == Scheme::Cenc { &[7; 8] } else { &[9; 16] };
-                let whole = [Subsample {
-                    clear: 0,
-                    protected: SAMPLE_BYTES as u32,
-                }];
-                let p = SampleProtection {
-                    scheme: s,
-                    iv,
-                    subsamples: if s == Scheme::Cbcs { &whole } else { &[] },
-                    pattern: Pattern { crypt: 1, skip: 9 },
-                };
+                let p = protection(s);
                 let sample: Vec<u8> = (0..SAMPLE_BYTES).map(|i| i as u8).collect();
                 let mut want = sample.clone();
                 cenc::decrypt_in_place(&Key::new(KEY), &p, &mut want).unwrap();

@@ -102,13 +102,45 @@ fn python_example_plays_to_a_wav_file() {
         .arg(&wav);
     let stdout = check("play.py", &c.output().unwrap());
     assert_played_to_the_end("Python", &stdout);
-    // 60 s of 48 kHz 24-bit stereo after the 44-byte header; a 44.1 kHz representation
-    // (which one plays is the ABR's choice) resampled to 48 kHz may round to one more frame.
-    let len = std::fs::metadata(&wav).unwrap().len();
-    let want: u64 = 44 + 60 * 48_000 * 6;
+    // 60 s of 48 kHz 24-bit stereo in the data chunk; a 44.1 kHz representation (which one
+    // plays is the ABR's choice) resampled to 48 kHz may round to one more frame.
+    let file = std::fs::read(&wav).unwrap();
+    let chunks = riff_chunks(&file);
+    let data = chunks
+        .iter()
+        .find(|(id, _)| id == b"data")
+        .map(|(_, body)| body.len() as u64)
+        .unwrap_or_else(|| panic!("{}: no data chunk", wav.display()));
+    let want: u64 = 60 * 48_000 * 6;
     assert!(
-        len.abs_diff(want) <= 6,
-        "{}: {len} bytes, want {want} (±1 frame)",
+        data.abs_diff(want) <= 6,
+        "{}: {data} bytes of samples, want {want} (±1 frame)",
         wav.display()
     );
+    // The track's tags reached the file (wavenc's LIST/INFO chunk: INAM is the title).
+    let info = chunks
+        .iter()
+        .find(|(id, body)| id == b"LIST" && body.starts_with(b"INFO"))
+        .map(|(_, body)| body.clone())
+        .unwrap_or_default();
+    assert!(
+        info.windows(14).any(|w| w == b"Harbour Lights"),
+        "{}: no title in the WAV's INFO chunk",
+        wav.display()
+    );
+}
+
+/// The chunks of a RIFF/WAVE file after its 12-byte header: (id, body).
+fn riff_chunks(file: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
+    assert!(file.len() >= 12 && &file[..4] == b"RIFF" && &file[8..12] == b"WAVE");
+    let mut out = Vec::new();
+    let mut at = 12;
+    while at + 8 <= file.len() {
+        let id: [u8; 4] = file[at..at + 4].try_into().unwrap();
+        let size = u32::from_le_bytes(file[at + 4..at + 8].try_into().unwrap()) as usize;
+        let end = (at + 8 + size).min(file.len());
+        out.push((id, file[at + 8..end].to_vec()));
+        at = at + 8 + size + (size & 1);
+    }
+    out
 }
