@@ -30,6 +30,7 @@ pub struct EncryptedInput {
 
 /// `cdm::SubsampleEntry`.
 #[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubsampleEntry {
     pub clear: u32,
     pub cipher: u32,

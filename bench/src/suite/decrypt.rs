@@ -13,14 +13,16 @@ pub struct CdmRow {
     pub backend: &'static str,
     pub scheme: &'static str,
     pub mbs: Option<f64>,
-    /// This backend's MB/s over `cenc::decrypt_in_place`'s (the element's own AES, in process).
+    /// This backend's MB/s over `cenc::decrypt_in_place`'s (the element's own AES, in process),
+    /// measured right before and after it.
     pub vs_in_process: Option<f64>,
     pub error: Option<String>,
 }
 
 /// Each scheme through the in-process Clear Key CDM and through the two FFI backends with the
-/// workspace's test modules (built beside the bench), beside `in_process` MB/s per scheme.
-pub(super) fn cdm_rows(opts: &Options, in_process: &[DecryptRow]) -> Vec<CdmRow> {
+/// workspace's test modules (built beside the bench), each beside the in-process AES measured
+/// around it.
+pub(super) fn cdm_rows(opts: &Options) -> Vec<CdmRow> {
     use crate::decrypt::Backend;
     let budget = Duration::from_millis(if opts.quick { 100 } else { 2000 });
     // The modules the workspace built beside this bench binary.
@@ -35,12 +37,15 @@ pub(super) fn cdm_rows(opts: &Options, in_process: &[DecryptRow]) -> Vec<CdmRow>
         ("cenc", gstwidevinestub::cenc::Scheme::Cenc),
         ("cbcs", gstwidevinestub::cenc::Scheme::Cbcs),
     ] {
-        let base = in_process
-            .iter()
-            .find(|r| r.scheme == name)
-            .and_then(|r| r.in_process_mbs);
         for b in &backends {
+            // The in-process AES right before and after, so a machine's drift during the run
+            // (another process, the CPU's clock) does not land in the ratio.
+            let before = crate::decrypt::measure(scheme, budget).ok();
             let m = crate::decrypt::measure_cdm(b, scheme, budget);
+            let after = crate::decrypt::measure(scheme, budget).ok();
+            let base = before
+                .zip(after)
+                .map(|(a, b)| (a.mb_per_s + b.mb_per_s) / 2.0);
             let mbs = m.as_ref().ok().map(|t| t.mb_per_s);
             rows.push(CdmRow {
                 backend: b.label(),

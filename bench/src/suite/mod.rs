@@ -189,7 +189,7 @@ pub fn run(opts: Options) -> Result<Results> {
     // Decryption throughput.
     if opts.runs("decrypt") {
         res.decrypt = decrypt::decrypt_rows(&opts, &mut res.criterion_command);
-        res.decrypt_cdm = decrypt::cdm_rows(&opts, &res.decrypt);
+        res.decrypt_cdm = decrypt::cdm_rows(&opts);
     }
     // Tracks back to back in one process: RSS and threads stay flat.
     if opts.runs("soak") {

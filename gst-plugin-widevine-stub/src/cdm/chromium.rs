@@ -1005,14 +1005,22 @@ impl Cdm for ChromiumCdm {
         protection: &SampleProtection<'_>,
         data: &mut [u8],
     ) -> Result<(), CdmError> {
-        let subsamples: Vec<SubsampleEntry> = protection
-            .subsamples
-            .iter()
-            .map(|s| SubsampleEntry {
-                clear: s.clear,
-                cipher: s.protected,
-            })
-            .collect();
+        // Per sample, so the usual map (one subsample, or none) needs no allocation.
+        let entry = |s: &crate::cenc::Subsample| SubsampleEntry {
+            clear: s.clear,
+            cipher: s.protected,
+        };
+        let mut inline = [SubsampleEntry::default(); 8];
+        let heap: Vec<SubsampleEntry>;
+        let subsamples: &[SubsampleEntry] = if protection.subsamples.len() <= inline.len() {
+            for (slot, s) in inline.iter_mut().zip(protection.subsamples) {
+                *slot = entry(s);
+            }
+            &inline[..protection.subsamples.len()]
+        } else {
+            heap = protection.subsamples.iter().map(entry).collect();
+            &heap
+        };
         let size = u32::try_from(data.len()).map_err(|_| {
             CdmError::Module(format!("{}: a sample over 4 GiB", self.inner.prefix()))
         })?;

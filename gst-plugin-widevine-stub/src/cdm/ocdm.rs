@@ -65,10 +65,14 @@ struct OcdmPattern {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy, Default)]
 struct OcdmSubSample {
     clear_bytes: u16,
     encrypted_bytes: u32,
 }
+
+/// Subsamples a sample's map fits in without an allocation (an audio sample has one or none).
+const INLINE_SUBSAMPLES: usize = 8;
 
 #[repr(C)]
 struct OcdmSampleInfo {
@@ -643,21 +647,33 @@ impl Cdm for OcdmCdm {
         protection: &SampleProtection<'_>,
         data: &mut [u8],
     ) -> Result<(), CdmError> {
-        let mut subsamples = protection
-            .subsamples
-            .iter()
-            .map(|s| {
-                Ok(OcdmSubSample {
-                    clear_bytes: u16::try_from(s.clear).map_err(|_| {
-                        CdmError::Module(format!(
-                            "a subsample of {} clear bytes is more than OpenCDM takes (65535)",
-                            s.clear
-                        ))
-                    })?,
-                    encrypted_bytes: s.protected,
-                })
+        // Per sample, so no allocation for what fits on the stack (the map, the IV).
+        let convert = |s: &crate::cenc::Subsample| {
+            Ok(OcdmSubSample {
+                clear_bytes: u16::try_from(s.clear).map_err(|_| {
+                    CdmError::Module(format!(
+                        "a subsample of {} clear bytes is more than OpenCDM takes (65535)",
+                        s.clear
+                    ))
+                })?,
+                encrypted_bytes: s.protected,
             })
-            .collect::<Result<Vec<_>, CdmError>>()?;
+        };
+        let mut inline = [OcdmSubSample::default(); INLINE_SUBSAMPLES];
+        let mut heap: Vec<OcdmSubSample>;
+        let subsamples: &mut [OcdmSubSample] = if protection.subsamples.len() <= INLINE_SUBSAMPLES {
+            for (slot, s) in inline.iter_mut().zip(protection.subsamples) {
+                *slot = convert(s)?;
+            }
+            &mut inline[..protection.subsamples.len()]
+        } else {
+            heap = protection
+                .subsamples
+                .iter()
+                .map(convert)
+                .collect::<Result<Vec<_>, CdmError>>()?;
+            &mut heap
+        };
         let count = u8::try_from(subsamples.len()).map_err(|_| {
             CdmError::Module(format!(
                 "{} subsamples are more than OpenCDM takes (255)",
@@ -666,7 +682,11 @@ impl Cdm for OcdmCdm {
         })?;
         let length = u32::try_from(data.len())
             .map_err(|_| CdmError::Module("a sample over 4 GiB".into()))?;
-        let mut iv = protection.iv.to_vec();
+        let mut iv_buf = [0u8; 16];
+        let iv = iv_buf
+            .get_mut(..protection.iv.len())
+            .ok_or_else(|| CdmError::Module("an IV longer than 16 bytes".into()))?;
+        iv.copy_from_slice(protection.iv);
         let mut key_id = kid.0;
         let info = OcdmSampleInfo {
             scheme: match protection.scheme {

@@ -517,17 +517,29 @@ unsafe extern "C" fn amz_test_cdm_decrypt(
                 None => return STATUS_NO_KEY,
             }
         };
-        let subsamples: Vec<Subsample> = subsamples
-            .iter()
-            .map(|s| Subsample {
-                clear: s.clear,
-                protected: s.cipher,
-            })
-            .collect();
+        // No allocation per sample for the usual map (one subsample, or none).
+        let convert = |s: &amzmusic_common::chromium_cdm::SubsampleEntry| Subsample {
+            clear: s.clear,
+            protected: s.cipher,
+        };
+        let mut inline = [Subsample {
+            clear: 0,
+            protected: 0,
+        }; 8];
+        let heap: Vec<Subsample>;
+        let subsamples: &[Subsample] = if subsamples.len() <= inline.len() {
+            for (slot, s) in inline.iter_mut().zip(subsamples) {
+                *slot = convert(s);
+            }
+            &inline[..subsamples.len()]
+        } else {
+            heap = subsamples.iter().map(convert).collect();
+            &heap
+        };
         let protection = SampleProtection {
             scheme,
             iv,
-            subsamples: &subsamples,
+            subsamples,
             pattern: Pattern {
                 crypt: input.crypt.min(255) as u8,
                 skip: input.skip.min(255) as u8,

@@ -485,17 +485,29 @@ pub unsafe extern "C" fn opencdm_session_decrypt_v2(
             Some((k, _)) => k.clone(),
             None => return ERROR_INVALID_SESSION,
         };
-        let subsamples: Vec<Subsample> = subsamples
-            .iter()
-            .map(|s| Subsample {
-                clear: s.clear_bytes.into(),
-                protected: s.encrypted_bytes,
-            })
-            .collect();
+        // No allocation per sample for the usual map (one subsample, or none).
+        let convert = |s: &SubSampleInfo| Subsample {
+            clear: s.clear_bytes.into(),
+            protected: s.encrypted_bytes,
+        };
+        let mut inline = [Subsample {
+            clear: 0,
+            protected: 0,
+        }; 8];
+        let heap: Vec<Subsample>;
+        let subsamples: &[Subsample] = if subsamples.len() <= inline.len() {
+            for (slot, s) in inline.iter_mut().zip(subsamples) {
+                *slot = convert(s);
+            }
+            &inline[..subsamples.len()]
+        } else {
+            heap = subsamples.iter().map(convert).collect();
+            &heap
+        };
         let protection = SampleProtection {
             scheme,
             iv,
-            subsamples: &subsamples,
+            subsamples,
             pattern: Pattern {
                 crypt: info.pattern.encrypted_blocks.min(255) as u8,
                 skip: info.pattern.clear_blocks.min(255) as u8,
