@@ -5,6 +5,7 @@
 //! measured again here with an independent meter run on the decoded samples.
 
 use amzmusic_tests::*;
+use gst::prelude::*;
 use std::process::Command;
 use std::time::Duration;
 
@@ -97,4 +98,29 @@ fn rgvolume_normalizes_every_tier_to_its_target() {
             "{quality} {filter}: {got:.3} LUFS, want {want:.2}"
         );
     }
+}
+
+/// playbin3 (urisourcebin, amzdashbin) with rgvolume as its audio filter: the same -18 LUFS.
+#[test]
+fn playbin3_with_rgvolume_plays_at_the_replaygain_target() {
+    let _ = shared_env();
+    let (pb, sink) = playbin3(&format!("amazonmusic://track/{HD}"), Some("hd"), None).unwrap();
+    let filter = gst::parse::bin_from_description(
+        "audioconvert ! rgvolume headroom=10 ! audioconvert ! \
+         capsfilter caps=audio/x-raw,format=F32LE,layout=interleaved",
+        true,
+    )
+    .unwrap();
+    pb.set_property("audio-filter", &filter);
+    let p = play_to_end(&pb, &sink, Duration::from_secs(60), |_| {});
+    p.ok().unwrap();
+    let rate = p.last_caps_field::<i32>("rate").unwrap() as u32;
+    let channels = p.last_caps_field::<i32>("channels").unwrap() as u32;
+    assert_eq!(
+        p.last_caps_field::<String>("format").as_deref(),
+        Some("F32LE")
+    );
+    let got = loudness_f32(&p.bytes, channels, rate);
+    eprintln!("playbin3 + rgvolume: {got:.2} LUFS");
+    assert!((got + 18.0).abs() < 0.1, "{got:.3} LUFS, want -18.00");
 }
