@@ -93,12 +93,14 @@ struct State {
     /// The FLAC `streamheader` of the stream's clear sample entry. 1.22's qtdemux drops it for
     /// the `enca` entry, so at the clear-lead → encrypted switch the caps would lose it and
     /// flacparse would re-send its headers mid-stream (flacdec then re-stamps frames, a 300 ms
-    /// jump back): the encrypted caps get the same header. Reset when a stream-start names
-    /// another stream: qtdemux re-announces the same stream (same stream-id, caps without
-    /// the header) when it reads the init segment again, as behind decodebin3's parsebin.
+    /// jump back): the encrypted caps get the same header. Reset when a stream-start starts
+    /// another stream or group: qtdemux re-announces the same stream (same stream-id and group,
+    /// caps without the header) when it reads the init segment again, as behind decodebin3's
+    /// parsebin, while the next track of a gapless album keeps the stream-id (amzdashdemux's
+    /// per codec) in a new group.
     flac_streamheader: Option<glib::SendValue>,
-    /// The stream-id of the last stream-start.
-    stream_id: Option<glib::GString>,
+    /// The stream-id and group of the last stream-start.
+    stream: Option<(glib::GString, Option<gst::GroupId>)>,
 }
 
 pub struct WidevineDecrypt {
@@ -874,10 +876,10 @@ impl BaseTransformImpl for WidevineDecrypt {
             }
             gst::EventView::StreamStart(ev) => {
                 let mut state = self.state.lock().unwrap();
-                let id = ev.stream_id();
-                if state.stream_id.as_deref() != Some(id) {
+                let stream = (glib::GString::from(ev.stream_id()), ev.group_id());
+                if state.stream.as_ref() != Some(&stream) {
                     state.flac_streamheader = None;
-                    state.stream_id = Some(id.into());
+                    state.stream = Some(stream);
                 }
                 drop(state);
                 // The next track of a gapless album reuses this element with its own PSSHs.
