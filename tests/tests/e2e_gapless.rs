@@ -473,3 +473,60 @@ fn playbin3_album_joins_at_the_opus_tier_are_aligned() {
         );
     }
 }
+
+/// A join inside one codec whose format changes, FLAC 44.1 kHz/16 to 48 kHz/24 (the next track
+/// reaches the same qtdemux and decryptor under the same stream-id in a new group): each track
+/// is its own source's samples, so the decryptor did not hand the second the first's
+/// STREAMINFO, and the rate changes at the join.
+#[test]
+fn playbin3_join_from_flac_16_bit_to_flac_24_bit_is_each_tracks_source() {
+    let _serial = serial();
+    let _ = env();
+    let tracks = ["B0EMUAL001", "B0EMUHD001"];
+    let uris: Vec<String> = tracks
+        .iter()
+        .map(|id| format!("amazonmusic://track/{id}"))
+        .collect();
+    let (pb, sink) = playbin3(&uris[0], Some("hd"), None).unwrap();
+    let demuxers = AtomicUsize::new(0);
+    pb.connect("element-setup", false, move |args| {
+        let e = args[1].get::<gst::Element>().unwrap();
+        if e.factory().is_some_and(|f| f.name() == "amzdashdemux") {
+            let rep = match demuxers.fetch_add(1, Ordering::SeqCst) {
+                0 => "flac-44k16",
+                _ => "flac-48k24",
+            };
+            e.set_property("representation", rep);
+        }
+        None
+    });
+    let p = play_queued(&pb, &sink, &uris);
+    let rates: Vec<_> = p
+        .caps
+        .iter()
+        .map(|(c, n)| (c.structure(0).and_then(|s| s.get::<i32>("rate").ok()), *n))
+        .collect();
+    assert_eq!(
+        rates.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [Some(44_100), Some(48_000)],
+        "{:?}",
+        p.caps
+    );
+    // Each track as flacdec gives it (S16LE, then packed S24LE) against its source.
+    let first = rates[0].1 as usize;
+    let (a, b) = p.bytes.split_at(first);
+    assert_same_pcm(
+        a,
+        &source_pcm(tracks[0], "flac-44k16"),
+        4,
+        "the 16-bit track",
+    );
+    let format = p.last_caps_field::<String>("format").unwrap();
+    assert_eq!(format, "S24LE", "{:?}", p.caps);
+    assert_same_pcm(
+        b,
+        &source_pcm(tracks[1], "flac-48k24"),
+        6,
+        "the 24-bit track",
+    );
+}
