@@ -544,3 +544,37 @@ async fn request_log_never_holds_secrets() {
     assert_eq!(e["status"], 200);
     assert!(e["duration_ms"].is_u64());
 }
+
+/// The manifest's Amazon signals in the service's own forms (Amazon's vinyl player's public
+/// test manifests): `amz-music:trackType` and `amz-music:bitDepth` as descriptor values, the
+/// track type of the low Opus rung LD, loudness with its unit.
+#[tokio::test]
+async fn manifests_write_the_services_descriptor_forms() {
+    let emu = emulator(true).await;
+    let base = &emu.base_url;
+    let mpd = client()
+        .get(format!("{base}/open/{}/manifest.mpd", ids::HD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"<SupplementalProperty schemeIdUri="amz-music:trackType" value="HD"/>"#,
+        r#"<SupplementalProperty schemeIdUri="amz-music:trackType" value="LD"/>"#,
+        r#"<SupplementalProperty schemeIdUri="amz-music:bitDepth" value="24"/>"#,
+        r#"<SupplementalProperty schemeIdUri="amz-music:bitDepth" value="16"/>"#,
+        " LUFS\"/>",
+    ] {
+        assert!(mpd.contains(want), "no {want} in\n{mpd}");
+    }
+    assert!(
+        !mpd.contains("amz-music:trackType=\""),
+        "the invented attribute form"
+    );
+    assert!(
+        !mpd.contains("amz-music:bitDepth=\""),
+        "the invented attribute form"
+    );
+}

@@ -66,7 +66,8 @@ impl Tier {
     /// `amz-music:trackType` value.
     pub fn track_type(self) -> &'static str {
         match self {
-            Tier::Ld | Tier::Sd => "SD",
+            Tier::Ld => "LD",
+            Tier::Sd => "SD",
             Tier::Hd => "HD",
             Tier::Uhd => "UHD",
             Tier::Atmos => "SPATIAL",

@@ -204,7 +204,7 @@ pub fn write_mpd(
         }
         let _ = writeln!(
             m,
-            r#"      <SupplementalProperty schemeIdUri="{NS_AMZ_MUSIC}" value="trackType" amz-music:trackType="{}"/>"#,
+            r#"      <SupplementalProperty schemeIdUri="amz-music:trackType" value="{}"/>"#,
             tier.track_type()
         );
         // The source's measured loudness, as the service writes it (`-13.5 LUFS`). Music has
@@ -238,14 +238,9 @@ fn write_representation(
     addressing: Addressing,
     urls: &UrlStyle,
 ) {
-    let depth = if r.codec == Codec::Flac {
-        format!(r#" amz-music:bitDepth="{}""#, r.bit_depth)
-    } else {
-        String::new()
-    };
     let _ = writeln!(
         m,
-        r#"      <Representation id="{}" codecs="{}" bandwidth="{}" audioSamplingRate="{}" qualityRanking="{ranking}" mimeType="audio/mp4"{depth}>"#,
+        r#"      <Representation id="{}" codecs="{}" bandwidth="{}" audioSamplingRate="{}" qualityRanking="{ranking}" mimeType="audio/mp4">"#,
         r.id,
         r.codec.codecs(),
         p.peak_bitrate,
@@ -262,6 +257,14 @@ fn write_representation(
         )
     };
     let _ = writeln!(m, "        <AudioChannelConfiguration {ch_value}/>");
+    // As the service writes it: a child descriptor of the representation.
+    if r.codec == Codec::Flac {
+        let _ = writeln!(
+            m,
+            r#"        <SupplementalProperty schemeIdUri="amz-music:bitDepth" value="{}"/>"#,
+            r.bit_depth
+        );
+    }
     let q = xml_escape(urls.query);
     let init_len = p.init_for(urls.key_system).len() as u64;
     let seg_ticks = super::store::SEGMENT_SECONDS * p.timescale as u64;
