@@ -22,6 +22,12 @@ fn loudness_f32(pcm: &[u8], channels: u32, rate: u32) -> f64 {
     m.loudness_global().unwrap()
 }
 
+/// The ProgramLoudness the emulator's manifest of the HD track states, in LUFS, read once.
+fn hd_manifest_loudness() -> f64 {
+    static L: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *L.get_or_init(|| manifest_loudness(HD))
+}
+
 /// The ProgramLoudness the emulator's manifest of `track` states, in LUFS (its `export`
 /// writes the manifest as the CDN serves it).
 fn manifest_loudness(track: &str) -> f64 {
@@ -59,7 +65,7 @@ fn gst_launch_shows_the_replaygain_track_gain() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want = -18.0 - manifest_loudness(HD);
+    let want = -18.0 - hd_manifest_loudness();
     let line = stdout
         .lines()
         .find(|l| l.contains("replaygain track gain:"))
@@ -75,7 +81,7 @@ fn gst_launch_shows_the_replaygain_track_gain() {
 #[test]
 fn rgvolume_normalizes_every_tier_to_its_target() {
     let _ = shared_env();
-    let source = manifest_loudness(HD);
+    let source = hd_manifest_loudness();
     for (quality, filter, want) in [
         ("hd", "", source),
         ("hd", "rgvolume headroom=10 !", -18.0),
